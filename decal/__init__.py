@@ -1,0 +1,36 @@
+"""decal: GPU data loading and Copy-Paste-family augmentation on NVIDIA DALI, for PyTorch.
+
+The public API is re-exported lazily, so ``import decal`` stays cheap (no DALI, CuPy or
+torch import until a name is used)::
+
+    from decal import CopyPasteLoader
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "CopyPasteLoader": "decal.dali_pipes.torch_iterator",
+    "CopyPasteLoaderConfig": "decal.dali_pipes.torch_iterator",
+    "Batch": "decal.dali_pipes.torch_iterator",
+    "CopyPasteParams": "decal.kernels.copy_paste",
+    "ScaleJitter": "decal.dali_pipes.scale_jitter",
+    "DatasetError": "decal.dali_pipes.errors",
+    "ensure_sample_dataset": "decal.dali_pipes.sample_data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'decal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
