@@ -1,0 +1,147 @@
+"""Shared plumbing for the kernel modules: CUDA source loading, dispatch, output allocation.
+
+Nothing here touches the GPU at import time. CuPy itself is imported lazily, only when a
+launcher runs or when an argument already is a CuPy array (in which case CuPy is imported).
+
+Conventions used by every ``<op>_cupy`` launcher:
+
+* kernels run on CuPy's *current* stream (wrap calls in ``cupy.cuda.ExternalStream`` to run
+  them on DALI's stream); launchers never synchronise;
+* outputs are freshly allocated; with the environment variable ``DECAL_POISON=1`` they are
+  filled with the byte ``0xAB`` before the launch, so a test can tell an element the kernel
+  never wrote from one it did.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KERNEL_DIR: Path = Path(__file__).resolve().parent
+"""Folder holding the ``.cu`` / ``.cuh`` sources (also the NVRTC include path)."""
+
+POISON_BYTE = 0xAB
+
+def is_cupy_array(x: Any) -> bool:
+    """True when ``x`` is a ``cupy.ndarray``; never imports CuPy when it isn't loaded."""
+    cp = sys.modules.get("cupy")
+    return cp is not None and isinstance(x, cp.ndarray)
+
+
+def get_array_module(x: Any) -> Any:
+    """``cupy`` for CuPy arrays, ``numpy`` otherwise (without importing CuPy needlessly)."""
+    return sys.modules["cupy"] if is_cupy_array(x) else np
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def nvrtc_options() -> tuple[str, ...]:
+    """Options every RawModule is compiled with (also used by the NVRTC compile test)."""
+    return ("--std=c++17", f"-I{KERNEL_DIR}")
+
+
+def kernel_source(cu_name: str) -> str:
+    """The source of ``kernels/<cu_name>`` as handed to NVRTC.
+
+    A comment with a hash of every ``.cuh`` header is appended, because CuPy's on-disk
+    kernel cache keys on the top-level source text only and would otherwise keep serving a
+    binary built against an older header.
+    """
+    src = (KERNEL_DIR / cu_name).read_text()
+    digest = hashlib.sha256()
+    for header in sorted(KERNEL_DIR.glob("*.cuh")):
+        digest.update(header.name.encode())
+        digest.update(header.read_bytes())
+    return f"{src}\n// decal-headers-sha256: {digest.hexdigest()}\n"
+
+
+@functools.lru_cache(maxsize=None)
+def raw_module(cu_name: str) -> Any:
+    """The ``cupy.RawModule`` for ``kernels/<cu_name>``, built once per process (lazily: NVRTC
+    runs on the first ``get_function``/launch, per device)."""
+    import cupy
+
+    return cupy.RawModule(code=kernel_source(cu_name), options=nvrtc_options())
+
+
+def get_kernel(cu_name: str, kernel_name: str) -> Any:
+    """The kernel ``kernel_name`` of ``kernels/<cu_name>`` for the current device (cached)."""
+    import cupy
+
+    return _get_kernel(cu_name, kernel_name, cupy.cuda.Device().id)
+
+
+@functools.lru_cache(maxsize=None)
+def _get_kernel(cu_name: str, kernel_name: str, device_id: int) -> Any:
+    return raw_module(cu_name).get_function(kernel_name)
+
+
+# --------------------------------------------------------------------------- launches
+
+
+def poison_enabled() -> bool:
+    """True when ``DECAL_POISON=1`` (read at every call, so tests may set it at run time)."""
+    return os.environ.get("DECAL_POISON", "") == "1"
+
+
+def empty(shape: tuple[int, ...], dtype: Any) -> Any:
+    """``cupy.empty``, filled with ``0xAB`` bytes when poisoning is enabled."""
+    import cupy
+
+    out = cupy.empty(shape, dtype=dtype)
+    if poison_enabled() and out.size:
+        out.view(cupy.uint8).fill(POISON_BYTE)
+    return out
+
+
+def as_device(x: Any, dtype: Any) -> Any:
+    """A C-contiguous CuPy array of ``dtype`` holding ``x`` (host or device); no copy if it
+    already is one."""
+    import cupy
+
+    return cupy.ascontiguousarray(cupy.asarray(x, dtype=dtype))
+
+
+def as_device_mask(x: Any) -> Any:
+    """A C-contiguous CuPy uint8 array of a mask/alpha: uint8 input is kept as is, any other
+    dtype (bool, float) becomes ``(x != 0)`` as 0/1 bytes."""
+    import cupy
+
+    x = cupy.asarray(x)
+    if x.dtype != cupy.uint8:
+        x = (x != 0).astype(cupy.uint8)
+    return cupy.ascontiguousarray(x)
+
+
+def as_host_mask(x: Any) -> np.ndarray:
+    """The NumPy counterpart of :func:`as_device_mask`."""
+    x = np.asarray(x)
+    return x if x.dtype == np.uint8 else (x != 0).astype(np.uint8)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+MAX_GRID_YZ = 65535
+"""CUDA's limit on ``gridDim.y`` and ``gridDim.z``."""
+
+
+def check_grid_yz(n: int, what: str) -> None:
+    if n > MAX_GRID_YZ:
+        raise ValueError(f"{what}={n} exceeds the CUDA grid limit {MAX_GRID_YZ}")
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device_id: int) -> int:
+    """Streaming multiprocessors on ``device_id`` (used to size grids)."""
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])

@@ -1,0 +1,209 @@
+"""Copy-Paste for one batch, composed from the batched kernels (Ghiasi et al. 2021).
+
+Steps, each one batched kernel (NumPy twin on the CPU, one CuPy launch per batch on the GPU):
+
+1. :func:`~decal.kernels.mask_boxes.mask_boxes`: area and tight box of every instance
+   after the geometric transforms; empty ones are dropped and never pasted.
+2. :func:`~decal.kernels.paste_plan.draw_paste_plan` (host): partner and pasted subset,
+   mmdetection ``CopyPaste`` semantics.
+3. :func:`~decal.kernels.paste_alpha.paste_alpha`: alpha = union of the pasted masks.
+4. :func:`~decal.kernels.gaussian_blur.gaussian_blur` when ``blend_sigma > 0``: the
+   smoothed alpha used for the image blend only (the masks use the hard alpha).
+5. :func:`~decal.kernels.composite.composite`: image = src·alpha + dst·(1 − alpha).
+6. :func:`~decal.kernels.occlusion_update.occlusion_update`: destination masks lose the
+   pasted pixels; areas and boxes re-derived. An instance is kept if it keeps more than
+   ``mask_occluded_thr`` pixels or its box moved at most ``bbox_occluded_thr`` px
+   (mmdetection ``CopyPaste._copy_paste``), and always dropped when no pixel is left.
+7. Output per image: kept destination instances, then the pasted ones (appended, as
+   mmdetection does), with boxes taken from their masks.
+
+Host synchronisation: the per-instance areas (M integers) come to the host once to draw
+the plan, and the keep flags (M booleans) once to size the ragged outputs. Pixels never
+leave the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._cuda import get_array_module
+from .composite import composite
+from .gaussian_blur import gaussian_blur
+from .mask_boxes import mask_boxes
+from .occlusion_update import occlusion_keep, occlusion_update
+from .paste_alpha import paste_alpha
+from .paste_plan import PastePlan, draw_paste_plan
+
+
+@dataclass(frozen=True)
+class CopyPasteParams:
+    """Copy-Paste parameters; defaults are mmdetection's ``CopyPaste`` defaults.
+
+    Attributes:
+        max_num_pasted: cap on instances pasted into one image.
+        blend_sigma: Gaussian sigma in pixels for the alpha used to blend the image
+            (Ghiasi et al. blend with a smoothed alpha); 0 pastes with the hard mask.
+        mask_occluded_thr: a partly occluded destination instance is kept if more than
+            this many pixels remain ...
+        bbox_occluded_thr: ... or if every box coordinate moved at most this many pixels.
+        paste_by_box: use filled boxes as masks (datasets without masks; mmdetection's
+            ``paste_by_box``).
+    """
+
+    max_num_pasted: int = 100
+    blend_sigma: float = 0.0
+    mask_occluded_thr: int = 300
+    bbox_occluded_thr: float = 10.0
+    paste_by_box: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_num_pasted < 0:
+            raise ValueError(f"max_num_pasted must be >= 0, got {self.max_num_pasted}")
+        if self.blend_sigma < 0:
+            raise ValueError(f"blend_sigma must be >= 0, got {self.blend_sigma}")
+        if self.mask_occluded_thr < 0 or self.bbox_occluded_thr < 0:
+            raise ValueError("mask_occluded_thr and bbox_occluded_thr must be >= 0")
+
+
+@dataclass(frozen=True)
+class CopyPasteResult:
+    """A batch after Copy-Paste. Pixel arrays live where the inputs lived.
+
+    Attributes:
+        images: (B, H, W, C) uint8.
+        masks: (M', H, W) uint8 in {0, 1}, instances of all images, image by image.
+        boxes: (M', 4) float32 xyxy px (exclusive max), the tight box of each mask.
+        areas: (M',) int64 pixel count of each mask.
+        instance_offsets: (B + 1,) int64 host CSR offsets of each image's instances.
+        labels: (M',) int64 host category ids.
+        iscrowd: (M',) bool host.
+        pasted: (M',) bool host, True for instances pasted in this step.
+        plan: the draws that were made.
+    """
+
+    images: Any
+    masks: Any
+    boxes: Any
+    areas: Any
+    instance_offsets: np.ndarray
+    labels: np.ndarray
+    iscrowd: np.ndarray
+    pasted: np.ndarray
+    plan: PastePlan
+
+
+def _to_host(array: Any) -> np.ndarray:
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def copy_paste_batch(
+    images: Any,
+    masks: Any,
+    instance_offsets: np.ndarray,
+    labels: np.ndarray,
+    iscrowd: np.ndarray,
+    params: CopyPasteParams,
+    rng: np.random.Generator,
+) -> CopyPasteResult:
+    """Copy-Paste over a whole batch; the partner of each image is another image of it.
+
+    Args:
+        images: (B, H, W, C) uint8, NumPy (CPU path) or CuPy (GPU path).
+        masks: (M, H, W) uint8 in {0, 1}, same array module as ``images``; the instances
+            of image b are rows ``instance_offsets[b]:instance_offsets[b + 1]``.
+        instance_offsets: (B + 1,) int64 host array.
+        labels: (M,) int64 host category ids.
+        iscrowd: (M,) bool host; crowd regions are never pasted.
+        params: the thresholds and blend.
+        rng: the batch's generator; all draws are made on the host from it.
+    """
+    xp = get_array_module(images)
+    instance_offsets = np.asarray(instance_offsets, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    iscrowd = np.asarray(iscrowd, dtype=bool)
+    batch_size = images.shape[0]
+    counts = np.diff(instance_offsets)
+    if masks.shape[0] != instance_offsets[-1] or len(labels) != masks.shape[0]:
+        raise ValueError(
+            f"masks ({masks.shape[0]}), labels ({len(labels)}) and instance_offsets "
+            f"(total {instance_offsets[-1]}) disagree on the number of instances"
+        )
+    instance_sample = np.repeat(np.arange(batch_size, dtype=np.int64), counts)
+
+    areas_before, boxes_before = mask_boxes(masks)
+    nonempty = _to_host(areas_before) > 0
+    plan = draw_paste_plan(rng, instance_offsets, nonempty & ~iscrowd, params.max_num_pasted)
+
+    alpha_hard = paste_alpha(
+        masks, xp.asarray(plan.paste_offsets), xp.asarray(plan.paste_indices), batch_size
+    )
+    alpha = gaussian_blur(alpha_hard, params.blend_sigma) if params.blend_sigma > 0 else alpha_hard
+    out_images = composite(images, images, xp.asarray(plan.partner), alpha)
+
+    updated, areas_after, boxes_after = occlusion_update(masks, xp.asarray(instance_sample), alpha_hard)
+    keep = _to_host(
+        occlusion_keep(
+            areas_before,
+            boxes_before,
+            areas_after,
+            boxes_after,
+            mask_occluded_thr=params.mask_occluded_thr,
+            bbox_occluded_thr=params.bbox_occluded_thr,
+        )
+    ).astype(bool)
+
+    # Output row order: for each image, its kept instances, then the pasted ones.
+    kept_per_image = np.bincount(instance_sample[keep], minlength=batch_size)
+    pasted_per_image = plan.num_pasted
+    out_offsets = np.concatenate([[0], np.cumsum(kept_per_image + pasted_per_image)]).astype(np.int64)
+    kept_rows = np.flatnonzero(keep)
+    kept_dest = out_offsets[:-1][instance_sample[kept_rows]] + _rank_within_groups(instance_sample[kept_rows])
+    paste_sample = np.repeat(np.arange(batch_size, dtype=np.int64), pasted_per_image)
+    paste_dest = (
+        out_offsets[:-1][paste_sample] + kept_per_image[paste_sample] + _rank_within_groups(paste_sample)
+    )
+
+    total = int(out_offsets[-1])
+    height, width = masks.shape[1:]
+    out_masks = xp.empty((total, height, width), dtype=xp.uint8)
+    out_boxes = xp.empty((total, 4), dtype=xp.float32)
+    out_areas = xp.empty(total, dtype=xp.int64)
+    kept_dest_x, paste_dest_x = xp.asarray(kept_dest), xp.asarray(paste_dest)
+    kept_rows_x, paste_rows_x = xp.asarray(kept_rows), xp.asarray(plan.paste_indices)
+    out_masks[kept_dest_x] = updated[kept_rows_x]
+    out_masks[paste_dest_x] = masks[paste_rows_x]
+    out_boxes[kept_dest_x] = boxes_after[kept_rows_x]
+    out_boxes[paste_dest_x] = boxes_before[paste_rows_x]
+    out_areas[kept_dest_x] = areas_after[kept_rows_x]
+    out_areas[paste_dest_x] = areas_before[paste_rows_x]
+
+    out_labels = np.empty(total, dtype=np.int64)
+    out_crowd = np.empty(total, dtype=bool)
+    out_pasted = np.zeros(total, dtype=bool)
+    out_labels[kept_dest], out_labels[paste_dest] = labels[kept_rows], labels[plan.paste_indices]
+    out_crowd[kept_dest], out_crowd[paste_dest] = iscrowd[kept_rows], iscrowd[plan.paste_indices]
+    out_pasted[paste_dest] = True
+    return CopyPasteResult(
+        images=out_images,
+        masks=out_masks,
+        boxes=out_boxes,
+        areas=out_areas,
+        instance_offsets=out_offsets,
+        labels=out_labels,
+        iscrowd=out_crowd,
+        pasted=out_pasted,
+        plan=plan,
+    )
+
+
+def _rank_within_groups(sorted_groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... restarting at each new value of a sorted (n,) integer array."""
+    n = len(sorted_groups)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    run_lengths = np.diff(np.r_[starts, n])
+    return np.arange(n, dtype=np.int64) - np.repeat(starts, run_lengths)
