@@ -1,0 +1,168 @@
+"""The copy-paste DALI pipeline: decode → scale jitter → crop/pad → flip → Copy-Paste.
+
+Graph (one per loader)::
+
+    external_source(CopyPasteSource)            encoded, masks H×W×(N+1), labels, ...
+      ├─ decoders.image  (mixed on GPU, cpu)    H×W×3 uint8
+      ├─ resize(resize_longer = r·S)            linear + antialias; masks nearest
+      ├─ crop(S×S, crop_pos, pad gray / 0)      image padded with ``pad_value``
+      ├─ flip(horizontal)
+      └─ python_function(CopyPasteStep)         batched kernels, one call per batch
+           → images S×S×3 → transpose → 3×S×S, masks N'×S×S, boxes N'×4, labels, ...
+
+On the GPU the step runs its CuPy kernels on DALI's CUDA stream (``fn.python_function``
+sets CuPy's current stream to DALI's), and DALI keeps async, pipelined execution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.pipeline import Pipeline
+
+from ..kernels.copy_paste import CopyPasteParams, copy_paste_batch
+from .copy_paste_source import CopyPasteSource, copy_paste_rng
+
+#: Names of the pipeline's outputs, in order.
+OUTPUT_NAMES = ("images", "masks", "boxes", "areas", "labels", "iscrowd", "pasted", "image_id", "position")
+
+
+@dataclass(frozen=True)
+class CopyPasteStep:
+    """The ``fn.python_function`` body (batch mode): stacks the batch, runs Copy-Paste.
+
+    Inputs per sample: image S×S×3 uint8, masks S×S×(N+1) uint8 (last channel the dummy),
+    labels (N,) int64, iscrowd (N,) uint8, position (5,) int64. NumPy on the CPU backend,
+    CuPy on the GPU backend. With ``params=None`` nothing is pasted, but masks are still
+    transposed, empty instances dropped and boxes re-derived.
+    """
+
+    params: CopyPasteParams | None
+
+    def __call__(self, images, masks, labels, iscrowd, positions):
+        xp = np if isinstance(images[0], np.ndarray) else _cupy()
+        counts = np.array([m.shape[2] - 1 for m in masks], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        height, width = images[0].shape[:2]
+        stacked_images = xp.stack(images)
+        stacked_masks = xp.empty((int(offsets[-1]), height, width), dtype=xp.uint8)
+        for b, m in enumerate(masks):  # one strided copy per sample: HWC → CHW, dummy dropped
+            stacked_masks[offsets[b] : offsets[b + 1]] = xp.moveaxis(m[..., :-1], 2, 0)
+        host_labels = np.concatenate([_host(x) for x in labels]) if len(labels) else np.empty(0, np.int64)
+        host_crowd = np.concatenate([_host(x) for x in iscrowd]).astype(bool)
+        params = self.params or CopyPasteParams(max_num_pasted=0)
+        result = copy_paste_batch(
+            stacked_images,
+            stacked_masks,
+            offsets,
+            host_labels,
+            host_crowd,
+            params,
+            copy_paste_rng(_host(positions[0])),
+        )
+        o = result.instance_offsets
+        rows = [slice(int(o[b]), int(o[b + 1])) for b in range(len(images))]
+
+        def per_sample(array: Any) -> list[Any]:
+            return [array[r] for r in rows]
+
+        return (
+            [result.images[b] for b in range(len(images))],
+            per_sample(result.masks),
+            per_sample(result.boxes),
+            per_sample(result.areas),
+            [xp.asarray(x) for x in per_sample(result.labels)],
+            [xp.asarray(x.astype(np.uint8)) for x in per_sample(result.iscrowd)],
+            [xp.asarray(x.astype(np.uint8)) for x in per_sample(result.pasted)],
+        )
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+def _host(array: Any) -> np.ndarray:
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def build_copy_paste_pipeline(
+    source: CopyPasteSource,
+    *,
+    output_size: int,
+    copy_paste: CopyPasteParams | None,
+    pad_value: int = 114,
+    device: Literal["cpu", "gpu"] = "cpu",
+    device_id: int = 0,
+    num_threads: int = 2,
+    prefetch_queue_depth: int = 2,
+) -> Pipeline:
+    """Build (not yet run) the pipeline over ``source``; outputs are :data:`OUTPUT_NAMES`.
+
+    Args:
+        source: the batch callable; its ``batch_size`` is the pipeline's max batch size.
+        output_size: S, the side of the square output in pixels.
+        copy_paste: the Copy-Paste parameters, or None for scale jitter and flip only.
+        pad_value: gray level of the padding around images smaller than S.
+        device: ``"gpu"`` decodes with nvJPEG (``device="mixed"``) and runs every later
+            step on the GPU; ``"cpu"`` uses DALI's CPU backend throughout.
+        device_id: CUDA device for ``"gpu"``.
+        num_threads: DALI CPU worker threads.
+        prefetch_queue_depth: batches DALI prepares ahead.
+    """
+    if output_size < 1:
+        raise ValueError(f"output_size must be >= 1, got {output_size}")
+    if not 0 <= pad_value <= 255:
+        raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    on_gpu = device == "gpu"
+    step = CopyPasteStep(copy_paste)
+
+    @pipeline_def(
+        batch_size=source.batch_size,
+        num_threads=num_threads,
+        device_id=device_id if on_gpu else None,
+        prefetch_queue_depth=prefetch_queue_depth,
+    )
+    def copy_paste_pipeline():
+        encoded, masks, labels, iscrowd, image_id, scale, crop_x, crop_y, flip, position = fn.external_source(
+            source=source,
+            num_outputs=len(CopyPasteSource.column_names),
+            batch=True,
+            layout=["", "HWC", "", "", "", "", "", "", "", ""],
+        )
+        images = fn.decoders.image(
+            encoded, device="mixed" if on_gpu else "cpu", output_type=types.RGB, adjust_orientation=False
+        )
+        step_position = position
+        if on_gpu:  # the step's inputs must share its backend; the small ones go over too
+            masks, labels, iscrowd, step_position = masks.gpu(), labels.gpu(), iscrowd.gpu(), position.gpu()
+        longer = scale * float(output_size)
+        images = fn.resize(images, resize_longer=longer, antialias=True)
+        masks = fn.resize(masks, resize_longer=longer, interp_type=types.INTERP_NN, antialias=False)
+        window = dict(
+            crop=(output_size, output_size), crop_pos_x=crop_x, crop_pos_y=crop_y, out_of_bounds_policy="pad"
+        )
+        images = fn.flip(fn.crop(images, fill_values=float(pad_value), **window), horizontal=flip)
+        masks = fn.flip(fn.crop(masks, fill_values=0.0, **window), horizontal=flip)
+        images, masks, boxes, areas, labels, iscrowd, pasted = fn.python_function(
+            images,
+            masks,
+            labels,
+            iscrowd,
+            step_position,
+            function=step,
+            batch_processing=True,
+            num_outputs=7,
+            device=device,
+            output_layouts=["HWC", "NHW"],
+        )
+        images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
+        return images, masks, boxes, areas, labels, iscrowd, pasted, image_id, position
+
+    return copy_paste_pipeline()

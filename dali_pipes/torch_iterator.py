@@ -1,0 +1,307 @@
+"""``CopyPasteLoader``: the torch iterator over the copy-paste pipeline's ragged outputs.
+
+A batch is what torchvision's detection models take: ``images`` as one (B, 3, S, S) uint8
+tensor and ``targets`` as a list of B dicts (``boxes``, ``labels``, ``masks``, ``area``,
+``iscrowd``, ``image_id``, plus ``pasted``). Tensors come out of DALI through DLPack without a
+copy (DALI 2.x's dynamic executor lets outputs outlive the next iteration), on the GPU when
+the pipeline runs there.
+
+Epochs follow DALI's convention: iterating the loader yields one epoch; iterate again for the
+next. ``len(loader)`` is the number of batches in the coming epoch. ``state_dict()`` after any
+batch, and ``load_state_dict()`` on a fresh loader, continue exactly after that batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+
+from ..kernels.copy_paste import CopyPasteParams
+from .backend import resolve_backend
+from .coco_reader import CocoDataset
+from .copy_paste_pipeline import OUTPUT_NAMES, build_copy_paste_pipeline
+from .copy_paste_source import CopyPasteSource, LoaderPosition
+from .errors import DatasetError
+from .samplers import RepeatFactorSampler, UniformSampler
+from .scale_jitter import ScaleJitter
+
+
+@dataclass(frozen=True)
+class CopyPasteLoaderConfig:
+    """Every parameter of :class:`CopyPasteLoader`, with its default.
+
+    Attributes:
+        batch_size: images per batch (the last batch of an epoch may be smaller unless
+            ``drop_last``).
+        output_size: S, the output images are S×S pixels.
+        jitter: ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
+            (min, max) pair, or a :class:`ScaleJitter`; r is the resized longer side over S.
+        flip_prob: probability of a horizontal flip.
+        pad_value: gray level of the padding.
+        copy_paste: False for scale jitter and flip only.
+        max_num_pasted, blend_sigma, mask_occluded_thr, bbox_occluded_thr, paste_by_box:
+            see :class:`~decal.kernels.copy_paste.CopyPasteParams` (mmdetection defaults).
+        seed: fixes every draw; a run is a function of (seed, epoch, shard, position).
+        shuffle: shuffle each epoch (uniform sampler); ignored with repeat-factor sampling.
+        repeat_factor_threshold: None for the uniform sampler; t for LVIS repeat-factor
+            sampling (0.001 in the LVIS paper).
+        shard_id, num_shards: this process's part of each epoch (DDP: rank, world size).
+        drop_last: drop the last incomplete batch of each epoch.
+        on_error: ``"raise"`` a :class:`DatasetError` on bad input, or ``"skip"`` the image
+            and count it in :attr:`CopyPasteLoader.stats`.
+        device: ``"gpu"``, ``"cpu"``, or None/``"auto"`` (the GPU when one is usable).
+        device_id: CUDA device index.
+        num_threads: DALI CPU threads.
+        prefetch_queue_depth: batches prepared ahead.
+    """
+
+    batch_size: int = 8
+    output_size: int = 1024
+    jitter: Any = "lsj"
+    flip_prob: float = 0.5
+    pad_value: int = 114
+    copy_paste: bool = True
+    max_num_pasted: int = 100
+    blend_sigma: float = 0.0
+    mask_occluded_thr: int = 300
+    bbox_occluded_thr: float = 10.0
+    paste_by_box: bool = False
+    seed: int = 0
+    shuffle: bool = True
+    repeat_factor_threshold: float | None = None
+    shard_id: int = 0
+    num_shards: int = 1
+    drop_last: bool = False
+    on_error: Literal["raise", "skip"] = "raise"
+    device: str | None = None
+    device_id: int = 0
+    num_threads: int = 2
+    prefetch_queue_depth: int = 2
+
+    def copy_paste_params(self) -> CopyPasteParams | None:
+        if not self.copy_paste:
+            return None
+        return CopyPasteParams(
+            max_num_pasted=self.max_num_pasted,
+            blend_sigma=self.blend_sigma,
+            mask_occluded_thr=self.mask_occluded_thr,
+            bbox_occluded_thr=self.bbox_occluded_thr,
+            paste_by_box=self.paste_by_box,
+        )
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass
+class Batch:
+    """One batch.
+
+    Attributes:
+        images: (B, 3, S, S) uint8 on the pipeline's device.
+        targets: B dicts; per image with N instances: ``boxes`` (N, 4) float32 xyxy px,
+            ``labels`` (N,) int64 category ids, ``masks`` (N, S, S) uint8, ``area`` (N,)
+            int64 mask pixels, ``iscrowd`` (N,) uint8, ``pasted`` (N,) uint8 (1 = pasted in
+            this batch), ``image_id`` () int64.
+        position: where the loader stands after this batch (what ``state_dict`` saves).
+    """
+
+    images: torch.Tensor
+    targets: list[dict[str, torch.Tensor]]
+    position: LoaderPosition = field(default_factory=LoaderPosition)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_pasted(self) -> list[int]:
+        """Instances pasted into each image."""
+        return [int(t["pasted"].sum()) for t in self.targets]
+
+
+class CopyPasteLoader:
+    """Iterate over Copy-Paste augmented batches of a COCO/LVIS instance dataset.
+
+    Example::
+
+        loader = CopyPasteLoader("instances.json", "images/", batch_size=8,
+                                 output_size=1024, jitter="lsj", seed=0)
+        for batch in loader:
+            batch.images    # (B, 3, H, W) uint8 on the pipeline's device
+            batch.targets   # B dicts: boxes, labels, masks, area, iscrowd, pasted, image_id
+
+    Keyword arguments are the fields of :class:`CopyPasteLoaderConfig`.
+    """
+
+    def __init__(self, annotation_file: str | Path, image_dir: str | Path, **options: Any) -> None:
+        unknown = set(options) - set(CopyPasteLoaderConfig.field_names())
+        if unknown:
+            raise TypeError(f"CopyPasteLoader got unknown options {sorted(unknown)}")
+        self.config = CopyPasteLoaderConfig(**options)
+        cfg = self.config
+        self.backend = resolve_backend(cfg.device)
+        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error)
+        if cfg.repeat_factor_threshold is not None:
+            sampler: Any = RepeatFactorSampler.from_dataset(
+                self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold
+            )
+        else:
+            sampler = UniformSampler(len(self.dataset), seed=cfg.seed, shuffle=cfg.shuffle)
+        self.sampler = sampler
+        self.source = CopyPasteSource(
+            self.dataset,
+            sampler,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            jitter=ScaleJitter.parse(cfg.jitter),
+            flip_prob=cfg.flip_prob,
+            shard_id=cfg.shard_id,
+            num_shards=cfg.num_shards,
+            drop_last=cfg.drop_last,
+            on_error=cfg.on_error,
+            paste_by_box=cfg.paste_by_box,
+        )
+        self._copy_paste = cfg.copy_paste_params()
+        self._pipeline: Any = None
+        self._position = LoaderPosition()
+
+    # -- resume ------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The epoch the next batch belongs to."""
+        return self._position.epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last delivered batch, plus the seed and shard it holds for."""
+        cfg = self.config
+        return {
+            **self.source.normalize(self._position).to_dict(),
+            "seed": cfg.seed,
+            "shard_id": cfg.shard_id,
+            "num_shards": cfg.num_shards,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue after the batch at which ``state`` was saved (same seed and shard)."""
+        cfg = self.config
+        for key in ("seed", "shard_id", "num_shards"):
+            if key in state and int(state[key]) != getattr(cfg, key):
+                raise ValueError(
+                    f"loader state: field '{key}' is {state[key]} but this loader has {getattr(cfg, key)}"
+                )
+        self._position = self.source.normalize(LoaderPosition.from_dict(state))
+        self._drop_pipeline()
+
+    # -- iteration ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.source.batches_in_epoch(self._position.epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            pipeline = self._ensure_pipeline()
+            try:
+                outputs = pipeline.run()
+            except StopIteration:
+                pipeline.reset()
+                self._position = LoaderPosition(self._position.epoch + 1, 0, 0)
+                return
+            except RuntimeError as error:
+                self._recover(error)
+                continue
+            batch = self._to_batch(outputs)
+            self._position = batch.position
+            yield batch
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What was skipped or dropped so far: the reader's counts and the loader's."""
+        reader = self.dataset.stats
+        return {
+            "skipped_images": {**reader.skipped_images, **self.source.skipped},
+            "dropped_instances": dict(reader.dropped_instances),
+            "clipped_instances": reader.clipped_instances,
+        }
+
+    @property
+    def categories(self) -> dict[int, dict]:
+        """Category id → the json category entry."""
+        return self.dataset.categories
+
+    # -- internals ---------------------------------------------------------------------
+    def _ensure_pipeline(self) -> Any:
+        if self._pipeline is None:
+            cfg = self.config
+            self.source.restart(self._position)
+            self._pipeline = build_copy_paste_pipeline(
+                self.source,
+                output_size=cfg.output_size,
+                copy_paste=self._copy_paste,
+                pad_value=cfg.pad_value,
+                device=self.backend,
+                device_id=cfg.device_id,
+                num_threads=cfg.num_threads,
+                prefetch_queue_depth=cfg.prefetch_queue_depth,
+            )
+            self._pipeline.build()
+        return self._pipeline
+
+    def _drop_pipeline(self) -> None:
+        self._pipeline = None
+
+    def _recover(self, error: RuntimeError) -> None:
+        """A DALI failure (a corrupt image the header check let through): name the file.
+
+        The images of every batch produced since the last restart are decoded with PIL to
+        find the culprit. With ``on_error="skip"`` it is skipped, counted, and the pipeline
+        rebuilt at the last delivered position; otherwise a DatasetError names it.
+        """
+        self._drop_pipeline()
+        suspects = [i for produced in self.source.produced for i in produced.dataset_indices]
+        for index in dict.fromkeys(suspects):
+            problem = self.dataset.decode_check(index)
+            if problem is None:
+                continue
+            if self.config.on_error == "raise":
+                raise problem from error
+            self.source.bad_indices.add(index)
+            self.source.skipped["corrupt image"] = self.source.skipped.get("corrupt image", 0) + 1
+            return
+        files = sorted({str(self.dataset[i].path) for i in suspects})
+        raise RuntimeError(f"DALI pipeline failed on a batch holding {files}: {error}") from error
+
+    def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
+        named = dict(zip(OUTPUT_NAMES, outputs))
+        images = torch.from_dlpack(named["images"].as_tensor())
+        batch_size = images.shape[0]
+        per_sample = {
+            name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)]
+            for name in ("masks", "boxes", "areas", "labels", "iscrowd", "pasted")
+        }
+        image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
+        targets = [
+            {
+                "boxes": per_sample["boxes"][i],
+                "labels": per_sample["labels"][i],
+                "masks": per_sample["masks"][i],
+                "area": per_sample["areas"][i],
+                "iscrowd": per_sample["iscrowd"][i],
+                "pasted": per_sample["pasted"][i],
+                "image_id": torch.tensor(int(image_ids[i])),
+            }
+            for i in range(batch_size)
+        ]
+        position = np.array(named["position"][0])
+        epoch, batch_index, cursor = int(position[1]), int(position[3]), int(position[4])
+        return Batch(images=images, targets=targets, position=LoaderPosition(epoch, cursor, batch_index + 1))
+
+
+def loader_from_config(annotation_file: str | Path, image_dir: str | Path, config: CopyPasteLoaderConfig) -> CopyPasteLoader:
+    """Build a loader from an existing config (e.g. one read from TOML)."""
+    return CopyPasteLoader(annotation_file, image_dir, **{n: getattr(config, n) for n in config.field_names()})
+
+
