@@ -201,3 +201,19 @@ def test_corrupt_jpeg_skipped_and_counted(tmp_path: Path) -> None:
 def test_unknown_option_is_a_type_error(coco) -> None:
     with pytest.raises(TypeError, match="batchsize"):
         CopyPasteLoader(*coco, batchsize=4)
+
+
+def test_paste_by_box_uses_filled_boxes_as_masks(coco) -> None:
+    """mmdetection's paste_by_box: without copy-paste occlusion (max_num_pasted=0) and with
+    no jitter or flip, every mask is a filled rectangle, i.e. equal to its own box."""
+    loader = loader_on(*coco, paste_by_box=True, max_num_pasted=0, jitter="none", flip_prob=0.0)
+    instances = 0
+    for batch in loader:
+        for t in batch.targets:
+            for mask, box in zip(t["masks"], t["boxes"].int()):
+                x0, y0, x1, y1 = box.tolist()
+                filled = torch.zeros_like(mask)
+                filled[y0:y1, x0:x1] = 1
+                assert torch.equal(mask, filled)
+                instances += 1
+    assert instances > 5
