@@ -21,6 +21,11 @@ _EXPORTS = {
     "ScaleJitter": "decal.dali_pipes.scale_jitter",
     "DatasetError": "decal.dali_pipes.errors",
     "ensure_sample_dataset": "decal.dali_pipes.sample_data",
+    "CutMixLoader": "decal.dali_pipes.classification_loader",
+    "CutMixLoaderConfig": "decal.dali_pipes.classification_loader",
+    "CP2Loader": "decal.dali_pipes.cp2_loader",
+    "CP2LoaderConfig": "decal.dali_pipes.cp2_loader",
+    "ImageFolder": "decal.dali_pipes.image_folder",
 }
 
 __all__ = sorted(_EXPORTS)

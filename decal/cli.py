@@ -1,4 +1,4 @@
-"""The ``decal`` command line: ``decal demo`` and ``decal preview``.
+"""The ``decal`` command line: ``decal demo`` and ``decal preview copy-paste|cutmix|cp2``.
 
 Options come from flags, or from a TOML file whose ``[loader]`` table holds fields of
 :class:`~decal.dali_pipes.torch_iterator.CopyPasteLoaderConfig` (flags win).
@@ -92,6 +92,22 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_preview(args: argparse.Namespace) -> int:
+    """``decal preview PIPELINE``: a PNG grid of what the model sees from that pipeline."""
+    if args.pipeline == "copy-paste":
+        return run_demo(args)
+    from .dali_pipes import preview_mix
+
+    render = {"cutmix": preview_mix.preview_cutmix, "cp2": preview_mix.preview_cp2}[args.pipeline]
+    flags = {"seed": args.seed, "device": args.device, "output_size": args.output_size, "on_error": args.on_error}
+    options = {k: v for k, v in flags.items() if v is not None}
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    out = render(args.out, args.root, **options)
+    print(f"decal preview {args.pipeline}: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decal", description="GPU Copy-Paste data loading on DALI")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text)
         if name == "preview":
-            sub.add_argument("pipeline", nargs="?", default="copy-paste", choices=["copy-paste"])
+            sub.add_argument("pipeline", nargs="?", default="copy-paste", choices=["copy-paste", "cutmix", "cp2"])
+            sub.add_argument("--root", help="image folder for cutmix / cp2 (default: the embedded photos)")
         sub.add_argument("--config", help="TOML file with a [loader] table")
         sub.add_argument("--annotations", help="COCO/LVIS instances json (default: embedded sample)")
         sub.add_argument("--images", help="image directory for --annotations")
@@ -116,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--preview-images", type=int, default=8)
         sub.add_argument("--out", default="out/preview.png", help="preview PNG path")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
-        sub.set_defaults(handler=run_demo)
+        sub.set_defaults(handler=run_demo if name == "demo" else run_preview)
     return parser
 
 

@@ -36,3 +36,11 @@ def test_import_decal_is_cheap() -> None:
     code = "import sys, decal; assert 'nvidia.dali' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert "CopyPasteLoader" in dir(decal)
+
+
+def test_preview_cutmix_and_cp2(tmp_path: Path) -> None:
+    for pipeline in ("cutmix", "cp2"):
+        out = tmp_path / f"{pipeline}.png"
+        assert main(["preview", pipeline, "--device", "cpu", "--batch-size", "4", "--out", str(out)]) == 0
+        with Image.open(out) as picture:
+            assert picture.format == "PNG" and picture.size[0] > 400
