@@ -23,10 +23,11 @@ from typing import Any, Literal
 import torch
 
 from .backend import resolve_backend
-from .copy_paste_source import LoaderPosition
+from .epoch_source import LoaderPosition
 from .cutmix import MixConfig
 from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_NAMES, CutMixSource, build_cutmix_pipeline
-from .folder_loader import FolderLoaderBase, check_options, dense, position_after
+from .folder_loader import FolderLoaderBase
+from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
 __all__ = ["CutMixLoaderConfig", "ClassificationBatch", "CutMixLoader"]

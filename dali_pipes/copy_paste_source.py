@@ -6,7 +6,7 @@ raises ``StopIteration`` at the end of an epoch, DALI's convention; the call aft
 starts the next epoch.
 
 Determinism: the epoch order comes from the sampler under (seed, epoch), then this shard's
-part of it; the geometry of batch k comes from ``default_rng([seed, epoch, shard_id, k])``
+part of it; the geometry of batch k comes from ``default_rng([seed, epoch, shard_id, k, 0])``
 and the copy-paste draws from ``[seed, epoch, shard_id, k, 1]``. So a run is fixed by its
 seed, and a run resumed from a :class:`LoaderPosition` continues exactly as it would have.
 
@@ -18,62 +18,22 @@ DESIGN.md "Known pitfalls"; the dummy channel is removed in the copy-paste step.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import asdict, dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
 from .coco_reader import CocoDataset
-from .errors import DatasetError
-from .samplers import shard_indices
+from .epoch_source import POSITION_FIELDS, EpochBatchSource, EpochSampler, LoaderPosition
 from .scale_jitter import ScaleJitter, draw_geometry
 
-#: Number of int64 fields of the per-sample ``position`` column: seed, epoch, shard_id,
-#: batch_index, cursor (epoch-order entries consumed by the end of this batch).
-POSITION_FIELDS = 5
+__all__ = ["CopyPasteSource", "LoaderPosition", "POSITION_FIELDS", "copy_paste_rng"]
+
+#: Draw streams of a batch (see :meth:`EpochBatchSource.batch_rng`).
+GEOMETRY_STREAM = 0
+COPY_PASTE_STREAM = 1
 
 
-class EpochSampler(Protocol):
-    """What the source needs of a sampler: a deterministic order of dataset indices."""
-
-    def epoch_indices(self, epoch: int) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class LoaderPosition:
-    """Where a shard stands: the next batch is batch ``batch_index`` of ``epoch``, starting
-    at entry ``cursor`` of this shard's epoch order."""
-
-    epoch: int = 0
-    cursor: int = 0
-    batch_index: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, state: dict) -> "LoaderPosition":
-        try:
-            position = cls(int(state["epoch"]), int(state["cursor"]), int(state["batch_index"]))
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(
-                f"loader state: expected integer fields epoch, cursor, batch_index; got {state!r}"
-            ) from error
-        if min(position.epoch, position.cursor, position.batch_index) < 0:
-            raise ValueError(f"loader state: fields must be >= 0, got {state!r}")
-        return position
-
-
-@dataclass(frozen=True)
-class ProducedBatch:
-    """A batch handed to DALI: where it started and which dataset items it holds."""
-
-    start: LoaderPosition
-    dataset_indices: tuple[int, ...]
-
-
-class CopyPasteSource:
+class CopyPasteSource(EpochBatchSource):
     """Batch-mode ``external_source`` callable over a COCO/LVIS dataset.
 
     Columns of each call, B = the batch size (the last batch of an epoch may be smaller
@@ -116,105 +76,37 @@ class CopyPasteSource:
         paste_by_box: bool = False,
         position: LoaderPosition | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.dataset = dataset
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.seed = seed
+        super().__init__(
+            dataset,
+            sampler,
+            batch_size=batch_size,
+            seed=seed,
+            shard_id=shard_id,
+            num_shards=num_shards,
+            drop_last=drop_last,
+            on_error=on_error,
+            position=position,
+        )
         self.jitter = jitter
         self.flip_prob = flip_prob
-        self.shard_id = shard_id
-        self.num_shards = num_shards
-        self.drop_last = drop_last
-        self.on_error = on_error
         self.paste_by_box = paste_by_box
-        self.skipped: dict[str, int] = {}
-        self.bad_indices: set[int] = set()
-        self.produced: deque[ProducedBatch] = deque(maxlen=16)
-        self._order_cache: tuple[int, np.ndarray] | None = None
-        self.position = position or LoaderPosition()
-        shard_indices(np.arange(1), shard_id, num_shards)  # validates the shard arguments
 
-    # -- epoch order -------------------------------------------------------------------
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """This shard's dataset indices for ``epoch``, (L,) int64."""
-        if self._order_cache is None or self._order_cache[0] != epoch:
-            order = shard_indices(self.sampler.epoch_indices(epoch), self.shard_id, self.num_shards)
-            self._order_cache = (epoch, np.asarray(order, dtype=np.int64))
-        return self._order_cache[1]
-
-    def batches_in_epoch(self, epoch: int) -> int:
-        """Batches in ``epoch`` for this shard (before any skipped image)."""
-        length = len(self.epoch_order(epoch))
-        return length // self.batch_size if self.drop_last else -(-length // self.batch_size)
-
-    def normalize(self, position: LoaderPosition) -> LoaderPosition:
-        """The same place, written as the next epoch's start when ``position`` is at (or,
-        with ``drop_last``, too near) the end of its epoch for another batch."""
-        remaining = len(self.epoch_order(position.epoch)) - position.cursor
-        if remaining <= 0 or (self.drop_last and remaining < self.batch_size):
-            return LoaderPosition(position.epoch + 1, 0, 0)
-        return position
-
-    # -- the callable ------------------------------------------------------------------
-    def __call__(self) -> tuple[list[np.ndarray], ...]:
-        start = self.position
-        order = self.epoch_order(start.epoch)
-        cursor = start.cursor
-        chosen: list[int] = []
-        payloads: list[tuple[np.ndarray, np.ndarray]] = []
-        while len(chosen) < self.batch_size and cursor < len(order):
-            index = int(order[cursor])
-            cursor += 1
-            if index in self.bad_indices:
-                continue
-            payload = self._load(index)
-            if payload is not None:
-                chosen.append(index)
-                payloads.append(payload)
-        if not chosen or (self.drop_last and len(chosen) < self.batch_size):
-            self.position = LoaderPosition(start.epoch + 1, 0, 0)
-            raise StopIteration
-        self.position = LoaderPosition(start.epoch, cursor, start.batch_index + 1)
-        self.produced.append(ProducedBatch(start, tuple(chosen)))
-        return self._columns(start, cursor, chosen, payloads)
-
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(encoded bytes, masks H×W×(N+1)) of one item, or None if skipped."""
-        try:
-            encoded = self.dataset.read_image_bytes(index)
-        except DatasetError as error:
-            if self.on_error == "raise":
-                raise
-            self.bad_indices.add(index)
-            reason = f"unreadable image ({error.field})"
-            self.skipped[reason] = self.skipped.get(reason, 0) + 1
-            return None
-        record = self.dataset[index]
-        masks = self.dataset.rasterize_masks(record, paste_by_box=self.paste_by_box)
+    def read(self, dataset: CocoDataset, index: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(index, encoded bytes, masks H×W×(N+1)) of one image; DatasetError if unreadable."""
+        encoded = dataset.read_image_bytes(index)
+        masks = dataset.rasterize_masks(dataset[index], paste_by_box=self.paste_by_box)
         with_dummy = np.zeros(masks.shape[:2] + (masks.shape[2] + 1,), dtype=np.uint8)
         with_dummy[..., : masks.shape[2]] = masks
-        return encoded, with_dummy
+        return index, encoded, with_dummy
 
-    def _columns(
-        self, start: LoaderPosition, cursor: int, chosen: list[int], payloads: list[tuple[np.ndarray, np.ndarray]]
-    ) -> tuple[list[np.ndarray], ...]:
-        records = [self.dataset[i] for i in chosen]
-        geometry = draw_geometry(
-            np.random.default_rng([self.seed, start.epoch, self.shard_id, start.batch_index]),
-            len(chosen),
-            self.jitter,
-            self.flip_prob,
-        )
-        position = np.array([self.seed, start.epoch, self.shard_id, start.batch_index, cursor], dtype=np.int64)
-        return (
-            [p[0] for p in payloads],
+    def columns(
+        self, start: LoaderPosition, cursor: int, payloads: list[tuple[int, np.ndarray, np.ndarray]]
+    ) -> tuple[tuple[list[Any], ...], tuple]:
+        records = [self.dataset[p[0]] for p in payloads]
+        geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
+        columns = (
             [p[1] for p in payloads],
+            [p[2] for p in payloads],
             [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records],
             [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records],
             [np.array([r.image_id], dtype=np.int64) for r in records],
@@ -222,16 +114,13 @@ class CopyPasteSource:
             list(geometry.crop_x),
             list(geometry.crop_y),
             list(geometry.flip),
-            [position.copy() for _ in chosen],
+            self.position_column(start, cursor, len(payloads)),
         )
-
-    def restart(self, position: LoaderPosition) -> None:
-        """Produce from ``position`` next (after a resume or a pipeline rebuild)."""
-        self.position = position
-        self.produced.clear()
+        return columns, ()
 
 
 def copy_paste_rng(position: np.ndarray) -> np.random.Generator:
-    """The copy-paste generator of the batch whose ``position`` column is given."""
+    """The copy-paste generator of the batch whose ``position`` column is given (the same
+    stream :meth:`EpochBatchSource.batch_rng` would give for ``COPY_PASTE_STREAM``)."""
     seed, epoch, shard_id, batch_index = (int(v) for v in position[:4])
-    return np.random.default_rng([seed, epoch, shard_id, batch_index, 1])
+    return np.random.default_rng([seed, epoch, shard_id, batch_index, COPY_PASTE_STREAM])

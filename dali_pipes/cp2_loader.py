@@ -23,11 +23,12 @@ from typing import Any, Literal
 import torch
 
 from .backend import resolve_backend
-from .copy_paste_source import LoaderPosition
+from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, feature_size
 from .cp2_pipeline import OUTPUT_NAMES, CP2Source, build_cp2_pipeline
 from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
-from .folder_loader import FolderLoaderBase, check_options, dense, position_after
+from .folder_loader import FolderLoaderBase
+from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
 __all__ = ["CP2LoaderConfig", "CP2Batch", "CP2Loader"]

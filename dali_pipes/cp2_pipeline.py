@@ -25,7 +25,7 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from .copy_paste_source import LoaderPosition
+from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, ViewParams, compose_cp2, draw_view_params, random_erasing_rects
 from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DatasetError

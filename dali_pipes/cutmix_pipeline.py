@@ -31,7 +31,7 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from .copy_paste_source import LoaderPosition
+from .epoch_source import LoaderPosition
 from .cutmix import MixConfig, apply_mix, draw_mix_params, mix_targets
 from .folder_source import FolderBatchSource, Payload, random_resized_crop_params
 from .image_folder import ImageFolder

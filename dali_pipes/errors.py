@@ -68,3 +68,8 @@ def _rebuild(file, reason, image_id, annotation_id, field) -> DatasetError:
     return DatasetError(
         file, reason, image_id=image_id, annotation_id=annotation_id, field=field
     )
+
+
+def skip_reason(error: DatasetError) -> str:
+    """The short reason under which a skipped item is counted, e.g. ``"not a readable image"``."""
+    return error.reason.split(":", 1)[0]

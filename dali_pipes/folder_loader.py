@@ -1,108 +1,17 @@
-"""What the image-folder loaders (``CutMixLoader``, ``CP2Loader``) share: epochs, resume,
-error recovery. Same conventions as ``CopyPasteLoader`` (``torch_iterator.py``).
-
-Epochs follow DALI's convention: iterating the loader yields one epoch; iterate again for
-the next. ``len(loader)`` is the number of batches in the coming epoch. ``state_dict()``
-after any batch, and ``load_state_dict()`` on a fresh loader with the same seed and shard,
-continue exactly after that batch. Tensors come out of DALI through DLPack, on the GPU when
-the pipeline runs there.
-"""
+"""What the image-folder loaders (``CutMixLoader``, ``CP2Loader``) add to
+:class:`~decal.dali_pipes.loader_base.PipelineLoader`: their skip statistics."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
-import torch
+from .loader_base import PipelineLoader
 
-from .copy_paste_source import LoaderPosition
-from .folder_source import FolderBatchSource
-
-__all__ = ["FolderLoaderBase", "position_after", "dense", "check_options"]
+__all__ = ["FolderLoaderBase"]
 
 
-def check_options(name: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = set(options) - set(allowed)
-    if unknown:
-        raise TypeError(f"{name} got unknown options {sorted(unknown)}")
-
-
-def dense(output: Any, device: torch.device | None = None) -> torch.Tensor:
-    """A DALI TensorList of equal shapes as one torch tensor (zero-copy through DLPack),
-    moved to ``device`` if given."""
-    tensor = torch.from_dlpack(output.as_tensor())
-    return tensor if device is None or tensor.device == device else tensor.to(device, non_blocking=True)
-
-
-def position_after(position_output: Any) -> LoaderPosition:
-    """The loader position after the batch whose ``position`` column is given."""
-    row = np.array(position_output[0]).reshape(-1)
-    epoch, batch_index, cursor = int(row[1]), int(row[3]), int(row[4])
-    return LoaderPosition(epoch, cursor, batch_index + 1)
-
-
-class FolderLoaderBase:
-    """Iteration, resume and recovery over a :class:`FolderBatchSource` pipeline.
-
-    Subclasses set ``self.config`` (with ``seed``, ``shard_id``, ``num_shards``,
-    ``on_error``), ``self.source`` and ``self.backend``, and implement
-    :meth:`_build_pipeline` and :meth:`_to_batch`.
-    """
-
-    config: Any
-    source: FolderBatchSource
-    backend: str
-
-    def __init__(self) -> None:
-        self._pipeline: Any = None
-        self._position = LoaderPosition()
-
-    # -- resume ------------------------------------------------------------------------
-    @property
-    def epoch(self) -> int:
-        """The epoch the next batch belongs to."""
-        return self._position.epoch
-
-    def state_dict(self) -> dict[str, Any]:
-        """The position after the last delivered batch, plus the seed and shard it holds for."""
-        cfg = self.config
-        return {
-            **self.source.normalize(self._position).to_dict(),
-            "seed": cfg.seed,
-            "shard_id": cfg.shard_id,
-            "num_shards": cfg.num_shards,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue after the batch at which ``state`` was saved (same seed and shard)."""
-        cfg = self.config
-        for key in ("seed", "shard_id", "num_shards"):
-            if key in state and int(state[key]) != getattr(cfg, key):
-                raise ValueError(
-                    f"loader state: field '{key}' is {state[key]} but this loader has {getattr(cfg, key)}"
-                )
-        self._position = self.source.normalize(LoaderPosition.from_dict(state))
-        self._pipeline = None
-
-    # -- iteration ---------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self.source.batches_in_epoch(self._position.epoch)
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            pipeline = self._ensure_pipeline()
-            try:
-                outputs = pipeline.run()
-            except StopIteration:
-                pipeline.reset()
-                self._position = LoaderPosition(self._position.epoch + 1, 0, 0)
-                return
-            except RuntimeError as error:
-                self._recover(error)
-                continue
-            batch = self._to_batch(outputs)
-            self._position = batch.position
-            yield batch
+class FolderLoaderBase(PipelineLoader):
+    """A :class:`PipelineLoader` over an :class:`~decal.dali_pipes.image_folder.ImageFolder`."""
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -113,37 +22,3 @@ class FolderLoaderBase:
             "ignored_files": self.source.dataset.stats.ignored_files,
             "empty_classes": list(self.source.dataset.stats.empty_classes),
         }
-
-    # -- internals ---------------------------------------------------------------------
-    def _ensure_pipeline(self) -> Any:
-        if self._pipeline is None:
-            self.source.restart(self._position)
-            self._pipeline = self._build_pipeline()
-            self._pipeline.build()
-        return self._pipeline
-
-    def _build_pipeline(self) -> Any:
-        raise NotImplementedError
-
-    def _to_batch(self, outputs: tuple[Any, ...]) -> Any:
-        raise NotImplementedError
-
-    def _recover(self, error: RuntimeError) -> None:
-        """A DALI failure (a corrupt file whose header parsed): find and name the file.
-
-        Every image of the batches produced since the last restart is decoded with PIL. With
-        ``on_error="skip"`` the culprit is skipped, counted as ``"corrupt image"`` and the
-        pipeline rebuilt at the last delivered position; otherwise its DatasetError is raised.
-        """
-        self._pipeline = None
-        suspects = self.source.suspects()
-        for dataset, index in suspects:
-            problem = dataset.decode_check(index)
-            if problem is None:
-                continue
-            if self.config.on_error == "raise":
-                raise problem from error
-            self.source.mark_bad(dataset, index, "corrupt image")
-            return
-        files = sorted({str(dataset[index].path) for dataset, index in suspects})
-        raise RuntimeError(f"DALI pipeline failed on a batch holding {files}: {error}") from error

@@ -36,9 +36,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DatasetError
+from .errors import DatasetError, skip_reason
 
-__all__ = ["IMAGE_EXTENSIONS", "DECODABLE_FORMATS", "FolderImage", "FolderStats", "ImageFolder", "ensure_demo_image_folder", "skip_reason"]
+__all__ = ["IMAGE_EXTENSIONS", "DECODABLE_FORMATS", "FolderImage", "FolderStats", "ImageFolder", "ensure_demo_image_folder"]
 
 #: File extensions listed as images (what DALI's image decoder reads).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2")
@@ -226,11 +226,6 @@ class ImageFolder:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             return DatasetError(path, f"image does not decode: {error}")
         return None
-
-
-def skip_reason(error: DatasetError) -> str:
-    """The short reason under which a skipped image is counted, e.g. ``"not a readable image"``."""
-    return error.reason.split(":", 1)[0]
 
 
 # -- demo data -------------------------------------------------------------------------

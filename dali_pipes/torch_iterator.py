@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from .backend import resolve_backend
 from .coco_reader import CocoDataset
 from .copy_paste_pipeline import OUTPUT_NAMES, build_copy_paste_pipeline
 from .copy_paste_source import CopyPasteSource, LoaderPosition
-from .errors import DatasetError
+from .loader_base import PipelineLoader, check_options, dense, position_after
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
 
@@ -124,7 +124,7 @@ class Batch:
         return [int(t["pasted"].sum()) for t in self.targets]
 
 
-class CopyPasteLoader:
+class CopyPasteLoader(PipelineLoader):
     """Iterate over Copy-Paste augmented batches of a COCO/LVIS instance dataset.
 
     Example::
@@ -139,9 +139,8 @@ class CopyPasteLoader:
     """
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, **options: Any) -> None:
-        unknown = set(options) - set(CopyPasteLoaderConfig.field_names())
-        if unknown:
-            raise TypeError(f"CopyPasteLoader got unknown options {sorted(unknown)}")
+        super().__init__()
+        check_options("CopyPasteLoader", options, CopyPasteLoaderConfig.field_names())
         self.config = CopyPasteLoaderConfig(**options)
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
@@ -167,55 +166,6 @@ class CopyPasteLoader:
             paste_by_box=cfg.paste_by_box,
         )
         self._copy_paste = cfg.copy_paste_params()
-        self._pipeline: Any = None
-        self._position = LoaderPosition()
-
-    # -- resume ------------------------------------------------------------------------
-    @property
-    def epoch(self) -> int:
-        """The epoch the next batch belongs to."""
-        return self._position.epoch
-
-    def state_dict(self) -> dict[str, Any]:
-        """The position after the last delivered batch, plus the seed and shard it holds for."""
-        cfg = self.config
-        return {
-            **self.source.normalize(self._position).to_dict(),
-            "seed": cfg.seed,
-            "shard_id": cfg.shard_id,
-            "num_shards": cfg.num_shards,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue after the batch at which ``state`` was saved (same seed and shard)."""
-        cfg = self.config
-        for key in ("seed", "shard_id", "num_shards"):
-            if key in state and int(state[key]) != getattr(cfg, key):
-                raise ValueError(
-                    f"loader state: field '{key}' is {state[key]} but this loader has {getattr(cfg, key)}"
-                )
-        self._position = self.source.normalize(LoaderPosition.from_dict(state))
-        self._drop_pipeline()
-
-    # -- iteration ---------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self.source.batches_in_epoch(self._position.epoch)
-
-    def __iter__(self) -> Iterator[Batch]:
-        while True:
-            pipeline = self._ensure_pipeline()
-            try:
-                outputs = pipeline.run()
-            except StopIteration:
-                pipeline.reset()
-                self._position = LoaderPosition(self._position.epoch + 1, 0, 0)
-                return
-            except RuntimeError as error:
-                self._recover(error)
-                continue
-            batch = self._to_batch(outputs)
-            self._position = batch.position
-            yield batch
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -233,50 +183,22 @@ class CopyPasteLoader:
         return self.dataset.categories
 
     # -- internals ---------------------------------------------------------------------
-    def _ensure_pipeline(self) -> Any:
-        if self._pipeline is None:
-            cfg = self.config
-            self.source.restart(self._position)
-            self._pipeline = build_copy_paste_pipeline(
-                self.source,
-                output_size=cfg.output_size,
-                copy_paste=self._copy_paste,
-                pad_value=cfg.pad_value,
-                device=self.backend,
-                device_id=cfg.device_id,
-                num_threads=cfg.num_threads,
-                prefetch_queue_depth=cfg.prefetch_queue_depth,
-            )
-            self._pipeline.build()
-        return self._pipeline
-
-    def _drop_pipeline(self) -> None:
-        self._pipeline = None
-
-    def _recover(self, error: RuntimeError) -> None:
-        """A DALI failure (a corrupt image the header check let through): name the file.
-
-        The images of every batch produced since the last restart are decoded with PIL to
-        find the culprit. With ``on_error="skip"`` it is skipped, counted, and the pipeline
-        rebuilt at the last delivered position; otherwise a DatasetError names it.
-        """
-        self._drop_pipeline()
-        suspects = [i for produced in self.source.produced for i in produced.dataset_indices]
-        for index in dict.fromkeys(suspects):
-            problem = self.dataset.decode_check(index)
-            if problem is None:
-                continue
-            if self.config.on_error == "raise":
-                raise problem from error
-            self.source.bad_indices.add(index)
-            self.source.skipped["corrupt image"] = self.source.skipped.get("corrupt image", 0) + 1
-            return
-        files = sorted({str(self.dataset[i].path) for i in suspects})
-        raise RuntimeError(f"DALI pipeline failed on a batch holding {files}: {error}") from error
+    def _build_pipeline(self) -> Any:
+        cfg = self.config
+        return build_copy_paste_pipeline(
+            self.source,
+            output_size=cfg.output_size,
+            copy_paste=self._copy_paste,
+            pad_value=cfg.pad_value,
+            device=self.backend,
+            device_id=cfg.device_id,
+            num_threads=cfg.num_threads,
+            prefetch_queue_depth=cfg.prefetch_queue_depth,
+        )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
         named = dict(zip(OUTPUT_NAMES, outputs))
-        images = torch.from_dlpack(named["images"].as_tensor())
+        images = dense(named["images"])
         batch_size = images.shape[0]
         per_sample = {
             name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)]
@@ -295,13 +217,5 @@ class CopyPasteLoader:
             }
             for i in range(batch_size)
         ]
-        position = np.array(named["position"][0])
-        epoch, batch_index, cursor = int(position[1]), int(position[3]), int(position[4])
-        return Batch(images=images, targets=targets, position=LoaderPosition(epoch, cursor, batch_index + 1))
-
-
-def loader_from_config(annotation_file: str | Path, image_dir: str | Path, config: CopyPasteLoaderConfig) -> CopyPasteLoader:
-    """Build a loader from an existing config (e.g. one read from TOML)."""
-    return CopyPasteLoader(annotation_file, image_dir, **{n: getattr(config, n) for n in config.field_names()})
-
+        return Batch(images=images, targets=targets, position=position_after(named["position"]))
 
