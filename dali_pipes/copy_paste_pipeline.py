@@ -19,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
+from ..kernels._cuda import to_host
 from ..kernels.copy_paste import CopyPasteParams, copy_paste_batch
 from .copy_paste_source import CopyPasteSource, copy_paste_rng
+from .step_io import split_result, stack_batch
 
 #: Names of the pipeline's outputs, in order.
 OUTPUT_NAMES = ("images", "masks", "boxes", "areas", "labels", "iscrowd", "pasted", "image_id", "position")
@@ -43,51 +44,17 @@ class CopyPasteStep:
     params: CopyPasteParams | None
 
     def __call__(self, images, masks, labels, iscrowd, positions):
-        xp = np if isinstance(images[0], np.ndarray) else _cupy()
-        counts = np.array([m.shape[2] - 1 for m in masks], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        height, width = images[0].shape[:2]
-        stacked_images = xp.stack(images)
-        stacked_masks = xp.empty((int(offsets[-1]), height, width), dtype=xp.uint8)
-        for b, m in enumerate(masks):  # one strided copy per sample: HWC → CHW, dummy dropped
-            stacked_masks[offsets[b] : offsets[b + 1]] = xp.moveaxis(m[..., :-1], 2, 0)
-        host_labels = np.concatenate([_host(x) for x in labels]) if len(labels) else np.empty(0, np.int64)
-        host_crowd = np.concatenate([_host(x) for x in iscrowd]).astype(bool)
-        params = self.params or CopyPasteParams(max_num_pasted=0)
+        batch = stack_batch(images, masks, labels, iscrowd)
         result = copy_paste_batch(
-            stacked_images,
-            stacked_masks,
-            offsets,
-            host_labels,
-            host_crowd,
-            params,
-            copy_paste_rng(_host(positions[0])),
+            batch.images,
+            batch.masks,
+            batch.offsets,
+            batch.labels,
+            batch.iscrowd,
+            self.params or CopyPasteParams(max_num_pasted=0),
+            copy_paste_rng(to_host(positions[0])),
         )
-        o = result.instance_offsets
-        rows = [slice(int(o[b]), int(o[b + 1])) for b in range(len(images))]
-
-        def per_sample(array: Any) -> list[Any]:
-            return [array[r] for r in rows]
-
-        return (
-            [result.images[b] for b in range(len(images))],
-            per_sample(result.masks),
-            per_sample(result.boxes),
-            per_sample(result.areas),
-            [xp.asarray(x) for x in per_sample(result.labels)],
-            [xp.asarray(x.astype(np.uint8)) for x in per_sample(result.iscrowd)],
-            [xp.asarray(x.astype(np.uint8)) for x in per_sample(result.pasted)],
-        )
-
-
-def _cupy():
-    import cupy
-
-    return cupy
-
-
-def _host(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()
+        return split_result(batch.xp, result, len(images))
 
 
 def build_copy_paste_pipeline(
@@ -100,6 +67,7 @@ def build_copy_paste_pipeline(
     device_id: int = 0,
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
+    step: Any = None,
 ) -> Pipeline:
     """Build (not yet run) the pipeline over ``source``; outputs are :data:`OUTPUT_NAMES`.
 
@@ -113,6 +81,10 @@ def build_copy_paste_pipeline(
         device_id: CUDA device for ``"gpu"``.
         num_threads: DALI CPU worker threads.
         prefetch_queue_depth: batches DALI prepares ahead.
+        step: the batch function run after the geometric transforms, in place of
+            ``CopyPasteStep(copy_paste)``: same inputs (images, masks with the dummy channel,
+            labels, iscrowd, position) and the same seven outputs. Balanced and
+            self-training Copy-Paste plug in here.
     """
     if output_size < 1:
         raise ValueError(f"output_size must be >= 1, got {output_size}")
@@ -121,7 +93,7 @@ def build_copy_paste_pipeline(
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     on_gpu = device == "gpu"
-    step = CopyPasteStep(copy_paste)
+    step = CopyPasteStep(copy_paste) if step is None else step
 
     @pipeline_def(
         batch_size=source.batch_size,

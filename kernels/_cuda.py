@@ -39,6 +39,12 @@ def get_array_module(x: Any) -> Any:
     return sys.modules["cupy"] if is_cupy_array(x) else np
 
 
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array: CuPy arrays are copied to the host (a synchronising copy),
+    NumPy arrays returned as they are."""
+    return x.get() if is_cupy_array(x) else np.asarray(x)
+
+
 # --------------------------------------------------------------------------- sources
 
 

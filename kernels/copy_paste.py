@@ -25,11 +25,11 @@ leave the device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from ._cuda import get_array_module
+from ._cuda import get_array_module, to_host
 from .composite import composite
 from .gaussian_blur import gaussian_blur
 from .mask_boxes import mask_boxes
@@ -95,10 +95,6 @@ class CopyPasteResult:
     plan: PastePlan
 
 
-def _to_host(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()
-
-
 def copy_paste_batch(
     images: Any,
     masks: Any,
@@ -107,6 +103,8 @@ def copy_paste_batch(
     iscrowd: np.ndarray,
     params: CopyPasteParams,
     rng: np.random.Generator,
+    *,
+    draw_plan: Callable[..., PastePlan] = draw_paste_plan,
 ) -> CopyPasteResult:
     """Copy-Paste over a whole batch; the partner of each image is another image of it.
 
@@ -119,6 +117,10 @@ def copy_paste_batch(
         iscrowd: (M,) bool host; crowd regions are never pasted.
         params: the thresholds and blend.
         rng: the batch's generator; all draws are made on the host from it.
+        draw_plan: draws partners and pasted subsets, called as
+            ``draw_plan(rng, instance_offsets, pasteable, max_num_pasted)``;
+            :func:`~decal.kernels.paste_plan.draw_paste_plan` by default (self-training
+            Copy-Paste restricts the partners to the labelled images of the batch).
     """
     xp = get_array_module(images)
     instance_offsets = np.asarray(instance_offsets, dtype=np.int64)
@@ -134,8 +136,8 @@ def copy_paste_batch(
     instance_sample = np.repeat(np.arange(batch_size, dtype=np.int64), counts)
 
     areas_before, boxes_before = mask_boxes(masks)
-    nonempty = _to_host(areas_before) > 0
-    plan = draw_paste_plan(rng, instance_offsets, nonempty & ~iscrowd, params.max_num_pasted)
+    nonempty = to_host(areas_before) > 0
+    plan = draw_plan(rng, instance_offsets, nonempty & ~iscrowd, params.max_num_pasted)
 
     alpha_hard = paste_alpha(
         masks, xp.asarray(plan.paste_offsets), xp.asarray(plan.paste_indices), batch_size
@@ -144,7 +146,7 @@ def copy_paste_batch(
     out_images = composite(images, images, xp.asarray(plan.partner), alpha)
 
     updated, areas_after, boxes_after = occlusion_update(masks, xp.asarray(instance_sample), alpha_hard)
-    keep = _to_host(
+    keep = to_host(
         occlusion_keep(
             areas_before,
             boxes_before,

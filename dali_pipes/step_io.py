@@ -1,0 +1,67 @@
+"""Batch plumbing shared by the paste steps that plug into the copy-paste pipeline
+(:class:`~decal.dali_pipes.balanced_copy_paste.BalancedCopyPasteStep`,
+:class:`~decal.dali_pipes.self_training.SelfTrainingStep`): DALI's per-sample inputs in,
+the batched arrays the kernels take; the kernels' batched result out, DALI's per-sample
+outputs. Same conventions as :class:`~decal.dali_pipes.copy_paste_pipeline.CopyPasteStep`
+(NumPy on the CPU backend, CuPy on the GPU backend; masks arrive H×W×(N+1) with the dummy
+last channel, see DESIGN.md "Known pitfalls").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..kernels._cuda import get_array_module, to_host
+
+__all__ = ["StackedBatch", "stack_batch", "split_result", "to_host"]
+
+
+@dataclass(frozen=True)
+class StackedBatch:
+    """images (B, H, W, 3) uint8; masks (M, H, W) uint8; offsets (B + 1,) int64 host;
+    labels (M,) int64 host; iscrowd (M,) bool host; xp the array module."""
+
+    xp: Any
+    images: Any
+    masks: Any
+    offsets: np.ndarray
+    labels: np.ndarray
+    iscrowd: np.ndarray
+
+
+def stack_batch(images: Sequence[Any], masks: Sequence[Any], labels: Sequence[Any], iscrowd: Sequence[Any]) -> StackedBatch:
+    """Stack a batch: images to (B, H, W, 3); masks H×W×(N+1) to (M, H, W), dummy dropped."""
+    xp = get_array_module(images[0])
+    counts = np.array([m.shape[2] - 1 for m in masks], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    height, width = images[0].shape[:2]
+    stacked_images = xp.stack(images)
+    stacked_masks = xp.empty((int(offsets[-1]), height, width), dtype=xp.uint8)
+    for b, m in enumerate(masks):  # one strided copy per sample: HWC → CHW, dummy dropped
+        stacked_masks[offsets[b] : offsets[b + 1]] = xp.moveaxis(m[..., :-1], 2, 0)
+    host_labels = np.concatenate([to_host(x) for x in labels]).astype(np.int64) if len(labels) else np.empty(0, np.int64)
+    host_crowd = np.concatenate([to_host(x) for x in iscrowd]).astype(bool) if len(iscrowd) else np.empty(0, bool)
+    return StackedBatch(xp, stacked_images, stacked_masks, offsets, host_labels, host_crowd)
+
+
+def split_result(xp: Any, result: Any, batch_size: int) -> tuple[list[Any], ...]:
+    """The seven per-sample outputs of a paste step (images, masks, boxes, areas, labels,
+    iscrowd, pasted) from a ``CopyPasteResult``-like object."""
+    o = result.instance_offsets
+    rows = [slice(int(o[b]), int(o[b + 1])) for b in range(batch_size)]
+
+    def per_sample(array: Any) -> list[Any]:
+        return [array[r] for r in rows]
+
+    return (
+        [result.images[b] for b in range(batch_size)],
+        per_sample(result.masks),
+        per_sample(result.boxes),
+        per_sample(result.areas),
+        [xp.asarray(x) for x in per_sample(result.labels)],
+        [xp.asarray(x.astype(np.uint8)) for x in per_sample(result.iscrowd)],
+        [xp.asarray(x.astype(np.uint8)) for x in per_sample(result.pasted)],
+    )
