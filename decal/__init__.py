@@ -26,6 +26,12 @@ _EXPORTS = {
     "CP2Loader": "decal.dali_pipes.cp2_loader",
     "CP2LoaderConfig": "decal.dali_pipes.cp2_loader",
     "ImageFolder": "decal.dali_pipes.image_folder",
+    "BalancedCopyPasteLoader": "decal.dali_pipes.balanced_copy_paste",
+    "BalancedCopyPasteLoaderConfig": "decal.dali_pipes.balanced_copy_paste",
+    "MosaicLoader": "decal.dali_pipes.mosaic_pipeline",
+    "MosaicLoaderConfig": "decal.dali_pipes.mosaic_pipeline",
+    "SelfTrainingLoader": "decal.dali_pipes.self_training",
+    "SelfTrainingLoaderConfig": "decal.dali_pipes.self_training",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,6 @@
-"""The ``decal`` command line: ``decal demo`` and ``decal preview copy-paste|cutmix|cp2``.
+"""The ``decal`` command line: ``decal demo``,
+``decal preview copy-paste|cutmix|cp2|balanced|mosaic|self-training`` and
+``decal train detection|...`` (see :mod:`decal.trainers.cli`).
 
 Options come from flags, or from a TOML file whose ``[loader]`` table holds fields of
 :class:`~decal.dali_pipes.torch_iterator.CopyPasteLoaderConfig` (flags win).
@@ -96,16 +98,31 @@ def run_preview(args: argparse.Namespace) -> int:
     """``decal preview PIPELINE``: a PNG grid of what the model sees from that pipeline."""
     if args.pipeline == "copy-paste":
         return run_demo(args)
-    from .dali_pipes import preview_mix
-
-    render = {"cutmix": preview_mix.preview_cutmix, "cp2": preview_mix.preview_cp2}[args.pipeline]
     flags = {"seed": args.seed, "device": args.device, "output_size": args.output_size, "on_error": args.on_error}
     options = {k: v for k, v in flags.items() if v is not None}
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
-    out = render(args.out, args.root, **options)
+    if args.pipeline in ("cutmix", "cp2"):
+        from .dali_pipes import preview_mix
+
+        render = preview_mix.preview_cutmix if args.pipeline == "cutmix" else preview_mix.preview_cp2
+        out = render(args.out, args.root, **options)
+    else:
+        out = _render_instance_preview(args, options)
     print(f"decal preview {args.pipeline}: {out}")
     return 0
+
+
+def _render_instance_preview(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """Balanced copy-paste, Mosaic or self-training preview on --annotations/--images (or
+    the embedded sample)."""
+    if args.pipeline == "balanced":
+        from .dali_pipes.balanced_copy_paste import preview_balanced_copy_paste as render
+    elif args.pipeline == "mosaic":
+        from .dali_pipes.mosaic_pipeline import preview_mosaic as render
+    else:
+        from .dali_pipes.self_training import preview_self_training as render
+    return render(args.out, args.annotations, args.images, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text)
         if name == "preview":
-            sub.add_argument("pipeline", nargs="?", default="copy-paste", choices=["copy-paste", "cutmix", "cp2"])
+            sub.add_argument(
+                "pipeline",
+                nargs="?",
+                default="copy-paste",
+                choices=["copy-paste", "cutmix", "cp2", "balanced", "mosaic", "self-training"],
+            )
             sub.add_argument("--root", help="image folder for cutmix / cp2 (default: the embedded photos)")
         sub.add_argument("--config", help="TOML file with a [loader] table")
         sub.add_argument("--annotations", help="COCO/LVIS instances json (default: embedded sample)")
@@ -134,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default="out/preview.png", help="preview PNG path")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         sub.set_defaults(handler=run_demo if name == "demo" else run_preview)
+    from .trainers.cli import add_train_parser
+
+    add_train_parser(commands)
     return parser
 
 

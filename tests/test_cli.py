@@ -44,3 +44,11 @@ def test_preview_cutmix_and_cp2(tmp_path: Path) -> None:
         assert main(["preview", pipeline, "--device", "cpu", "--batch-size", "4", "--out", str(out)]) == 0
         with Image.open(out) as picture:
             assert picture.format == "PNG" and picture.size[0] > 400
+
+
+def test_preview_instance_pipelines(tmp_path: Path) -> None:
+    for pipeline in ("balanced", "mosaic", "self-training"):
+        out = tmp_path / f"{pipeline}.png"
+        assert main(["preview", pipeline, "--device", "cpu", "--output-size", "96", "--out", str(out)]) == 0
+        with Image.open(out) as picture:
+            assert picture.format == "PNG" and picture.size[0] > 300
