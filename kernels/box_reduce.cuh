@@ -53,11 +53,14 @@ __device__ __forceinline__ void warp_reduce(BoxAcc& a) {
 }
 
 // Reduce the block's accumulators, merge into the workspace of instance m, and let the last
-// block of the instance write area and box. Every thread of the block must call this.
-__device__ __forceinline__ void block_merge_finalize(BoxAcc acc, long long m, int W, int H,
-                                                     unsigned int* __restrict__ ws,
-                                                     long long* __restrict__ areas,
-                                                     float* __restrict__ boxes) {
+// of the `expected_blocks` blocks of the instance write area and box. Every thread of the
+// block must call this; warps other than 0 return early (callers that loop must
+// __syncthreads() before the next call, which reuses warp_acc).
+__device__ __forceinline__ void block_merge_finalize_blocks(BoxAcc acc, long long m, int W, int H,
+                                                            unsigned int* __restrict__ ws,
+                                                            long long* __restrict__ areas,
+                                                            float* __restrict__ boxes,
+                                                            unsigned int expected_blocks) {
   __shared__ BoxAcc warp_acc[32];
   const int tid = threadIdx.x + threadIdx.y * blockDim.x;
   const int lane = tid & 31;
@@ -86,7 +89,7 @@ __device__ __forceinline__ void block_merge_finalize(BoxAcc acc, long long m, in
   }
   __threadfence();  // our merge is visible device-wide before we take a ticket
   const unsigned int ticket = atomicAdd(w + 6, 1u);
-  if (ticket != gridDim.y - 1) return;
+  if (ticket != expected_blocks - 1) return;
 
   __threadfence();
   // Last block of instance m: every other block's atomics happened before its ticket.
@@ -101,6 +104,14 @@ __device__ __forceinline__ void block_merge_finalize(BoxAcc acc, long long m, in
     box[2] = (float)atomicMax(w + 4, 0u);
     box[3] = (float)atomicMax(w + 5, 0u);
   }
+}
+
+// The grid of box_pass: the blocks of instance m are the gridDim.y row bands.
+__device__ __forceinline__ void block_merge_finalize(BoxAcc acc, long long m, int W, int H,
+                                                     unsigned int* __restrict__ ws,
+                                                     long long* __restrict__ areas,
+                                                     float* __restrict__ boxes) {
+  block_merge_finalize_blocks(acc, m, W, H, ws, areas, boxes, gridDim.y);
 }
 
 // One block's share of instance blockIdx.x: rows [blockIdx.y * rows_per_band, +rows_per_band).
