@@ -32,6 +32,7 @@ _EXPORTS = {
     "MosaicLoaderConfig": "decal.dali_pipes.mosaic_pipeline",
     "SelfTrainingLoader": "decal.dali_pipes.self_training",
     "SelfTrainingLoaderConfig": "decal.dali_pipes.self_training",
+    "GpuMaskCopyPasteLoader": "decal.dali_pipes.copy_paste_gpu_masks",
 }
 
 __all__ = sorted(_EXPORTS)
