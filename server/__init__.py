@@ -1,0 +1,31 @@
+"""decal's augmentation service: a gRPC server that streams augmented batches from DALI
+pipelines to remote training processes, its FastAPI control plane, and the client loader.
+
+Modules (one concept each): ``config`` (typed TOML config), ``wire`` (tensors and batches
+on the wire), ``validation`` and ``pipelines`` (request → loader options), ``streams`` (the
+live-stream registry), ``stream_service`` (the servicer), ``auth`` (bearer tokens),
+``metrics`` (Prometheus), ``control_plane`` (FastAPI), ``app`` (``DecalServer``: both in one
+process), ``serve`` (``decal serve``), ``remote_loader`` (``RemoteLoader``), ``smoke``
+(``decal stream``). Names below are imported lazily.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "RemoteLoader": "decal.server.remote_loader",
+    "RemoteLoaderError": "decal.server.remote_loader",
+    "DecalServer": "decal.server.app",
+    "ServerConfig": "decal.server.config",
+    "ConfigError": "decal.server.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'decal.server' has no attribute {name!r}")

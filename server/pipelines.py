@@ -1,0 +1,182 @@
+"""The pipeline kinds a server offers, and how a request's parameters become loader options.
+
+A kind has a name (what ``StreamRequest.pipeline`` says), the ``params`` oneof field that
+carries its parameters, a converter from that message (plus server defaults and limits) to
+the keyword options of its loader, and a factory that builds the loader. Only
+``copy-paste`` exists today; CutMix / CP² / Mosaic register here when their loaders land.
+
+Conversion errors are :class:`RequestError` naming the field (``copy_paste.output_size``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import grpc
+
+from ..proto import decal_pb2 as pb
+from .config import DatasetEntry, Limits
+
+__all__ = ["RequestError", "PipelineKind", "PIPELINES", "COPY_PASTE", "short"]
+
+
+class RequestError(Exception):
+    """A request the server refuses: a gRPC status code and a message naming the field."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def short(value: Any, limit: int = 64) -> str:
+    """repr() of a client-supplied value, truncated (error messages echo it)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def invalid(field_name: str, reason: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field_name}: {reason}")
+
+
+def _int_in(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise invalid(name, f"must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def _float_in(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> float:
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise invalid(name, f"must be a finite number in {bracket}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+JITTER_PRESETS = ("lsj", "ssj", "none")
+MIN_OUTPUT_SIZE = 8
+MAX_JITTER_SCALE = 10.0
+
+
+def copy_paste_options(params: pb.CopyPasteParams, defaults: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
+    """CopyPasteParams (validated) → CopyPasteLoader keyword options.
+
+    Unset fields take ``defaults`` (the server config's ``[defaults.copy-paste]``), else the
+    loader's own defaults. ``defaults`` are checked against the same limits.
+    """
+    p = "copy_paste."
+    options: dict[str, Any] = {}
+    merged: dict[str, Any] = dict(defaults)
+
+    def pick(name: str) -> Any:
+        if params.HasField(name):
+            return getattr(params, name), p + name
+        if name in merged:
+            return merged[name], f"defaults.copy-paste.{name}"
+        return None, None
+
+    value, where = pick("output_size")
+    options["output_size"] = _int_in(where, int(value), MIN_OUTPUT_SIZE, limits.max_output_size) if where else None
+    if options["output_size"] is None:
+        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
+
+        default = CopyPasteLoaderConfig.output_size
+        if not MIN_OUTPUT_SIZE <= default <= limits.max_output_size:
+            raise invalid(
+                "copy_paste.output_size",
+                f"not given, and the loader default {default} is over limits.max_output_size={limits.max_output_size} "
+                "(set [defaults.copy-paste] output_size in the server config)",
+            )
+        options["output_size"] = default
+
+    kind = params.WhichOneof("jitter")
+    if kind == "jitter_preset" or (kind is None and isinstance(merged.get("jitter"), str)):
+        name = params.jitter_preset if kind else merged["jitter"]
+        where = p + "jitter_preset" if kind else "defaults.copy-paste.jitter"
+        if name.lower() not in JITTER_PRESETS:
+            raise invalid(where, f"must be one of {', '.join(JITTER_PRESETS)}, got {short(name)}")
+        options["jitter"] = name.lower()
+    elif kind == "jitter_range" or (kind is None and "jitter" in merged):
+        if kind:
+            low, high, where = params.jitter_range.min_scale, params.jitter_range.max_scale, p + "jitter_range"
+        else:
+            try:
+                low, high = (float(v) for v in merged["jitter"])
+            except (TypeError, ValueError):
+                raise invalid("defaults.copy-paste.jitter", f"expected a preset or [min, max], got {short(merged['jitter'])}") from None
+            where = "defaults.copy-paste.jitter"
+        _float_in(where + ".min_scale", low, 0.0, MAX_JITTER_SCALE, low_open=True)
+        _float_in(where + ".max_scale", high, 0.0, MAX_JITTER_SCALE, low_open=True)
+        if low > high:
+            raise invalid(where, f"min_scale {low} > max_scale {high}")
+        options["jitter"] = (float(low), float(high))
+
+    checks: dict[str, Callable[[str, Any], Any]] = {
+        "flip_prob": lambda w, v: _float_in(w, float(v), 0.0, 1.0),
+        "pad_value": lambda w, v: _int_in(w, int(v), 0, 255),
+        "copy_paste": lambda w, v: bool(v),
+        "max_num_pasted": lambda w, v: _int_in(w, int(v), 0, limits.max_num_pasted),
+        "blend_sigma": lambda w, v: _float_in(w, float(v), 0.0, 64.0),
+        "mask_occluded_thr": lambda w, v: _int_in(w, int(v), 0, 2**31 - 1),
+        "bbox_occluded_thr": lambda w, v: _float_in(w, float(v), 0.0, 1e6),
+        "paste_by_box": lambda w, v: bool(v),
+        "shuffle": lambda w, v: bool(v),
+        "repeat_factor_threshold": lambda w, v: _float_in(w, float(v), 0.0, 1.0, low_open=True),
+        "drop_last": lambda w, v: bool(v),
+        "on_error": _on_error,
+    }
+    for name, check in checks.items():
+        value, where = pick(name)
+        if where is not None:
+            options[name] = check(where, value)
+    unknown = set(merged) - set(checks) - {"output_size", "jitter"}
+    if unknown:
+        raise invalid(f"defaults.copy-paste.{sorted(unknown)[0]}", "unknown parameter")
+    return options
+
+
+def _on_error(where: str, value: Any) -> str:
+    if value not in ("raise", "skip"):
+        raise invalid(where, f"must be 'raise' or 'skip', got {short(value)}")
+    return value
+
+
+def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    from ..dali_pipes.torch_iterator import CopyPasteLoader
+
+    return CopyPasteLoader(entry.annotations, entry.images, **options)
+
+
+@dataclass(frozen=True)
+class PipelineKind:
+    """One pipeline a client can ask for."""
+
+    name: str
+    description: str
+    params_field: str
+    to_options: Callable[[Any, Mapping[str, Any], Limits], dict[str, Any]]
+    build_loader: Callable[[DatasetEntry, Mapping[str, Any]], Any]
+
+    def defaults_json(self) -> dict[str, str]:
+        """Parameter name → the loader's default, JSON-encoded (for Info and /pipelines)."""
+        from dataclasses import fields as dc_fields
+
+        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
+
+        hidden = {"device", "device_id", "num_threads", "prefetch_queue_depth", "batch_size", "seed", "shard_id", "num_shards"}
+        return {f.name: json.dumps(f.default) for f in dc_fields(CopyPasteLoaderConfig) if f.name not in hidden}
+
+
+COPY_PASTE = PipelineKind(
+    name="copy-paste",
+    description="Simple Copy-Paste (Ghiasi et al. 2021) with LSJ/SSJ scale jitter and flip; COCO/LVIS instance masks",
+    params_field="copy_paste",
+    to_options=copy_paste_options,
+    build_loader=copy_paste_loader,
+)
+
+#: name → kind, what this server can stream.
+PIPELINES: dict[str, PipelineKind] = {COPY_PASTE.name: COPY_PASTE}

@@ -1,0 +1,632 @@
+"""``RemoteLoader``: the local iterator's twin, fed by a decal server over gRPC.
+
+::
+
+    loader = RemoteLoader("gpu-node:50051", "coco-train", batch_size=8, seed=0,
+                          shard_id=rank, num_shards=world, output_size=1024,
+                          device=f"cuda:{local_rank}", image_encoding="raw")
+    for epoch in range(epochs):
+        for batch in loader:          # one epoch of decal.dali_pipes.torch_iterator.Batch
+            ...
+        torch.save({"loader": loader.state_dict(), ...}, ckpt)
+
+It yields the same :class:`~decal.dali_pipes.torch_iterator.Batch` objects as
+``CopyPasteLoader`` under the same seed, shard and options (bit-exact with lossless wire
+options; ``image_encoding="jpeg"`` changes pixels only), with the same epoch semantics:
+iterating yields one epoch; ``state_dict()`` / ``load_state_dict()`` continue exactly after
+the last delivered batch.
+
+Prefetch: a reader thread pulls the stream, decodes (zlib, bit unpacking, JPEG), pins and
+moves to ``device`` ahead of the consumer, ``prefetch`` batches deep.
+
+Failures: when the stream breaks (connection lost, server restarted or draining, server
+full) the reader reconnects with exponential backoff and jitter, on a fresh channel, and
+asks for the stream from the LAST RECEIVED position. Batches are deterministic functions of
+(seed, shard, position), so the epoch goes on with no sample lost or repeated. Errors that
+a retry cannot fix (INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, FAILED_PRECONDITION, …),
+and ``max_retries`` consecutive failed attempts, raise :class:`RemoteLoaderError` from the
+iteration.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import queue
+import random
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import grpc
+import numpy as np
+import torch
+
+from ..dali_pipes.copy_paste_source import LoaderPosition
+from ..proto import decal_pb2 as pb
+from .auth import bearer_metadata
+from .wire import IMAGE_CODECS, INFO_METHOD, MASK_CODECS, STREAM_METHOD, WireFormatError, decode_batch
+
+__all__ = ["RemoteLoader", "RemoteLoaderError", "RETRYABLE"]
+
+#: Status codes after which the reader reconnects and resumes (RESOURCE_EXHAUSTED only for
+#: "max_streams": a server full now may have room soon; a batch over the message limit
+#: would be over it again).
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+#: Pipeline parameters a RemoteLoader forwards (CopyPasteParams fields; jitter maps to
+#: jitter_preset or jitter_range).
+PIPELINE_OPTIONS = (
+    "output_size", "jitter", "flip_prob", "pad_value", "copy_paste", "max_num_pasted", "blend_sigma",
+    "mask_occluded_thr", "bbox_occluded_thr", "paste_by_box", "shuffle", "repeat_factor_threshold",
+    "drop_last", "on_error",
+)  # fmt: skip
+
+
+class RemoteLoaderError(RuntimeError):
+    """The stream failed for good: ``code`` (a grpc.StatusCode or None) and ``details``."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None, details: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class _EpochEnd:
+    epoch: int
+    next: LoaderPosition
+
+
+@dataclass(frozen=True)
+class _StreamEnd:
+    pass
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+def _status(error: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    return code, details or ""
+
+
+@dataclass
+class _Spec:
+    """What a stream needs to (re)connect and convert; shared by a loader and its reader."""
+
+    address: str
+    credentials: grpc.ChannelCredentials | None
+    channel_options: list[tuple[str, Any]]
+    metadata: tuple[tuple[str, str], ...]
+    template: pb.StreamRequest
+    device: torch.device
+    pin_memory: bool
+    prefetch: int
+    max_retries: int
+    backoff: tuple[float, float]
+    connect_timeout: float
+
+    def make_channel(self) -> grpc.Channel:
+        if self.credentials is not None:
+            return grpc.secure_channel(self.address, self.credentials, options=self.channel_options)
+        return grpc.insecure_channel(self.address, options=self.channel_options)
+
+    def request(self, position: LoaderPosition | None) -> pb.StreamRequest:
+        request = pb.StreamRequest()
+        request.CopyFrom(self.template)
+        if position is not None:
+            request.resume.CopyFrom(pb.Position(epoch=position.epoch, cursor=position.cursor, batch_index=position.batch_index))
+        return request
+
+    def convert(self, decoded: Any) -> Any:
+        """DecodedBatch (NumPy) → the local iterator's Batch, on ``device``."""
+        from ..dali_pipes.torch_iterator import Batch
+
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(array)
+            if self.pin_memory:
+                t = t.pin_memory()
+            if self.device.type != "cpu":
+                t = t.to(self.device, non_blocking=True)
+            return t
+
+        targets = []
+        for target in decoded.targets:
+            entry = {name: tensor(target[name]) for name in ("boxes", "labels", "masks", "area", "iscrowd", "pasted")}
+            entry["image_id"] = torch.tensor(int(target["image_id"]), dtype=torch.int64, device=self.device)
+            targets.append(entry)
+        p = decoded.position
+        return Batch(images=tensor(decoded.images), targets=targets, position=LoaderPosition(p.epoch, p.cursor, p.batch_index))
+
+
+def _params_message(options: Mapping[str, Any]) -> pb.CopyPasteParams:
+    params = pb.CopyPasteParams()
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "jitter":
+            if isinstance(value, str):
+                params.jitter_preset = value
+            else:
+                low, high = value
+                params.jitter_range.min_scale, params.jitter_range.max_scale = float(low), float(high)
+        else:
+            try:
+                setattr(params, name, value)
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"RemoteLoader option {name}={value!r}: {error}") from None
+    return params
+
+
+def _tls_credentials(tls: bool | str, cert: str | None, key: str | None) -> grpc.ChannelCredentials | None:
+    if not tls and not cert:
+        return None
+    roots = open(tls, "rb").read() if isinstance(tls, str) else None
+    chain = open(cert, "rb").read() if cert else None
+    private = open(key, "rb").read() if key else None
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=private, certificate_chain=chain)
+
+
+#: Readers still running; closed at interpreter exit (a gRPC call left running in a daemon
+#: thread while the interpreter finalizes can abort or hang the process).
+_LIVE_READERS: "weakref.WeakSet[_Reader]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_readers() -> None:
+    for reader in list(_LIVE_READERS):
+        try:
+            reader.close()
+        except Exception:
+            pass
+
+
+class _Reader:
+    """The reader thread of one logical stream (reconnects included)."""
+
+    def __init__(self, spec: "_Spec", start: LoaderPosition | None) -> None:
+        # The reader holds only the spec, never the RemoteLoader, so that an abandoned loader
+        # is collected (its __del__ closes the stream) while this thread runs.
+        self._make_channel = spec.make_channel
+        self._request = spec.request
+        self._metadata = spec.metadata
+        self._convert = spec.convert
+        self._retries = spec.max_retries
+        self._backoff = spec.backoff
+        self._connect_timeout = spec.connect_timeout
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, spec.prefetch))
+        self.header: pb.StreamHeader | None = None
+        self.header_event = threading.Event()
+        self.epoch_info: dict[int, tuple[int, int]] = {}  # epoch -> (length, batches)
+        self.received = start
+        self.reconnects = 0
+        self.bytes_received = 0
+        self._closed = threading.Event()
+        self._call: Any = None
+        self._channel: Any = None
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="decal-remote-reader", daemon=True)
+        _LIVE_READERS.add(self)
+        self.thread.start()
+
+    # -- consumer side ----------------------------------------------------------------------
+    def get(self) -> Any:
+        while True:
+            try:
+                return self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.queue.empty():
+                    return _Failed(RemoteLoaderError("remote loader: the reader thread stopped"))
+
+    def wait_header(self) -> pb.StreamHeader:
+        while not self.header_event.wait(0.1):
+            if not self.thread.is_alive():
+                # the failure (if any) is the last queue item
+                items = []
+                while not self.queue.empty():
+                    items.append(self.queue.get_nowait())
+                for item in items:
+                    if isinstance(item, _Failed):
+                        raise item.error
+                raise RemoteLoaderError("remote loader: the stream ended before its header")
+        assert self.header is not None
+        return self.header
+
+    def close(self) -> None:
+        _LIVE_READERS.discard(self)
+        self._closed.set()
+        with self._lock:
+            call, channel = self._call, self._channel
+        if call is not None:
+            call.cancel()
+        try:  # unblock a put()
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        self.thread.join(timeout=10)
+        if channel is not None:
+            channel.close()
+
+    # -- the thread -------------------------------------------------------------------------
+    def _put(self, item: Any) -> bool:
+        while not self._closed.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _sleep(self, attempt: int) -> None:
+        base, cap = self._backoff
+        delay = min(cap, base * (2 ** (attempt - 1)))
+        self._closed.wait(delay * (0.5 + random.random() / 2))
+
+    def _connect(self, channel: grpc.Channel) -> bool:
+        """Wait for ``channel`` to be ready, at most connect_timeout, interruptible by close()."""
+        future = grpc.channel_ready_future(channel)
+        deadline = time.monotonic() + self._connect_timeout
+        try:
+            while not self._closed.is_set():
+                try:
+                    future.result(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+                    return True
+                except grpc.FutureTimeoutError:
+                    if time.monotonic() >= deadline:
+                        return False
+            return False
+        finally:
+            future.cancel()
+
+    def _run(self) -> None:
+        failures = 0
+        last_error: tuple[grpc.StatusCode | None, str] = (None, "")
+        while not self._closed.is_set():
+            if failures > self._retries:
+                code, details = last_error
+                self._put(_Failed(RemoteLoaderError(
+                    f"remote loader: gave up after {failures} failed attempts; last: {code.name if code else 'error'}: {details}",
+                    code, details,
+                )))  # fmt: skip
+                return
+            channel = self._make_channel()
+            with self._lock:
+                old, self._channel = self._channel, channel
+            if old is not None:
+                old.close()
+            if not self._connect(channel):
+                if self._closed.is_set():
+                    return
+                failures += 1
+                last_error = (grpc.StatusCode.UNAVAILABLE, f"could not connect within {self._connect_timeout} s")
+                self._sleep(failures)
+                continue
+            call = channel.unary_stream(
+                STREAM_METHOD, request_serializer=pb.StreamRequest.SerializeToString, response_deserializer=pb.StreamResponse.FromString
+            )(self._request(self.received), metadata=self._metadata)
+            with self._lock:
+                self._call = call
+            if self._closed.is_set():
+                call.cancel()
+                return
+            try:
+                for response in call:
+                    failures = 0
+                    if not self._handle(response):
+                        return
+                self._put(_StreamEnd())  # OK status: the server sent max_batches
+                return
+            except grpc.RpcError as error:
+                if self._closed.is_set():
+                    return
+                code, details = _status(error)
+                if code not in RETRYABLE or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and not details.startswith("max_streams")):
+                    self._put(_Failed(RemoteLoaderError(
+                        f"remote loader: server refused the stream: {code.name if code else '?'}: {details}", code, details
+                    )))  # fmt: skip
+                    return
+                failures += 1
+                self.reconnects += 1
+                last_error = (code, details)
+                self._sleep(failures)
+            except WireFormatError as error:
+                self._put(_Failed(RemoteLoaderError(f"remote loader: undecodable batch: {error}")))
+                return
+            except BaseException as error:  # conversion failures (e.g. CUDA) reach the consumer
+                if not self._closed.is_set():
+                    self._put(_Failed(error))
+                return
+            finally:
+                with self._lock:
+                    self._call = None
+                call.cancel()
+
+    def _handle(self, response: pb.StreamResponse) -> bool:
+        kind = response.WhichOneof("kind")
+        if kind == "header":
+            header = response.header
+            self.epoch_info[header.position.epoch] = (header.epoch_length, header.batches_in_epoch)
+            self.header = header
+            self.header_event.set()
+            return True
+        if kind == "batch":
+            message = response.batch
+            self.bytes_received += message.ByteSize()
+            batch = self._convert(decode_batch(message))
+            self.received = batch.position
+            return self._put(batch)
+        if kind == "epoch_end":
+            end = response.epoch_end
+            following = LoaderPosition(end.next.epoch, end.next.cursor, end.next.batch_index)
+            self.epoch_info[following.epoch] = (end.next_epoch_length, end.next_batches_in_epoch)
+            self.received = following
+            return self._put(_EpochEnd(int(end.epoch), following))
+        return True
+
+
+class RemoteLoader:
+    """Iterate over augmented batches streamed by a decal server.
+
+    Args:
+        address: ``host:port`` of the server's gRPC port.
+        dataset: a dataset name registered on the server (see :meth:`info`).
+        batch_size, seed, shard_id, num_shards: as for ``CopyPasteLoader``.
+        pipeline: the pipeline kind, ``"copy-paste"``.
+        token: bearer token if the server needs one.
+        image_encoding: ``"raw"`` (lossless), ``"zlib"`` (lossless, smaller with padding) or
+            ``"jpeg"`` (lossy; for slow links).
+        mask_encoding: ``"bitpack+zlib"`` (default), ``"bitpack"`` or ``"raw"``; all lossless.
+        jpeg_quality, zlib_level: 0 = the server's default (90, 1).
+        device: ``"cpu"`` or ``"cuda:N"`` (tensors pinned then copied, in the reader thread).
+        pin_memory: pin host tensors (default: True when ``device`` is CUDA).
+        prefetch: batches decoded ahead.
+        max_retries: consecutive failed (re)connection attempts before giving up.
+        backoff: (first delay, max delay) seconds of the exponential backoff.
+        connect_timeout: seconds to wait for a connection per attempt.
+        tls: False, True (system roots), or a path to a PEM root certificate.
+        tls_client_cert, tls_client_key: PEM paths for mTLS.
+        channel_options: extra gRPC channel arguments.
+        **pipeline_options: pipeline parameters (``output_size``, ``jitter``, ``flip_prob``,
+            ...: the fields of ``CopyPasteLoaderConfig`` that describe the augmentation);
+            unset ones take the server's defaults.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        dataset: str,
+        *,
+        batch_size: int = 8,
+        seed: int = 0,
+        shard_id: int = 0,
+        num_shards: int = 1,
+        pipeline: str = "copy-paste",
+        token: str | None = None,
+        image_encoding: str = "raw",
+        mask_encoding: str = "bitpack+zlib",
+        jpeg_quality: int = 0,
+        zlib_level: int = 0,
+        device: str = "cpu",
+        pin_memory: bool | None = None,
+        prefetch: int = 2,
+        max_retries: int = 8,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        connect_timeout: float = 30.0,
+        tls: bool | str = False,
+        tls_client_cert: str | None = None,
+        tls_client_key: str | None = None,
+        channel_options: Mapping[str, Any] | None = None,
+        **pipeline_options: Any,
+    ) -> None:
+        unknown = set(pipeline_options) - set(PIPELINE_OPTIONS)
+        if unknown:
+            raise TypeError(f"RemoteLoader got unknown options {sorted(unknown)} (pipeline options: {', '.join(PIPELINE_OPTIONS)})")
+        if image_encoding not in IMAGE_CODECS:
+            raise ValueError(f"image_encoding: expected one of {sorted(IMAGE_CODECS)}, got {image_encoding!r}")
+        if mask_encoding not in MASK_CODECS:
+            raise ValueError(f"mask_encoding: expected one of {sorted(MASK_CODECS)}, got {mask_encoding!r}")
+        self.address = address
+        self.dataset = dataset
+        self.pipeline = pipeline
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shard_id = int(shard_id)
+        self.num_shards = int(num_shards)
+        self.device = torch.device(device)
+        self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
+        self.prefetch = int(prefetch)
+        self.max_retries = int(max_retries)
+        self.backoff = (float(backoff[0]), float(backoff[1]))
+        self.connect_timeout = float(connect_timeout)
+        self.pipeline_options = dict(pipeline_options)
+        wire = pb.WireOptions(
+            image_codec=IMAGE_CODECS[image_encoding], mask_codec=MASK_CODECS[mask_encoding], jpeg_quality=jpeg_quality, zlib_level=zlib_level
+        )
+        template = pb.StreamRequest(
+            dataset=dataset, pipeline=pipeline, batch_size=self.batch_size, seed=self.seed,
+            shard_id=self.shard_id, num_shards=self.num_shards, wire=wire,
+        )  # fmt: skip
+        template.copy_paste.CopyFrom(_params_message(pipeline_options))
+        self._spec = _Spec(
+            address=address,
+            credentials=_tls_credentials(tls, tls_client_cert, tls_client_key),
+            channel_options=[
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 5_000),
+                ("grpc.enable_retries", 0),
+                *dict(channel_options or {}).items(),
+            ],
+            metadata=bearer_metadata(token),
+            template=template,
+            device=self.device,
+            pin_memory=self.pin_memory,
+            prefetch=self.prefetch,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            connect_timeout=self.connect_timeout,
+        )
+        self._reader: _Reader | None = None
+        self._delivered = LoaderPosition()
+        self._start = LoaderPosition()
+        self._epoch = 0
+        self._normalize_pending = True
+        self._pending: Any = None
+        self._epoch_info: dict[int, tuple[int, int]] = {}
+        self._drop_last: bool | None = pipeline_options.get("drop_last")
+        self._categories: dict[int, dict] | None = None
+
+    # -- the loader API ---------------------------------------------------------------------
+    def _ensure_reader(self) -> _Reader:
+        if self._reader is None:
+            self._reader = _Reader(self._spec, self._start)
+        return self._reader
+
+    def _sync_header(self) -> None:
+        reader = self._ensure_reader()
+        header = reader.wait_header()
+        self._epoch_info.update(reader.epoch_info)
+        if self._categories is None:
+            self._categories = {int(k): v for k, v in json.loads(header.categories_json or "{}").items()}
+        if self._drop_last is None:
+            self._drop_last = bool(json.loads(header.options_json or "{}").get("drop_last", False))
+        if self._normalize_pending:
+            self._normalize_pending = False
+            normalized = LoaderPosition(header.position.epoch, header.position.cursor, header.position.batch_index)
+            self._epoch = normalized.epoch
+            if normalized.epoch != self._delivered.epoch:
+                self._delivered = normalized
+
+    def __iter__(self) -> Iterator[Any]:
+        self._sync_header()
+        reader = self._reader
+        assert reader is not None
+        epoch = self._epoch
+        while True:
+            item, self._pending = (self._pending, None) if self._pending is not None else (reader.get(), None)
+            if isinstance(item, _Failed):
+                self.close()
+                raise item.error
+            if isinstance(item, _StreamEnd):
+                self.close()
+                return
+            if isinstance(item, _EpochEnd):
+                if item.epoch < epoch:
+                    continue  # a repeated marker (cannot happen with one server, harmless)
+                self._finish_epoch(item.epoch)
+                return
+            if item.position.epoch > epoch:  # the marker was lost in a reconnect
+                self._pending = item
+                self._finish_epoch(epoch)
+                return
+            self._delivered = item.position
+            yield item
+
+    def _finish_epoch(self, epoch: int) -> None:
+        self._epoch = epoch + 1
+        self._delivered = LoaderPosition(epoch + 1, 0, 0)
+        if self._reader is not None:
+            self._epoch_info.update(self._reader.epoch_info)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next batch belongs to."""
+        return self._epoch
+
+    def __len__(self) -> int:
+        """Batches in the coming epoch (asks the server: starts the stream if needed)."""
+        self._sync_header()
+        if self._reader is not None:
+            self._epoch_info.update(self._reader.epoch_info)
+        if self._epoch in self._epoch_info:
+            return int(self._epoch_info[self._epoch][1])
+        raise TypeError(f"RemoteLoader: the length of epoch {self._epoch} is not known yet")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last delivered batch, plus the seed and shard it holds for."""
+        position = self._delivered
+        info = self._epoch_info.get(position.epoch) or (self._reader.epoch_info.get(position.epoch) if self._reader else None)
+        if info is not None and position.cursor > 0:
+            remaining = info[0] - position.cursor
+            if remaining <= 0 or (self._drop_last and remaining < self.batch_size):
+                position = LoaderPosition(position.epoch + 1, 0, 0)
+        return {**position.to_dict(), "seed": self.seed, "shard_id": self.shard_id, "num_shards": self.num_shards}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue after the batch at which ``state`` was saved (same seed and shard)."""
+        for key in ("seed", "shard_id", "num_shards"):
+            if key in state and int(state[key]) != getattr(self, key):
+                raise ValueError(f"loader state: field '{key}' is {state[key]} but this loader has {getattr(self, key)}")
+        position = LoaderPosition.from_dict(dict(state))
+        self.close()
+        self._start = self._delivered = position
+        self._epoch = position.epoch
+        self._normalize_pending = True
+        self._pending = None
+
+    @property
+    def categories(self) -> dict[int, dict]:
+        """Category id → json entry (from the server)."""
+        if self._categories is None:
+            self._sync_header()
+        return self._categories or {}
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnections of the current stream (diagnostics)."""
+        return self._reader.reconnects if self._reader else 0
+
+    @property
+    def bytes_received(self) -> int:
+        return self._reader.bytes_received if self._reader else 0
+
+    def info(self, timeout: float = 10.0) -> pb.InfoReply:
+        """The server's Info (datasets, pipelines, limits, version)."""
+        channel = self._spec.make_channel()
+        try:
+            method = channel.unary_unary(INFO_METHOD, request_serializer=pb.InfoRequest.SerializeToString, response_deserializer=pb.InfoReply.FromString)
+            return method(pb.InfoRequest(), metadata=self._spec.metadata, timeout=timeout)
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        """Cancel the stream and stop the reader (the server frees the pipeline). The next
+        iteration reconnects from the last delivered position."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+            self._start = self._delivered
+            self._normalize_pending = True
+            self._pending = None
+
+    def __enter__(self) -> "RemoteLoader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,114 @@
+"""The server's TOML config: every table, relative paths, token sources, and errors that name
+the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from decal.server.app import DecalServer
+from decal.server.config import ConfigError, ServerConfig
+from decal.server.serve import add_serve_arguments, load_config
+
+FULL = """
+[server]
+host = "0.0.0.0"
+grpc_port = 6000
+http_port = -1
+token_env = "DECAL_TEST_TOKEN"
+grace_seconds = 3
+include_sample = true
+
+[pipeline]
+device = "cpu"
+num_threads = 1
+
+[limits]
+max_streams = 3
+max_batch_size = 4
+max_message_bytes = 1000000
+
+[datasets.coco-mini]
+annotations = "ann/instances.json"
+images = "/abs/images"
+description = "mini"
+
+[defaults.copy-paste]
+output_size = 256
+jitter = [0.5, 1.5]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    return path
+
+
+def test_full_config(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DECAL_TEST_TOKEN", "abc")
+    config = ServerConfig.from_toml(write(tmp_path, FULL))
+    assert (config.host, config.grpc_port, config.http_port, config.token, config.grace_seconds) == ("0.0.0.0", 6000, -1, "abc", 3)
+    assert config.limits.max_streams == 3 and config.limits.max_batch_size == 4 and config.limits.prefetch_batches == 2
+    assert config.pipeline.loader_options() == {"device": "cpu", "device_id": 0, "num_threads": 1, "prefetch_queue_depth": 2}
+    entry = config.datasets["coco-mini"]
+    assert entry.annotations == tmp_path / "ann/instances.json" and entry.images == Path("/abs/images")
+    assert config.defaults["copy-paste"]["jitter"] == [0.5, 1.5]
+    assert "sample" in config.with_sample().datasets
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("[server]\nprot = 1\n", "server.prot"),
+        ("[limits]\nmax_streams = 0\n", "limits.max_streams"),
+        ("[limits]\nmax_streamz = 2\n", "limits.max_streamz"),
+        ("[pipeline]\ndevice = 'tpu'\n", "pipeline.device"),
+        ("[datasets.x]\nimages = 'i'\n", "datasets.x.annotations"),
+        ("[datasets.'a/b']\nannotations = 'a'\nimages = 'i'\n", "datasets.a/b"),
+        ("[server]\ntls_cert = 'c.pem'\n", "server.tls_cert"),
+        ("[server]\ntoken = 'a'\ntoken_env = 'B'\n", "server.token_env"),
+        ("[server]\ntoken_env = 'DECAL_SURELY_UNSET_VAR'\n", "server.token_env"),
+        ("[server]\ntoken_file = 'missing.txt'\n", "server.token_file"),
+        ("[server]\ngrpc_port = 70000\n", "server.grpc_port"),
+        ("[nonsense]\n", "nonsense"),
+        ("not toml = = 1", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, text, key) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("/", "/")):
+        ServerConfig.from_toml(write(tmp_path, text))
+
+
+def test_token_file(tmp_path) -> None:
+    (tmp_path / "token.txt").write_text("from-file\n")
+    config = ServerConfig.from_toml(write(tmp_path, f"[server]\ntoken_file = '{tmp_path / 'token.txt'}'\n"))
+    assert config.token == "from-file"
+
+
+@pytest.mark.parametrize(
+    "defaults,key",
+    [("output_size = 5", "output_size"), ("jitter = 'huge'", "jitter"), ("flip_prob = 2.0", "flip_prob"), ("colour = 1", "colour")],
+)
+def test_bad_pipeline_defaults_fail_at_start(tmp_path, defaults, key) -> None:
+    config = ServerConfig.from_toml(write(tmp_path, f"[defaults.copy-paste]\n{defaults}\n"))
+    with pytest.raises(ConfigError, match=key):
+        DecalServer(config, backend="cpu")
+
+
+def test_loader_default_over_the_size_limit_is_explained(tmp_path) -> None:
+    config = ServerConfig.from_toml(write(tmp_path, "[limits]\nmax_output_size = 512\n"))
+    with pytest.raises(ConfigError, match=r"defaults\.copy-paste\] output_size"):
+        DecalServer(config, backend="cpu")
+
+
+def test_cli_flags_override_the_file(tmp_path) -> None:
+    import argparse
+
+    parser = add_serve_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--config", str(write(tmp_path, FULL.replace('token_env = "DECAL_TEST_TOKEN"', ""))), "--grpc-port", "0", "--device", "cpu"])
+    config = load_config(args)
+    assert config.grpc_port == 0 and config.pipeline.device == "cpu" and config.host == "0.0.0.0"
+    empty = load_config(parser.parse_args([]))
+    assert empty.include_sample  # no datasets configured: serve the sample

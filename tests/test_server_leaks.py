@@ -1,0 +1,131 @@
+"""200 abrupt disconnects leave no pipeline, thread or file descriptor behind.
+
+The server runs in this process (so its threads and fds can be counted) with the real DALI
+pipeline. Disconnects come in four kinds, cycled: cancel before the header, cancel after
+the header (pipeline being built), close the channel after the first batch, and cut the
+TCP connection under a live stream (a proxy resets both sides).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from decal.server.config import Limits
+
+from coco_factory import write_coco_dataset
+from server_helpers import TcpProxy, os_thread_names, make_config, open_stream, process_counts, request, running_server, wait_until
+
+DISCONNECTS = 200
+CLIENTS = 4  # concurrent disconnecting clients
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return write_coco_dataset(tmp_path_factory.mktemp("synth"), num_images=6, seed=4)
+
+
+def _disconnect(kind: int, address: str, proxy: TcpProxy) -> str:
+    message = request("synth", batch_size=2)
+    if kind == 0:
+        call = open_stream(address, message)
+        call.cancel()
+        outcome = "cancelled"
+    elif kind == 1:
+        call = open_stream(address, message)
+        next(call)  # header
+        call.cancel()
+        outcome = "after header"
+    elif kind == 2:
+        call = open_stream(address, message)
+        next(call)
+        next(call)  # first batch: the pipeline ran
+        call._test_channel.close()
+        outcome = "channel closed"
+    else:
+        call = open_stream(proxy.address, message)
+        try:  # another client's cut may already hit this connection
+            next(call)
+            next(call)
+            proxy.sever()
+            for _ in range(1000):
+                next(call)
+        except grpc.RpcError:
+            pass
+        outcome = "connection cut"
+    if hasattr(call, "_test_channel"):
+        call._test_channel.close()
+    return outcome
+
+
+def _non_pool_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(("decal-grpc", "test-proxy")))
+
+
+def test_abrupt_disconnects_leak_nothing(synth) -> None:
+    config = make_config({"synth": synth}, limits=Limits(max_streams=CLIENTS * 4, max_batch_size=16))
+    with running_server(config) as server:
+        proxy = TcpProxy(("127.0.0.1", server.grpc_port))
+        address = server.grpc_address
+        try:
+            # warm up: DALI's and gRPC's lazily created process-wide state, the executor's threads
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                list(pool.map(lambda k: _disconnect(k % 4, address, proxy), range(8 * CLIENTS)))
+            assert wait_until(lambda: len(server.streams) == 0 and not _stream_threads())
+            proxy.sever()
+            assert wait_until(lambda: proxy_idle(proxy))
+            baseline = process_counts()
+            baseline_threads = _non_pool_threads()
+            baseline_pool = _pool_threads()
+            baseline_names = os_thread_names()
+
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                outcomes = list(pool.map(lambda k: _disconnect(k % 4, address, proxy), range(DISCONNECTS)))
+            assert len(outcomes) == DISCONNECTS
+
+            # every stream left the registry: its producer ended and dropped its pipeline
+            assert wait_until(lambda: len(server.streams) == 0), server.streams.snapshot()
+            assert wait_until(lambda: not _stream_threads()), _stream_threads()
+            assert _live_pipelines(built=True) == 0  # freed when their stream ended, not left to a GC pass
+            gc.collect()
+            assert _live_pipelines() == 0  # DALI's unbuilt graph twins (an op <-> pipeline cycle) go with a GC pass
+            proxy.sever()
+            assert wait_until(lambda: proxy_idle(proxy))
+            # threads: the same set of non-pool Python threads; the gRPC pool is bounded
+            assert wait_until(lambda: _non_pool_threads() == baseline_threads), (_non_pool_threads(), baseline_threads)
+            grown = _pool_threads() - baseline_pool  # idle pool workers, created on demand
+            assert _pool_threads() <= config.limits.max_streams + 8
+            # OS threads (DALI's worker threads are native) and file descriptors come back
+            assert wait_until(lambda: process_counts()["os_threads"] <= baseline["os_threads"] + grown), (process_counts(), baseline, grown, baseline_names, os_thread_names())
+            assert wait_until(lambda: process_counts()["fds"] <= baseline["fds"] + 2), (process_counts(), baseline, os.listdir("/proc/self/fd"))
+            text = server.metrics.render().decode()
+            assert "decal_active_streams 0.0" in text
+            # and the server still serves
+            call = open_stream(address, request("synth", batch_size=2, max_batches=2))
+            assert [r.WhichOneof("kind") for r in call] == ["header", "batch", "batch"]
+        finally:
+            proxy.close()
+
+
+def _live_pipelines(built: bool = False) -> int:
+    from nvidia.dali.pipeline import Pipeline
+
+    return sum(1 for o in gc.get_objects() if type(o) is Pipeline and (not built or getattr(o, "_built", True)))
+
+
+def _stream_threads() -> list[str]:
+    """Producer threads (named decal-s<N>): they leave the registry just before exiting."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("decal-s")]
+
+
+def _pool_threads() -> int:
+    return len([t for t in threading.enumerate() if t.name.startswith("decal-grpc")])
+
+
+def proxy_idle(proxy: TcpProxy) -> bool:
+    return not [t for t in threading.enumerate() if t.name == "test-proxy-pump"]
