@@ -5,12 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-gpu clean
+.PHONY: install demo test test-gpu bench serve proto bench-stream clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[serve,test]"
+	$(PY) -m pip install --quiet -e ".[serve,bench,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +24,21 @@ test: install
 # On a machine with a CUDA GPU (see ../shared/gpu/README.md for the lent GPU machine).
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
+
+# CPU half of the throughput benchmark here; every mode on a GPU machine.
+bench: install
+	$(VENV)/bin/decal bench --out out/bench
+
+# gRPC + FastAPI service on the embedded sample (loopback; see README "Serving batches").
+serve: install
+	$(VENV)/bin/decal serve --sample --http-port 8080
+
+# Regenerate the checked-in gRPC stubs from proto/decal.proto.
+proto: install
+	$(PY) -m decal.proto.regenerate
+
+bench-stream: install
+	$(PY) bench/stream_bench.py --output-size 256
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

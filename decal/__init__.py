@@ -33,6 +33,10 @@ _EXPORTS = {
     "SelfTrainingLoader": "decal.dali_pipes.self_training",
     "SelfTrainingLoaderConfig": "decal.dali_pipes.self_training",
     "GpuMaskCopyPasteLoader": "decal.dali_pipes.copy_paste_gpu_masks",
+    "RemoteLoader": "decal.server.remote_loader",
+    "RemoteLoaderError": "decal.server.remote_loader",
+    "DecalServer": "decal.server.app",
+    "ServerConfig": "decal.server.config",
 }
 
 __all__ = sorted(_EXPORTS)

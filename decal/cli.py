@@ -1,6 +1,8 @@
 """The ``decal`` command line: ``decal demo``,
 ``decal preview copy-paste|cutmix|cp2|balanced|mosaic|self-training`` and
-``decal train detection|...`` (see :mod:`decal.trainers.cli`).
+``decal serve`` / ``decal stream`` (see :mod:`decal.server`), ``decal bench`` (see
+:mod:`decal.bench.throughput`) and ``decal train detection|...`` (see
+:mod:`decal.trainers.cli`).
 
 Options come from flags, or from a TOML file whose ``[loader]`` table holds fields of
 :class:`~decal.dali_pipes.torch_iterator.CopyPasteLoaderConfig` (flags win).
@@ -156,8 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default="out/preview.png", help="preview PNG path")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         sub.set_defaults(handler=run_demo if name == "demo" else run_preview)
+    from .bench.throughput import add_bench_parser
+    from .server.serve import add_serve_arguments, run_serve
+    from .server.smoke import add_stream_arguments, run_stream
     from .trainers.cli import add_train_parser
 
+    serve = commands.add_parser("serve", help="serve augmented batches over gRPC, with a FastAPI control plane")
+    add_serve_arguments(serve).set_defaults(handler=run_serve)
+    stream = commands.add_parser("stream", help="client smoke test: pull a few batches from a decal server")
+    add_stream_arguments(stream).set_defaults(handler=run_stream)
+
+    add_bench_parser(commands).set_defaults(handler=lambda args: args.func(args))
     add_train_parser(commands)
     return parser
 
