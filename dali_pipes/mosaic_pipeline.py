@@ -39,11 +39,11 @@ from .backend import resolve_backend
 from .coco_reader import CocoDataset
 from .copy_paste_source import CopyPasteSource
 from .epoch_source import LoaderPosition
-from .loader_base import PipelineLoader, check_options, dense, position_after
+from .loader_base import check_options, dense, position_after
 from .mosaic import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
-from .torch_iterator import Batch
+from .torch_iterator import Batch, CocoPipelineLoader, instance_targets
 
 __all__ = [
     "MosaicSource",
@@ -338,7 +338,7 @@ class MosaicLoaderConfig:
         return tuple(f.name for f in fields(cls))
 
 
-class MosaicLoader(PipelineLoader):
+class MosaicLoader(CocoPipelineLoader):
     """Iterate over balanced-Mosaic batches of a COCO/LVIS instance dataset.
 
     Yields :class:`~decal.dali_pipes.torch_iterator.Batch` objects; each target carries,
@@ -386,19 +386,6 @@ class MosaicLoader(PipelineLoader):
             paste_by_box=cfg.paste_by_box,
         )
 
-    @property
-    def stats(self) -> dict[str, Any]:
-        reader = self.dataset.stats
-        return {
-            "skipped_images": {**reader.skipped_images, **self.source.skipped},
-            "dropped_instances": dict(reader.dropped_instances),
-            "clipped_instances": reader.clipped_instances,
-        }
-
-    @property
-    def categories(self) -> dict[int, dict]:
-        return self.dataset.categories
-
     def _build_pipeline(self) -> Any:
         cfg = self.config
         return build_mosaic_pipeline(
@@ -413,27 +400,10 @@ class MosaicLoader(PipelineLoader):
         named = dict(zip(OUTPUT_NAMES, outputs))
         images = dense(named["images"])
         batch_size = images.shape[0]
-        ragged = ("masks", "boxes", "areas", "labels", "iscrowd", "tile", "tiles")
-        per_sample = {name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)] for name in ragged}
-        image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
+        targets = instance_targets(named, batch_size, extra=("tile", "tiles"))
         tile_ids = np.array(named["tile_image_ids"].as_tensor()).reshape(batch_size, NUM_TILES)
-        targets = []
-        for i in range(batch_size):
-            labels = per_sample["labels"][i]
-            targets.append(
-                {
-                    "boxes": per_sample["boxes"][i],
-                    "labels": labels,
-                    "masks": per_sample["masks"][i],
-                    "area": per_sample["areas"][i],
-                    "iscrowd": per_sample["iscrowd"][i],
-                    "pasted": torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device),
-                    "image_id": torch.tensor(int(image_ids[i])),
-                    "tile": per_sample["tile"][i],
-                    "tiles": per_sample["tiles"][i],
-                    "tile_image_ids": torch.from_numpy(tile_ids[i].copy()),
-                }
-            )
+        for target, ids in zip(targets, tile_ids):
+            target["tile_image_ids"] = torch.from_numpy(ids.copy())
         return Batch(images=images, targets=targets, position=position_after(named["position"]))
 
 

@@ -124,7 +124,58 @@ class Batch:
         return [int(t["pasted"].sum()) for t in self.targets]
 
 
-class CopyPasteLoader(PipelineLoader):
+def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, ...] = ()) -> list[dict[str, torch.Tensor]]:
+    """The B target dicts of an instance pipeline's named outputs (DLPack, no copy).
+
+    Reads the ragged outputs ``masks``, ``boxes``, ``areas``, ``labels``, ``iscrowd`` (and
+    ``pasted`` when the pipeline has it; zeros otherwise), ``image_id``, and any ``extra``
+    ragged outputs under their own names.
+    """
+    ragged = ("masks", "boxes", "areas", "labels", "iscrowd") + (("pasted",) if "pasted" in named else ()) + extra
+    per_sample = {name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)] for name in ragged}
+    image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
+    targets = []
+    for i in range(batch_size):
+        labels = per_sample["labels"][i]
+        target = {
+            "boxes": per_sample["boxes"][i],
+            "labels": labels,
+            "masks": per_sample["masks"][i],
+            "area": per_sample["areas"][i],
+            "iscrowd": per_sample["iscrowd"][i],
+            "pasted": per_sample["pasted"][i]
+            if "pasted" in per_sample
+            else torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device),
+            "image_id": torch.tensor(int(image_ids[i])),
+        }
+        target.update({name: per_sample[name][i] for name in extra})
+        targets.append(target)
+    return targets
+
+
+class CocoPipelineLoader(PipelineLoader):
+    """A :class:`PipelineLoader` over a :class:`CocoDataset` (``self.dataset``): its skip and
+    drop statistics and its categories."""
+
+    dataset: CocoDataset
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What was skipped or dropped so far: the reader's counts and the loader's."""
+        reader = self.dataset.stats
+        return {
+            "skipped_images": {**reader.skipped_images, **self.source.skipped},
+            "dropped_instances": dict(reader.dropped_instances),
+            "clipped_instances": reader.clipped_instances,
+        }
+
+    @property
+    def categories(self) -> dict[int, dict]:
+        """Category id → the json category entry."""
+        return self.dataset.categories
+
+
+class CopyPasteLoader(CocoPipelineLoader):
     """Iterate over Copy-Paste augmented batches of a COCO/LVIS instance dataset.
 
     Example::
@@ -167,21 +218,6 @@ class CopyPasteLoader(PipelineLoader):
         )
         self._copy_paste = cfg.copy_paste_params()
 
-    @property
-    def stats(self) -> dict[str, Any]:
-        """What was skipped or dropped so far: the reader's counts and the loader's."""
-        reader = self.dataset.stats
-        return {
-            "skipped_images": {**reader.skipped_images, **self.source.skipped},
-            "dropped_instances": dict(reader.dropped_instances),
-            "clipped_instances": reader.clipped_instances,
-        }
-
-    @property
-    def categories(self) -> dict[int, dict]:
-        """Category id → the json category entry."""
-        return self.dataset.categories
-
     # -- internals ---------------------------------------------------------------------
     def _build_pipeline(self) -> Any:
         cfg = self.config
@@ -199,23 +235,5 @@ class CopyPasteLoader(PipelineLoader):
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
         named = dict(zip(OUTPUT_NAMES, outputs))
         images = dense(named["images"])
-        batch_size = images.shape[0]
-        per_sample = {
-            name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)]
-            for name in ("masks", "boxes", "areas", "labels", "iscrowd", "pasted")
-        }
-        image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
-        targets = [
-            {
-                "boxes": per_sample["boxes"][i],
-                "labels": per_sample["labels"][i],
-                "masks": per_sample["masks"][i],
-                "area": per_sample["areas"][i],
-                "iscrowd": per_sample["iscrowd"][i],
-                "pasted": per_sample["pasted"][i],
-                "image_id": torch.tensor(int(image_ids[i])),
-            }
-            for i in range(batch_size)
-        ]
+        targets = instance_targets(named, images.shape[0])
         return Batch(images=images, targets=targets, position=position_after(named["position"]))
-
