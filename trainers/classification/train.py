@@ -30,7 +30,7 @@ from ..common.data import loader_options, require_remote_pipeline
 from ..common.distributed import DistInfo, cleanup, init_distributed, resolve_device, wrap_model
 from ..common.ema import ModelEma
 from ..common.evaluation import EvalHook
-from ..common.loop import Hook, StepOutput, TrainLoop
+from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps
 from ..common.metrics import MetricLogger
 from ..common.optim import build_optimizer, build_scheduler
 from .config import PRESETS, ClassificationConfig, ModelConfig
@@ -76,19 +76,6 @@ def _folders(data: DataConfig) -> tuple[str, str]:
     return train_root, val_root
 
 
-def _total_steps(cfg: ClassificationConfig, loader: Any) -> int:
-    if len(loader) == 0:
-        raise ValueError(
-            "the loader has no batch in an epoch (fewer images per rank than loader.batch_size with "
-            "loader.drop_last): lower the batch size or add images"
-        )
-    if cfg.run.max_iters > 0:
-        return cfg.run.max_iters
-    if cfg.run.epochs <= 0:
-        raise ValueError("set run.epochs or run.max_iters")
-    return cfg.run.epochs * len(loader)
-
-
 def train(cfg: ClassificationConfig, *, hooks: list[Hook] | None = None) -> dict[str, Any]:
     """Run the classification job described by ``cfg`` (see the module docstring).
 
@@ -125,7 +112,7 @@ def _train(cfg: ClassificationConfig, info: DistInfo, extra_hooks: list[Hook]) -
     ema = ModelEma(model, cfg.ema.decay, warmup=cfg.ema.warmup) if cfg.ema.enabled else None
     ddp_model = wrap_model(model, info, device)
     optimizer = build_optimizer(cfg.optim, model, global_batch_size=cfg.loader.batch_size * info.world_size)
-    total_steps = _total_steps(cfg, loader)
+    total_steps = planned_steps(cfg.run, loader)
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
     out_dir = Path(cfg.run.out_dir)
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.run.tensorboard)

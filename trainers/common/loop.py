@@ -33,7 +33,22 @@ from .distributed import DistInfo, all_gather_object, all_ranks_true, unwrap_mod
 from .ema import ModelEma
 from .metrics import MetricLogger, WindowAverage, to_float
 
-__all__ = ["StepOutput", "Hook", "TrainLoop", "StepFn"]
+__all__ = ["StepOutput", "Hook", "TrainLoop", "StepFn", "planned_steps"]
+
+
+def planned_steps(run: RunConfig, loader: Any) -> int:
+    """Optimiser steps of a run: ``run.max_iters`` when set, else ``run.epochs`` × batches per
+    epoch of ``loader`` (per rank). Raises ValueError when neither is set or an epoch is empty."""
+    if len(loader) == 0:
+        raise ValueError(
+            "the loader has no batch in an epoch (fewer images per rank than loader.batch_size with "
+            "loader.drop_last): lower the batch size or add images"
+        )
+    if run.max_iters > 0:
+        return run.max_iters
+    if run.epochs <= 0:
+        raise ValueError("set run.epochs or run.max_iters")
+    return run.epochs * len(loader)
 
 
 @dataclass

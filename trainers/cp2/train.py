@@ -35,7 +35,7 @@ from ..common.config import ConfigError, DataConfig, from_dict, load_config, sav
 from ..common.data import loader_options, require_remote_pipeline, resolve_dataset_paths
 from ..common.distributed import DistInfo, cleanup, init_distributed, resolve_device, wrap_model
 from ..common.evaluation import EvalHook
-from ..common.loop import Hook, StepOutput, TrainLoop
+from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps
 from ..common.metrics import MetricLogger
 from ..common.optim import build_optimizer, build_scheduler
 from .config import FINETUNE_PRESETS, PRESETS, CP2Config, CP2FinetuneConfig, SegModelConfig
@@ -98,19 +98,6 @@ def _setup(run: Any, info: DistInfo) -> torch.device:
     return device
 
 
-def _total_steps(run: Any, loader: Any) -> int:
-    if len(loader) == 0:
-        raise ValueError(
-            "the loader has no batch in an epoch (fewer images per rank than loader.batch_size with "
-            "loader.drop_last): lower the batch size or add images"
-        )
-    if run.max_iters > 0:
-        return run.max_iters
-    if run.epochs <= 0:
-        raise ValueError("set run.epochs or run.max_iters")
-    return run.epochs * len(loader)
-
-
 def _run_loop(
     *,
     cfg: Any,
@@ -126,7 +113,7 @@ def _run_loop(
 ) -> dict[str, Any]:
     out_dir = Path(cfg.run.out_dir)
     optimizer = build_optimizer(cfg.optim, model, global_batch_size=cfg.loader.batch_size * info.world_size)
-    total_steps = _total_steps(cfg.run, loader)
+    total_steps = planned_steps(cfg.run, loader)
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
     checkpointer = Checkpointer(out_dir / "checkpoints", keep_last=cfg.run.keep_checkpoints, enabled=info.is_main)
     loop = TrainLoop(

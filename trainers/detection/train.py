@@ -41,7 +41,7 @@ from ..common.distributed import (
     wrap_model,
 )
 from ..common.ema import ModelEma
-from ..common.loop import Hook, TrainLoop
+from ..common.loop import Hook, TrainLoop, planned_steps
 from ..common.metrics import MetricLogger
 from ..common.optim import build_optimizer, build_scheduler
 from .config import PRESETS, DetectionConfig
@@ -257,14 +257,6 @@ def _self_training_data(cfg: DetectionConfig, data: DataConfig, info: DistInfo, 
     return mixed
 
 
-def _total_steps(cfg: DetectionConfig, loader: Any) -> int:
-    if cfg.run.max_iters > 0:
-        return cfg.run.max_iters
-    if cfg.run.epochs <= 0:
-        raise ValueError("set run.epochs or run.max_iters")
-    return cfg.run.epochs * len(loader)
-
-
 def train(cfg: DetectionConfig, *, hooks: list[Hook] | None = None) -> dict[str, Any]:
     """Run the detection training job described by ``cfg`` (see the module docstring).
 
@@ -326,7 +318,7 @@ def _train_with(
     ema = ModelEma(model, cfg.ema.decay, warmup=cfg.ema.warmup) if cfg.ema.enabled else None
     ddp_model = wrap_model(model, info, device)
     optimizer = build_optimizer(cfg.optim, model, global_batch_size=cfg.loader.batch_size * info.world_size)
-    total_steps = _total_steps(cfg, loader)
+    total_steps = planned_steps(cfg.run, loader)
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
     logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.run.tensorboard)
     if info.is_main:
