@@ -186,16 +186,31 @@ class CopyPasteLoader(CocoPipelineLoader):
             batch.images    # (B, 3, H, W) uint8 on the pipeline's device
             batch.targets   # B dicts: boxes, labels, masks, area, iscrowd, pasted, image_id
 
-    Keyword arguments are the fields of :class:`CopyPasteLoaderConfig`.
+    Keyword arguments are the fields of :class:`CopyPasteLoaderConfig`, plus ``dataset``: an
+    already parsed :class:`CocoDataset` of ``annotation_file`` to share between loaders (a
+    server's streams, say) instead of parsing the json again.
     """
 
-    def __init__(self, annotation_file: str | Path, image_dir: str | Path, **options: Any) -> None:
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        dataset: CocoDataset | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__()
         check_options("CopyPasteLoader", options, CopyPasteLoaderConfig.field_names())
         self.config = CopyPasteLoaderConfig(**options)
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
-        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error)
+        if dataset is None:
+            dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error)
+        elif dataset.on_error != cfg.on_error:
+            raise ValueError(
+                f"dataset was loaded with on_error={dataset.on_error!r} but the loader has on_error={cfg.on_error!r}"
+            )
+        self.dataset = dataset
         if cfg.repeat_factor_threshold is not None:
             sampler: Any = RepeatFactorSampler.from_dataset(
                 self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 import grpc
@@ -147,7 +149,22 @@ def _on_error(where: str, value: Any) -> str:
 def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
     from ..dali_pipes.torch_iterator import CopyPasteLoader
 
-    return CopyPasteLoader(entry.annotations, entry.images, **options)
+    dataset = parsed_dataset(str(entry.annotations), str(entry.images), options.get("on_error", "raise"))
+    return CopyPasteLoader(entry.annotations, entry.images, dataset=dataset, **options)
+
+
+@lru_cache(maxsize=32)
+def _parse_dataset(annotations: str, images: str, on_error: str, mtime_ns: int) -> Any:
+    from ..dali_pipes.coco_reader import CocoDataset
+
+    return CocoDataset(annotations, images, on_error=on_error)
+
+
+def parsed_dataset(annotations: str, images: str, on_error: str) -> Any:
+    """The parsed dataset of a registered entry, shared by every stream that reads it (a COCO
+    json takes tens of seconds and gigabytes to parse). Parsed again when the json changes.
+    Streams only read it: the per-stream state (skips, positions) lives in each loader."""
+    return _parse_dataset(annotations, images, on_error, os.stat(annotations).st_mtime_ns)
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,26 @@ def test_cli_flags_override_the_file(tmp_path) -> None:
     assert config.grpc_port == 0 and config.pipeline.device == "cpu" and config.host == "0.0.0.0"
     empty = load_config(parser.parse_args([]))
     assert empty.include_sample  # no datasets configured: serve the sample
+
+
+def test_streams_share_one_parsed_dataset(tmp_path) -> None:
+    """A registered dataset's json is parsed once for all streams (per on_error mode), and
+    again only when the file changes."""
+    import os
+
+    from coco_factory import write_coco_dataset
+
+    from decal.server.config import DatasetEntry
+    from decal.server.pipelines import copy_paste_loader
+
+    json_path, image_dir = write_coco_dataset(tmp_path, num_images=3)
+    entry = DatasetEntry(name="tiny", annotations=json_path, images=image_dir)
+    first = copy_paste_loader(entry, {"batch_size": 2, "output_size": 32, "device": "cpu"})
+    second = copy_paste_loader(entry, {"batch_size": 1, "output_size": 48, "device": "cpu", "seed": 3})
+    skipping = copy_paste_loader(entry, {"batch_size": 2, "output_size": 32, "device": "cpu", "on_error": "skip"})
+    assert first.dataset is second.dataset
+    assert skipping.dataset is not first.dataset and skipping.dataset.on_error == "skip"
+    os.utime(json_path, ns=(0, os.stat(json_path).st_mtime_ns + 10**9))  # the json changed
+    assert copy_paste_loader(entry, {"batch_size": 2, "device": "cpu"}).dataset is not first.dataset
+    ids = [int(t["image_id"]) for b in second for t in b.targets]
+    assert sorted(ids) == [1, 2, 3]
