@@ -13,7 +13,7 @@ batch, and ``load_state_dict()`` on a fresh loader, continue exactly after that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,8 @@ from ..kernels.copy_paste import CopyPasteParams
 from .backend import resolve_backend
 from .coco_reader import CocoDataset
 from .copy_paste_pipeline import OUTPUT_NAMES, build_copy_paste_pipeline
-from .copy_paste_source import CopyPasteSource, LoaderPosition
+from .batch import Batch
+from .copy_paste_source import CopyPasteSource
 from .loader_base import PipelineLoader, check_options, dense, position_after
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
@@ -96,32 +97,6 @@ class CopyPasteLoaderConfig:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
-
-
-@dataclass
-class Batch:
-    """One batch.
-
-    Attributes:
-        images: (B, 3, S, S) uint8 on the pipeline's device.
-        targets: B dicts; per image with N instances: ``boxes`` (N, 4) float32 xyxy px,
-            ``labels`` (N,) int64 category ids, ``masks`` (N, S, S) uint8, ``area`` (N,)
-            int64 mask pixels, ``iscrowd`` (N,) uint8, ``pasted`` (N,) uint8 (1 = pasted in
-            this batch), ``image_id`` () int64.
-        position: where the loader stands after this batch (what ``state_dict`` saves).
-    """
-
-    images: torch.Tensor
-    targets: list[dict[str, torch.Tensor]]
-    position: LoaderPosition = field(default_factory=LoaderPosition)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def num_pasted(self) -> list[int]:
-        """Instances pasted into each image."""
-        return [int(t["pasted"].sum()) for t in self.targets]
 
 
 def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, ...] = ()) -> list[dict[str, torch.Tensor]]:

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CopyPasteLoader": "decal.dali_pipes.torch_iterator",
     "CopyPasteLoaderConfig": "decal.dali_pipes.torch_iterator",
-    "Batch": "decal.dali_pipes.torch_iterator",
+    "Batch": "decal.dali_pipes.batch",
     "CopyPasteParams": "decal.kernels.copy_paste",
     "ScaleJitter": "decal.dali_pipes.scale_jitter",
     "DatasetError": "decal.dali_pipes.errors",

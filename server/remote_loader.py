@@ -44,7 +44,8 @@ import grpc
 import numpy as np
 import torch
 
-from ..dali_pipes.copy_paste_source import LoaderPosition
+from ..dali_pipes.batch import Batch
+from ..dali_pipes.epoch_source import LoaderPosition
 from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
 from .wire import IMAGE_CODECS, INFO_METHOD, MASK_CODECS, STREAM_METHOD, WireFormatError, decode_batch
@@ -136,7 +137,6 @@ class _Spec:
 
     def convert(self, decoded: Any) -> Any:
         """DecodedBatch (NumPy) → the local iterator's Batch, on ``device``."""
-        from ..dali_pipes.torch_iterator import Batch
 
         def tensor(array: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(array)

@@ -249,3 +249,16 @@ def test_batches_land_on_the_cuda_device(server, synth) -> None:
     assert got[0].images.device.type == "cuda" and got[0].targets[0]["masks"].device.type == "cuda"
     for g, w in zip(got, want):
         assert_batches_equal(g, w)
+
+
+def test_remote_client_does_not_import_dali() -> None:
+    """A training machine that only pulls batches needs no DALI: importing RemoteLoader (and
+    the Batch it yields) must not load it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from decal import RemoteLoader, Batch; "
+        "assert 'nvidia.dali' not in sys.modules, sorted(m for m in sys.modules if 'dali' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
