@@ -187,12 +187,14 @@ class EpochBatchSource:
         return [row.copy() for _ in range(count)]
 
     # -- the callable ------------------------------------------------------------------
-    def __call__(self) -> tuple[list[Any], ...]:
-        start = self.position
+    def gather(self, start: LoaderPosition, wanted: int) -> tuple[list[Any], int]:
+        """Up to ``wanted`` readable payloads of this shard's epoch order from ``start``, and
+        the cursor after them. Raises ``StopIteration`` (and moves to the next epoch) when the
+        epoch has none left, or too few for a full batch with ``drop_last``."""
         order = self.epoch_order(start.epoch)
         cursor = start.cursor
         payloads: list[Any] = []
-        while len(payloads) < self.batch_size and cursor < len(order):
+        while len(payloads) < wanted and cursor < len(order):
             index = int(order[cursor])
             cursor += 1
             if index in self.bad_indices:
@@ -200,9 +202,14 @@ class EpochBatchSource:
             payload = self.load(index)
             if payload is not None:
                 payloads.append(payload)
-        if not payloads or (self.drop_last and len(payloads) < self.batch_size):
+        if not payloads or (self.drop_last and len(payloads) < wanted):
             self.position = LoaderPosition(start.epoch + 1, 0, 0)
             raise StopIteration
+        return payloads, cursor
+
+    def __call__(self) -> tuple[list[Any], ...]:
+        start = self.position
+        payloads, cursor = self.gather(start, self.batch_size)
         self.position = LoaderPosition(start.epoch, cursor, start.batch_index + 1)
         columns, extra = self.columns(start, cursor, payloads)
         self.produced.append(ProducedBatch(start, tuple(p[0] for p in payloads)))

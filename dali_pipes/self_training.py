@@ -222,20 +222,7 @@ class SelfTrainingSource(CopyPasteSource):
     # -- the callable --------------------------------------------------------------------
     def __call__(self) -> tuple[list[Any], ...]:
         start = self.position
-        order = self.epoch_order(start.epoch)
-        cursor = start.cursor
-        labelled: list[Any] = []
-        while len(labelled) < self.labelled_per_batch and cursor < len(order):
-            index = int(order[cursor])
-            cursor += 1
-            if index in self.bad_indices:
-                continue
-            payload = self.load(index)
-            if payload is not None:
-                labelled.append(payload)
-        if not labelled or (self.drop_last and len(labelled) < self.labelled_per_batch):
-            self.position = LoaderPosition(start.epoch + 1, 0, 0)
-            raise StopIteration
+        labelled, cursor = self.gather(start, self.labelled_per_batch)
         wanted = self.batch_size_for(len(labelled)) - len(labelled)
         second = self._second_items(start, wanted)
         self.position = LoaderPosition(start.epoch, cursor, start.batch_index + 1)
