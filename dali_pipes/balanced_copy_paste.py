@@ -29,7 +29,6 @@ from typing import Any, Literal
 
 from ..kernels.copy_paste import CopyPasteParams
 from ..kernels.instance_bank import BankParams, InstanceBank, bank_copy_paste_batch
-from .copy_paste_pipeline import build_copy_paste_pipeline
 from .copy_paste_source import copy_paste_rng
 from .loader_base import check_options
 from .samplers import RepeatFactorSampler
@@ -40,7 +39,6 @@ __all__ = [
     "BalancedCopyPasteStep",
     "BalancedCopyPasteLoader",
     "BalancedCopyPasteLoaderConfig",
-    "build_balanced_copy_paste_pipeline",
     "category_repeat_factors",
     "preview_balanced_copy_paste",
 ]
@@ -99,14 +97,6 @@ class BalancedCopyPasteStep:
                 for label in result.labels[result.pasted]:
                     self.pasted_per_category[int(label)] = self.pasted_per_category.get(int(label), 0) + 1
         return split_result(batch.xp, result, len(images))
-
-
-def build_balanced_copy_paste_pipeline(source: Any, *, step: BalancedCopyPasteStep, **kwargs: Any) -> Any:
-    """The copy-paste pipeline over ``source`` with ``step`` as its paste step; keyword
-    arguments as :func:`~decal.dali_pipes.copy_paste_pipeline.build_copy_paste_pipeline`
-    (``output_size``, ``device``, ...)."""
-    kwargs.setdefault("copy_paste", step.params)
-    return build_copy_paste_pipeline(source, step=step, **kwargs)
 
 
 def category_repeat_factors(dataset: Any, threshold: float) -> dict[int, float]:
@@ -212,21 +202,10 @@ class BalancedCopyPasteLoader(CopyPasteLoader):
         base["pasted_per_category"] = dict(self._pasted_per_category)
         return base
 
-    def _build_pipeline(self) -> Any:
-        cfg = self.config
+    def _paste_step(self) -> BalancedCopyPasteStep:
         self.step.retire()  # a pipeline being replaced must not touch the bank any more
         self.step = self._new_step()
-        return build_balanced_copy_paste_pipeline(
-            self.source,
-            step=self.step,
-            output_size=cfg.output_size,
-            copy_paste=self._copy_paste,
-            pad_value=cfg.pad_value,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
-        )
+        return self.step
 
 
 def preview_balanced_copy_paste(

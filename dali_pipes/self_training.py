@@ -40,7 +40,6 @@ from ..kernels.copy_paste import CopyPasteParams, copy_paste_batch
 from ..kernels.paste_plan import PastePlan
 from .backend import resolve_backend
 from .coco_reader import CocoDataset, ImageRecord
-from .copy_paste_pipeline import build_copy_paste_pipeline
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
 from .epoch_source import LoaderPosition, ProducedBatch
 from .errors import DatasetError
@@ -389,19 +388,8 @@ class SelfTrainingLoader(CopyPasteLoader):
         }
         return base
 
-    def _build_pipeline(self) -> Any:
-        cfg = self.config
-        return build_copy_paste_pipeline(
-            self.source,
-            output_size=cfg.output_size,
-            copy_paste=self._copy_paste,
-            pad_value=cfg.pad_value,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
-            step=self.step,
-        )
+    def _paste_step(self) -> SelfTrainingStep:
+        return self.step
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
         batch = super()._to_batch(outputs)

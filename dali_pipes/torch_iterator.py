@@ -209,6 +209,11 @@ class CopyPasteLoader(CocoPipelineLoader):
         self._copy_paste = cfg.copy_paste_params()
 
     # -- internals ---------------------------------------------------------------------
+    def _paste_step(self) -> Any:
+        """The batch step of the next pipeline: None for ``CopyPasteStep(copy_paste)``;
+        balanced and self-training Copy-Paste return their own."""
+        return None
+
     def _build_pipeline(self) -> Any:
         cfg = self.config
         return build_copy_paste_pipeline(
@@ -220,6 +225,7 @@ class CopyPasteLoader(CocoPipelineLoader):
             device_id=cfg.device_id,
             num_threads=cfg.num_threads,
             prefetch_queue_depth=cfg.prefetch_queue_depth,
+            step=self._paste_step(),
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
