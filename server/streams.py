@@ -9,7 +9,6 @@ metrics, ``/readyz`` and the leak tests all read it.
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import time
 from dataclasses import dataclass, field

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import pickle
 from pathlib import Path
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from coco_factory import build_coco_dict, uncompressed_rle, write_coco_dataset, write_images, write_json
+from coco_factory import uncompressed_rle, write_coco_dataset, write_images, write_json
 from decal.dali_pipes.coco_reader import (
     CocoDataset,
     ImageRecord,

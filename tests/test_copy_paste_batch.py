@@ -162,7 +162,6 @@ def test_full_occlusion_drops_destination_instance() -> None:
 
 
 def test_blend_sigma_softens_edges_only_in_the_image() -> None:
-    rng = np.random.default_rng(1)
     images = np.stack([np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8)])
     masks = np.zeros((1, 32, 32), dtype=np.uint8)
     masks[0, 8:24, 8:24] = 1

@@ -153,7 +153,7 @@ def test_rfs_validation():
 
 
 def test_shard_matches_torch_distributed_sampler():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch.utils.data import DistributedSampler
 
     for n, k in [(10, 3), (10, 1), (2, 5), (12, 4), (1, 4)]:
