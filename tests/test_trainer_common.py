@@ -33,7 +33,7 @@ from decal.trainers.common.config import (
     to_dict,
 )
 from decal.trainers.common.data import build_loader, loader_options, read_categories
-from decal.trainers.common.distributed import DistInfo, init_distributed, resolve_device, unwrap_model, wrap_model
+from decal.trainers.common.distributed import DistInfo, cleanup, init_distributed, resolve_device, unwrap_model, wrap_model
 from decal.trainers.common.ema import ModelEma
 from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
 from decal.trainers.common.metrics import MetricLogger, WindowAverage, read_jsonl
@@ -456,7 +456,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             Path(out_dir, "ddp.json").write_text(json.dumps({"same_params": same, "disjoint": not set(shards[0]) & set(shards[1]),
                                                              "step": loop.step}))
     finally:
-        torch.distributed.destroy_process_group()
+        cleanup(info)
 
 
 def test_loop_ddp_two_cpu_processes(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,5 +167,11 @@ def all_ranks_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear the process group down. On a normal exit every rank first meets at a barrier:
+    a rank that destroys its group while a peer still has gloo work in flight can abort the
+    peer ("terminate called without an active exception", seen here). When an exception is
+    propagating the barrier is skipped, since the other ranks may never arrive."""
     if info.distributed and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
