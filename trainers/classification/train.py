@@ -30,7 +30,7 @@ from ..common.data import loader_options, require_remote_pipeline
 from ..common.distributed import DistInfo, cleanup, init_distributed, resolve_device, wrap_model
 from ..common.ema import ModelEma
 from ..common.evaluation import EvalHook
-from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps
+from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps, resume_and_run
 from ..common.metrics import MetricLogger
 from ..common.optim import build_optimizer, build_scheduler
 from .config import PRESETS, ClassificationConfig, ModelConfig
@@ -162,22 +162,11 @@ def _train(cfg: ClassificationConfig, info: DistInfo, extra_hooks: list[Hook]) -
         hooks=hooks,
         extra_state={"config": to_dict(cfg), "classes": class_names, "num_classes": num_classes, "trainer": "classification"},
     )
-    resume = checkpointer.resolve(cfg.run.resume)
-    try:
-        if resume is not None:
-            loop.resume(resume)
-        summary = loop.run()
-    finally:
-        logger.close()
-    latest = checkpointer.latest()
+    result = resume_and_run(loop, checkpointer, logger, cfg.run, out_dir)
     return {
-        **summary,
+        **result,
         "eval": eval_hook.last_metrics if eval_hook else {},
         "eval_history": eval_hook.history if eval_hook else [],
-        "out_dir": str(out_dir),
-        "checkpoint": str(latest) if latest else None,
-        "resumed_from": str(resume) if resume else None,
-        "loop": loop,
     }
 
 

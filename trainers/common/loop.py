@@ -33,7 +33,7 @@ from .distributed import DistInfo, all_gather_object, all_ranks_true, unwrap_mod
 from .ema import ModelEma
 from .metrics import MetricLogger, WindowAverage, to_float
 
-__all__ = ["StepOutput", "Hook", "TrainLoop", "StepFn", "planned_steps"]
+__all__ = ["StepOutput", "Hook", "TrainLoop", "StepFn", "planned_steps", "resume_and_run"]
 
 
 def planned_steps(run: RunConfig, loader: Any) -> int:
@@ -397,3 +397,24 @@ class TrainLoop:
     def resume(self, path: Any) -> None:
         """Load a checkpoint file written by :meth:`save_checkpoint`."""
         self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+
+
+def resume_and_run(loop: "TrainLoop", checkpointer: Checkpointer, logger: MetricLogger, run: RunConfig, out_dir: Any) -> dict[str, Any]:
+    """Resume ``loop`` from ``run.resume`` (``"auto"``, a path, or nothing), run it to the
+    end, close ``logger``, and return the loop's summary plus ``out_dir``, ``checkpoint``
+    (the latest), ``resumed_from`` and ``loop``: the tail every trainer shares."""
+    resume = checkpointer.resolve(run.resume)
+    try:
+        if resume is not None:
+            loop.resume(resume)
+        summary = loop.run()
+    finally:
+        logger.close()
+    latest = checkpointer.latest()
+    return {
+        **summary,
+        "out_dir": str(out_dir),
+        "checkpoint": str(latest) if latest else None,
+        "resumed_from": str(resume) if resume else None,
+        "loop": loop,
+    }

@@ -35,7 +35,7 @@ from ..common.config import ConfigError, DataConfig, from_dict, load_config, sav
 from ..common.data import loader_options, require_remote_pipeline, resolve_dataset_paths
 from ..common.distributed import DistInfo, cleanup, init_distributed, resolve_device, wrap_model
 from ..common.evaluation import EvalHook
-from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps
+from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps, resume_and_run
 from ..common.metrics import MetricLogger
 from ..common.optim import build_optimizer, build_scheduler
 from .config import FINETUNE_PRESETS, PRESETS, CP2Config, CP2FinetuneConfig, SegModelConfig
@@ -132,21 +132,7 @@ def _run_loop(
         hooks=hooks,
         extra_state={"config": to_dict(cfg), **extra_state},
     )
-    resume = checkpointer.resolve(cfg.run.resume)
-    try:
-        if resume is not None:
-            loop.resume(resume)
-        summary = loop.run()
-    finally:
-        logger.close()
-    latest = checkpointer.latest()
-    return {
-        **summary,
-        "out_dir": str(out_dir),
-        "checkpoint": str(latest) if latest else None,
-        "resumed_from": str(resume) if resume else None,
-        "loop": loop,
-    }
+    return resume_and_run(loop, checkpointer, logger, cfg.run, out_dir)
 
 
 # --------------------------------------------------------------------------- pretraining

@@ -41,7 +41,7 @@ from ..common.distributed import (
     wrap_model,
 )
 from ..common.ema import ModelEma
-from ..common.loop import Hook, TrainLoop, planned_steps
+from ..common.loop import Hook, TrainLoop, planned_steps, resume_and_run
 from ..common.metrics import MetricLogger
 from ..common.optim import build_optimizer, build_scheduler
 from .config import PRESETS, DetectionConfig
@@ -351,21 +351,11 @@ def _train_with(
         hooks=hooks,
         extra_state={"config": to_dict(cfg), "categories": label_map.state(), "trainer": "detection"},
     )
-    resume = checkpointer.resolve(cfg.run.resume)
-    try:
-        if resume is not None:
-            loop.resume(resume)
-        summary = loop.run()
-    finally:
-        logger.close()
+    result = resume_and_run(loop, checkpointer, logger, cfg.run, out_dir)
     return {
-        **summary,
+        **result,
         "eval": eval_hook.last_metrics if eval_hook else {},
         "eval_history": eval_hook.history if eval_hook else [],
-        "out_dir": str(out_dir),
-        "checkpoint": str(checkpointer.latest()) if checkpointer.latest() else None,
-        "resumed_from": str(resume) if resume else None,
-        "loop": loop,
     }
 
 
