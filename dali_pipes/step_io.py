@@ -4,7 +4,7 @@
 the batched arrays the kernels take; the kernels' batched result out, DALI's per-sample
 outputs. Same conventions as :class:`~decal.dali_pipes.copy_paste_pipeline.CopyPasteStep`
 (NumPy on the CPU backend, CuPy on the GPU backend; masks arrive H×W×(N+1) with the dummy
-last channel, see DESIGN.md "Known pitfalls").
+last channel, see ARCHITECTURE.md "DALI pitfalls").
 """
 
 from __future__ import annotations
