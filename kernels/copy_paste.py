@@ -34,6 +34,7 @@ from .composite import composite
 from .gaussian_blur import gaussian_blur
 from .mask_boxes import mask_boxes
 from .occlusion_update import occlusion_keep, occlusion_update
+from .output_order import output_order
 from .paste_alpha import paste_alpha
 from .paste_plan import PastePlan, draw_paste_plan
 
@@ -157,16 +158,9 @@ def copy_paste_batch(
         )
     ).astype(bool)
 
-    # Output row order: for each image, its kept instances, then the pasted ones.
-    kept_per_image = np.bincount(instance_sample[keep], minlength=batch_size)
-    pasted_per_image = plan.num_pasted
-    out_offsets = np.concatenate([[0], np.cumsum(kept_per_image + pasted_per_image)]).astype(np.int64)
     kept_rows = np.flatnonzero(keep)
-    kept_dest = out_offsets[:-1][instance_sample[kept_rows]] + _rank_within_groups(instance_sample[kept_rows])
-    paste_sample = np.repeat(np.arange(batch_size, dtype=np.int64), pasted_per_image)
-    paste_dest = (
-        out_offsets[:-1][paste_sample] + kept_per_image[paste_sample] + _rank_within_groups(paste_sample)
-    )
+    paste_sample = np.repeat(np.arange(batch_size, dtype=np.int64), plan.num_pasted)
+    out_offsets, kept_dest, paste_dest = output_order(instance_sample[kept_rows], paste_sample, batch_size)
 
     total = int(out_offsets[-1])
     height, width = masks.shape[1:]
@@ -200,12 +194,3 @@ def copy_paste_batch(
         plan=plan,
     )
 
-
-def _rank_within_groups(sorted_groups: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... restarting at each new value of a sorted (n,) integer array."""
-    n = len(sorted_groups)
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    run_lengths = np.diff(np.r_[starts, n])
-    return np.arange(n, dtype=np.int64) - np.repeat(starts, run_lengths)

@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._cuda import get_array_module
+from ._cuda import get_array_module, to_host
 from .composite_occlusion import composite_occlusion
 from .copy_paste import CopyPasteParams, CopyPasteResult
 from .gather_masks import gather_masks
@@ -62,10 +62,6 @@ from .paste_alpha import paste_alpha
 from .paste_plan import PastePlan, draw_paste_plan
 
 __all__ = ["copy_paste_batch_fused", "output_candidates", "traffic_model"]
-
-
-def _to_host(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()
 
 
 def output_candidates(
@@ -156,7 +152,7 @@ def copy_paste_batch_fused(
     counts = np.diff(instance_offsets)
     instance_sample = np.repeat(np.arange(batch, dtype=np.int64), counts)
 
-    areas_host = _to_host(areas) if areas_host is None else np.asarray(areas_host)  # sync 1
+    areas_host = to_host(areas) if areas_host is None else np.asarray(areas_host)  # sync 1
     plan = draw_plan(rng, instance_offsets, (areas_host > 0) & ~iscrowd, params.max_num_pasted)
     cand_src, cand_dest, cand_sample = output_candidates(instance_offsets, plan.paste_offsets, plan.paste_indices)
     partner, p_off, p_idx, offsets_x, c_src, c_dest, c_sample = _upload(
@@ -182,7 +178,7 @@ def copy_paste_batch_fused(
     else:
         emit = xp.ones(c_src.shape, dtype=bool)
     slot = xp.cumsum(emit.astype(xp.int64)) - 1
-    keep_host = _to_host(keep).astype(bool)  # sync 2
+    keep_host = to_host(keep).astype(bool)  # sync 2
     total = int(keep_host.sum() + plan.num_pasted.sum())
     target = xp.where(emit, slot, total)  # dropped candidates land on a spare slot
     src_rows = xp.zeros(total + 1, dtype=xp.int64)

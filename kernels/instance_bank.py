@@ -59,12 +59,13 @@ from typing import Any, Iterator, Literal, Mapping
 
 import numpy as np
 
-from ._cuda import get_array_module
+from ._cuda import get_array_module, to_host
 from .composite import composite
 from .copy_paste import CopyPasteParams
 from .gaussian_blur import gaussian_blur
 from .mask_boxes import mask_boxes
 from .occlusion_update import occlusion_keep, occlusion_update
+from .output_order import output_order
 
 __all__ = [
     "BankParams",
@@ -479,18 +480,6 @@ class BankPasteResult:
     draws: BankDraws
 
 
-def _to_host(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()
-
-
-def _rank_within_groups(sorted_groups: np.ndarray) -> np.ndarray:
-    n = len(sorted_groups)
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    return np.arange(n, dtype=np.int64) - np.repeat(starts, np.diff(np.r_[starts, n]))
-
-
 def bank_copy_paste_batch(
     images: Any,
     masks: Any,
@@ -534,7 +523,7 @@ def bank_copy_paste_batch(
     instance_sample = np.repeat(np.arange(batch_size, dtype=np.int64), counts)
 
     areas_before, boxes_before = mask_boxes(masks)
-    host_areas, host_boxes = _to_host(areas_before), _to_host(boxes_before)
+    host_areas, host_boxes = to_host(areas_before), to_host(boxes_before)
 
     draws = bank.draw(rng, batch_size, height, width, params.max_num_pasted)
     src, top = bank.render(draws, batch_size, height, width, xp)
@@ -544,7 +533,7 @@ def bank_copy_paste_batch(
 
     # destination instances: occluded by everything pasted into their image
     updated, areas_after, boxes_after = occlusion_update(masks, xp.asarray(instance_sample), alpha_hard)
-    keep_dest = _to_host(
+    keep_dest = to_host(
         occlusion_keep(
             areas_before, boxes_before, areas_after, boxes_after,
             mask_occluded_thr=params.mask_occluded_thr, bbox_occluded_thr=params.bbox_occluded_thr,
@@ -557,7 +546,7 @@ def bank_copy_paste_batch(
     visible = (top[xp.asarray(paste_sample)] == xp.arange(num_drawn, dtype=xp.int32)[:, None, None]).astype(xp.uint8)
     vis_areas, vis_boxes = mask_boxes(visible)
     placed = np.stack([draws.x0, draws.y0, draws.x0 + draws.width, draws.y0 + draws.height], 1).astype(np.float32)
-    keep_paste = _to_host(
+    keep_paste = to_host(
         occlusion_keep(
             xp.asarray(draws.area), xp.asarray(placed.reshape(-1, 4)), vis_areas, vis_boxes,
             mask_occluded_thr=params.mask_occluded_thr, bbox_occluded_thr=params.bbox_occluded_thr,
@@ -574,14 +563,8 @@ def bank_copy_paste_batch(
     # output: per image its kept destination instances, then its kept pasted ones
     kept_rows = np.flatnonzero(keep_dest)
     paste_rows = np.flatnonzero(keep_paste)
-    kept_per_image = np.bincount(instance_sample[kept_rows], minlength=batch_size)
-    pasted_per_image = np.bincount(paste_sample[paste_rows], minlength=batch_size)
-    out_offsets = np.concatenate([[0], np.cumsum(kept_per_image + pasted_per_image)]).astype(np.int64)
-    kept_dest = out_offsets[:-1][instance_sample[kept_rows]] + _rank_within_groups(instance_sample[kept_rows])
-    paste_dest = (
-        out_offsets[:-1][paste_sample[paste_rows]]
-        + kept_per_image[paste_sample[paste_rows]]
-        + _rank_within_groups(paste_sample[paste_rows])
+    out_offsets, kept_dest, paste_dest = output_order(
+        instance_sample[kept_rows], paste_sample[paste_rows], batch_size
     )
     total = int(out_offsets[-1])
     out_masks = xp.empty((total, height, width), dtype=xp.uint8)

@@ -338,3 +338,23 @@ def test_dispatch_numpy_returns_numpy() -> None:
     masks = edge_case_masks()
     for result in (*mask_boxes(masks), paste_alpha(masks, np.array([0, 2]), np.array([1, 5]), 1)):
         assert type(result) is np.ndarray
+
+
+def test_output_order_matches_a_per_image_listing():
+    """Per image: its kept destination instances in input order, then its pasted ones."""
+    from decal.kernels.output_order import output_order
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        batch = int(rng.integers(1, 6))
+        kept = np.sort(rng.integers(0, batch, size=int(rng.integers(0, 12))))
+        pasted = np.sort(rng.integers(0, batch, size=int(rng.integers(0, 12))))
+        offsets, kept_rows, pasted_rows = output_order(kept, pasted, batch)
+        listing: list[tuple[str, int]] = []
+        for b in range(batch):
+            listing += [("kept", i) for i in np.flatnonzero(kept == b)]
+            listing += [("pasted", i) for i in np.flatnonzero(pasted == b)]
+        expected_offsets = np.cumsum([0] + [int((kept == b).sum() + (pasted == b).sum()) for b in range(batch)])
+        np.testing.assert_array_equal(offsets, expected_offsets)
+        for row, (kind, i) in enumerate(listing):
+            assert (kept_rows if kind == "kept" else pasted_rows)[i] == row
