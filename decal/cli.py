@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("annotations", help="COCO/LVIS instances json")
     check.add_argument("images", help="image directory")
+    check.add_argument("--decode", action="store_true", help="also decode every image fully (slow; finds corrupt image data)")
     check.add_argument("--max-listed", type=positive_int, default=20, help="problems listed one per line (all are counted)")
     check.set_defaults(handler=_run_check)
     from .bench.throughput import add_bench_parser
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_check(args: argparse.Namespace) -> int:
     from .dali_pipes.dataset_check import run_check
 
-    return run_check(args.annotations, args.images, max_listed=args.max_listed)
+    return run_check(args.annotations, args.images, decode=args.decode, max_listed=args.max_listed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
