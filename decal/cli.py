@@ -101,7 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run the copy-paste loader for a few batches, print throughput, write a preview."""
     from tqdm import tqdm
 
-    from .dali_pipes.preview import render_grid
+    from .dali_pipes.preview import copy_paste_captions, render_grid
     from .dali_pipes.torch_iterator import CopyPasteLoader
 
     annotations, images = _dataset_paths(args)
@@ -115,6 +115,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"decal demo: backend={loader.backend} dataset={annotations} ({len(loader.dataset)} images)")
     print(f"  batch_size={cfg.batch_size} output_size={cfg.output_size} jitter={cfg.jitter} seed={cfg.seed}")
     shown: list[tuple[Any, dict[str, Any]]] = []
+    captions: list[str] = []
     images_seen = pasted = instances = batches = 0
     warmup_done_at: float | None = None
     images_after_warmup = 0
@@ -129,9 +130,11 @@ def run_demo(args: argparse.Namespace) -> int:
             images_seen += len(batch)
             pasted += sum(batch.num_pasted)
             instances += sum(len(t["labels"]) for t in batch.targets)
-            for image, target in zip(batch.images, batch.targets):
-                if len(shown) < args.preview_images:
-                    shown.append((image, target))
+            if len(shown) < args.preview_images:
+                captions += copy_paste_captions(
+                    batch, seed=cfg.seed, shard_id=cfg.shard_id, jitter=cfg.jitter, flip_prob=cfg.flip_prob
+                )
+                shown += list(zip(batch.images, batch.targets))
             progress.update(1)
             progress.set_postfix(pasted_per_image=f"{pasted / images_seen:.2f}")
             if batches >= args.batches:
@@ -143,7 +146,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  images/s={rate:.1f} (after the first batch)  instances pasted per image={pasted / images_seen:.2f}")
     print(f"  skipped/dropped: {loader.stats}")
     names = {cid: c.get("name", str(cid)) for cid, c in loader.categories.items()}
-    out = render_grid(shown, args.out, category_names=names, title=f"decal copy-paste ({loader.backend})")
+    shown, captions = shown[: args.preview_images], captions[: args.preview_images]
+    title = f"decal copy-paste ({loader.backend}, output {cfg.output_size}x{cfg.output_size}, r = scale-jitter ratio)"
+    out = render_grid(shown, args.out, category_names=names, title=title, captions=captions)
     print(f"  preview: {out}")
     return 0
 
