@@ -130,9 +130,11 @@ def device_flag(text: str) -> str:
     return text.lower()
 
 
-def add_device_flag(parser: Any, default: str | None = "auto", what: str = "where the pipeline runs") -> None:
-    """``--device`` with decal's vocabulary, on a parser or an argument group."""
-    parser.add_argument("--device", type=device_flag, default=default, metavar="DEVICE", help=f"{what}: {DEVICE_CHOICES}")
+def add_device_flag(parser: Any, default: str | None = "auto", what: str = "where the pipeline runs", default_text: str | None = None) -> None:
+    """``--device`` with decal's vocabulary, on a parser or an argument group; the help
+    ends with ``default_text`` when the default is not the flag's own value."""
+    suffix = f" (default: {default_text})" if default_text else ""
+    parser.add_argument("--device", type=device_flag, default=default, metavar="DEVICE", help=f"{what}: {DEVICE_CHOICES}{suffix}")
 
 
 def split_debug(argv: Sequence[str] | None) -> tuple[list[str], bool]:

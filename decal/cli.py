@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--images", help="image directory for --annotations (default: the embedded sample's)")
         for flag, (field, kind, text) in LOADER_FLAGS.items():
             sub.add_argument(flag, dest=field, type=kind, help=f"{text} (default: {_flag_default(name, field)})")
-        add_device_flag(sub, default=None, what="where the pipeline runs (default: auto, the GPU when one is usable)")
+        add_device_flag(sub, default=None, default_text="auto, the GPU when one is usable")
         sub.add_argument("--on-error", choices=["raise", "skip"], help="bad images: stop with an error, or skip and count them (default: raise)")
         sub.add_argument("--batches", type=positive_int, default=20 if name == "demo" else 4, help="batches to run")
         sub.add_argument("--preview-images", type=positive_int, default=8, help="images in the preview grid")

@@ -110,12 +110,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", metavar="ADDR", help="stream training batches from a decal server at ADDR")
     parser.add_argument("--remote-dataset", help="dataset name registered on the server")
     parser.add_argument("--out-dir", help="run directory (run.out_dir)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--max-iters", type=int)
+    parser.add_argument("--epochs", type=int, help="run.epochs")
+    parser.add_argument("--max-iters", type=int, help="run.max_iters (stop after this many steps)")
     parser.add_argument("--batch-size", type=int, help="images per rank (loader.batch_size)")
     parser.add_argument("--output-size", type=int, help="loader.output_size")
-    parser.add_argument("--seed", type=int)
-    add_device_flag(parser, default=None, what="run.device and the loader's (default: the config's, auto)")
+    parser.add_argument("--seed", type=int, help="run.seed and loader.seed")
+    add_device_flag(parser, default=None, what="run.device and the loader's", default_text="the config's")
     parser.add_argument("--resume", help="'auto' (latest in the run directory) or a checkpoint path")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -184,7 +184,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train = subparsers.add_parser("train", help="run a reference trainer (detection, ...)")
     kinds = train.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
     for name, (_, help_text, add_own) in TRAINERS.items():
-        sub = kinds.add_parser(name, help=help_text, description=help_text)
+        sub = kinds.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog="A flag left out keeps the config's value (the defaults, then --preset, the TOML file\n"
+            "and --set); --print-config shows every resolved value.",
+        )
         add_common_arguments(sub)
         if add_own is not None:
             add_own(sub)
