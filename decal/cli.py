@@ -157,11 +157,12 @@ def run_preview(args: argparse.Namespace) -> int:
     """``decal preview PIPELINE``: a PNG grid of what the model sees from that pipeline."""
     if args.pipeline == "copy-paste":
         return run_demo(args)
+    if args.config:
+        raise UsageError(f"--config applies to copy-paste only; give {args.pipeline}'s options as flags")
     device = None if args.device in (None, "auto") else args.device
-    flags = {"seed": args.seed, "device": device, "output_size": args.output_size, "on_error": args.on_error}
-    options = {k: v for k, v in flags.items() if v is not None}
-    if args.batch_size is not None:
-        options["batch_size"] = args.batch_size
+    flags = {field: getattr(args, field) for field, _, _ in LOADER_FLAGS.values()}
+    flags.update(device=device, on_error=args.on_error)
+    options = {k: v for k, v in flags.items() if v is not None}  # a loader without an option says so
     if args.pipeline in ("cutmix", "cp2"):
         from .dali_pipes import preview_mix
 

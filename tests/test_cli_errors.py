@@ -47,6 +47,8 @@ def _assert_one_line_error(code: int, err: str, *names: str) -> None:
         (["demo", "--annotations", "a.json"], ["--images"]),
         (["demo", "--config", "missing.toml"], ["missing.toml"]),
         (["check"], ["annotations", "images"]),
+        (["preview", "cutmix", "--jitter", "ssj", "--device", "cpu"], ["CutMixLoader", "'jitter'"]),
+        (["preview", "mosaic", "--config", "x.toml"], ["--config", "copy-paste only"]),
     ],
 )
 def test_flag_mistakes_are_one_line(argv: list[str], names: list[str], capsys) -> None:
