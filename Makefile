@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[serve,bench,test]"
+	$(PY) -m pip install --quiet -e ".[cuda12,serve,bench,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +21,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# On a machine with a CUDA GPU (see ../shared/gpu/README.md for the lent GPU machine).
+# On a machine with a CUDA GPU (NVIDIA driver >= 525.60 for the cuda12 extra).
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
 

@@ -81,7 +81,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``bench`` on an ``argparse`` subparsers object; the parsed namespace's
     ``func(args)`` runs it and returns the exit status."""
     p = subparsers.add_parser("bench", help="throughput benchmark (GPU vs CPU, kernels vs copy bandwidth)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)  # the parent's parser class formats it (no reST)
     _add_arguments(p)
     p.set_defaults(func=run_from_args)
     return p

@@ -1,11 +1,69 @@
-"""Which backend a pipeline runs on: the GPU when CuPy sees a CUDA device, else the CPU."""
+"""Which device a pipeline runs on, and the one device vocabulary of decal.
+
+Every ``device`` option and ``--device`` flag (loaders, ``decal demo``/``preview``,
+``decal train``, ``decal stream``) is read by :func:`parse_device`, which accepts:
+
+==================  ===========================================================
+``None``/``"auto"``  the GPU when CuPy sees one, else the CPU
+``"cpu"``            DALI's CPU backend (torch tensors on the CPU)
+``"gpu"``/``"cuda"`` CUDA device 0 (or the loader's ``device_id``)
+``"cuda:N"``         CUDA device N (``"gpu:N"`` is accepted as well)
+==================  ===========================================================
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from .options import OptionError
+
 Backend = Literal["cpu", "gpu"]
+
+__all__ = ["Backend", "Device", "DEVICE_CHOICES", "gpu_available", "parse_device", "resolve_backend"]
+
+#: What a ``--device`` flag's help shows.
+DEVICE_CHOICES = "auto | cpu | gpu | cuda | cuda:N"
+
+
+@dataclass(frozen=True)
+class Device:
+    """A parsed device: ``kind`` is ``"auto"``, ``"cpu"`` or ``"gpu"``; ``index`` is the
+    CUDA device index when one was named (``"cuda:1"`` → 1), else None."""
+
+    kind: Literal["auto", "cpu", "gpu"]
+    index: int | None = None
+
+    def torch_device(self) -> str:
+        """The torch device string: ``"cpu"`` or ``"cuda:N"`` (``"auto"`` asks torch)."""
+        if self.kind == "cpu":
+            return "cpu"
+        if self.kind == "auto":
+            import torch
+
+            return f"cuda:{self.index or 0}" if torch.cuda.is_available() else "cpu"
+        return f"cuda:{self.index or 0}"
+
+
+def parse_device(value: object, option: str = "device") -> Device:
+    """Read ``value`` in decal's device vocabulary (see the module docstring).
+
+    Raises:
+        OptionError: naming ``option`` and listing the accepted forms.
+    """
+    if value is None:
+        return Device("auto")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("auto", "cpu"):
+            return Device(text)  # type: ignore[arg-type]
+        if text in ("gpu", "cuda"):
+            return Device("gpu")
+        head, sep, tail = text.partition(":")
+        if sep and head in ("gpu", "cuda") and tail.isdigit():
+            return Device("gpu", int(tail))
+    raise OptionError(f"'{option}': expected {DEVICE_CHOICES.replace(' | ', ', ')}, got {value!r}")
 
 
 @lru_cache(maxsize=1)
@@ -20,13 +78,13 @@ def gpu_available() -> bool:
 
 
 def resolve_backend(device: str | None) -> Backend:
-    """``None``/``"auto"`` → ``"gpu"`` if available else ``"cpu"``; validates explicit names."""
-    if device in (None, "auto"):
+    """The DALI backend of a ``device`` option: ``"auto"`` → ``"gpu"`` if one is usable,
+    else ``"cpu"``; ``"gpu"``/``"cuda"``/``"cuda:N"`` → ``"gpu"`` (an error without one)."""
+    parsed = parse_device(device)
+    if parsed.kind == "auto":
         return "gpu" if gpu_available() else "cpu"
-    if device == "gpu":
+    if parsed.kind == "gpu":
         if not gpu_available():
-            raise RuntimeError("device='gpu' was asked for, but no CUDA device is usable (CuPy sees none)")
+            raise OptionError(f"device={device!r} was asked for, but no CUDA device is usable (CuPy sees none); use device='cpu'")
         return "gpu"
-    if device == "cpu":
-        return "cpu"
-    raise ValueError(f"device must be 'gpu', 'cpu', 'auto' or None, got {device!r}")
+    return "cpu"

@@ -27,6 +27,7 @@ from .epoch_source import LoaderPosition
 from .cutmix import MixConfig
 from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_NAMES, CutMixSource, build_cutmix_pipeline
 from .folder_loader import FolderLoaderBase
+from .loader_config import check_loader_config
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
@@ -95,6 +96,9 @@ class CutMixLoaderConfig:
     device_id: int = 0
     num_threads: int = 2
     prefetch_queue_depth: int = 2
+
+    def __post_init__(self) -> None:
+        check_loader_config(self)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from .cp2 import CP2MaskConfig, CP2ViewConfig, feature_size
 from .cp2_pipeline import OUTPUT_NAMES, CP2Source, build_cp2_pipeline
 from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
 from .folder_loader import FolderLoaderBase
+from .loader_config import check_loader_config
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
@@ -90,6 +91,9 @@ class CP2LoaderConfig:
     device_id: int = 0
     num_threads: int = 2
     prefetch_queue_depth: int = 2
+
+    def __post_init__(self) -> None:
+        check_loader_config(self)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

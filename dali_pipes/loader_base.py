@@ -10,6 +10,7 @@ the pipeline runs there.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -88,6 +89,7 @@ class PipelineLoader:
         return self.source.batches_in_epoch(self._position.epoch)
 
     def __iter__(self) -> Iterator[Any]:
+        self._warn_if_empty()
         while True:
             pipeline = self._ensure_pipeline()
             try:
@@ -104,6 +106,21 @@ class PipelineLoader:
             yield batch
 
     # -- internals ---------------------------------------------------------------------
+    def _warn_if_empty(self) -> None:
+        """Warn (once per loader) when the coming epoch has no batch for this shard, e.g.
+        ``batch_size`` larger than the shard with ``drop_last=True``."""
+        if getattr(self, "_empty_warned", False) or len(self) > 0:
+            return
+        self._empty_warned = True
+        source = self.source
+        images = len(source.epoch_order(self._position.epoch))
+        warnings.warn(
+            f"{type(self).__name__}: epoch {self._position.epoch} has 0 batches: shard {source.shard_id} of "
+            f"{source.num_shards} holds {images} images, batch_size={source.batch_size}, "
+            f"drop_last={source.drop_last}; lower batch_size or set drop_last=False",
+            stacklevel=3,
+        )
+
     def _ensure_pipeline(self) -> Any:
         if self._pipeline is None:
             self.source.restart(self._position)

@@ -39,6 +39,7 @@ from .backend import resolve_backend
 from .coco_reader import CocoDataset
 from .copy_paste_source import CopyPasteSource
 from .epoch_source import LoaderPosition
+from .loader_config import check_loader_config
 from .loader_base import check_options, dense, position_after
 from .mosaic import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
 from .samplers import RepeatFactorSampler, UniformSampler
@@ -332,6 +333,9 @@ class MosaicLoaderConfig:
     device_id: int = 0
     num_threads: int = 2
     prefetch_queue_depth: int = 2
+
+    def __post_init__(self) -> None:
+        check_loader_config(self)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ GPU pipelines and a resumed run make identical draws for the same (seed, epoch, 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ class ScaleJitter:
     def __post_init__(self) -> None:
         if not 0 < self.min_scale <= self.max_scale:
             raise ValueError(
-                f"scale jitter needs 0 < min_scale <= max_scale, got ({self.min_scale}, {self.max_scale})"
+                f"'jitter': needs 0 < min <= max, got ({self.min_scale}, {self.max_scale})"
             )
 
     @classmethod
@@ -52,10 +53,15 @@ class ScaleJitter:
         if isinstance(value, str):
             named = {"lsj": cls.lsj, "ssj": cls.ssj, "none": lambda: cls(1.0, 1.0)}
             if value.lower() not in named:
-                raise ValueError(f"jitter: expected 'lsj', 'ssj', 'none' or (min, max), got {value!r}")
+                raise ValueError(f"'jitter': expected 'lsj', 'ssj', 'none' or (min, max), got {value!r}")
             return named[value.lower()]()
-        low, high = value
-        return cls(float(low), float(high))
+        if (
+            isinstance(value, (tuple, list))
+            and len(value) == 2
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+        ):
+            return cls(float(value[0]), float(value[1]))
+        raise ValueError(f"'jitter': expected 'lsj', 'ssj', 'none' or (min, max), got {value!r}")
 
 
 @dataclass(frozen=True)

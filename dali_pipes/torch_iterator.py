@@ -26,6 +26,7 @@ from .coco_reader import CocoDataset
 from .copy_paste_pipeline import OUTPUT_NAMES, build_copy_paste_pipeline
 from .batch import Batch
 from .copy_paste_source import CopyPasteSource
+from .loader_config import check_loader_config
 from .loader_base import PipelineLoader, check_options, dense, position_after
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
@@ -82,6 +83,9 @@ class CopyPasteLoaderConfig:
     device_id: int = 0
     num_threads: int = 2
     prefetch_queue_depth: int = 2
+
+    def __post_init__(self) -> None:
+        check_loader_config(self)
 
     def copy_paste_params(self) -> CopyPasteParams | None:
         if not self.copy_paste:

@@ -17,6 +17,7 @@ _EXPORTS = {
     "CopyPasteLoader": "decal.dali_pipes.torch_iterator",
     "CopyPasteLoaderConfig": "decal.dali_pipes.torch_iterator",
     "Batch": "decal.dali_pipes.batch",
+    "LabelMap": "decal.dali_pipes.label_map",
     "CopyPasteParams": "decal.kernels.copy_paste",
     "ScaleJitter": "decal.dali_pipes.scale_jitter",
     "DatasetError": "decal.dali_pipes.errors",

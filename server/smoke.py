@@ -17,6 +17,9 @@ import sys
 import time
 from typing import Sequence
 
+from ..dali_pipes.backend import parse_device
+from ..dali_pipes.cli_support import CliParser, add_device_flag, run_handler, split_debug
+
 __all__ = ["add_stream_arguments", "run_stream", "main"]
 
 
@@ -33,7 +36,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--mask-encoding", choices=["bitpack+zlib", "bitpack", "raw"], default="bitpack+zlib")
     parser.add_argument("--token-env", default="DECAL_TOKEN", help="environment variable holding the token (if set)")
     parser.add_argument("--tls", help="PEM root certificate of the server (enables TLS)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda:N")
+    add_device_flag(parser, default="cpu", what="where the received tensors go")
     parser.add_argument("--preview", help="write the received images as a preview PNG here")
     return parser
 
@@ -55,7 +58,7 @@ def run_stream(args: argparse.Namespace) -> int:
         image_encoding=args.image_encoding,
         mask_encoding=args.mask_encoding,
         tls=args.tls or False,
-        device=args.device,
+        device=parse_device(args.device, "--device").torch_device(),
         max_retries=3,
         connect_timeout=10,
         **options,
@@ -102,8 +105,9 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = add_stream_arguments(argparse.ArgumentParser(prog="decal stream", description="Pull batches from a decal server"))
-    return run_stream(parser.parse_args(argv))
+    argv, debug = split_debug(argv)
+    parser = add_stream_arguments(CliParser(prog="decal stream", description="Pull batches from a decal server"))
+    return run_handler(run_stream, parser.parse_args(argv), prog="decal stream", debug=debug)
 
 
 if __name__ == "__main__":

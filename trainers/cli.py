@@ -27,7 +27,8 @@ TOML file, which wins over ``--preset``, which wins over the defaults)::
     --batch-size N           loader.batch_size (per rank)
     --output-size S          loader.output_size
     --seed N                 run.seed and loader.seed
-    --device auto|cpu|cuda   run.device (and the loader's)
+    --device DEVICE          run.device (and the loader's): auto | cpu | gpu | cuda | cuda:N
+                             (cuda:N, single process: only GPU N is made visible)
     --resume auto|PATH       run.resume
     --no-progress            run.progress = false
     --print-config           print the resolved config as JSON and exit
@@ -39,9 +40,13 @@ Multi-GPU: ``torchrun --nproc_per_node 8 -m decal.trainers.cli train detection -
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 from typing import Any, Callable, Sequence
+
+from ..dali_pipes.backend import parse_device
+from ..dali_pipes.cli_support import CliParser, UsageError, add_device_flag, run_handler, split_debug
 
 __all__ = ["TRAINERS", "add_train_parser", "add_common_arguments", "common_updates", "main"]
 
@@ -105,12 +110,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", metavar="ADDR", help="stream training batches from a decal server at ADDR")
     parser.add_argument("--remote-dataset", help="dataset name registered on the server")
     parser.add_argument("--out-dir", help="run directory (run.out_dir)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--max-iters", type=int)
+    parser.add_argument("--epochs", type=int, help="run.epochs")
+    parser.add_argument("--max-iters", type=int, help="run.max_iters (stop after this many steps)")
     parser.add_argument("--batch-size", type=int, help="images per rank (loader.batch_size)")
     parser.add_argument("--output-size", type=int, help="loader.output_size")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--seed", type=int, help="run.seed and loader.seed")
+    add_device_flag(parser, default=None, what="run.device and the loader's", default_text="the config's")
     parser.add_argument("--resume", help="'auto' (latest in the run directory) or a checkpoint path")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -140,15 +145,33 @@ def common_updates(args: argparse.Namespace) -> dict[str, Any]:
     put("run", "seed", args.seed)
     put("loader", "seed", args.seed)
     if args.device is not None:
-        put("run", "device", args.device)
-        put("loader", "device", None if args.device == "auto" else {"cuda": "gpu"}.get(args.device, args.device))
+        device = parse_device(args.device, "--device")
+        put("run", "device", {"gpu": "cuda"}.get(device.kind, device.kind))
+        put("loader", "device", None if device.kind == "auto" else device.kind)
     put("run", "resume", args.resume)
     if args.no_progress:
         put("run", "progress", False)
     return updates
 
 
+def _select_cuda_device(device: str | None) -> None:
+    """``--device cuda:N`` in a single process: make only GPU N visible (it becomes cuda:0
+    for torch, DALI and CuPy alike). Under torchrun each rank takes cuda:LOCAL_RANK, so an
+    index there is a usage error."""
+    if device is None or parse_device(device, "--device").index is None:
+        return
+    index = parse_device(device, "--device").index
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"--device {device}: under torchrun rank r uses cuda:LOCAL_RANK; give --device cuda and choose GPUs with CUDA_VISIBLE_DEVICES")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    choices = [v for v in visible.split(",") if v.strip()] if visible else None
+    if choices is not None and index >= len(choices):
+        raise UsageError(f"--device {device}: CUDA_VISIBLE_DEVICES={visible} makes only {len(choices)} GPU(s) visible")
+    os.environ["CUDA_VISIBLE_DEVICES"] = choices[index] if choices is not None else str(index)
+
+
 def _run(args: argparse.Namespace) -> int:
+    _select_cuda_device(args.device)
     module_name = TRAINERS[args.trainer][0]
     return int(import_module(module_name).main(args) or 0)
 
@@ -161,7 +184,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train = subparsers.add_parser("train", help="run a reference trainer (detection, ...)")
     kinds = train.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
     for name, (_, help_text, add_own) in TRAINERS.items():
-        sub = kinds.add_parser(name, help=help_text, description=help_text)
+        sub = kinds.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog="A flag left out keeps the config's value (the defaults, then --preset, the TOML file\n"
+            "and --set); --print-config shows every resolved value.",
+        )
         add_common_arguments(sub)
         if add_own is not None:
             add_own(sub)
@@ -171,10 +200,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m decal.trainers.cli train detection ...`` (e.g. under torchrun)."""
-    parser = argparse.ArgumentParser(prog="decal", description="decal reference trainers")
+    argv, debug = split_debug(argv)
+    parser = CliParser(prog="decal", description="decal reference trainers")
     add_train_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.handler(args)
+    return run_handler(args.handler, args, prog=f"decal train {args.trainer}", debug=debug)
 
 
 if __name__ == "__main__":
