@@ -210,7 +210,7 @@ class BatchServicer:
         status: ErrorStatus = error_status(error, plan.dataset if plan else None, where=f"stream from {context.peer()}")
         self._reject(context, status.code, status.message)
 
-    def check_memory(self, plan: StreamPlan, loader: Any) -> None:
+    def check_memory(self, plan: StreamPlan, loader: Any, state: StreamState | None = None) -> None:
         """RESOURCE_EXHAUSTED (as a RequestError) when the stream's estimated memory is over
         ``limits.max_stream_bytes``."""
         limits = self.config.limits
@@ -224,6 +224,8 @@ class BatchServicer:
             instances=max_instances(getattr(loader, "dataset", None)),
             depth=depth,
         )
+        if state is not None:
+            state.memory_estimate = needed
         if needed > limits.max_stream_bytes:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -287,7 +289,7 @@ class BatchServicer:
             if not handed_off:
                 self.streams.close(state.stream_id)
 
-    def open_loader(self, plan: StreamPlan) -> Any:
+    def open_loader(self, plan: StreamPlan, state: StreamState | None = None) -> Any:
         """Build the plan's loader and check its memory estimate. Raises DatasetError (the
         dataset), RequestError (parameters the loader refuses, memory, a backend this server
         cannot run), or anything else (a server bug)."""
@@ -301,12 +303,12 @@ class BatchServicer:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{plan.pipeline.params_field}: {error}") from error
         except RuntimeError as error:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"server: cannot run this pipeline here ({error})") from error
-        self.check_memory(plan, loader)
+        self.check_memory(plan, loader, state)
         return loader
 
     def _open(self, plan: StreamPlan, state: StreamState, context: grpc.ServicerContext) -> tuple[Any, pb.StreamHeader]:
         try:
-            loader = self.open_loader(plan)
+            loader = self.open_loader(plan, state)
         except Exception as error:
             self._reject_error(context, error, plan)
         if plan.resume is not None:
@@ -355,6 +357,7 @@ class BatchServicer:
                 self.metrics.stream_errors.labels(state.dataset, state.pipeline).inc()
                 self._reject(context, item.code, item.message)
             payload, images, parts = item
+            state.count_queued(-len(payload))
             yield payload
             if images:
                 state.batches += 1
@@ -364,11 +367,14 @@ class BatchServicer:
 
     # -- the producer thread --------------------------------------------------------------
     def _put(self, state: StreamState, item: Any) -> bool:
+        size = len(item[0]) if isinstance(item, tuple) else 0
         while not state.stop.is_set():
             try:
+                state.count_queued(size)  # before the put: the sender may take it at once
                 state.queue.put(item, timeout=_POLL_S)
                 return True
             except queue.Full:
+                state.count_queued(-size)
                 continue
         return False
 
