@@ -189,3 +189,13 @@ def test_anything_else_is_internal_with_an_id_in_the_log(datasets, caplog) -> No
         match = re.search(r"internal error \(id ([0-9a-f]{8})", message)
         assert match and match.group(1) in logged and "KeyError" not in message
     assert code == grpc.StatusCode.INTERNAL and status == 500
+
+
+def test_unauthenticated_streams_are_logged_with_the_peer(datasets, caplog) -> None:
+    config = make_config({"synth": datasets["synth"]}, token="s3cret")
+    with caplog.at_level(logging.WARNING, logger="decal.server"), running_server(config) as guarded:
+        code, _ = first_status(guarded.grpc_address, request("synth"), metadata=(("authorization", "Bearer wrong"),))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("UNAUTHENTICATED" in line and "127.0.0.1" in line and "invalid token" in line for line in lines), lines
+    assert not any("s3cret" in line or "wrong" in line for line in lines)
