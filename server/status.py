@@ -1,16 +1,11 @@
 """One mapping from an exception to what a client is told, for the gRPC stream and every HTTP
-route of the control plane.
+route of the control plane:
 
-===========================================  ======================  ====  ==========================
-exception                                    gRPC status             HTTP  message
-===========================================  ======================  ====  ==========================
-:class:`~decal.server.pipelines.RequestError` its own code           see   ``field: reason``
-                                                                     below
-:class:`~decal.dali_pipes.errors.DatasetError` FAILED_PRECONDITION   409   ``dataset 'NAME': FILE:
-                                                                           image I: field 'F': reason``
-anything else                                INTERNAL                500   ``server: internal error
-                                                                           (id 3fa2c1d0 ...)``
-===========================================  ======================  ====  ==========================
+* :class:`~decal.server.pipelines.RequestError`: its own code (INVALID_ARGUMENT → 422,
+  NOT_FOUND → 404, RESOURCE_EXHAUSTED → 429, ...) and message (``field: reason``);
+* :class:`~decal.dali_pipes.errors.DatasetError`: FAILED_PRECONDITION / 409,
+  ``dataset 'NAME': FILE: image I: field 'F': reason``;
+* anything else: INTERNAL / 500, ``server: internal error (id 3fa2c1d0; ...)``.
 
 Dataset messages never carry a server path: the dataset's folders are cut from the file and
 the reason (a file under the image folder is shown relative to it, the json by its name).
@@ -79,17 +74,9 @@ def _scrub(text: str, entry: DatasetEntry | None) -> str:
 
 
 def dataset_message(error: DatasetError, entry: DatasetEntry | None) -> str:
-    """``dataset 'NAME': FILE: image I: annotation A: field 'F': reason``, no server paths."""
+    """``dataset 'NAME': FILE: annotation A (image I): field 'F': reason``, no server paths."""
     name = entry.name if entry is not None else "?"
-    parts = [f"dataset {name!r}", _relative(error.file, entry)]
-    if error.image_id is not None:
-        parts.append(f"image {error.image_id}")
-    if error.annotation_id is not None:
-        parts.append(f"annotation {error.annotation_id}")
-    if error.field is not None:
-        parts.append(f"field {error.field!r}")
-    parts.append(_scrub(error.reason, entry))
-    return ": ".join(parts)
+    return ": ".join([f"dataset {name!r}", *error.location(_relative(error.file, entry)), _scrub(error.reason, entry)])
 
 
 def error_status(error: BaseException, entry: DatasetEntry | None = None, *, where: str = "request") -> ErrorStatus:
