@@ -231,34 +231,54 @@ _JSON_SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
 )  # fmt: skip
 _JSON = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=12)
-_SIZE = st.one_of(st.sampled_from([W, H, 0, -1, 2**64, 20000, 8.0]), _JSON_SCALARS)
+_SIZE = st.integers(0, 3).flatmap(lambda i: [st.just(W), st.just(H), st.sampled_from([0, -1, 2**64, 20000, 8.0]), _JSON_SCALARS][i])
 _ID = st.one_of(st.integers(min_value=1, max_value=4), st.sampled_from([2**63, -(2**63) - 1, 2**70]), _JSON_SCALARS)
+_GOOD_ID = st.integers(min_value=1, max_value=4)
 _POLYGON = st.lists(st.floats(min_value=-5, max_value=40, allow_nan=False), min_size=0, max_size=10)
+_BOX_POLYGON = st.tuples(st.integers(-4, W), st.integers(-4, H), st.integers(1, 12), st.integers(1, 12)).map(
+    lambda b: [[b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3], b[0], b[1] + b[3]]]
+)
 _SEGMENTATION = st.one_of(
+    _BOX_POLYGON,
     st.lists(_POLYGON, max_size=3),
     st.fixed_dictionaries({"size": st.sampled_from([[H, W], [W, H], [1], "x"]), "counts": st.one_of(st.text(max_size=8), st.lists(st.integers(-3, W * H), max_size=4))}),
     _JSON,
 )  # fmt: skip
 
 
-def _maybe(entries: dict) -> st.SearchStrategy:
-    """A dict drawing each key's value, any key possibly missing."""
-    return st.fixed_dictionaries({}, optional=entries)
+def _mostly(good: st.SearchStrategy, anything: st.SearchStrategy, weight: int = 3) -> st.SearchStrategy:
+    """``good`` ``weight`` times in ``weight + 1``, else ``anything``."""
+    return st.integers(0, weight).flatmap(lambda i: anything if i == weight else good)
 
 
-_IMAGE = st.one_of(
-    _maybe({"id": _ID, "file_name": st.sampled_from(["a.jpg", "b.png", "gone.jpg", "", "/abs.jpg", "sub/../a.jpg", "nul\x00.jpg"]),
-            "coco_url": st.sampled_from(["http://x/train2017/a.jpg", "http://x/", "a.jpg"]), "width": _SIZE, "height": _SIZE}),
+def _maybe(entries: dict, required: dict | None = None) -> st.SearchStrategy:
+    """A dict drawing each key's value; the ``entries`` keys possibly missing."""
+    return st.fixed_dictionaries(required or {}, optional=entries)
+
+
+_IMAGE = _mostly(
+    _maybe(
+        {"coco_url": st.sampled_from(["http://x/train2017/a.jpg", "http://x/", "a.jpg"])},
+        {"id": _mostly(_GOOD_ID, _ID, 7), "width": _SIZE, "height": _SIZE,
+         "file_name": _mostly(st.sampled_from(["a.jpg", "b.png", "huge.jpg"]), st.sampled_from(["gone.jpg", "", "/abs.jpg", "nul\x00.jpg", 7]))},
+    ),
     _JSON,
+    7,
 )  # fmt: skip
-_ANNOTATION = st.one_of(
-    _maybe({"id": _ID, "image_id": _ID, "category_id": _ID, "segmentation": _SEGMENTATION, "iscrowd": st.one_of(st.sampled_from([0, 1]), _JSON_SCALARS),
-            "bbox": st.one_of(st.lists(st.floats(min_value=-5, max_value=50), min_size=4, max_size=4), _JSON)}),
+_ANNOTATION = _mostly(
+    _maybe(
+        {"iscrowd": st.one_of(st.sampled_from([0, 1]), _JSON_SCALARS), "segmentaton": _JSON,
+         "bbox": st.one_of(st.lists(st.floats(min_value=-5, max_value=50), min_size=4, max_size=4), _JSON)},
+        {"id": _mostly(st.integers(1, 10**6), _ID, 7), "image_id": _mostly(_GOOD_ID, _ID, 7), "category_id": _mostly(st.integers(1, 2), _ID, 7),
+         "segmentation": _mostly(_BOX_POLYGON, _SEGMENTATION)},
+    ),
     _JSON,
+    7,
 )  # fmt: skip
-_DOCUMENT = st.one_of(
-    _maybe({"images": st.one_of(st.lists(_IMAGE, max_size=4), _JSON), "annotations": st.one_of(st.lists(_ANNOTATION, max_size=5), _JSON),
-            "categories": st.one_of(st.lists(_maybe({"id": _ID, "name": st.text(max_size=3)}), max_size=3), _JSON)}),
+_CATEGORIES = _mostly(st.just([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]), st.lists(_maybe({"id": _ID, "name": st.text(max_size=3)}), max_size=3))
+_DOCUMENT = _mostly(
+    _maybe({}, {"images": _mostly(st.lists(_IMAGE, min_size=1, max_size=4), _JSON), "annotations": _mostly(st.lists(_ANNOTATION, min_size=1, max_size=5), _JSON),
+                "categories": _CATEGORIES}),
     _JSON,
 )  # fmt: skip
 
@@ -270,6 +290,7 @@ def image_root(tmp_path_factory) -> Path:
     Image.new("RGB", (W, H), (200, 10, 40)).save(root / "b.png", format="PNG")
     (root / "train2017").mkdir()
     (root / "train2017" / "a.jpg").write_bytes(_jpeg_claiming(20000, 10000))
+    (root / "huge.jpg").write_bytes(_jpeg_claiming(20000, 10000))
     return root
 
 
