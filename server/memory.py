@@ -22,20 +22,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["JITTER_MAX_SCALE", "max_jitter_scale", "stream_memory_bytes", "max_instances"]
+from ..dali_pipes.scale_jitter import ScaleJitter
 
-#: Upper scale of each jitter preset (see decal.dali_pipes.scale_jitter.ScaleJitter).
-JITTER_MAX_SCALE = {"lsj": 2.0, "ssj": 1.25, "none": 1.0}
+__all__ = ["max_jitter_scale", "stream_memory_bytes", "max_instances"]
 
 
-def max_jitter_scale(jitter: Any) -> float:
-    """The largest scale ``jitter`` (a preset name, a ``(min, max)`` pair or None for the
-    loader default, LSJ) can draw."""
-    if jitter is None:
-        return JITTER_MAX_SCALE["lsj"]
-    if isinstance(jitter, str):
-        return JITTER_MAX_SCALE[jitter.lower()]
-    return float(max(jitter))
+def max_jitter_scale(jitter: "ScaleJitter | str | tuple[float, float]") -> float:
+    """The largest scale ``jitter`` (a preset name or a ``(min, max)`` pair) can draw."""
+    return ScaleJitter.parse(jitter).max_scale
 
 
 def max_instances(dataset: Any) -> int:

@@ -215,8 +215,10 @@ class BatchServicer:
         ``limits.max_stream_bytes``."""
         limits = self.config.limits
         depth = self.config.pipeline.prefetch_queue_depth + limits.prefetch_batches
+        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
+
         options = plan.options
-        scale = max_jitter_scale(options.get("jitter"))
+        scale = max_jitter_scale(options.get("jitter") or CopyPasteLoaderConfig.jitter)
         needed = stream_memory_bytes(
             batch_size=options["batch_size"],
             output_size=options["output_size"],
