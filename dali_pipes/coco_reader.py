@@ -24,15 +24,30 @@ Conventions
 * Crowd annotations (``iscrowd=1``) are kept in ``ImageRecord.annotations`` with
   ``iscrowd=True`` (detectron2 keeps them and lets the model ignore them); they do not
   count towards ``ImageRecord.category_ids`` nor towards repeat-factor frequencies.
-* An annotation without segmentation but with a box (detection-only data) is kept; its
-  mask is the filled box (see :func:`rasterize_masks`).
+* An annotation whose ``segmentation`` is ``[]`` or ``null`` but which has a box
+  (detection-only data) is kept; its mask is the filled box (see :func:`rasterize_masks`).
+  An annotation with no ``segmentation`` key at all is an error (a misspelt key must not
+  turn every mask into a box silently) unless the dataset is loaded with
+  ``require_segmentation=False`` (what the loaders pass for ``paste_by_box=True``).
+* Ids (image, annotation, category) must be integers that fit in int64 (the loaders carry
+  them as ``torch.int64``); others are errors at load, not overflows later.
+* LVIS v1 image entries have no ``file_name``; their file is the split folder and base name
+  of ``coco_url`` (``http://images.cocodataset.org/train2017/000000391895.jpg`` →
+  ``train2017/000000391895.jpg``), relative to the image directory, as detectron2's LVIS
+  loader resolves them: LVIS v1 mixes COCO train2017 and val2017 images, so the image
+  directory is the COCO root that holds both folders.
+* Pixel limit: an image larger than ``max_image_pixels`` (width x height, from the json at
+  load and from the file header before any decode) is an error, or a counted skip
+  (``"too_many_pixels"`` at load, ``"too many pixels"`` when a file header reveals it).
+  Pillow's own decompression-bomb check never escapes as anything but a DatasetError.
 
 Errors are :class:`~decal.dali_pipes.errors.DatasetError`. With ``on_error="skip"`` the
 image an error belongs to is skipped (counted in ``stats.skipped_images[reason]``); an
 annotation that points to an unknown image id has no image to skip and is dropped instead
 (counted in ``stats.dropped_instances["unknown_image_id"]``). Problems of the file as a
 whole (unreadable, not JSON, not a COCO instance file, malformed or duplicate categories)
-always raise.
+always raise, and so does a missing image directory (one error when the dataset is
+built, not one per file).
 """
 
 from __future__ import annotations
@@ -53,6 +68,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from .errors import DatasetError
+from .image_header import read_image_header
 
 __all__ = [
     "Segmentation",
@@ -70,6 +86,17 @@ __all__ = [
 Segmentation = Union[list[list[float]], dict[str, Any], None]
 
 _ACCEPTED_FORMATS = ("JPEG", "PNG")
+
+#: Default of ``CocoDataset(max_image_pixels=...)``: Pillow's decompression-bomb error
+#: threshold (2 x ``PIL.Image.MAX_IMAGE_PIXELS`` = 178,956,970 pixels, about 537 MB as RGB),
+#: far above any COCO/LVIS photo (at most 640 x 640).
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+
+#: Ids are carried as int64 (numpy / torch); larger ones are refused at load.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+#: Deepest json nesting accepted (COCO's deepest is 4: segmentation polygons).
+_MAX_JSON_DEPTH = 64
 
 
 # --------------------------------------------------------------------------- records
@@ -166,6 +193,33 @@ class ReaderStats:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_id(v: Any) -> bool:
+    """An integer id that fits in int64."""
+    return _is_int(v) and INT64_MIN <= v <= INT64_MAX
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """repr() of a json value for an error message, truncated (never recursing deeply)."""
+    if isinstance(v, (list, dict)):
+        text = f"<{type(v).__name__} of {len(v)}>"
+        try:
+            text = repr(v)
+        except RecursionError:
+            pass
+    else:
+        text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _lvis_file_name(url: str) -> str:
+    """``split/basename`` of an LVIS ``coco_url`` (``.../train2017/x.jpg`` → ``train2017/x.jpg``),
+    the basename alone when the url has no folder; ``""`` when it has no file name."""
+    parts = [p for p in urlparse(url).path.split("/") if p]
+    if not parts or not posixpath.splitext(parts[-1])[1]:
+        return ""
+    return "/".join(parts[-2:])
 
 
 def _as_size(v: Any) -> int | None:
@@ -343,11 +397,18 @@ class CocoDataset:
 
     Args:
         annotation_file: the instance json.
-        image_dir: directory the images' ``file_name`` (or LVIS ``coco_url`` last segment)
-            are relative to.
+        image_dir: directory the images' ``file_name`` (for LVIS, ``split/name`` from
+            ``coco_url``) are relative to; must exist.
         on_error: ``"raise"`` (default) raises the first :class:`DatasetError`;
             ``"skip"`` leaves offending images out and counts them in
             ``stats.skipped_images``.
+        max_image_pixels: largest ``width * height`` accepted (json sizes at load, file
+            headers when read), default :data:`DEFAULT_MAX_IMAGE_PIXELS`; ``None`` = no limit
+            (Pillow's bomb check is then bypassed too: decal never decodes with Pillow on
+            the data path).
+        require_segmentation: an annotation without a ``segmentation`` key is an error
+            (default); ``False`` for box-only data (``paste_by_box=True``), whose masks are
+            the filled boxes.
 
     Attributes:
         records: one :class:`ImageRecord` per kept image, in json order.
@@ -364,12 +425,18 @@ class CocoDataset:
         image_dir: str | Path,
         *,
         on_error: Literal["raise", "skip"] = "raise",
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        require_segmentation: bool = True,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if max_image_pixels is not None and (not _is_int(max_image_pixels) or max_image_pixels < 1):
+            raise ValueError(f"max_image_pixels must be a positive integer or None, got {max_image_pixels!r}")
         self.annotation_file = Path(annotation_file)
         self.image_dir = Path(image_dir)
         self.on_error = on_error
+        self.max_image_pixels = max_image_pixels
+        self.require_segmentation = bool(require_segmentation)
         self.stats = ReaderStats()
         self.categories: dict[int, dict] = {}
         self.records: list[ImageRecord] = []
@@ -410,6 +477,10 @@ class CocoDataset:
             ) from e
         except UnicodeDecodeError as e:
             raise self._file_error(f"not UTF-8 text: {e}") from e
+        except RecursionError:
+            raise self._file_error(
+                f"JSON nested too deeply (more than the parser's limit; COCO needs {_MAX_JSON_DEPTH} at most)"
+            ) from None
         if not isinstance(data, dict):
             raise self._file_error(
                 f"top level is a {type(data).__name__}, expected an object with "
@@ -423,17 +494,26 @@ class CocoDataset:
                     f"top-level {key!r} is a {type(data[key]).__name__}, expected a list",
                     field=key,
                 )
-        self._load_categories(data["categories"])
-        self._load_images_and_annotations(data["images"], data["annotations"])
+        if not self.image_dir.is_dir():
+            raise DatasetError(
+                self.image_dir,
+                "image directory not found" if not self.image_dir.exists() else "image directory is not a directory",
+                field="images",
+            )
+        try:
+            self._load_categories(data["categories"])
+            self._load_images_and_annotations(data["images"], data["annotations"])
+        except RecursionError:  # a deeply nested value inside an entry (repr, numpy)
+            raise self._file_error(f"JSON value nested too deeply (COCO needs {_MAX_JSON_DEPTH} levels at most)") from None
 
     def _load_categories(self, cats: list) -> None:
         for i, cat in enumerate(cats):
             if not isinstance(cat, dict):
                 raise self._file_error(f"categories[{i}] is not an object", field="categories")
             cid = cat.get("id")
-            if not _is_int(cid):
+            if not _is_id(cid):
                 raise self._file_error(
-                    f"categories[{i}] has id {cid!r}, expected an integer", field="id"
+                    f"categories[{i}] has id {_short(cid)}, expected an integer in int64 range", field="id"
                 )
             if cid in self.categories:
                 raise self._file_error(f"duplicate category id {cid}", field="id")
@@ -461,9 +541,9 @@ class CocoDataset:
                      "invalid_images")
                 continue
             img_id = img.get("id")
-            if not _is_int(img_id):
+            if not _is_id(img_id):
                 fail(None, idx, self._file_error(
-                    f"images[{idx}] has id {img_id!r}, expected an integer", field="id"),
+                    f"images[{idx}] has id {_short(img_id)}, expected an integer in int64 range", field="id"),
                     "invalid_id")
                 continue
             if img_id in slots:
@@ -488,21 +568,21 @@ class CocoDataset:
                 raise self._file_error(f"annotations[{j}] is not an object", field="annotations")
             ann_id = ann.get("id")
             img_id = ann.get("image_id")
-            if not _is_int(img_id) or img_id not in slots:
-                err = self._file_error(
-                    f"annotations[{j}] refers to unknown image id {img_id!r}",
-                    annotation_id=ann_id if _is_int(ann_id) else None,
-                    field="image_id",
+            if not _is_id(img_id) or img_id not in slots:
+                reason = (
+                    f"annotations[{j}] has no image_id" if "image_id" not in ann
+                    else f"annotations[{j}] refers to unknown image id {_short(img_id)}"
                 )
+                err = self._file_error(reason, annotation_id=ann_id if _is_id(ann_id) else None, field="image_id")
                 if not skip:
                     raise err
                 unknown_image_drops += 1
                 continue
             if img_id in bad:
                 continue
-            if not _is_int(ann_id):
+            if not _is_id(ann_id):
                 fail(img_id, None, self._file_error(
-                    f"annotations[{j}] has id {ann_id!r}, expected an integer",
+                    f"annotations[{j}] has id {_short(ann_id)}, expected an integer in int64 range",
                     image_id=img_id, field="id"), "invalid_id")
                 continue
             if ann_id in seen_ann:
@@ -566,21 +646,26 @@ class CocoDataset:
             if key not in img:
                 raise err(key, f"missing {key}")
             v = _as_size(img[key])
-            if v is None:
-                raise err(key, f"{key} {img[key]!r} is not a positive integer")
+            if v is None or v > INT64_MAX:
+                raise err(key, f"{key} {_short(img[key])} is not a positive integer")
             sizes[key] = v
+        pixels = sizes["width"] * sizes["height"]
+        if self.max_image_pixels is not None and pixels > self.max_image_pixels:
+            raise _ImageError(self._file_error(
+                f"{sizes['width']}x{sizes['height']} = {pixels} pixels, over max_image_pixels={self.max_image_pixels}",
+                image_id=img_id, field="width"), "too_many_pixels")
         file_name = img.get("file_name")
         if file_name is None and isinstance(img.get("coco_url"), str):
-            # LVIS: "http://images.cocodataset.org/train2017/000000391895.jpg"
-            file_name = posixpath.basename(urlparse(img["coco_url"]).path)
+            # LVIS v1: "http://images.cocodataset.org/train2017/000000391895.jpg" -> train2017/000000391895.jpg
+            file_name = _lvis_file_name(img["coco_url"])
             if not file_name:
-                raise err("coco_url", f"cannot derive a file name from coco_url {img['coco_url']!r}")
+                raise err("coco_url", f"cannot derive a file name from coco_url {_short(img['coco_url'])}")
         if file_name is None:
             raise err("file_name", "missing file_name (and no coco_url)")
-        if not isinstance(file_name, str) or not file_name:
-            raise err("file_name", f"file_name {file_name!r} is not a non-empty string")
+        if not isinstance(file_name, str) or not file_name or "\0" in file_name:
+            raise err("file_name", f"file_name {_short(file_name)} is not a non-empty string")
         if Path(file_name).is_absolute():
-            raise err("file_name", f"file_name {file_name!r} is absolute, expected relative to the image dir")
+            raise err("file_name", f"file_name {_short(file_name)} is absolute, expected relative to the image dir")
         return file_name, self.image_dir / file_name, sizes["width"], sizes["height"]
 
     def _parse_annotation(
@@ -597,12 +682,14 @@ class CocoDataset:
                 f"invalid_{field_}",
             )
 
+        if "category_id" not in ann:
+            raise err("category_id", "missing category_id")
         cat = ann.get("category_id")
-        if not _is_int(cat) or cat not in self.categories:
-            raise err("category_id", f"unknown category id {cat!r}")
+        if not _is_id(cat) or cat not in self.categories:
+            raise err("category_id", f"unknown category id {_short(cat)}")
         crowd = ann.get("iscrowd", 0)
         if not ((isinstance(crowd, bool) or _is_int(crowd)) and crowd in (0, 1)):
-            raise err("iscrowd", f"iscrowd {crowd!r} is not 0 or 1")
+            raise err("iscrowd", f"iscrowd {_short(crowd)} is not 0 or 1")
 
         clipped = False
         # ---- bbox
@@ -611,10 +698,10 @@ class CocoDataset:
         if bbox is not None:
             arr = _num_array(bbox) if isinstance(bbox, list) else None
             if arr is None or arr.shape != (4,) or arr.dtype.kind not in "iuf" or not np.isfinite(arr).all():
-                raise err("bbox", f"bbox {bbox!r} is not 4 finite numbers [x, y, w, h]")
+                raise err("bbox", f"bbox {_short(bbox)} is not 4 finite numbers [x, y, w, h]")
             x, y, w, h = (float(v) for v in arr)
             if w < 0 or h < 0:
-                raise err("bbox", f"bbox {bbox!r} has a negative width or height")
+                raise err("bbox", f"bbox {_short(bbox)} has a negative width or height")
             x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
             x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
             if (x0, y0, x1, y1) != (x, y, x + w, y + h):
@@ -670,7 +757,7 @@ class CocoDataset:
             size = seg.get("size")
             counts = seg.get("counts")
             if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
-                raise err("segmentation", f"RLE size {size!r} is not [height, width]")
+                raise err("segmentation", f"RLE size {_short(size)} is not [height, width]")
             if size != [height, width]:
                 raise err("segmentation", f"RLE size {size} != image [height, width] [{height}, {width}]")
             if isinstance(counts, str):
@@ -692,6 +779,11 @@ class CocoDataset:
 
         if out_seg is None and box is None:
             raise err("segmentation", "annotation has neither a segmentation nor a bbox")
+        if "segmentation" not in ann and self.require_segmentation:
+            raise err(
+                "segmentation",
+                "missing segmentation (for box-only data use paste_by_box=True, or write \"segmentation\": [])",
+            )
 
         if out_seg is not None:
             if not seg_area:
@@ -721,36 +813,65 @@ class CocoDataset:
     def _image_error(self, rec: ImageRecord, reason: str, field_: str = "file_name") -> DatasetError:
         return DatasetError(rec.path, reason, image_id=rec.image_id, field=field_)
 
-    def _check_header(self, rec: ImageRecord, img: Image.Image) -> None:
+    def _check_header(self, rec: ImageRecord, img: Any) -> None:
+        """Format and size of a PIL image (or an :class:`ImageHeader`) against the record."""
         if img.format not in _ACCEPTED_FORMATS:
             raise self._image_error(rec, f"unsupported image format {img.format!r} (expected JPEG or PNG)")
-        w, h = img.size
+        w, h = (img.width, img.height)
         if w != rec.width:
             raise self._image_error(rec, f"file is {w}x{h} (WxH), json says width {rec.width}", "width")
         if h != rec.height:
             raise self._image_error(rec, f"file is {w}x{h} (WxH), json says height {rec.height}", "height")
 
+    def _check_pixels(self, rec: ImageRecord, data: np.ndarray) -> bool:
+        """Enforce ``max_image_pixels`` on the size the file's header declares (before any
+        decoder sees it). True when the header was parsed (format and size then checked)."""
+        header = read_image_header(data.data)
+        if header is None:
+            return False
+        if self.max_image_pixels is not None and header.pixels > self.max_image_pixels:
+            raise self._image_error(
+                rec,
+                f"too many pixels: the file's header declares {header.width}x{header.height} = {header.pixels} "
+                f"pixels, over max_image_pixels={self.max_image_pixels}",
+                "width",
+            )
+        return True
+
     def read_image_bytes(self, index: int) -> np.ndarray:
         """The encoded image file of ``records[index]``.
 
         Only the header is parsed (PIL ``Image.open`` without decoding): the format must
-        be JPEG or PNG and the size must equal the record's width/height.
+        be JPEG or PNG and the size must equal the record's width/height; the size the
+        header declares must be within ``max_image_pixels`` (checked first, from the raw
+        header bytes).
 
         Returns:
             1-D uint8 array of the file's bytes.
 
         Raises:
             DatasetError: field ``"file_name"`` for a missing, unreadable or non-image
-                file or an unsupported format; ``"width"``/``"height"`` for a size mismatch.
+                file or an unsupported format; ``"width"``/``"height"`` for a size mismatch
+                or a size over ``max_image_pixels`` (reason ``"too many pixels: ..."``).
         """
         rec = self.records[index]
         try:
             data = np.fromfile(rec.path, dtype=np.uint8)
         except OSError as e:
             raise self._image_error(rec, f"cannot read image file: {e.strerror or e}") from e
+        self._check_pixels(rec, data)
         try:
-            with Image.open(io.BytesIO(data.tobytes())) as img:
-                self._check_header(rec, img)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data.tobytes())) as img:
+                    self._check_header(rec, img)
+        except Image.DecompressionBombError as e:
+            # only reachable with max_image_pixels above Pillow's threshold (or None): the
+            # limit the user chose was checked above, so judge the header without Pillow
+            header = read_image_header(data.data)
+            if header is None:
+                raise self._image_error(rec, f"not a readable image: {e}") from e
+            self._check_header(rec, header)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             if isinstance(e, DatasetError):
                 raise
@@ -764,11 +885,16 @@ class CocoDataset:
         """
         rec = self.records[index]
         try:
-            with Image.open(rec.path) as img:
-                self._check_header(rec, img)
-                img.load()
+            self._check_pixels(rec, np.fromfile(rec.path, dtype=np.uint8))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(rec.path) as img:
+                    self._check_header(rec, img)
+                    img.load()
         except DatasetError as e:
             return e
+        except Image.DecompressionBombError as e:
+            return self._image_error(rec, f"too many pixels for Pillow to decode: {e}", "width")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             return self._image_error(rec, f"image does not decode: {e}")
         return None

@@ -45,7 +45,12 @@ class DatasetError(ValueError):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        parts = [self.file]
+        return ": ".join([*self.location(), self.reason])
+
+    def location(self, file: str | None = None) -> list[str]:
+        """The parts of the message before the reason: the file (or ``file`` in its place, a
+        name a client may see), then image / annotation id and field when set."""
+        parts = [self.file if file is None else file]
         if self.annotation_id is not None and self.image_id is not None:
             parts.append(f"annotation {self.annotation_id} (image {self.image_id})")
         elif self.annotation_id is not None:
@@ -54,8 +59,7 @@ class DatasetError(ValueError):
             parts.append(f"image {self.image_id}")
         if self.field is not None:
             parts.append(f"field {self.field!r}")
-        parts.append(self.reason)
-        return ": ".join(parts)
+        return parts
 
     def __reduce__(self):  # keep keyword-only attributes through pickling
         return (

@@ -361,7 +361,7 @@ class MosaicLoader(CocoPipelineLoader):
         self.config = MosaicLoaderConfig(**options)
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
-        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error)
+        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
         if cfg.repeat_factor_threshold is not None:
             sampler: Any = RepeatFactorSampler.from_dataset(
                 self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import socket
 import threading
 import time
 import weakref
@@ -34,12 +35,34 @@ from .metrics import ServerMetrics
 from .stream_service import SERVICE_NAME, BatchServicer, LoaderFactory, add_to_server
 from .streams import StreamRegistry
 
-__all__ = ["DecalServer"]
+__all__ = ["DecalServer", "BindError"]
+
+
+class BindError(OSError):
+    """A port the server cannot listen on (in use, not allowed, a bad address); the message
+    names the port."""
 
 log = logging.getLogger("decal.server")
 
 #: Requests are tiny; refuse anything larger before parsing it.
 MAX_REQUEST_BYTES = 1 << 20
+
+
+def _bind_http(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for uvicorn (which listens on it); BindError naming
+    the port when that address cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise BindError(f"server.http_port: cannot listen on {host}:{port} ({error.strerror or error})") from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        raise BindError(f"server.http_port: cannot listen on {host}:{port} ({error.strerror or error})") from None
+    return listener
 
 
 def _stop_at_exit(server: "DecalServer") -> None:
@@ -89,8 +112,14 @@ class DecalServer:
         return f"{self.config.host}:{self.grpc_port}"
 
     def start(self) -> "DecalServer":
+        """Bind and serve. Raises ConfigError (naming the key and file) for unusable TLS
+        material and :class:`BindError` (naming the port) for a port it cannot listen on;
+        nothing is left running when it raises."""
+        from .tls import server_credentials
+
         cfg = self.config
         limits = cfg.limits
+        credentials = server_credentials(cfg) if cfg.tls else None
         interceptors = []
         if cfg.token:
             interceptors.append(TokenAuthInterceptor(cfg.token, on_reject=self.metrics.rejected))
@@ -110,24 +139,25 @@ class DecalServer:
         add_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{cfg.host}:{cfg.grpc_port}"
-        if cfg.tls:
-            credentials = grpc.ssl_server_credentials(
-                [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
-                root_certificates=cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None,
-                require_client_auth=cfg.tls_client_ca is not None,
-            )
-            port = server.add_secure_port(address, credentials)
-        else:
-            port = server.add_insecure_port(address)
+        try:
+            port = server.add_secure_port(address, credentials) if credentials is not None else server.add_insecure_port(address)
+        except RuntimeError:  # newer grpcio raises where older ones return 0
+            port = 0
         if port == 0:
-            raise OSError(f"cannot bind the gRPC port {address}")
+            server.stop(0)
+            raise BindError(f"server.grpc_port: cannot listen on {address} (in use by another process, or not an address of this host)")
         self.grpc_port = port
         server.start()
         self._grpc = server
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if cfg.http_port >= 0:
-            self._start_http()
+            try:
+                self._start_http()
+            except BaseException:
+                server.stop(0).wait()
+                self._grpc = None
+                raise
         self.started_at = time.time()
         _stop_at_exit(self)
         log.info("decal server: grpc %s:%s, http %s", cfg.host, self.grpc_port, self.http_port)
@@ -146,12 +176,22 @@ class DecalServer:
             create_app(self), host=cfg.host, port=cfg.http_port, log_level="warning", access_log=False, lifespan="off", **ssl
         )
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="decal-http", daemon=True)
+        listener = _bind_http(cfg.host, cfg.http_port)  # here, so a busy port is one clear error
+
+        def run() -> None:
+            try:
+                server.run(sockets=[listener])
+            except SystemExit:  # uvicorn exits on a start-up failure; reported below
+                pass
+
+        thread = threading.Thread(target=run, name="decal-http", daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(f"the control plane did not start on {cfg.host}:{cfg.http_port}")
+                server.should_exit = True
+                listener.close()
+                raise BindError(f"server.http_port: the control plane did not start on {cfg.host}:{cfg.http_port}")
             time.sleep(0.01)
         self.http_port = server.servers[0].sockets[0].getsockname()[1]
         self._uvicorn, self._uvicorn_thread = server, thread

@@ -9,11 +9,14 @@ compared in constant time.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Callable
 
 import grpc
 
 __all__ = ["TokenAuthInterceptor", "bearer_metadata", "check_bearer", "METADATA_KEY", "OPEN_SERVICES"]
+
+log = logging.getLogger("decal.server")
 
 METADATA_KEY = "authorization"
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
@@ -60,6 +63,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             self._on_reject("UNAUTHENTICATED")
 
         def abort(request, context):
+            log.warning("stream rejected for %s: UNAUTHENTICATED: %s (%s)", context.peer(), problem, method)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
 
         if handler.response_streaming and not handler.request_streaming:

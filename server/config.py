@@ -27,6 +27,7 @@ the TOML file's folder)::
     max_num_pasted = 200
     max_message_bytes = 268435456
     prefetch_batches = 2      # encoded batches queued per stream (backpressure)
+    max_stream_bytes = 8589934592  # estimated memory of one stream (see server/memory.py)
 
     [datasets.coco-train]
     annotations = "/data/coco/annotations/instances_train2017.json"
@@ -52,8 +53,9 @@ from typing import Any, Mapping
 
 __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerConfig", "DATASET_NAME"]
 
-#: What a dataset name may look like (and so what a request's ``dataset`` must match).
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: What a dataset name may look like (and so what a request's ``dataset`` must match), used
+#: with ``fullmatch`` (``$`` would accept a trailing newline).
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 SAMPLE_DATASET = "sample"
 
@@ -83,6 +85,9 @@ class Limits:
     max_message_bytes: int = 256 * 1024 * 1024
     prefetch_batches: int = 2
     max_shards: int = 65536
+    #: estimated bytes one stream may hold (scaled images and masks in flight, see
+    #: decal.server.memory); larger requests get RESOURCE_EXHAUSTED before admission
+    max_stream_bytes: int = 8 * 1024**3
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -138,7 +143,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         for name, entry in self.datasets.items():
-            if not DATASET_NAME.match(name):
+            if not DATASET_NAME.fullmatch(name):
                 raise ConfigError(f"datasets.{name}: a dataset name must match {DATASET_NAME.pattern}")
         for key in ("grpc_port", "http_port"):
             value = getattr(self, key)

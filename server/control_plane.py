@@ -9,8 +9,14 @@
 ``/streams``       live streams: dataset, shard, queue depth, batches and bytes sent
 ``/preview.png``   a rendered augmented batch: ``?pipeline=copy-paste&dataset=…&seed=…
                    &batch_size=…&output_size=…`` (validated like a stream request)
-``/docs``          the OpenAPI UI; ``/openapi.json`` the schema
+``/docs``          the OpenAPI UI (Swagger assets bundled by ``fastapi-offline``: no CDN,
+                   so it works on an air-gapped node); ``/openapi.json`` the schema
 =================  =====================================================================
+
+Errors use the server's one mapping (:mod:`decal.server.status`): a bad parameter is 422
+naming it (query bounds, upper ones included, are checked before any use), an unknown
+dataset or pipeline 404, a dataset problem 409 naming the dataset and field (never a server
+path), anything unforeseen 500 with a short id that is also in the server log.
 
 With a token configured, ``/datasets``, ``/pipelines``, ``/streams`` and ``/preview.png``
 need ``Authorization: Bearer <token>``; health and metrics stay open for probes and
@@ -22,29 +28,49 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from .. import __version__
 from ..proto import decal_pb2 as pb
 from .auth import check_bearer
-from .pipelines import PIPELINES, RequestError
-from .validation import DEFAULT_PIPELINE, validate_request
+from .config import DatasetEntry
+from .pipelines import PIPELINES
+from .status import error_status
+from .validation import DEFAULT_PIPELINE, MAX_SEED, validate_request
 
 if TYPE_CHECKING:
     from .app import DecalServer
 
 __all__ = ["create_app"]
 
-_HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503}
 PREVIEW_MAX_IMAGES = 16
+#: Largest output_size the query accepts as a number (the server's limit is checked after).
+_MAX_QUERY_SIZE = 2**31 - 1
+
+
+def unavailable_reason(entry: DatasetEntry) -> str | None:
+    """Why ``entry`` cannot be streamed now (no server path in it), or None."""
+    if not entry.annotations.is_file():
+        return f"annotation file {entry.annotations.name!r} not found"
+    if not entry.images.is_dir():
+        return f"image directory {entry.images.name!r} not found"
+    return None
 
 
 def create_app(server: "DecalServer") -> FastAPI:
     """The control-plane app of ``server`` (reads its config, registry, metrics)."""
-    app = FastAPI(title="decal control plane", version=__version__, description="Health, metrics and previews of a decal batch server.")
+    app = FastAPIOffline(title="decal control plane", version=__version__, description="Health, metrics and previews of a decal batch server.")
     config = server.config
     preview_lock = threading.Lock()
+
+    @app.middleware("http")
+    async def mapped_errors(http: Request, call_next: Any) -> Response:
+        try:
+            return await call_next(http)
+        except Exception as error:  # RequestError, or a bug: one mapping
+            return error_response(error, None, http)
 
     def authorized(authorization: str | None = Header(default=None)) -> None:
         if config.token:
@@ -74,10 +100,14 @@ def create_app(server: "DecalServer") -> FastAPI:
 
     @app.get("/datasets", summary="Registered datasets", dependencies=[Depends(authorized)])
     def datasets() -> list[dict[str, Any]]:
-        return [
-            {"name": e.name, "description": e.description, "available": e.annotations.is_file() and e.images.is_dir()}
-            for e in config.datasets.values()
-        ]
+        listing = []
+        for e in config.datasets.values():
+            reason = unavailable_reason(e)
+            item: dict[str, Any] = {"name": e.name, "description": e.description, "available": reason is None}
+            if reason is not None:
+                item["reason"] = reason
+            listing.append(item)
+        return listing
 
     @app.get("/pipelines", summary="Pipeline kinds and limits", dependencies=[Depends(authorized)])
     def pipelines() -> dict[str, Any]:
@@ -112,29 +142,38 @@ def create_app(server: "DecalServer") -> FastAPI:
         dependencies=[Depends(authorized)],
     )
     def preview(
+        http: Request,
         pipeline: str = Query(DEFAULT_PIPELINE),
         dataset: str | None = Query(None, description="default: the first registered dataset"),
-        seed: int = Query(0, ge=0),
+        seed: int = Query(0, ge=0, le=MAX_SEED),
         batch_size: int = Query(4, ge=1, le=PREVIEW_MAX_IMAGES),
-        output_size: int = Query(384, ge=8),
+        output_size: int = Query(384, ge=8, le=_MAX_QUERY_SIZE),
         columns: int = Query(4, ge=1, le=16),
     ) -> Response:
         name = dataset if dataset is not None else next(iter(config.datasets), "")
         request = pb.StreamRequest(dataset=name, pipeline=pipeline, batch_size=batch_size, seed=seed)
         if pipeline == "copy-paste":
             request.copy_paste.output_size = output_size
-        try:
-            plan = validate_request(request, config)
-        except RequestError as error:
-            raise HTTPException(status_code=_HTTP_STATUS.get(error.code.name, 400), detail=error.message) from None
+        plan = validate_request(request, config)  # RequestError → its status (middleware)
         if not preview_lock.acquire(timeout=60):
             raise HTTPException(status_code=503, detail="preview: busy, retry")
         try:
             return Response(_render(server, plan, columns), media_type="image/png")
+        except HTTPException:
+            raise
+        except Exception as error:  # DatasetError (409 naming the dataset), memory, a bug
+            return error_response(error, plan.dataset, http)
         finally:
             preview_lock.release()
 
     return app
+
+
+def error_response(error: BaseException, entry: DatasetEntry | None, http: Request) -> JSONResponse:
+    """``{"detail": message}`` with the HTTP status of the server's one error mapping."""
+    peer = http.client.host if http.client else "?"
+    status = error_status(error, entry, where=f"{http.url.path} from {peer}")
+    return JSONResponse({"detail": status.message}, status_code=status.http_status)
 
 
 def _render(server: "DecalServer", plan: Any, columns: int) -> bytes:
@@ -144,7 +183,7 @@ def _render(server: "DecalServer", plan: Any, columns: int) -> bytes:
     from ..dali_pipes.preview import render_grid
     from .stream_service import collect_pipeline, weak_pipeline
 
-    loader = server.servicer.build_loader(plan)
+    loader = server.servicer.open_loader(plan)
     pipeline = None
     try:
         batch = next(iter(loader), None)

@@ -6,7 +6,10 @@ Counters (labels ``dataset``, ``pipeline``):
   ``decal_images_served_total``, ``decal_bytes_served_total`` (plus ``part``: images, masks,
   other), ``decal_streams_rejected_total`` (label ``code``), ``decal_stream_errors_total``.
 Gauges computed at scrape time from the stream registry (never stale):
-  ``decal_active_streams``, ``decal_stream_queue_depth`` (label ``stream_id``, ``dataset``),
+  ``decal_active_streams``, ``decal_stream_queue_depth`` and ``decal_stream_queue_bytes``
+  (serialized batches waiting; labels ``stream_id``, ``dataset``),
+  ``decal_stream_memory_estimate_bytes`` (the admission estimate, same labels),
+  ``decal_resident_memory_bytes`` (the server process's RSS, from /proc),
   ``decal_python_threads``, ``decal_gpu_memory_bytes`` (labels ``device``, ``kind`` = used,
   total; only when a CUDA device is usable). Process metrics (open fds, memory, CPU) come
   from prometheus_client's process collector.
@@ -14,6 +17,7 @@ Gauges computed at scrape time from the stream registry (never stale):
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Iterable
 
@@ -46,6 +50,22 @@ class _LiveCollector:
         for state in states:
             depth.add_metric([state.stream_id, state.dataset], state.queue.qsize())
         yield depth
+        queued = GaugeMetricFamily(
+            "decal_stream_queue_bytes", "Serialized bytes waiting in a stream's prefetch queue", labels=["stream_id", "dataset"]
+        )
+        estimate = GaugeMetricFamily(
+            "decal_stream_memory_estimate_bytes", "A stream's memory estimate at admission", labels=["stream_id", "dataset"]
+        )
+        for state in states:
+            queued.add_metric([state.stream_id, state.dataset], state.queued_bytes)
+            estimate.add_metric([state.stream_id, state.dataset], state.memory_estimate)
+        yield queued
+        yield estimate
+        resident = _resident_bytes()
+        if resident is not None:
+            rss = GaugeMetricFamily("decal_resident_memory_bytes", "Resident memory of the server process")
+            rss.add_metric([], resident)
+            yield rss
         threads = GaugeMetricFamily("decal_python_threads", "Python threads alive in the server process")
         threads.add_metric([], threading.active_count())
         yield threads
@@ -56,6 +76,16 @@ class _LiveCollector:
                 gauge.add_metric([str(device), "used"], used)
                 gauge.add_metric([str(device), "total"], total)
             yield gauge
+
+
+def _resident_bytes() -> int | None:
+    """Resident set size of this process in bytes (Linux /proc), None elsewhere."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _gpu_memory() -> dict[int, tuple[int, int]]:

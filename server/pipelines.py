@@ -149,22 +149,35 @@ def _on_error(where: str, value: Any) -> str:
 def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
     from ..dali_pipes.torch_iterator import CopyPasteLoader
 
-    dataset = parsed_dataset(str(entry.annotations), str(entry.images), options.get("on_error", "raise"))
+    dataset = parsed_dataset(
+        str(entry.annotations), str(entry.images), options.get("on_error", "raise"), not options.get("paste_by_box", False)
+    )
     return CopyPasteLoader(entry.annotations, entry.images, dataset=dataset, **options)
 
 
 @lru_cache(maxsize=32)
-def _parse_dataset(annotations: str, images: str, on_error: str, mtime_ns: int) -> Any:
+def _parse_dataset(annotations: str, images: str, on_error: str, require_segmentation: bool, mtime_ns: int) -> Any:
     from ..dali_pipes.coco_reader import CocoDataset
 
-    return CocoDataset(annotations, images, on_error=on_error)
+    return CocoDataset(annotations, images, on_error=on_error, require_segmentation=require_segmentation)
 
 
-def parsed_dataset(annotations: str, images: str, on_error: str) -> Any:
+def parsed_dataset(annotations: str, images: str, on_error: str, require_segmentation: bool = True) -> Any:
     """The parsed dataset of a registered entry, shared by every stream that reads it (a COCO
     json takes tens of seconds and gigabytes to parse). Parsed again when the json changes.
-    Streams only read it: the per-stream state (skips, positions) lives in each loader."""
-    return _parse_dataset(annotations, images, on_error, os.stat(annotations).st_mtime_ns)
+    Streams only read it: the per-stream state (skips, positions) lives in each loader.
+
+    Raises:
+        DatasetError: field ``"annotations"`` when the json cannot be stat'ed (gone since the
+            server started), or whatever the reader finds wrong in it.
+    """
+    from ..dali_pipes.errors import DatasetError
+
+    try:
+        mtime_ns = os.stat(annotations).st_mtime_ns
+    except OSError as error:
+        raise DatasetError(annotations, f"annotation file unavailable: {error.strerror or error}", field="annotations") from None
+    return _parse_dataset(annotations, images, on_error, require_segmentation, mtime_ns)
 
 
 @dataclass(frozen=True)

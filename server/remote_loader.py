@@ -19,13 +19,17 @@ the last delivered batch.
 Prefetch: a reader thread pulls the stream, decodes (zlib, bit unpacking, JPEG), pins and
 moves to ``device`` ahead of the consumer, ``prefetch`` batches deep.
 
-Failures: when the stream breaks (connection lost, server restarted or draining, server
-full) the reader reconnects with exponential backoff and jitter, on a fresh channel, and
-asks for the stream from the LAST RECEIVED position. Batches are deterministic functions of
-(seed, shard, position), so the epoch goes on with no sample lost or repeated. Errors that
-a retry cannot fix (INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, FAILED_PRECONDITION, …),
-and ``max_retries`` consecutive failed attempts, raise :class:`RemoteLoaderError` from the
-iteration.
+Failures: only transient ones are retried: UNAVAILABLE (connection lost, server restarted
+or draining), RESOURCE_EXHAUSTED for ``max_streams`` (a full server may have room soon) and
+a connection cut under a call (reported as UNKNOWN/INTERNAL with a transport message such as
+``RST_STREAM`` or ``Socket closed``). The reader then reconnects with exponential backoff and
+jitter, on a fresh channel, and asks for the stream from the LAST RECEIVED position. Batches
+are deterministic functions of (seed, shard, position), so the epoch goes on with no sample
+lost or repeated. The failure count is reset only by progress (a new batch or epoch end),
+never by a stream header, so a stream that fails deterministically right after its header
+gives up after ``max_retries`` attempts. Every other status (INVALID_ARGUMENT, NOT_FOUND,
+FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED, INTERNAL, RESOURCE_EXHAUSTED for a
+size or memory limit, …) raises :class:`RemoteLoaderError` at once with the server's message.
 """
 
 from __future__ import annotations
@@ -50,22 +54,27 @@ from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
 from .wire import IMAGE_CODECS, INFO_METHOD, MASK_CODECS, STREAM_METHOD, WireFormatError, decode_batch
 
-__all__ = ["RemoteLoader", "RemoteLoaderError", "RETRYABLE"]
+__all__ = ["RemoteLoader", "RemoteLoaderError", "RETRYABLE", "is_transient"]
 
 #: Status codes after which the reader reconnects and resumes (RESOURCE_EXHAUSTED only for
-#: "max_streams": a server full now may have room soon; a batch over the message limit
-#: would be over it again).
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
+#: "max_streams": a server full now may have room soon; a batch over the message limit, or a
+#: request over the memory limit, would be over it again).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+#: What gRPC reports when the connection under a call is cut (with UNKNOWN or INTERNAL).
+_CUT_CONNECTION = ("rst_stream", "socket closed", "connection reset", "stream removed", "goaway", "broken pipe", "connection aborted")
+
+
+def is_transient(code: grpc.StatusCode | None, details: str) -> bool:
+    """Whether a stream that ended with ``code``/``details`` may succeed if retried."""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return details.startswith("max_streams:")
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+        lowered = details.lower()
+        return any(mark in lowered for mark in _CUT_CONNECTION)
+    return False
 
 #: Pipeline parameters a RemoteLoader forwards (CopyPasteParams fields; jitter maps to
 #: jitter_preset or jitter_range).
@@ -328,7 +337,8 @@ class _Reader:
                 return
             try:
                 for response in call:
-                    failures = 0
+                    if response.WhichOneof("kind") in ("batch", "epoch_end"):
+                        failures = 0  # progress past the last delivered position (never the header)
                     if not self._handle(response):
                         return
                 self._put(_StreamEnd())  # OK status: the server sent max_batches
@@ -337,7 +347,7 @@ class _Reader:
                 if self._closed.is_set():
                     return
                 code, details = _status(error)
-                if code not in RETRYABLE or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and not details.startswith("max_streams")):
+                if not is_transient(code, details):
                     self._put(_Failed(RemoteLoaderError(
                         f"remote loader: server refused the stream: {code.name if code else '?'}: {details}", code, details
                     )))  # fmt: skip

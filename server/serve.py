@@ -5,6 +5,10 @@
     decal serve --config server.toml [--host H] [--grpc-port P] [--http-port P] [--sample]
     python -m decal.server.serve --config server.toml
 
+A configuration the server cannot start with (an unknown or bad key, a bad
+``[defaults.PIPELINE]`` value, a missing or unreadable certificate, a key that does not match
+it, a port in use) prints one line naming the key, file or port and exits 2.
+
 On SIGTERM or SIGINT: readiness and gRPC health turn NOT_SERVING, new streams get
 UNAVAILABLE, live streams end UNAVAILABLE at their next batch (RemoteLoader reconnects and
 resumes, elsewhere or after the restart), every pipeline is released, and the process exits
@@ -54,15 +58,14 @@ def load_config(args: argparse.Namespace) -> ServerConfig:
 
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .app import BindError, DecalServer
+
     try:
         config = load_config(args)
-    except ConfigError as error:
+        server = DecalServer(config).start()
+    except (ConfigError, BindError) as error:  # the user's to fix: one line naming the key, file or port
         print(f"decal serve: {error}", file=sys.stderr)
         return 2
-    from .app import DecalServer
-
-    server = DecalServer(config)
-    server.start()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

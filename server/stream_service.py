@@ -5,6 +5,8 @@ Life of a stream::
     request ─ validate (pure; INVALID_ARGUMENT / NOT_FOUND naming the field)
             ─ admit (registry; RESOURCE_EXHAUSTED past max_streams; UNAVAILABLE when draining)
             ─ build the loader (reads the dataset json; no DALI pipeline yet)
+            ─ check the stream's memory estimate against limits.max_stream_bytes
+              (RESOURCE_EXHAUSTED with the figure; see decal.server.memory)
             ─ check the resume position against the epoch (INVALID_ARGUMENT resume.cursor)
             ─ send StreamHeader
             ─ producer thread: iterate the loader (the DALI pipeline is built here), encode
@@ -15,6 +17,10 @@ Life of a stream::
               reached (OK), a server error (status with the reason), or drain (UNAVAILABLE)
             ─ the producer closes the loader's iterator and drops the loader (the DALI
               pipeline, its threads and memory go with it) and leaves the registry.
+
+Every failure becomes a status through one mapping (:mod:`decal.server.status`): dataset
+problems FAILED_PRECONDITION naming dataset and field, anything unforeseen INTERNAL with a
+short id that is also in the log. Each rejected stream is logged with its reason and peer.
 
 Serialization happens in the producer thread: the handler yields ready ``bytes`` (the
 method is registered with a pass-through serializer), so the gRPC worker only copies.
@@ -37,8 +43,10 @@ import numpy as np
 from .. import __version__
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, ServerConfig
+from .memory import max_instances, max_jitter_scale, stream_memory_bytes
 from .metrics import ServerMetrics
 from .pipelines import PIPELINES, RequestError
+from .status import ErrorStatus, error_status
 from .streams import StreamRegistry, StreamState
 from .validation import StreamPlan, validate_request
 from .wire import INFO_METHOD, SERVICE_NAME, STREAM_METHOD, batch_part_bytes, encode_batch, position_to_proto
@@ -195,7 +203,39 @@ class BatchServicer:
     # -- StreamBatches ----------------------------------------------------------------------
     def _reject(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
         self.metrics.rejected(code.name)
+        log.warning("stream rejected for %s: %s: %s", context.peer(), code.name, message)
         context.abort(code, message)
+
+    def _reject_error(self, context: grpc.ServicerContext, error: BaseException, plan: StreamPlan | None) -> None:
+        status: ErrorStatus = error_status(error, plan.dataset if plan else None, where=f"stream from {context.peer()}")
+        self._reject(context, status.code, status.message)
+
+    def check_memory(self, plan: StreamPlan, loader: Any, state: StreamState | None = None) -> None:
+        """RESOURCE_EXHAUSTED (as a RequestError) when the stream's estimated memory is over
+        ``limits.max_stream_bytes``."""
+        limits = self.config.limits
+        depth = self.config.pipeline.prefetch_queue_depth + limits.prefetch_batches
+        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
+
+        options = plan.options
+        scale = max_jitter_scale(options.get("jitter") or CopyPasteLoaderConfig.jitter)
+        needed = stream_memory_bytes(
+            batch_size=options["batch_size"],
+            output_size=options["output_size"],
+            max_scale=scale,
+            instances=max_instances(getattr(loader, "dataset", None)),
+            depth=depth,
+        )
+        if state is not None:
+            state.memory_estimate = needed
+        if needed > limits.max_stream_bytes:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"max_stream_bytes: this request needs about {needed / 2**30:.2f} GiB ({needed} bytes: batch_size "
+                f"{options['batch_size']} x images up to {options['output_size']} x {scale:g} jitter scale with their masks x "
+                f"{depth} batches in flight), over this server's limit of {limits.max_stream_bytes} bytes; ask for fewer "
+                "images per batch, a smaller output_size or a smaller jitter max_scale",
+            )
 
     def build_loader(self, plan: StreamPlan) -> Any:
         """The plan's loader, resumed at its position (reads the dataset, builds no pipeline)."""
@@ -206,8 +246,8 @@ class BatchServicer:
     def StreamBatches(self, request: pb.StreamRequest, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
             plan = validate_request(request, self.config)
-        except RequestError as error:
-            self._reject(context, error.code, error.message)
+        except Exception as error:  # RequestError; anything else is a server bug (INTERNAL)
+            self._reject_error(context, error, None)
             return
         if self.draining.is_set():
             self._reject(context, grpc.StatusCode.UNAVAILABLE, "server: shutting down; connect to another replica or retry")
@@ -251,18 +291,28 @@ class BatchServicer:
             if not handed_off:
                 self.streams.close(state.stream_id)
 
-    def _open(self, plan: StreamPlan, state: StreamState, context: grpc.ServicerContext) -> tuple[Any, pb.StreamHeader]:
+    def open_loader(self, plan: StreamPlan, state: StreamState | None = None) -> Any:
+        """Build the plan's loader and check its memory estimate. Raises DatasetError (the
+        dataset), RequestError (parameters the loader refuses, memory, a backend this server
+        cannot run), or anything else (a server bug)."""
         from ..dali_pipes.errors import DatasetError
 
         try:
             loader = self.build_loader(plan)
-        except DatasetError as error:
-            log.error("dataset %s cannot be loaded: %s", plan.dataset.name, error)
-            self._reject(context, grpc.StatusCode.FAILED_PRECONDITION, f"dataset: {plan.dataset.name!r} is misconfigured on the server (see the server log)")
+        except DatasetError:
+            raise
         except (ValueError, TypeError) as error:
-            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, f"copy_paste: {error}")
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{plan.pipeline.params_field}: {error}") from error
         except RuntimeError as error:
-            self._reject(context, grpc.StatusCode.FAILED_PRECONDITION, f"server: cannot run this pipeline here ({error})")
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"server: cannot run this pipeline here ({error})") from error
+        self.check_memory(plan, loader, state)
+        return loader
+
+    def _open(self, plan: StreamPlan, state: StreamState, context: grpc.ServicerContext) -> tuple[Any, pb.StreamHeader]:
+        try:
+            loader = self.open_loader(plan, state)
+        except Exception as error:
+            self._reject_error(context, error, plan)
         if plan.resume is not None:
             r = plan.resume
             length = epoch_length(loader, r.epoch)
@@ -309,6 +359,7 @@ class BatchServicer:
                 self.metrics.stream_errors.labels(state.dataset, state.pipeline).inc()
                 self._reject(context, item.code, item.message)
             payload, images, parts = item
+            state.count_queued(-len(payload))
             yield payload
             if images:
                 state.batches += 1
@@ -318,17 +369,18 @@ class BatchServicer:
 
     # -- the producer thread --------------------------------------------------------------
     def _put(self, state: StreamState, item: Any) -> bool:
+        size = len(item[0]) if isinstance(item, tuple) else 0
         while not state.stop.is_set():
             try:
+                state.count_queued(size)  # before the put: the sender may take it at once
                 state.queue.put(item, timeout=_POLL_S)
                 return True
             except queue.Full:
+                state.count_queued(-size)
                 continue
         return False
 
     def _produce(self, state: StreamState, holder: list[Any], plan: StreamPlan) -> None:
-        from ..dali_pipes.errors import DatasetError
-
         loader = holder.pop()
         iterator = None
         limit = self.config.limits.max_message_bytes
@@ -365,12 +417,9 @@ class BatchServicer:
                 )
                 if not self._put(state, (pb.StreamResponse(epoch_end=end).SerializeToString(), 0, {})):
                     return
-        except DatasetError as error:
-            log.warning("stream %s: dataset error: %s", state.stream_id, error)
-            self._put(state, _Failure(grpc.StatusCode.FAILED_PRECONDITION, f"dataset: {error.reason} (image {error.image_id}, field {error.field})"))
-        except Exception as error:  # anything else: the client gets the reason, the log the trace
-            log.exception("stream %s failed", state.stream_id)
-            self._put(state, _Failure(grpc.StatusCode.INTERNAL, f"server: pipeline failed: {type(error).__name__}: {error}"))
+        except Exception as error:  # DatasetError: FAILED_PRECONDITION; anything else INTERNAL with an id
+            status = error_status(error, plan.dataset, where=f"stream {state.stream_id}")
+            self._put(state, _Failure(status.code, status.message))
         finally:
             if iterator is not None and hasattr(iterator, "close"):
                 iterator.close()

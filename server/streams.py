@@ -35,6 +35,16 @@ class StreamState:
     batches: int = 0
     images: int = 0
     bytes: int = 0
+    #: serialized bytes waiting in ``queue`` now (producer adds, sender subtracts)
+    queued_bytes: int = 0
+    #: the admission estimate of this stream's memory (decal.server.memory), bytes
+    memory_estimate: int = 0
+    _bytes_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_queued(self, delta: int) -> None:
+        """Add ``delta`` bytes to :attr:`queued_bytes` (thread-safe)."""
+        with self._bytes_lock:
+            self.queued_bytes += delta
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -44,6 +54,8 @@ class StreamState:
             "peer": self.peer,
             "age_s": round(time.monotonic() - self.started, 3),
             "queue_depth": self.queue.qsize(),
+            "queue_bytes": self.queued_bytes,
+            "memory_estimate_bytes": self.memory_estimate,
             "batches": self.batches,
             "images": self.images,
             "bytes": self.bytes,

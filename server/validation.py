@@ -53,7 +53,7 @@ def check_dataset_name(name: str, datasets: Mapping[str, DatasetEntry]) -> Datas
             f"expected a registered dataset name, not a path ({short(name)}); clients never send paths, "
             "the server streams only the datasets in its config",
         )
-    if not DATASET_NAME.match(name):
+    if not DATASET_NAME.fullmatch(name):
         raise invalid("dataset", f"{short(name)} is not a valid dataset name ({DATASET_NAME.pattern})")
     entry = datasets.get(name)
     if entry is None:

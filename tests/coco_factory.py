@@ -183,7 +183,7 @@ def write_images(coco: dict, image_dir: Path, *, seed: int = 0, quality: int = 9
         sw, sh = src.size
         x0 = int(rng.integers(0, sw - w + 1))
         y0 = int(rng.integers(0, sh - h + 1))
-        name = img.get("file_name") or img["coco_url"].rsplit("/", 1)[-1]
+        name = img.get("file_name") or "/".join(img["coco_url"].rsplit("/", 2)[-2:])  # LVIS: split/name
         out = image_dir / name
         out.parent.mkdir(parents=True, exist_ok=True)
         src.crop((x0, y0, x0 + w, y0 + h)).save(out, format="JPEG", quality=quality)

@@ -180,7 +180,9 @@ def test_lvis_style(tmp_path):
         ],
     }
     ds = _load(tmp_path, coco)
-    assert [r.file_name for r in ds.records] == ["000000391895.jpg", "000000000005.jpg"]
+    # LVIS v1 mixes COCO train2017 and val2017: the split folder is kept (as detectron2 does)
+    assert [r.file_name for r in ds.records] == ["train2017/000000391895.jpg", "val2017/000000000005.jpg"]
+    assert ds[0].path == tmp_path / "images" / "train2017" / "000000391895.jpg"
     assert ds[0].annotations[0].iscrowd is False  # LVIS has no iscrowd field
     assert ds.categories[1]["frequency"] == "c" and ds.categories[2]["frequency"] == "f"
     assert ds.category_image_counts() == {1: 1, 2: 0}
@@ -213,7 +215,7 @@ def test_rasterize_empty_and_paste_by_box(tmp_path):
         _poly_ann(1, 1, bbox=[10, 10, 20, 10]),
         {"id": 2, "image_id": 1, "category_id": 2, "bbox": [2.4, 3.6, 5.0, 2.0]},  # box only
     ]
-    ds = _load(tmp_path, coco)
+    ds = _load(tmp_path, coco, require_segmentation=False)
     empty = rasterize_masks(ds[1])
     assert empty.shape == (H, W, 0) and empty.dtype == np.uint8
     byseg = rasterize_masks(ds[0])
@@ -248,7 +250,7 @@ def test_clipping_and_drops(tmp_path):
         # degenerate (zero area) polygon, no clipping
         _poly_ann(6, 2, poly=[[1, 1, 5, 5, 9, 9]]),
     ]
-    ds = _load(tmp_path, coco)
+    ds = _load(tmp_path, coco, require_segmentation=False)
     anns = {a.ann_id: a for a in ds[0].annotations}
     assert sorted(anns) == [1, 4, 5]
     assert anns[1].segmentation == [[0.0, 5.0, 10.0, 5.0, 10.0, 15.0, 0.0, 15.0]]

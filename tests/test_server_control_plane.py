@@ -126,8 +126,8 @@ def test_preview_png(server) -> None:
     [
         ("pipeline=mosaic", 404, "pipeline"),
         ("dataset=elsewhere", 404, "dataset"),
-        ("dataset=/etc", 400, "dataset"),
-        ("output_size=100000", 400, "copy_paste.output_size"),
+        ("dataset=/etc", 422, "dataset"),
+        ("output_size=100000", 422, "copy_paste.output_size"),
         ("seed=-1", 422, "seed"),
     ],
 )
