@@ -14,6 +14,7 @@ Skipped when timm is not installed (it is in the ``test`` extra, pinned to 1.0.3
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -52,14 +53,19 @@ class FractionQueues:
         return not (self.rand or self.beta_values or self.fractions)
 
 
-class TimmRandom:
-    """Stands in for ``np.random`` inside timm's module: ``rand``, ``beta``, ``randint``."""
+class ScriptedDraws:
+    """Both sides' random source over one :class:`FractionQueues`: timm's ``np.random``
+    (``rand``, ``beta``, ``randint``) and decal's ``Generator`` (``random``, ``beta``,
+    ``integers``)."""
 
     def __init__(self, queues: FractionQueues):
         self.q = queues
 
     def rand(self, *shape):
         return self.q.take(self.q.rand, shape[0] if shape else None)
+
+    def random(self, size=None):
+        return self.q.take(self.q.rand, size)
 
     def beta(self, a, b, size=None):
         return self.q.take(self.q.beta_values, size)
@@ -69,29 +75,13 @@ class TimmRandom:
             size = np.shape(high)
         return _integer(self.q.take(self.q.fractions, size), low, high)
 
-
-class DecalRng:
-    """Stands in for ``np.random.Generator`` on decal's side: ``random``, ``beta``, ``integers``."""
-
-    def __init__(self, queues: FractionQueues):
-        self.q = queues
-
-    def random(self, size=None):
-        return self.q.take(self.q.rand, size)
-
-    def beta(self, a, b, size=None):
-        return self.q.take(self.q.beta_values, size)
-
-    def integers(self, low, high=None, size=None):
-        if size is None and np.ndim(high) > 0:
-            size = np.shape(high)
-        return _integer(self.q.take(self.q.fractions, size), low, high)
+    integers = randint
 
 
 class NumpyWithScriptedRandom:
     """numpy, except ``.random``: what timm's module sees as ``np`` during a test."""
 
-    def __init__(self, random: TimmRandom):
+    def __init__(self, random: ScriptedDraws):
         self.random = random
 
     def __getattr__(self, name: str) -> Any:
@@ -104,9 +94,9 @@ def script(monkeypatch):
 
     def make(rand=(), beta=(), timm_fractions=(), decal_fractions=()):
         timm_q = FractionQueues(rand, beta, timm_fractions)
-        monkeypatch.setattr(timm_mixup, "np", NumpyWithScriptedRandom(TimmRandom(timm_q)))
+        monkeypatch.setattr(timm_mixup, "np", NumpyWithScriptedRandom(ScriptedDraws(timm_q)))
         decal_q = FractionQueues(rand, beta, decal_fractions)
-        return timm_q, DecalRng(decal_q), decal_q
+        return timm_q, ScriptedDraws(decal_q), decal_q
 
     return make
 
@@ -148,17 +138,7 @@ def test_rand_bbox_minmax_matches_timm_including_the_last_position(script) -> No
 
 def _timm_collate(cfg: MixConfig, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """timm's ``FastCollateMixup`` on (B, H, W, C) uint8 images: (mixed images, targets)."""
-    mixer = timm_mixup.FastCollateMixup(
-        mixup_alpha=cfg.mixup_alpha,
-        cutmix_alpha=cfg.cutmix_alpha,
-        cutmix_minmax=cfg.cutmix_minmax,
-        prob=cfg.prob,
-        switch_prob=cfg.switch_prob,
-        mode=cfg.mode,
-        correct_lam=cfg.correct_lam,
-        label_smoothing=cfg.label_smoothing,
-        num_classes=cfg.num_classes,
-    )
+    mixer = timm_mixup.FastCollateMixup(**asdict(cfg))  # MixConfig's fields are timm's arguments
     batch = [(np.ascontiguousarray(img.transpose(2, 0, 1)), int(y)) for img, y in zip(images, labels)]
     out, target = mixer(batch)
     return out.numpy().transpose(0, 2, 3, 1), target.numpy()

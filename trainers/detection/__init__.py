@@ -10,6 +10,7 @@ Modules (one concept each):
 * :mod:`.fasa` — FASA feature augmentation and sampling adaptation.
 * :mod:`.evaluate` — COCOeval box/mask AP; the protocol chosen per json.
 * :mod:`.lvis_eval` — LVIS's federated evaluation (APr/APc/APf) through the LVIS API.
+* :mod:`.iou_types` — the detections each IoU type evaluates.
 * :mod:`.pseudo_label` — self-training: pseudo-labelling a folder, merging jsons.
 * :mod:`.train` — the job (:func:`train`), its hooks, and the CLI entry.
 

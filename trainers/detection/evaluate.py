@@ -46,6 +46,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from ..common.distributed import DistInfo, all_gather_object, broadcast_object
+from .iou_types import results_for_iou_type
 from .labels import FREQUENCY_GROUPS, LabelMap
 from .lvis_eval import import_lvis, is_lvis_json, lvis_evaluate
 from .model import predict
@@ -245,12 +246,7 @@ def coco_evaluate(
     image_ids = sorted(ground_truth.getImgIds())
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
-        if iou_type not in ("bbox", "segm"):
-            raise ValueError(f"iou type must be 'bbox' or 'segm', got {iou_type!r}")
-        if iou_type == "segm":
-            dets = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
-        else:
-            dets = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+        dets = results_for_iou_type(results, iou_type)
         names = [n.replace("{n}", str(max_dets)) for n in _STAT_NAMES]
         if not dets:
             # no detection at all: every precision is 0 where there is ground truth

@@ -13,8 +13,9 @@ absent (``neg_category_ids``) and those whose instances are not all annotated
 
 COCOeval does none of the first three, so its numbers on LVIS are not comparable with the
 papers (see trainers/detection/evaluate.py for the fallback when ``lvis`` is not importable).
-As detectron2's LVIS evaluator does, mask AP is computed from results without their boxes, so
-that the LVIS API takes the mask area (not the box area) for the small/medium/large split.
+As detectron2's LVIS evaluator does, mask AP is computed from results without their boxes
+(:func:`~.iou_types.results_for_iou_type`), so that the LVIS API takes the mask area (not the
+box area) for the small/medium/large split.
 
 The ground truth is given as a dict (the json, possibly restricted to the evaluated images);
 images without ``neg_category_ids``/``not_exhaustive_category_ids`` get empty lists, and a
@@ -37,6 +38,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .iou_types import results_for_iou_type
 from .labels import FREQUENCY_GROUPS, lvis_frequency
 
 __all__ = ["is_lvis_json", "import_lvis", "lvis_evaluate"]
@@ -167,12 +169,7 @@ def lvis_evaluate(
         with _quiet_lvis_logs():
             gt = lvis.LVIS(str(path))
         for iou_type in iou_types:
-            if iou_type not in ("bbox", "segm"):
-                raise ValueError(f"iou type must be 'bbox' or 'segm', got {iou_type!r}")
-            if iou_type == "segm":
-                dets = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
-            else:
-                dets = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+            dets = results_for_iou_type(results, iou_type)
             if not dets:
                 metrics.update({f"{iou_type}/{n}": v for n, v in _no_detection_metrics(data, max_dets).items()})
                 continue
