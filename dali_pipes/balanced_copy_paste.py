@@ -23,14 +23,13 @@ the bank.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..kernels.copy_paste import CopyPasteParams
 from ..kernels.instance_bank import BankParams, InstanceBank, bank_copy_paste_batch
 from .copy_paste_source import copy_paste_rng
-from .loader_base import check_options
 from .samplers import RepeatFactorSampler
 from .step_io import split_result, stack_batch, to_host
 from .torch_iterator import CopyPasteLoader, CopyPasteLoaderConfig
@@ -135,9 +134,6 @@ class BalancedCopyPasteLoaderConfig(CopyPasteLoaderConfig):
     bank_min_area: int = 16
 
 
-_BASE_FIELDS = tuple(f.name for f in fields(CopyPasteLoaderConfig))
-
-
 class BalancedCopyPasteLoader(CopyPasteLoader):
     """Copy-Paste whose pasted instances come from a class-balanced bank of recent instances.
 
@@ -149,13 +145,16 @@ class BalancedCopyPasteLoader(CopyPasteLoader):
         for batch in loader:          # a decal.Batch, as CopyPasteLoader yields
             batch.targets[0]["pasted"]
 
-    Keyword arguments are the fields of :class:`BalancedCopyPasteLoaderConfig`.
+    Keyword arguments are the fields of :class:`BalancedCopyPasteLoaderConfig`; they are parsed
+    into it by the copy-paste constructor (``config_type``), so the paste parameters come from
+    the balanced defaults (``max_num_pasted=10``).
     """
 
+    config: BalancedCopyPasteLoaderConfig
+    config_type = BalancedCopyPasteLoaderConfig
+
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, **options: Any) -> None:
-        check_options("BalancedCopyPasteLoader", options, BalancedCopyPasteLoaderConfig.field_names())
-        super().__init__(annotation_file, image_dir, **{k: v for k, v in options.items() if k in _BASE_FIELDS})
-        self.config = BalancedCopyPasteLoaderConfig(**options)
+        super().__init__(annotation_file, image_dir, **options)
         cfg = self.config
         weights = None
         if cfg.bank_weighting == "repeat_factor":

@@ -10,7 +10,7 @@ Example::
 
 Per-image ops: torchvision ``RandomResizedCrop(S, scale, ratio)`` (bilinear, antialiased),
 horizontal flip with ``flip_prob``, normalisation with ImageNet mean/std; then CutMix/MixUp on
-the batch with timm ``Mixup`` semantics (see :mod:`decal.dali_pipes.cutmix`). Epochs, resume
+the batch with timm 1.0.31 ``Mixup`` semantics (see :mod:`decal.dali_pipes.cutmix`). Epochs, resume
 and sharding as in ``CopyPasteLoader``.
 """
 

@@ -1,6 +1,6 @@
 """CutMix / MixUp on a batch: the host-side draws, the soft targets, and the NumPy twin.
 
-Semantics of timm's ``Mixup`` / ``FastCollateMixup`` (``timm/data/mixup.py``, Ross
+Semantics of timm 1.0.31's ``Mixup`` / ``FastCollateMixup`` (``timm/data/mixup.py``, Ross
 Wightman), for CutMix (Yun et al. 2019, "CutMix: Regularization Strategy to Train Strong
 Classifiers with Localizable Features") and MixUp (Zhang et al. 2018):
 
@@ -12,9 +12,12 @@ Classifiers with Localizable Features") and MixUp (Zhang et al. 2018):
 * ``mode="elem"``: the same draws independently per sample (each its own λ and box);
 * ``mode="pair"``: per pair (i, B-1-i): one draw for the first half of the batch, the pair
   swaps the same box (CutMix) or blends both ways with the same λ (MixUp);
-* CutMix box (timm ``rand_bbox``): side ratio √(1−λ), ``cut = int(side · ratio)``, centre
-  ``cy ~ U{0..H-1}``, ``cx ~ U{0..W-1}``, edges ``c ± cut // 2`` clipped to the image; or
-  (``cutmix_minmax``) timm's ``rand_bbox_minmax``;
+* CutMix box (timm 1.0.31 ``rand_bbox``): side ratio √(1−λ), ``cut = int(side · ratio)``,
+  centre ``cy ~ U{0..H-1}``, ``cx ~ U{0..W-1}``, edges ``[c - cut // 2, c + (cut + 1) // 2)``
+  clipped to the image (so an unclipped box has exactly ``cut`` pixels on each side; timm
+  before 1.0.29 used ``c + cut // 2`` and lost a pixel on odd sides); or (``cutmix_minmax``)
+  timm 1.0.31's ``rand_bbox_minmax``, whose corner ``yl ~ U{0..H-cut_h}`` includes the last
+  position;
 * ``correct_lam`` (or ``cutmix_minmax``): λ = 1 − clipped box area / image area;
 * targets (timm ``mixup_target``): ``off = smoothing / C``, ``on = 1 − smoothing + off``,
   ``y = λ · onehot(y_i) + (1 − λ) · onehot(y_partner)``; float32 (B, C).
@@ -146,9 +149,11 @@ def mirror_partner(batch_size: int) -> np.ndarray:
 def rand_bbox(
     rng: np.random.Generator, height: int, width: int, lam: Any, count: int | None = None, margin: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """timm ``rand_bbox``: a box of sides ``int(H·√(1−λ))`` × ``int(W·√(1−λ))`` around a
-    uniform centre, edges clipped to the image. ``lam`` may be an array of ``count`` values
-    (one box each). Returns ``(yl, yh, xl, xh)``."""
+    """timm 1.0.31 ``rand_bbox``: a box of sides ``cut_h = int(H·√(1−λ))`` ×
+    ``cut_w = int(W·√(1−λ))`` around a uniform centre ``(cy, cx)``, rows
+    ``[cy - cut_h // 2, cy + (cut_h + 1) // 2)`` (columns alike), clipped to the image.
+    ``lam`` may be an array of ``count`` values (one box each). Returns int64
+    ``(yl, yh, xl, xh)``, half-open pixel bounds."""
     ratio = np.sqrt(1.0 - np.asarray(lam, dtype=np.float64))
     cut_h = (height * ratio).astype(np.int64)
     cut_w = (width * ratio).astype(np.int64)
@@ -157,21 +162,22 @@ def rand_bbox(
     cy = rng.integers(margin_y, height - margin_y, size=count)
     cx = rng.integers(margin_x, width - margin_x, size=count)
     yl = np.clip(cy - cut_h // 2, 0, height)
-    yh = np.clip(cy + cut_h // 2, 0, height)
+    yh = np.clip(cy + (cut_h + 1) // 2, 0, height)
     xl = np.clip(cx - cut_w // 2, 0, width)
-    xh = np.clip(cx + cut_w // 2, 0, width)
+    xh = np.clip(cx + (cut_w + 1) // 2, 0, width)
     return yl, yh, xl, xh
 
 
 def rand_bbox_minmax(
     rng: np.random.Generator, height: int, width: int, minmax: tuple[float, float], count: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """timm ``rand_bbox_minmax``: box sides uniform in ``[int(S·min), int(S·max))``, placed
-    inside the image. Returns ``(yl, yu, xl, xu)``."""
+    """timm 1.0.31 ``rand_bbox_minmax``: box sides uniform in ``[int(S·min), int(S·max))``,
+    top-left corner uniform in ``[0, S - cut]`` (every position inside the image, the last
+    included). Returns int64 ``(yl, yu, xl, xu)``, half-open pixel bounds."""
     cut_h = rng.integers(int(height * minmax[0]), int(height * minmax[1]), size=count)
     cut_w = rng.integers(int(width * minmax[0]), int(width * minmax[1]), size=count)
-    yl = rng.integers(0, height - cut_h)
-    xl = rng.integers(0, width - cut_w)
+    yl = rng.integers(0, height - cut_h + 1)
+    xl = rng.integers(0, width - cut_w + 1)
     return yl, yl + cut_h, xl, xl + cut_w
 
 
@@ -184,7 +190,7 @@ def cutmix_bbox_and_lam(
     correct_lam: bool = True,
     count: int | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]:
-    """timm ``cutmix_bbox_and_lam``: the box, and λ corrected to 1 − box area / image area
+    """timm 1.0.31 ``cutmix_bbox_and_lam``: the box, and λ corrected to 1 − box area / image area
     when ``correct_lam`` or ``ratio_minmax`` is set (otherwise λ unchanged)."""
     if ratio_minmax is not None:
         yl, yu, xl, xu = rand_bbox_minmax(rng, height, width, ratio_minmax, count=count)

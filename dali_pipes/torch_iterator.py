@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -168,7 +168,14 @@ class CopyPasteLoader(CocoPipelineLoader):
     Keyword arguments are the fields of :class:`CopyPasteLoaderConfig`, plus ``dataset``: an
     already parsed :class:`CocoDataset` of ``annotation_file`` to share between loaders (a
     server's streams, say) instead of parsing the json again.
+
+    A variant with more options (balanced Copy-Paste) names its config class in
+    ``config_type``; the options are parsed once, into that class, before anything is built
+    from them, so every part (source, paste parameters, step) sees the variant's defaults.
     """
+
+    #: the config class the keyword options are parsed into (a :class:`CopyPasteLoaderConfig`)
+    config_type: ClassVar[type[CopyPasteLoaderConfig]] = CopyPasteLoaderConfig
 
     def __init__(
         self,
@@ -179,8 +186,8 @@ class CopyPasteLoader(CocoPipelineLoader):
         **options: Any,
     ) -> None:
         super().__init__()
-        check_options("CopyPasteLoader", options, CopyPasteLoaderConfig.field_names())
-        self.config = CopyPasteLoaderConfig(**options)
+        check_options(type(self).__name__, options, self.config_type.field_names())
+        self.config = self.config_type(**options)
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
         if dataset is None:

@@ -166,3 +166,18 @@ def test_corrupt_image_skipped_and_the_old_pipeline_retired(tmp_path: Path) -> N
     assert sum(loader.stats["skipped_images"].values()) == 1
     # the recovery rebuilt the pipeline with a new step and retired the old one
     assert not steps[0].active and steps[-1].active and steps[-1] is loader.step
+
+
+def test_defaults_paste_at_most_ten_from_the_bank(tmp_path: Path) -> None:
+    """Issue 9: built with defaults, the balanced loader's step must use the balanced config's
+    ``max_num_pasted`` (10), not copy-paste's 100, even on images crowded with instances."""
+    coco = build_coco_dict(8, size=(96, 96), instances_per_image=(30, 40), seed=9, with_crowd=False)
+    write_images(coco, tmp_path / "images", seed=9)
+    json_path = write_json(tmp_path / "annotations.json", coco)
+    # only what cannot change the paste count: a small output, the CPU, one thread
+    loader = BalancedCopyPasteLoader(json_path, tmp_path / "images", output_size=96, device="cpu", num_threads=1)
+    assert loader.config.max_num_pasted == 10
+    assert loader.step.params is not None and loader.step.params.max_num_pasted == 10
+    pasted = [n for _ in range(4) for batch in loader for n in batch.num_pasted]
+    assert loader.stats["bank"]["instances"] > 10  # enough in the bank that the cap decides
+    assert 0 < max(pasted) <= 10

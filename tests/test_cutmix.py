@@ -1,6 +1,8 @@
-"""CutMix/MixUp draws, targets and the NumPy twin against timm's formulas (timm/data/mixup.py).
+"""CutMix/MixUp draws, targets and the NumPy twin against timm 1.0.31's formulas
+(timm/data/mixup.py).
 
-timm is not a dependency: each test scripts the random draws (a stub generator that hands out
+timm is not a dependency of the library (tests/test_cutmix_timm.py compares with timm's own
+functions when it is installed): each test here scripts the random draws (a stub generator that hands out
 fixed values and records what was asked of it) and checks the result against an independent,
 loop-per-sample reference written here from timm's code (``rand_bbox``,
 ``cutmix_bbox_and_lam``, ``mixup_target``, ``Mixup._mix_batch/_mix_elem/_mix_pair``), or
@@ -60,11 +62,12 @@ class ScriptedRng:
 
 
 def ref_box(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
-    """timm rand_bbox with the centre given."""
+    """timm 1.0.31 rand_bbox with the centre given: rows [cy - cut_h // 2, cy + (cut_h + 1) // 2)."""
     ratio = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(h * ratio), int(w * ratio)
     clip = lambda v, hi: min(max(v, 0), hi)  # noqa: E731
-    return clip(cy - cut_h // 2, h), clip(cy + cut_h // 2, h), clip(cx - cut_w // 2, w), clip(cx + cut_w // 2, w)
+    top, left = cy - cut_h // 2, cx - cut_w // 2
+    return clip(top, h), clip(top + cut_h, h), clip(left, w), clip(left + cut_w, w)
 
 
 def ref_target(labels, lam, num_classes, smoothing):
@@ -111,6 +114,12 @@ def test_rand_bbox_and_correct_lam_hand_values() -> None:
     assert lam == 0.75
     # a non-square image: cut_h = int(30·√0.36) = 18, cut_w = int(50·0.6) = 30
     assert tuple(int(v) for v in rand_bbox(ScriptedRng(integers=[15, 25]), 30, 50, 0.64)) == (6, 24, 10, 40)
+    # odd sides, timm 1.0.31 (1.0.29 on): H = 30, W = 22, λ = 0.75: cut 15 × 11, centre (10, 5):
+    # rows [10 - 7, 10 + 8) = [3, 18), columns [5 - 5, 5 + 6) = [0, 11): exactly cut_h × cut_w
+    # (timm <= 1.0.28 gave [3, 17) × [0, 10), a pixel short on each odd side)
+    (yl, yh, xl, xh), lam = cutmix_bbox_and_lam(ScriptedRng(integers=[10, 5]), 30, 22, 0.75)
+    assert (yl, yh, xl, xh) == (3, 18, 0, 11)
+    assert lam == pytest.approx(0.75)
 
 
 def test_targets_hand_values() -> None:
@@ -259,11 +268,11 @@ def test_odd_batches_in_every_mode_leave_the_middle_alone() -> None:
 def test_cutmix_minmax_forces_alpha_one_and_corrects_lam() -> None:
     h, w = 40, 50
     cfg = MixConfig(num_classes=2, cutmix_alpha=0.2, cutmix_minmax=(0.2, 0.8))
-    # cut_h in [8, 32), cut_w in [10, 40); yl in [0, H - cut_h), xl in [0, W - cut_w)
+    # cut_h in [8, 32), cut_w in [10, 40); timm 1.0.31: yl in [0, H - cut_h], xl in [0, W - cut_w]
     rng = ScriptedRng(random=[0.0], beta=[0.9], integers=[20, 30, 5, 7])
     params = draw_mix_params(rng, 2, h, w, cfg)
     assert rng.calls[1] == ("beta", 1.0, 1.0, None)
-    assert rng.calls[2:] == [("integers", 8, 32, None), ("integers", 10, 40, None), ("integers", 0, 20, None), ("integers", 0, 20, None)]
+    assert rng.calls[2:] == [("integers", 8, 32, None), ("integers", 10, 40, None), ("integers", 0, 21, None), ("integers", 0, 21, None)]
     assert params.boxes[0].tolist() == [5, 25, 7, 37]
     np.testing.assert_allclose(params.lam, 1 - 20 * 30 / (h * w), rtol=1e-6)
 

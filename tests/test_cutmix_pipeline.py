@@ -1,6 +1,7 @@
 """The CutMix loader end to end on DALI's CPU backend: real JPEGs through real DALI operators,
-checked against the NumPy twin and timm's target formula, plus determinism, resume, odd
-batches and bad files. The GPU test compares the GPU pipeline with the CPU one."""
+checked against the NumPy twin and timm 1.0.31's target formula (the twin's boxes against
+timm's own code: tests/test_cutmix_timm.py), plus determinism, resume, odd batches and bad
+files. The GPU test compares the GPU pipeline with the CPU one."""
 
 from __future__ import annotations
 

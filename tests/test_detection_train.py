@@ -33,6 +33,7 @@ from decal.trainers.detection import PRESETS, DetectionConfig, train
 from decal.trainers.detection.pseudo_label import merge_coco
 
 from coco_factory import write_coco_dataset
+from progress_capture import CountingTqdm, count_bars, progress_lines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,6 +103,24 @@ def test_evaluation_returns_ap_numbers(overfit: dict[str, Any]) -> None:
     assert (overfit["out"] / "eval" / "step_00000040.json").is_file()
     state = load_checkpoint(Checkpointer(overfit["out"] / "checkpoints").latest())
     assert state["step"] == 40 and state["trainer"] == "detection" and state["config"]["model"]["backbone"] == "resnet18"
+
+
+def test_one_progress_bar_and_loss_lines_at_log_every(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """The tiny preset's epochs are one batch each: one bar for the run, not one per epoch, and
+    a loss line every ``log_every`` iterations (issue 12)."""
+    count_bars(monkeypatch)
+    cfg = tiny(tmp_path, loader=STILL, run={"max_iters": 6, "log_every": 2, "progress": True}, eval={"enabled": False})
+    result = train(cfg)
+    assert result["step"] == 6 and result["epoch"] == 6
+    assert len(CountingTqdm.made) == 1
+    assert CountingTqdm.made[0].total == 6 and CountingTqdm.made[0].n == 6
+    lines = progress_lines(capfd.readouterr().err)
+    assert [(step, total, epoch) for step, total, epoch, _ in lines] == [(2, 6, 1), (4, 6, 3), (6, 6, 5)]
+    assert [round(r["loss"], 4) for r in read_jsonl(tmp_path / "metrics.jsonl", split="train")] == [
+        loss for *_, loss in lines
+    ]
 
 
 def test_checkpoint_resume_restores_step_loader_position_and_ema(tmp_path: Path, synth: tuple[Path, Path]) -> None:

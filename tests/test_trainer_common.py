@@ -39,6 +39,8 @@ from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
 from decal.trainers.common.metrics import MetricLogger, WindowAverage, read_jsonl
 from decal.trainers.common.optim import build_optimizer, build_scheduler, lr_factor, scaled_lr
 
+from progress_capture import CountingTqdm, count_bars, progress_lines
+
 
 # --------------------------------------------------------------------------- config
 
@@ -406,6 +408,40 @@ def test_loop_trains_logs_and_calls_hooks(tmp_path: Path) -> None:
     for key in ("lr", "images_per_s", "data_time", "step_time", "grad_norm", "mse", "ema_decay"):
         assert key in records[-1]
     assert Checkpointer(tmp_path / "checkpoints").latest().name == "checkpoint_00000024.pt"
+
+
+def test_one_bar_per_run_and_a_loss_line_every_log_every(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    count_bars(monkeypatch)
+    loop, _, _ = _toy_loop(tmp_path, max_iters=0, epochs=3)  # 3 epochs of 8 batches, log_every=2
+    loop.run_config.progress = True
+    loop.run()
+    assert len(CountingTqdm.made) == 1  # not one per epoch
+    bar = CountingTqdm.made[0]
+    assert bar.total == 24 and bar.n == 24
+    lines = progress_lines(capfd.readouterr().err)
+    assert [step for step, *_ in lines] == list(range(2, 25, 2))
+    assert {total for _, total, _, _ in lines} == {24}
+    assert [epoch for _, _, epoch, _ in lines] == [(s - 1) // 8 for s in range(2, 25, 2)]
+    records = read_jsonl(tmp_path / "metrics.jsonl", split="train")
+    assert [round(r["loss"], 4) for r in records] == [loss for *_, loss in lines]  # the window's loss
+
+
+def test_loss_lines_without_a_bar_and_a_resumed_bar_starts_at_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    count_bars(monkeypatch)
+    part, _, _ = _toy_loop(tmp_path, max_iters=5, checkpoint_every=5)
+    part.run()  # progress=False: the lines still come
+    assert [step for step, *_ in progress_lines(capfd.readouterr().err)] == [2, 4, 5]
+    resumed, _, _ = _toy_loop(tmp_path, max_iters=9)
+    resumed.run_config.progress = True
+    resumed.resume(Checkpointer(tmp_path / "checkpoints").latest())
+    resumed.run()
+    assert len(CountingTqdm.made) == 2  # one per run
+    assert CountingTqdm.made[1].total == 9 and CountingTqdm.made[1].n == 9
+    assert [step for step, *_ in progress_lines(capfd.readouterr().err)] == [6, 8, 9]
 
 
 def test_loop_resume_is_exact(tmp_path: Path) -> None:

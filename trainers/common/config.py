@@ -157,7 +157,8 @@ class RunConfig:
         out_dir: where metrics.jsonl, config.json, checkpoints and evaluation results go.
         epochs: epochs to train (an epoch = one pass of this rank's shard of the sampler).
         max_iters: if > 0, train for exactly this many iterations and ignore ``epochs``.
-        log_every: iterations between metric records (averaged over the window).
+        log_every: iterations between metric records (averaged over the window) and the
+            loss line on stderr (step, epoch, loss, images/s, lr).
         checkpoint_every: iterations between checkpoints (0 = only at epoch ends and at the end).
         checkpoint_every_epochs: epochs between end-of-epoch checkpoints (0 = none).
         keep_checkpoints: how many step checkpoints to keep (older ones are deleted).
@@ -169,7 +170,7 @@ class RunConfig:
         amp_dtype: ``"float16"`` (with a gradient scaler) or ``"bfloat16"``.
         dist_backend: ``"auto"`` (nccl on CUDA, gloo on CPU), ``"nccl"`` or ``"gloo"``;
             used when the process was started by ``torchrun`` (WORLD_SIZE > 1).
-        progress: show a tqdm bar (main rank only).
+        progress: show one tqdm bar for the whole run (main rank only).
         tensorboard: also write TensorBoard events when ``torch.utils.tensorboard`` imports.
         torch_threads: ``torch.set_num_threads`` on the CPU (0 = leave torch's default).
     """

@@ -8,8 +8,12 @@ adaptation, a momentum encoder update, ...). :class:`TrainLoop` does the rest:
   until ``RunConfig.max_iters`` iterations or ``RunConfig.epochs`` epochs;
 * AMP (``torch.autocast`` + ``GradScaler`` for float16) on CUDA only, optional gradient
   clipping, the optimiser and a per-iteration LR schedule, an optional weight EMA;
-* a tqdm bar (main rank) with the loss and images/s, and windowed metrics (every loss
-  term, lr, images/s, data-wait and step time) to the JSONL/TensorBoard logger;
+* one tqdm bar per run (main rank; ``RunConfig.progress``) over all the run's iterations,
+  its description the current epoch, its postfix the loss and images/s of the last window;
+* every ``RunConfig.log_every`` iterations, one line on stderr (main rank, with or without the
+  bar; :func:`progress_line`) with the step, epoch, loss, images/s and lr, and the windowed
+  metrics (every loss term, lr, images/s, data-wait and step time) to the JSONL/TensorBoard
+  logger;
 * checkpoints every N iterations and/or epochs, and exact resume: the model, optimiser,
   schedule, scaler, EMA, hooks' state, RNG states, the step, and every rank's loader
   position, so a resumed run sees the batches an uninterrupted run would have seen;
@@ -20,12 +24,14 @@ adaptation, a momentum encoder update, ...). :class:`TrainLoop` does the rest:
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .checkpoint import Checkpointer, load_checkpoint
 from .config import RunConfig
@@ -33,7 +39,7 @@ from .distributed import DistInfo, all_gather_object, all_ranks_true, unwrap_mod
 from .ema import ModelEma
 from .metrics import MetricLogger, WindowAverage, to_float
 
-__all__ = ["StepOutput", "Hook", "TrainLoop", "StepFn", "planned_steps", "resume_and_run"]
+__all__ = ["StepOutput", "Hook", "TrainLoop", "StepFn", "planned_steps", "progress_line", "resume_and_run"]
 
 
 def planned_steps(run: RunConfig, loader: Any) -> int:
@@ -49,6 +55,19 @@ def planned_steps(run: RunConfig, loader: Any) -> int:
     if run.epochs <= 0:
         raise ValueError("set run.epochs or run.max_iters")
     return run.epochs * len(loader)
+
+
+def progress_line(step: int, total_steps: int, epoch: int, averages: dict[str, float]) -> str:
+    """The line logged every ``log_every`` iterations, from the window's averages, e.g.
+    ``step 20/60  epoch 3  loss 1.2345  12.3 img/s  lr 1.00e-03  data 4 ms``
+    (loss: the mean of the window's losses; img/s over all ranks; data: mean wait for a batch)."""
+    parts = [f"step {step}/{total_steps}", f"epoch {epoch}", f"loss {averages.get('loss', math.nan):.4f}"]
+    parts.append(f"{averages.get('images_per_s', math.nan):.1f} img/s")
+    if "lr" in averages:
+        parts.append(f"lr {averages['lr']:.2e}")
+    if "data_time" in averages:
+        parts.append(f"data {1000 * averages['data_time']:.0f} ms")
+    return "  ".join(parts)
 
 
 @dataclass
@@ -218,6 +237,15 @@ class TrainLoop:
         """Train until ``total_steps`` (or the epoch budget); returns a summary."""
         for hook in self.hooks:
             hook.before_train(self)
+        self._progress = tqdm(
+            total=self.total_steps,
+            initial=min(self.step, self.total_steps),
+            desc="train",
+            unit="it",
+            disable=not (self.run_config.progress and self.info.is_main),
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         try:
             while self.step < self.total_steps and not self._stop_by_epochs():
                 epoch = self.epoch
@@ -241,15 +269,6 @@ class TrainLoop:
                 self._progress = None
         return {"step": self.step, "epoch": self.epoch, "metrics": dict(self.last_metrics)}
 
-    def _loader_batch_index(self) -> int:
-        state_fn = getattr(self.loader, "state_dict", None)
-        if state_fn is None:
-            return 0
-        try:
-            return int(state_fn().get("batch_index", 0))
-        except Exception:
-            return 0
-
     def _at_epoch_end(self, epoch: int) -> bool:
         """True when the loader says the current epoch has no batch left."""
         state_fn = getattr(self.loader, "state_dict", None)
@@ -263,24 +282,7 @@ class TrainLoop:
 
     def _run_epoch(self, epoch: int) -> bool:
         """Iterate the loader's current epoch; True when the epoch ran to its end."""
-        from tqdm import tqdm
-
-        show = self.run_config.progress and self.info.is_main
-        if self._progress is not None:
-            self._progress.close()
-        try:
-            total: int | None = len(self.loader)
-        except TypeError:  # a loader that does not know its epoch length yet
-            total = None
-        self._progress = tqdm(
-            total=total,
-            initial=self._loader_batch_index(),
-            desc=f"epoch {epoch}",
-            unit="it",
-            disable=not show,
-            dynamic_ncols=True,
-            leave=False,
-        )
+        self._progress.set_description(f"epoch {epoch}", refresh=False)
         iterator = iter(self.loader)
         while True:
             start = time.perf_counter()
@@ -322,10 +324,11 @@ class TrainLoop:
             averages["ema_decay"] = self.ema.current_decay()
         self.last_metrics = averages
         self.logger.log("train", self.step, averages, epoch=epoch)
-        if self._progress is not None:
+        if self.info.is_main:
             self._progress.set_postfix(
                 loss=f"{averages.get('loss', math.nan):.4f}", img_s=f"{averages['images_per_s']:.1f}", refresh=False
             )
+            tqdm.write(progress_line(self.step, self.total_steps, epoch, averages), file=sys.stderr)
         self._window.reset()
         self._window_images = 0
         self._window_start = time.perf_counter()

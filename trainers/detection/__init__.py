@@ -8,7 +8,9 @@ Modules (one concept each):
 * :mod:`.heads` — torchvision RoI heads with a pluggable classification loss and FASA.
 * :mod:`.losses` — cross-entropy and Seesaw classification losses, box regression loss.
 * :mod:`.fasa` — FASA feature augmentation and sampling adaptation.
-* :mod:`.evaluate` — COCOeval box/mask AP and LVIS APr/APc/APf.
+* :mod:`.evaluate` — COCOeval box/mask AP; the protocol chosen per json.
+* :mod:`.lvis_eval` — LVIS's federated evaluation (APr/APc/APf) through the LVIS API.
+* :mod:`.iou_types` — the detections each IoU type evaluates.
 * :mod:`.pseudo_label` — self-training: pseudo-labelling a folder, merging jsons.
 * :mod:`.train` — the job (:func:`train`), its hooks, and the CLI entry.
 
@@ -22,9 +24,10 @@ Example::
 """
 
 from .config import PRESETS, DetectionConfig, EvalConfig, FasaConfig, ModelConfig, SeesawConfig, SelfTrainingConfig
-from .evaluate import coco_evaluate, evaluate_detector
+from .evaluate import coco_evaluate, evaluate_detector, evaluate_results
 from .fasa import FASA
 from .labels import LabelMap
+from .lvis_eval import lvis_evaluate
 from .losses import CrossEntropyClassification, SeesawLoss, seesaw_cross_entropy
 from .model import build_detector, build_maskrcnn, prepare_batch
 from .pseudo_label import load_detector, merge_coco, pseudo_label_folder
@@ -40,6 +43,8 @@ __all__ = [
     "SelfTrainingConfig",
     "coco_evaluate",
     "evaluate_detector",
+    "evaluate_results",
+    "lvis_evaluate",
     "FASA",
     "LabelMap",
     "CrossEntropyClassification",

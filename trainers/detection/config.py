@@ -159,7 +159,8 @@ class FasaConfig:
 
 @dataclass
 class EvalConfig:
-    """COCO evaluation (pycocotools COCOeval, box and mask AP; LVIS APr/APc/APf).
+    """Evaluation: pycocotools COCOeval box and mask AP; on an LVIS json, LVIS's federated
+    evaluation (APr/APc/APf) through the LVIS API (trainers/detection/lvis_eval.py).
 
     Attributes:
         enabled: evaluate on ``data.val_annotations`` (at the end, and every ``every_epochs``).

@@ -1,4 +1,5 @@
-"""COCO evaluation of a Mask R-CNN: pycocotools COCOeval box and mask AP, LVIS-style APr/APc/APf.
+"""Evaluation of a Mask R-CNN: pycocotools COCOeval box and mask AP; LVIS's federated
+evaluation (the official LVIS API, trainers/detection/lvis_eval.py) on LVIS jsons.
 
 The evaluation reads the original images with PIL, in json order, with no augmentation,
 and lets torchvision's transform resize them (longer side to the training output size, see
@@ -7,13 +8,20 @@ no coordinate mapping is needed. (decal's loader is not used here: with ``jitter
 it still places a non-square image at a random position of its square canvas, and the
 offset is not part of its output.)
 
-Metrics (``<iou_type>/<name>``, COCOeval's, -1 where undefined): ``AP``, ``AP50``, ``AP75``,
+Which protocol (:func:`evaluate_results`): a json is LVIS when a category carries
+``frequency`` or an image ``neg_category_ids``/``not_exhaustive_category_ids``. An LVIS json
+is evaluated by ``lvis.LVISEval`` (federated: APr/APc/APf as the LVIS papers report them,
+metric ``lvis_federated`` = 1); every other json, and an LVIS json when the ``lvis`` package
+does not import (with a warning saying so), by COCOeval.
+
+COCOeval metrics (``<iou_type>/<name>``, -1 where undefined): ``AP``, ``AP50``, ``AP75``,
 ``APs``, ``APm``, ``APl``, ``AR1``, ``AR10``, ``AR100`` (``AR<max_dets>``); and, when the
 categories carry LVIS ``frequency`` tags, ``APr``, ``APc``, ``APf``: the mean over the
 rare/common/frequent categories of COCOeval's per-category AP (IoU 0.5:0.95, all areas,
 ``max_dets`` detections). These follow LVIS's definition of the groups, but COCOeval is not
 LVIS's federated protocol (no ``neg_category_ids``/``not_exhaustive_category_ids``
-handling): for official LVIS numbers use the lvis-api on the same detections.
+handling), hence the LVIS API when it is there. LVIS metrics: see
+:func:`~.lvis_eval.lvis_evaluate`.
 
 Under DDP each rank predicts every ``world_size``-th image; rank 0 gathers and evaluates, and
 every rank gets the metrics.
@@ -38,7 +46,9 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from ..common.distributed import DistInfo, all_gather_object, broadcast_object
+from .iou_types import results_for_iou_type
 from .labels import FREQUENCY_GROUPS, LabelMap
+from .lvis_eval import import_lvis, is_lvis_json, lvis_evaluate
 from .model import predict
 
 __all__ = [
@@ -46,8 +56,10 @@ __all__ = [
     "iter_image_batches",
     "detections_to_coco",
     "predict_records",
+    "read_ground_truth",
     "load_ground_truth",
     "coco_evaluate",
+    "evaluate_results",
     "evaluate_detector",
 ]
 
@@ -147,9 +159,9 @@ def predict_records(
     return [r for part in gathered for r in part]
 
 
-def load_ground_truth(annotation_file: str | Path | dict, image_ids: Iterable[int] | None = None) -> COCO:
-    """A pycocotools ``COCO`` of the json, quietly, with defaults COCOeval needs filled in
-    (LVIS jsons have no ``iscrowd``); restricted to ``image_ids`` when given."""
+def read_ground_truth(annotation_file: str | Path | dict, image_ids: Iterable[int] | None = None) -> dict[str, Any]:
+    """The json as a dict (a copy), with defaults COCOeval needs filled in (LVIS jsons have no
+    ``iscrowd``); restricted to ``image_ids`` when given."""
     if isinstance(annotation_file, dict):
         data = copy.deepcopy(annotation_file)
     else:
@@ -164,8 +176,13 @@ def load_ground_truth(annotation_file: str | Path | dict, image_ids: Iterable[in
         if "area" not in ann:
             bbox = ann.get("bbox") or [0, 0, 0, 0]
             ann["area"] = float(bbox[2] * bbox[3])
+    return data
+
+
+def load_ground_truth(annotation_file: str | Path | dict, image_ids: Iterable[int] | None = None) -> COCO:
+    """A pycocotools ``COCO`` of :func:`read_ground_truth`'s dict, built quietly."""
     coco = COCO()
-    coco.dataset = data
+    coco.dataset = read_ground_truth(annotation_file, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -229,12 +246,7 @@ def coco_evaluate(
     image_ids = sorted(ground_truth.getImgIds())
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
-        if iou_type not in ("bbox", "segm"):
-            raise ValueError(f"iou type must be 'bbox' or 'segm', got {iou_type!r}")
-        if iou_type == "segm":
-            dets = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
-        else:
-            dets = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+        dets = results_for_iou_type(results, iou_type)
         names = [n.replace("{n}", str(max_dets)) for n in _STAT_NAMES]
         if not dets:
             # no detection at all: every precision is 0 where there is ground truth
@@ -256,6 +268,36 @@ def coco_evaluate(
     return metrics
 
 
+def evaluate_results(
+    ground_truth: dict[str, Any],
+    results: list[dict],
+    *,
+    iou_types: Sequence[str] = ("bbox", "segm"),
+    max_dets: int = 100,
+) -> dict[str, float]:
+    """Metrics of COCO-format ``results`` against a ground-truth json dict (every image of it):
+    LVIS's federated evaluation for an LVIS json when ``lvis`` imports, else COCOeval (see the
+    module docstring). LVIS results carry ``lvis_federated`` = 1.0, COCOeval results on an
+    LVIS json 0.0."""
+    lvis_json = is_lvis_json(ground_truth)
+    if lvis_json:
+        try:
+            import_lvis()
+        except ImportError as error:
+            warnings.warn(
+                f"{error}. Falling back to COCOeval: its APr/APc/APf ignore neg_category_ids and "
+                "not_exhaustive_category_ids, so they are not LVIS's federated numbers",
+                stacklevel=2,
+            )
+        else:
+            metrics = lvis_evaluate(ground_truth, results, iou_types=iou_types, max_dets=max_dets)
+            return {**metrics, "lvis_federated": 1.0}
+    frequencies = {int(c["id"]): c["frequency"] for c in ground_truth.get("categories", []) if c.get("frequency")}
+    coco = load_ground_truth(ground_truth)
+    metrics = coco_evaluate(coco, results, iou_types=iou_types, max_dets=max_dets, frequencies=frequencies or None)
+    return {**metrics, "lvis_federated": 0.0} if lvis_json else metrics
+
+
 def evaluate_detector(
     model: nn.Module,
     annotation_file: str | Path,
@@ -275,7 +317,7 @@ def evaluate_detector(
 ) -> dict[str, float]:
     """Predict on a COCO/LVIS json's images and evaluate (collective under DDP).
 
-    LVIS groups are used when the json's categories carry ``frequency`` tags. With
+    An LVIS json gets LVIS's federated evaluation (:func:`evaluate_results`). With
     ``results_path`` the main rank also writes the detections (COCO results json).
     """
     from decal.dali_pipes.coco_reader import CocoDataset
@@ -296,11 +338,8 @@ def evaluate_detector(
     )
     metrics: dict[str, float] | None = None
     if info.is_main:
-        frequencies = {cid: c["frequency"] for cid, c in dataset.categories.items() if c.get("frequency")}
-        ground_truth = load_ground_truth(annotation_file, [r.image_id for r in records])
-        metrics = coco_evaluate(
-            ground_truth, results, iou_types=iou_types, max_dets=max_dets, frequencies=frequencies or None
-        )
+        ground_truth = read_ground_truth(annotation_file, [r.image_id for r in records])
+        metrics = evaluate_results(ground_truth, results, iou_types=iou_types, max_dets=max_dets)
         metrics["num_images"] = float(len(records))
         metrics["num_detections"] = float(len(results))
         if results_path:
