@@ -56,9 +56,10 @@ from nvidia.dali.pipeline import Pipeline
 from ..kernels._cuda import is_cupy_array
 from ..kernels.copy_paste import CopyPasteParams
 from ..kernels.copy_paste_fused import copy_paste_batch_fused
-from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, build_descriptors, rasterize_instances
+from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, rasterize_instances
 from ..kernels.mask_geometry import sample_geometry
 from ..kernels.rle_decode import box_toggles, toggles_from_counts
+from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
 from .copy_paste_pipeline import OUTPUT_NAMES
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
@@ -136,6 +137,11 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
 
     Offsets inside the descriptor columns are batch-global: concatenating a column over the
     batch gives the :class:`~decal.kernels.instance_masks.MaskDescriptors` array directly.
+
+    The instances come from ``index`` (:class:`~decal.dali_pipes.coco_index.CocoIndex` of
+    ``dataset``; compiled from it when not given): a batch's descriptors, labels and crowd
+    flags are gathered from its packed arrays (:func:`~decal.dali_pipes.coco_index.batch_descriptors`),
+    with no Python loop over annotations; only the image bytes are read per item.
     """
 
     column_names = (
@@ -143,34 +149,52 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
         "scale", "crop_x", "crop_y", "flip", "position",
     )  # fmt: skip
 
-    def __init__(self, dataset: CocoDataset, sampler: Any, *, output_size: int, subpixel: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: CocoDataset,
+        sampler: Any,
+        *,
+        output_size: int,
+        subpixel: bool = False,
+        index: CocoIndex | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(dataset, sampler, **kwargs)
         if output_size < 1:
             raise ValueError(f"output_size must be >= 1, got {output_size}")
         self.output_size = output_size
         self.subpixel = subpixel
+        self.index = index if index is not None else CocoIndex.from_dataset(dataset)
+        if len(self.index) != len(dataset) or not np.array_equal(
+            self.index.image_ids, [r.image_id for r in dataset.records]
+        ):
+            raise ValueError("index: its images are not the dataset's (built from another json or reader options)")
 
-    def read(self, dataset: CocoDataset, index: int) -> tuple[int, np.ndarray, list[tuple[str, Any]]]:
-        """(index, encoded bytes, instances) of one image; DatasetError if unreadable."""
-        encoded = dataset.read_image_bytes(index)
-        return index, encoded, record_instances(dataset[index], paste_by_box=self.paste_by_box)
+    def read(self, dataset: CocoDataset, index: int) -> tuple[int, np.ndarray]:
+        """(index, encoded bytes) of one image; DatasetError if unreadable. The instances
+        come from :attr:`index` in :meth:`columns`."""
+        return index, dataset.read_image_bytes(index)
 
-    def columns(self, start: Any, cursor: int, payloads: list[tuple[int, np.ndarray, list]]) -> tuple[tuple[list[Any], ...], tuple]:
-        records = [self.dataset[p[0]] for p in payloads]
+    def columns(self, start: Any, cursor: int, payloads: list[tuple[int, np.ndarray]]) -> tuple[tuple[list[Any], ...], tuple]:
+        index = self.index
+        images = np.array([p[0] for p in payloads], dtype=np.int64)
         geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
+        heights, widths = index.heights[images].tolist(), index.widths[images].tolist()
         geometries = [
-            sample_geometry(r.height, r.width, geometry.scale[i], geometry.crop_x[i], geometry.crop_y[i],
+            sample_geometry(heights[i], widths[i], geometry.scale[i], geometry.crop_x[i], geometry.crop_y[i],
                             geometry.flip[i], self.output_size)
-            for i, r in enumerate(records)
+            for i in range(len(payloads))
         ]
-        desc, bounds = build_descriptors([p[2] for p in payloads], geometries, subpixel=self.subpixel)
+        desc, bounds = batch_descriptors(index, images, geometries, subpixel=self.subpixel, paste_by_box=self.paste_by_box)
         pieces = desc.split(bounds)
+        ranges = np.stack([index.inst_offsets[images], index.inst_offsets[images + 1]], axis=1).tolist()
+        labels, iscrowd, image_ids = np.asarray(index.labels), np.asarray(index.iscrowd), np.asarray(index.image_ids)
         columns = (
             [p[1] for p in payloads],
             *([piece[name] for piece in pieces] for name in DESCRIPTOR_COLUMNS),
-            [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records],
-            [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records],
-            [np.array([r.image_id], dtype=np.int64) for r in records],
+            [np.array(labels[b:e]) for b, e in ranges],
+            [np.array(iscrowd[b:e]) for b, e in ranges],
+            [np.array(image_ids[i : i + 1]) for i in images.tolist()],
             list(geometry.scale),
             list(geometry.crop_x),
             list(geometry.crop_y),
@@ -334,6 +358,7 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
             drop_last=base.drop_last,
             on_error=base.on_error,
             paste_by_box=base.paste_by_box,
+            index=CocoIndex.from_dataset(self.dataset),
         )
 
     def _build_pipeline(self) -> Any:

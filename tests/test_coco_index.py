@@ -274,3 +274,54 @@ def test_load_rejects_an_incomplete_or_old_index(tmp_path) -> None:
     meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 0'))
     with pytest.raises(ValueError, match="format_version"):
         CocoIndex.load(index.directory)
+
+
+# --------------------------------------------------------------------------- the source on the index
+
+
+def _gpu_source(ds: CocoDataset, **kw):
+    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteSource
+    from decal.dali_pipes.samplers import UniformSampler
+    from decal.dali_pipes.scale_jitter import ScaleJitter
+
+    return GpuMaskCopyPasteSource(ds, UniformSampler(len(ds), seed=3), output_size=40, batch_size=3, seed=3,
+                                  jitter=ScaleJitter.parse("lsj"), **kw)
+
+
+@pytest.mark.parametrize("subpixel", [False, True])
+@pytest.mark.parametrize("paste_by_box", [False, True])
+def test_gpu_mask_source_columns_from_a_cached_index(tmp_path, subpixel, paste_by_box) -> None:
+    """The source's descriptor, label and crowd columns, gathered from a memory-mapped index,
+    are those of ``build_descriptors`` over the reader's records with the same draws."""
+    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteSource
+    from decal.dali_pipes.copy_paste_source import GEOMETRY_STREAM
+    from decal.dali_pipes.scale_jitter import draw_geometry
+
+    ds = _dataset(tmp_path, "factory")
+    index = open_index(ds.annotation_file, ds.image_dir, cache_dir=tmp_path / "cache")
+    source = _gpu_source(ds, index=index, subpixel=subpixel, paste_by_box=paste_by_box)
+    names = GpuMaskCopyPasteSource.column_names
+    for _ in range(source.batches_in_epoch(0)):
+        start = source.position
+        columns = dict(zip(names, source()))
+        items = source.produced[-1].dataset_indices
+        draws = draw_geometry(source.batch_rng(start, GEOMETRY_STREAM), len(items), source.jitter, source.flip_prob)
+        geometries = [sample_geometry(ds[i].height, ds[i].width, draws.scale[k], draws.crop_x[k], draws.crop_y[k],
+                                      draws.flip[k], 40) for k, i in enumerate(items)]
+        want, bounds = build_descriptors([record_instances(ds[i], paste_by_box=paste_by_box) for i in items],
+                                         geometries, subpixel=subpixel)
+        for name, piece in zip(ARRAY_FIELDS, zip(*[p.values() for p in want.split(bounds)])):
+            assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(columns[name], piece)), name
+        for k, i in enumerate(items):
+            anns = ds[i].annotations
+            assert columns["labels"][k].tolist() == [a.category_id for a in anns]
+            assert columns["iscrowd"][k].dtype == np.uint8
+            assert columns["iscrowd"][k].tolist() == [int(a.iscrowd) for a in anns]
+            assert columns["image_id"][k].tolist() == [ds[i].image_id]
+
+
+def test_gpu_mask_source_rejects_another_datasets_index(tmp_path) -> None:
+    ds = _dataset(tmp_path / "a", "factory")
+    other = CocoIndex.from_dataset(_dataset(tmp_path / "b", "handmade"))
+    with pytest.raises(ValueError, match="index: its images are not the dataset's"):
+        _gpu_source(ds, index=other)
