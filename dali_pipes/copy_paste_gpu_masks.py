@@ -62,6 +62,7 @@ from ..kernels.rle_decode import box_toggles, toggles_from_counts
 from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
 from .copy_paste_pipeline import OUTPUT_NAMES
+from .parallel_source import BatchInfoSource, check_workers
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
 from .scale_jitter import draw_geometry
 from .torch_iterator import CopyPasteLoader
@@ -277,11 +278,17 @@ def build_gpu_mask_pipeline(
     device_id: int = 0,
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
+    source_workers: int = 0,
+    source_start_method: str = "fork",
 ) -> Pipeline:
     """Build (not yet run) the GPU-mask copy-paste pipeline over ``source``; outputs are
     :data:`~decal.dali_pipes.copy_paste_pipeline.OUTPUT_NAMES`. The output size is the
-    source's. Arguments as :func:`~decal.dali_pipes.copy_paste_pipeline.build_copy_paste_pipeline`.
+    source's. Arguments as :func:`~decal.dali_pipes.copy_paste_pipeline.build_copy_paste_pipeline`,
+    plus ``source_workers`` (0: call the source in DALI's thread; N: N worker processes of DALI's
+    parallel external source, :mod:`~decal.dali_pipes.parallel_source`, from ``source.position``)
+    and their ``source_start_method`` (``"fork"`` or ``"spawn"``).
     """
+    check_workers(source_workers, source_start_method, source.on_error)
     output_size = source.output_size
     if not 0 <= pad_value <= 255:
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
@@ -296,11 +303,19 @@ def build_gpu_mask_pipeline(
         num_threads=num_threads,
         device_id=device_id if on_gpu else None,
         prefetch_queue_depth=prefetch_queue_depth,
+        py_num_workers=source_workers,
+        py_start_method=source_start_method,
     )
     def gpu_mask_pipeline():
-        outs = fn.external_source(
-            source=source, num_outputs=len(GpuMaskCopyPasteSource.column_names), batch=True
-        )
+        if source_workers:
+            outs = fn.external_source(
+                source=BatchInfoSource(source, source.position), num_outputs=len(GpuMaskCopyPasteSource.column_names),
+                batch=True, batch_info=True, parallel=True, prefetch_queue_depth=max(2, source_workers),
+            )
+        else:
+            outs = fn.external_source(
+                source=source, num_outputs=len(GpuMaskCopyPasteSource.column_names), batch=True
+            )
         encoded = outs[0]
         descriptors = list(outs[1 : 1 + n_desc])
         labels, iscrowd, image_id, scale, crop_x, crop_y, flip, position = outs[1 + n_desc :]
@@ -335,15 +350,38 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
     """:class:`~decal.dali_pipes.torch_iterator.CopyPasteLoader` over the GPU-mask pipeline.
 
     Same options and batches (:class:`~decal.dali_pipes.torch_iterator.CopyPasteLoaderConfig`),
-    plus ``subpixel`` (bool, default False): rasterise polygons at the output resolution
-    instead of reproducing the default pipeline's masks bit for bit.
+    plus:
+
+    * ``subpixel`` (bool, default False): rasterise polygons at the output resolution instead
+      of reproducing the default pipeline's masks bit for bit;
+    * ``index`` (:class:`~decal.dali_pipes.coco_index.CocoIndex`, default None): the compiled
+      index of this dataset, e.g. :func:`~decal.dali_pipes.coco_index.open_index`'s
+      memory-mapped one; compiled from the dataset when None;
+    * ``source_workers`` (int, default 0): run the source in that many worker processes
+      (DALI's parallel external source, :mod:`~decal.dali_pipes.parallel_source`); the
+      batches are the same as with 0; needs ``on_error="raise"``;
+    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"fork"`` on
+      the CPU backend, ``"spawn"`` on the GPU, where a CUDA context forbids forking).
     """
 
-    def __init__(self, annotation_file: str | Path, image_dir: str | Path, *, subpixel: bool = False, **options: Any) -> None:
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        subpixel: bool = False,
+        index: CocoIndex | None = None,
+        source_workers: int = 0,
+        source_start_method: str | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(annotation_file, image_dir, **options)
         cfg = self.config
         base = self.source
         self.subpixel = subpixel
+        self.source_workers = source_workers
+        self.source_start_method = source_start_method or ("spawn" if self.backend == "gpu" else "fork")
+        check_workers(source_workers, self.source_start_method, cfg.on_error)
         self.source = GpuMaskCopyPasteSource(
             self.dataset,
             self.sampler,
@@ -358,7 +396,7 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
             drop_last=base.drop_last,
             on_error=base.on_error,
             paste_by_box=base.paste_by_box,
-            index=CocoIndex.from_dataset(self.dataset),
+            index=index if index is not None else CocoIndex.from_dataset(self.dataset),
         )
 
     def _build_pipeline(self) -> Any:
@@ -371,4 +409,6 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
             device_id=cfg.device_id,
             num_threads=cfg.num_threads,
             prefetch_queue_depth=cfg.prefetch_queue_depth,
+            source_workers=self.source_workers,
+            source_start_method=self.source_start_method,
         )
