@@ -62,7 +62,7 @@ from ..kernels.rle_decode import box_toggles, toggles_from_counts
 from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
 from .copy_paste_pipeline import OUTPUT_NAMES
-from .parallel_source import BatchInfoSource, check_workers
+from .parallel_source import BatchInfoSource, check_workers, planned_batches
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
 from .scale_jitter import draw_geometry
 from .torch_iterator import CopyPasteLoader
@@ -412,3 +412,13 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
             source_workers=self.source_workers,
             source_start_method=self.source_start_method,
         )
+
+    def _recover(self, error: RuntimeError) -> None:
+        """As :meth:`~decal.dali_pipes.loader_base.PipelineLoader._recover`; with workers, the
+        suspects are the batches they may have made since the last delivered one."""
+        if self.source_workers:
+            cfg = self.config
+            ahead = cfg.prefetch_queue_depth + max(2, self.source_workers) + 1
+            self.source.restart(self._position)
+            self.source.produced.extend(planned_batches(self.source, self._position, ahead))
+        super()._recover(error)

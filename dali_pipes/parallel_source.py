@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .epoch_source import EpochBatchSource, LoaderPosition
+from .epoch_source import EpochBatchSource, LoaderPosition, ProducedBatch
 
-__all__ = ["BatchInfoSource", "START_METHODS", "check_workers"]
+__all__ = ["BatchInfoSource", "START_METHODS", "check_workers", "planned_batches"]
 
 #: ``py_start_method`` values DALI accepts.
 START_METHODS = ("fork", "spawn")
@@ -79,6 +79,7 @@ class BatchInfoSource:
         return LoaderPosition(first.epoch, first.cursor + iteration * size, first.batch_index + iteration)
 
     def __call__(self, info: Any) -> tuple[list[Any], ...]:
+        """The columns of the batch ``info`` asks for (see the class docstring)."""
         source = self.source
         start = self.batch_start(int(info.iteration), int(info.epoch_idx))
         order = source.epoch_order(start.epoch)
@@ -90,3 +91,19 @@ class BatchInfoSource:
         columns, _ = source.columns(start, start.cursor + len(items), payloads)
         # parallel external source ships arrays through shared memory: no NumPy scalars
         return tuple([np.asarray(sample) for sample in column] for column in columns)
+
+
+def planned_batches(source: EpochBatchSource, start: LoaderPosition, count: int) -> list[ProducedBatch]:
+    """The next ``count`` batches workers make from ``start`` (within its epoch), as the
+    in-thread source records them in ``source.produced``: what error recovery decodes to find
+    a corrupt file, since the workers' own records stay in their processes."""
+    parallel = BatchInfoSource(source, source.normalize(start))
+    order = source.epoch_order(parallel.start.epoch)
+    out = []
+    for k in range(count):
+        batch = parallel.batch_start(k, 0)
+        items = order[batch.cursor : batch.cursor + source.batch_size]
+        if not len(items):
+            break
+        out.append(ProducedBatch(batch, tuple(int(i) for i in items)))
+    return out

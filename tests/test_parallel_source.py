@@ -89,3 +89,16 @@ def test_worker_options_are_checked(coco) -> None:
     with pytest.raises(ValueError, match="needs on_error='raise'"):
         GpuMaskCopyPasteLoader(*coco, source_workers=2, on_error="skip", **KW)
     check_workers(0, "fork", "skip")  # in-thread: any on_error
+
+
+def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path) -> None:
+    from decal.dali_pipes.errors import DatasetError
+
+    from test_copy_paste_loader import corrupt_dataset
+
+    json_path, image_dir, victim = corrupt_dataset(tmp_path)
+    loader = GpuMaskCopyPasteLoader(json_path, image_dir, source_workers=2, **dict(KW, batch_size=2))
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value) and caught.value.image_id == 4
