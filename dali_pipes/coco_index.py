@@ -83,6 +83,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CocoIndex",
     "open_index",
+    "index_key",
     "default_index_dir",
     "batch_descriptors",
 ]
