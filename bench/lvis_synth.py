@@ -6,7 +6,8 @@ instance counts are long-tailed (lognormal weights, a few images empty); categor
 Zipf-like long tail over 1,203 LVIS-style categories carrying ``frequency`` ``r``/``c``/``f``.
 ``bbox`` and ``area`` are the polygon's extent and shoelace area (not pycocotools-rasterised:
 the loaders' figures do not depend on them). Images are named as LVIS does, by ``coco_url``;
-the files are hard links to two real JPEGs (640×480 and 480×640), so readers that check
+the files are symbolic links to two real JPEGs (640×480 and 480×640; a file system allows
+far fewer hard links than LVIS has images), so readers that check
 headers (:meth:`~decal.dali_pipes.coco_reader.CocoDataset.read_image_bytes`) pass.
 
 The json is written in chunks with the standard library's C encoder; nothing holds all
@@ -101,7 +102,7 @@ def make_lvis_like(root: str | Path, num_images: int = 100_000, num_instances: i
     for i in range(num_images):
         target = image_dir / f"{i + 1:012d}.jpg"
         if not target.exists():
-            os.link(masters[int(portrait[i])], target)
+            os.symlink(masters[int(portrait[i])].resolve(), target)
 
     image_of = np.repeat(np.arange(num_images), counts)
     tmp = json_path.with_suffix(".tmp")
