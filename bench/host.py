@@ -14,7 +14,7 @@ without decoding anything:
   step in a fresh process: ``pycocotools.coco.COCO`` load time and memory; the index build
   (``CocoDataset`` validation, compile, hash and save); its reopen (memory-mapped) and the
   GPU path's per-batch host work on it (descriptors, labels, crowd flags, no file reads),
-  CPU time per image, with the process's resident and private memory.
+  CPU time per image, with the process's resident and anonymous (heap) memory.
 
 Entry points: :func:`main` (``python -m decal.bench.host``) and :func:`mode_host`, the ``host``
 mode of :mod:`bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
@@ -41,8 +41,10 @@ __all__ = ["source_thread_rate", "columns_thread_rate", "workers_wall_rate", "mo
 
 
 def memory() -> dict[str, float]:
-    """This process's memory in MiB: ``rss`` and peak ``hwm`` (``/proc/self/status``), and of
-    the resident pages the ``private`` and file-backed ``shared`` ones (``smaps_rollup``)."""
+    """This process's memory in MiB: ``rss`` and peak ``hwm`` (``/proc/self/status``); of the
+    resident pages (``smaps_rollup``) the ``anonymous`` ones (heap: this process's alone) and
+    the ``private``/``shared`` split (a memory-mapped index's pages count as private while no
+    other process maps them, yet they are clean page-cache pages that any process shares)."""
     out: dict[str, float] = {}
     keys = {"VmRSS": "rss", "VmHWM": "hwm"}
     with open("/proc/self/status") as handle:
@@ -55,6 +57,7 @@ def memory() -> dict[str, float]:
             fields = {line.split(":")[0]: int(line.split()[1]) for line in handle if line.endswith("kB\n")}
         out["private"] = round((fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024, 1)
         out["shared"] = round((fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0)) / 1024, 1)
+        out["anonymous"] = round(fields.get("Anonymous", 0) / 1024, 1)
     except OSError:
         pass
     return out
@@ -279,14 +282,14 @@ def markdown(results: dict[str, Any]) -> str:
     if lvis:
         build, reopen, coco = lvis["build"], lvis["reopen"], lvis["pycocotools"]
         lines += ["", f"LVIS-sized json ({results['lvis_size']}, {lvis['json_mib']} MiB; generated in {lvis['generate_s']} s):", "",
-                  "| step | seconds | RSS MiB (peak) | private MiB |", "| --- | ---: | ---: | ---: |"]
+                  "| step | seconds | RSS MiB (peak) | anonymous MiB |", "| --- | ---: | ---: | ---: |"]
         if "error" not in coco:
-            lines.append(f"| pycocotools.coco.COCO load | {coco['load_s']} | {coco['memory_mib']['rss']} ({coco['memory_mib']['hwm']}) | {coco['memory_mib'].get('private', '—')} |")
+            lines.append(f"| pycocotools.coco.COCO load | {coco['load_s']} | {coco['memory_mib']['rss']} ({coco['memory_mib']['hwm']}) | {coco['memory_mib'].get('anonymous', '—')} |")
         if "error" not in build:
-            lines.append(f"| index build: CocoDataset {build['reader_s']} s + compile {build['compile_s']} s + hash/save {build['hash_and_save_s']} s | {build['total_s']} | {build['memory_mib']['rss']} ({build['memory_mib']['hwm']}) | {build['memory_mib'].get('private', '—')} |")
+            lines.append(f"| index build: CocoDataset {build['reader_s']} s + compile {build['compile_s']} s + hash/save {build['hash_and_save_s']} s | {build['total_s']} | {build['memory_mib']['rss']} ({build['memory_mib']['hwm']}) | {build['memory_mib'].get('anonymous', '—')} |")
         if "error" not in reopen:
-            lines.append(f"| index reopen (mmap) | {reopen['open_s']} | {reopen['memory_after_open_mib']['rss']} | {reopen['memory_after_open_mib'].get('private', '—')} |")
-            lines.append(f"| + {reopen['images']} images of GPU-path host work ({reopen['images_per_cpu_s']} images/s per CPU second) | {reopen['cpu_s']} | {reopen['memory_mib']['rss']} ({reopen['memory_mib']['hwm']}) | {reopen['memory_mib'].get('private', '—')} |")
+            lines.append(f"| index reopen (mmap) | {reopen['open_s']} | {reopen['memory_after_open_mib']['rss']} | {reopen['memory_after_open_mib'].get('anonymous', '—')} |")
+            lines.append(f"| + {reopen['images']} images of GPU-path host work ({reopen['images_per_cpu_s']} images/s per CPU second) | {reopen['cpu_s']} | {reopen['memory_mib']['rss']} ({reopen['memory_mib']['hwm']}) | {reopen['memory_mib'].get('anonymous', '—')} |")
         for name in ("pycocotools", "build", "reopen"):
             if "error" in lvis[name]:
                 lines.append(f"| {name} | error: {lvis[name]['error']} | | |")

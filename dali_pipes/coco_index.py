@@ -74,6 +74,7 @@ import numpy as np
 from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_table, subpixel_table
 from ..kernels.mask_geometry import SampleGeometry, source_columns, source_rows
 from ..kernels.rasterize_polygons import upsample_vertices
+from ..kernels.rle_decode import box_toggles
 from .coco_reader import CocoDataset, ReaderStats, _decode_rle_string
 
 __all__ = [
@@ -231,6 +232,7 @@ class CocoIndex:
 
     @classmethod
     def array_names(cls) -> tuple[str, ...]:
+        """The names of the array fields (one ``.npy`` file each)."""
         return tuple(f.name for f in fields(cls) if f.type == "np.ndarray")
 
     def save(self, directory: str | Path) -> Path:
@@ -327,8 +329,6 @@ class CocoIndex:
         """Image ``i``'s instances as ``("poly", [(K, 2) float64, ...])`` or ``("rle",
         toggles)`` (box-only ones, and all with ``paste_by_box``, as the toggles of their
         filled pixel box): what :func:`~decal.kernels.instance_masks.build_descriptors` takes."""
-        from ..kernels.rle_decode import box_toggles
-
         begin, end = self.instance_range(i)
         height = int(self.heights[i])
         out: list[tuple[str, Any]] = []
