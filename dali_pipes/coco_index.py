@@ -278,10 +278,13 @@ class CocoIndex:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{meta_path}: field 'format_version' is {meta.get('format_version')!r}, "
                              f"expected {FORMAT_VERSION}; delete the directory to rebuild it")
-        arrays = {
-            name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-            for name in cls.array_names()
-        }
+        arrays = {}
+        for name in cls.array_names():
+            path = directory / f"{name}.npy"
+            try:
+                arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{path}: damaged index array ({error}); delete {directory} to rebuild it") from error
         stats = meta["stats"]
         return cls(
             **arrays,

@@ -325,3 +325,12 @@ def test_gpu_mask_source_rejects_another_datasets_index(tmp_path) -> None:
     other = CocoIndex.from_dataset(_dataset(tmp_path / "b", "handmade"))
     with pytest.raises(ValueError, match="index: its images are not the dataset's"):
         _gpu_source(ds, index=other)
+
+
+def test_load_names_a_damaged_array(tmp_path) -> None:
+    json_path, image_dir = _write_factory(tmp_path, seed=1)
+    index = open_index(json_path, image_dir, cache_dir=tmp_path / "cache")
+    victim = index.directory / "verts.npy"
+    victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"verts\.npy: damaged index array .* delete"):
+        CocoIndex.load(index.directory)
