@@ -62,8 +62,8 @@ from ..kernels.rle_decode import box_toggles, toggles_from_counts
 from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
 from .copy_paste_pipeline import OUTPUT_NAMES
-from .parallel_source import BatchInfoSource, check_workers, planned_batches
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
+from .parallel_source import BatchInfoSource, check_workers, planned_batches
 from .scale_jitter import draw_geometry
 from .torch_iterator import CopyPasteLoader
 
