@@ -45,7 +45,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-ALL_MODES = ("decode_gpu", "pipeline_gpu", "pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "kernels", "masks")
+from .host import mode_host
+
+ALL_MODES = ("decode_gpu", "pipeline_gpu", "pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "kernels", "masks", "host")
 CPU_MODES = ("pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "masks")
 GPU_MODES = ("decode_gpu", "pipeline_gpu", "kernels")
 LABELS = {
@@ -54,6 +56,7 @@ LABELS = {
     "pipeline_cpu": "(c) DALI CPU pipeline",
     "pipeline_cpu_gpumasks": "(c') GPU-mask pipeline on DALI CPU",
     "baseline": "(d) DataLoader + mmdet-style NumPy",
+    "host": "host: GPU-mask source alone, per CPU second (bench/host.py)",
 }
 
 
@@ -440,6 +443,7 @@ MODES: dict[str, Callable[[argparse.Namespace, tuple[Path, Path]], dict[str, Any
     "baseline": mode_baseline,
     "kernels": mode_kernels,
     "masks": mode_masks,
+    "host": mode_host,
 }
 
 

@@ -56,12 +56,14 @@ from nvidia.dali.pipeline import Pipeline
 from ..kernels._cuda import is_cupy_array
 from ..kernels.copy_paste import CopyPasteParams
 from ..kernels.copy_paste_fused import copy_paste_batch_fused
-from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, build_descriptors, rasterize_instances
+from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, rasterize_instances
 from ..kernels.mask_geometry import sample_geometry
 from ..kernels.rle_decode import box_toggles, toggles_from_counts
+from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
 from .copy_paste_pipeline import OUTPUT_NAMES
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
+from .parallel_source import BatchInfoSource, check_workers, planned_batches
 from .scale_jitter import draw_geometry
 from .torch_iterator import CopyPasteLoader
 
@@ -136,6 +138,11 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
 
     Offsets inside the descriptor columns are batch-global: concatenating a column over the
     batch gives the :class:`~decal.kernels.instance_masks.MaskDescriptors` array directly.
+
+    The instances come from ``index`` (:class:`~decal.dali_pipes.coco_index.CocoIndex` of
+    ``dataset``; compiled from it when not given): a batch's descriptors, labels and crowd
+    flags are gathered from its packed arrays (:func:`~decal.dali_pipes.coco_index.batch_descriptors`),
+    with no Python loop over annotations; only the image bytes are read per item.
     """
 
     column_names = (
@@ -143,34 +150,52 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
         "scale", "crop_x", "crop_y", "flip", "position",
     )  # fmt: skip
 
-    def __init__(self, dataset: CocoDataset, sampler: Any, *, output_size: int, subpixel: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: CocoDataset,
+        sampler: Any,
+        *,
+        output_size: int,
+        subpixel: bool = False,
+        index: CocoIndex | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(dataset, sampler, **kwargs)
         if output_size < 1:
             raise ValueError(f"output_size must be >= 1, got {output_size}")
         self.output_size = output_size
         self.subpixel = subpixel
+        self.index = index if index is not None else CocoIndex.from_dataset(dataset)
+        if len(self.index) != len(dataset) or not np.array_equal(
+            self.index.image_ids, [r.image_id for r in dataset.records]
+        ):
+            raise ValueError("index: its images are not the dataset's (built from another json or reader options)")
 
-    def read(self, dataset: CocoDataset, index: int) -> tuple[int, np.ndarray, list[tuple[str, Any]]]:
-        """(index, encoded bytes, instances) of one image; DatasetError if unreadable."""
-        encoded = dataset.read_image_bytes(index)
-        return index, encoded, record_instances(dataset[index], paste_by_box=self.paste_by_box)
+    def read(self, dataset: CocoDataset, index: int) -> tuple[int, np.ndarray]:
+        """(index, encoded bytes) of one image; DatasetError if unreadable. The instances
+        come from :attr:`index` in :meth:`columns`."""
+        return index, dataset.read_image_bytes(index)
 
-    def columns(self, start: Any, cursor: int, payloads: list[tuple[int, np.ndarray, list]]) -> tuple[tuple[list[Any], ...], tuple]:
-        records = [self.dataset[p[0]] for p in payloads]
+    def columns(self, start: Any, cursor: int, payloads: list[tuple[int, np.ndarray]]) -> tuple[tuple[list[Any], ...], tuple]:
+        index = self.index
+        images = np.array([p[0] for p in payloads], dtype=np.int64)
         geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
+        heights, widths = index.heights[images].tolist(), index.widths[images].tolist()
         geometries = [
-            sample_geometry(r.height, r.width, geometry.scale[i], geometry.crop_x[i], geometry.crop_y[i],
+            sample_geometry(heights[i], widths[i], geometry.scale[i], geometry.crop_x[i], geometry.crop_y[i],
                             geometry.flip[i], self.output_size)
-            for i, r in enumerate(records)
+            for i in range(len(payloads))
         ]
-        desc, bounds = build_descriptors([p[2] for p in payloads], geometries, subpixel=self.subpixel)
+        desc, bounds = batch_descriptors(index, images, geometries, subpixel=self.subpixel, paste_by_box=self.paste_by_box)
         pieces = desc.split(bounds)
+        ranges = np.stack([index.inst_offsets[images], index.inst_offsets[images + 1]], axis=1).tolist()
+        labels, iscrowd, image_ids = np.asarray(index.labels), np.asarray(index.iscrowd), np.asarray(index.image_ids)
         columns = (
             [p[1] for p in payloads],
             *([piece[name] for piece in pieces] for name in DESCRIPTOR_COLUMNS),
-            [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records],
-            [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records],
-            [np.array([r.image_id], dtype=np.int64) for r in records],
+            [np.array(labels[b:e]) for b, e in ranges],
+            [np.array(iscrowd[b:e]) for b, e in ranges],
+            [np.array(image_ids[i : i + 1]) for i in images.tolist()],
             list(geometry.scale),
             list(geometry.crop_x),
             list(geometry.crop_y),
@@ -253,11 +278,17 @@ def build_gpu_mask_pipeline(
     device_id: int = 0,
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
+    source_workers: int = 0,
+    source_start_method: str = "fork",
 ) -> Pipeline:
     """Build (not yet run) the GPU-mask copy-paste pipeline over ``source``; outputs are
     :data:`~decal.dali_pipes.copy_paste_pipeline.OUTPUT_NAMES`. The output size is the
-    source's. Arguments as :func:`~decal.dali_pipes.copy_paste_pipeline.build_copy_paste_pipeline`.
+    source's. Arguments as :func:`~decal.dali_pipes.copy_paste_pipeline.build_copy_paste_pipeline`,
+    plus ``source_workers`` (0: call the source in DALI's thread; N: N worker processes of DALI's
+    parallel external source, :mod:`~decal.dali_pipes.parallel_source`, from ``source.position``)
+    and their ``source_start_method`` (``"fork"`` or ``"spawn"``).
     """
+    check_workers(source_workers, source_start_method, source.on_error)
     output_size = source.output_size
     if not 0 <= pad_value <= 255:
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
@@ -272,11 +303,19 @@ def build_gpu_mask_pipeline(
         num_threads=num_threads,
         device_id=device_id if on_gpu else None,
         prefetch_queue_depth=prefetch_queue_depth,
+        py_num_workers=source_workers,
+        py_start_method=source_start_method,
     )
     def gpu_mask_pipeline():
-        outs = fn.external_source(
-            source=source, num_outputs=len(GpuMaskCopyPasteSource.column_names), batch=True
-        )
+        if source_workers:
+            outs = fn.external_source(
+                source=BatchInfoSource(source, source.position), num_outputs=len(GpuMaskCopyPasteSource.column_names),
+                batch=True, batch_info=True, parallel=True, prefetch_queue_depth=max(2, source_workers),
+            )
+        else:
+            outs = fn.external_source(
+                source=source, num_outputs=len(GpuMaskCopyPasteSource.column_names), batch=True
+            )
         encoded = outs[0]
         descriptors = list(outs[1 : 1 + n_desc])
         labels, iscrowd, image_id, scale, crop_x, crop_y, flip, position = outs[1 + n_desc :]
@@ -311,15 +350,38 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
     """:class:`~decal.dali_pipes.torch_iterator.CopyPasteLoader` over the GPU-mask pipeline.
 
     Same options and batches (:class:`~decal.dali_pipes.torch_iterator.CopyPasteLoaderConfig`),
-    plus ``subpixel`` (bool, default False): rasterise polygons at the output resolution
-    instead of reproducing the default pipeline's masks bit for bit.
+    plus:
+
+    * ``subpixel`` (bool, default False): rasterise polygons at the output resolution instead
+      of reproducing the default pipeline's masks bit for bit;
+    * ``index`` (:class:`~decal.dali_pipes.coco_index.CocoIndex`, default None): the compiled
+      index of this dataset, e.g. :func:`~decal.dali_pipes.coco_index.open_index`'s
+      memory-mapped one; compiled from the dataset when None;
+    * ``source_workers`` (int, default 0): run the source in that many worker processes
+      (DALI's parallel external source, :mod:`~decal.dali_pipes.parallel_source`); the
+      batches are the same as with 0; needs ``on_error="raise"``;
+    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"fork"`` on
+      the CPU backend, ``"spawn"`` on the GPU, where a CUDA context forbids forking).
     """
 
-    def __init__(self, annotation_file: str | Path, image_dir: str | Path, *, subpixel: bool = False, **options: Any) -> None:
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        subpixel: bool = False,
+        index: CocoIndex | None = None,
+        source_workers: int = 0,
+        source_start_method: str | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(annotation_file, image_dir, **options)
         cfg = self.config
         base = self.source
         self.subpixel = subpixel
+        self.source_workers = source_workers
+        self.source_start_method = source_start_method or ("spawn" if self.backend == "gpu" else "fork")
+        check_workers(source_workers, self.source_start_method, cfg.on_error)
         self.source = GpuMaskCopyPasteSource(
             self.dataset,
             self.sampler,
@@ -334,6 +396,7 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
             drop_last=base.drop_last,
             on_error=base.on_error,
             paste_by_box=base.paste_by_box,
+            index=index if index is not None else CocoIndex.from_dataset(self.dataset),
         )
 
     def _build_pipeline(self) -> Any:
@@ -346,4 +409,16 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
             device_id=cfg.device_id,
             num_threads=cfg.num_threads,
             prefetch_queue_depth=cfg.prefetch_queue_depth,
+            source_workers=self.source_workers,
+            source_start_method=self.source_start_method,
         )
+
+    def _recover(self, error: RuntimeError) -> None:
+        """As :meth:`~decal.dali_pipes.loader_base.PipelineLoader._recover`; with workers, the
+        suspects are the batches they may have made since the last delivered one."""
+        if self.source_workers:
+            cfg = self.config
+            ahead = cfg.prefetch_queue_depth + max(2, self.source_workers) + 1
+            self.source.restart(self._position)
+            self.source.produced.extend(planned_batches(self.source, self._position, ahead))
+        super()._recover(error)

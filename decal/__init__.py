@@ -34,6 +34,8 @@ _EXPORTS = {
     "SelfTrainingLoader": "decal.dali_pipes.self_training",
     "SelfTrainingLoaderConfig": "decal.dali_pipes.self_training",
     "GpuMaskCopyPasteLoader": "decal.dali_pipes.copy_paste_gpu_masks",
+    "CocoIndex": "decal.dali_pipes.coco_index",
+    "open_index": "decal.dali_pipes.coco_index",
     "RemoteLoader": "decal.server.remote_loader",
     "RemoteLoaderError": "decal.server.remote_loader",
     "DecalServer": "decal.server.app",

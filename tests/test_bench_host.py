@@ -1,0 +1,86 @@
+"""The benchmark's host mode runs end to end on tiny sizes (plumbing only: no timing is
+asserted), and the LVIS-sized generator writes a valid LVIS-style json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
+
+from bench.data import make_bench_dataset  # noqa: E402
+from bench.host import main  # noqa: E402
+from bench.lvis_synth import make_lvis_like  # noqa: E402
+from bench.throughput import main as throughput_main  # noqa: E402
+
+from decal.dali_pipes.coco_reader import CocoDataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("host") / "data"
+    make_bench_dataset(root, 8, seed=0)
+    return root
+
+
+def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
+    out, results_md = tmp_path / "out", tmp_path / "RESULTS.md"
+    status = main([
+        "--data", str(bench_dir), "--num-images", "8", "--cpu-batch-size", "4", "--output-size", "64",
+        "--host-batches", "2", "--host-workers", "1", "--lvis-images", "40", "--lvis-instances", "300",
+        "--lvis-root", str(tmp_path / "lvis"), "--out", str(out), "--append-results", str(results_md),
+    ])
+    assert status == 0
+    result = json.loads((out / "host.json").read_text())
+    per_thread = result["host"]["per_thread"]
+    assert set(per_thread) == {"CopyPasteSource", "GpuMaskCopyPasteSource", "GpuMaskCopyPasteSource.columns"}
+    # 8 images in full batches of 4: every figure counts whole batches
+    assert per_thread["GpuMaskCopyPasteSource"]["images"] == 8 and per_thread["CopyPasteSource"]["images"] == 4
+    assert [w["workers"] for w in result["host"]["workers"]] == [0, 1]
+    assert all(w["images"] == 8 for w in result["host"]["workers"])
+    lvis = result["lvis"]
+    assert lvis["pycocotools"]["instances"] == 300
+    assert lvis["build"]["images"] == 40 and lvis["build"]["instances"] == 300
+    assert lvis["reopen"]["images"] == 2 * 4 and lvis["reopen"]["open_s"] >= 0
+    assert lvis["reopen"]["memory_mib"]["rss"] > 0
+    text = results_md.read_text()
+    assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
+    assert "no GPU" in text
+
+
+def test_host_mode_in_decal_bench(bench_dir, tmp_path) -> None:
+    status = throughput_main([
+        "--modes", "host", "--data", str(bench_dir), "--num-images", "8", "--cpu-batch-size", "2",
+        "--output-size", "64", "--out", str(tmp_path), "--seed", "0",
+    ])
+    assert status == 0
+    host = json.loads((tmp_path / "throughput-cpu.json").read_text())["modes"]["host"]
+    assert host["images_per_s"] > 0 and [w["workers"] for w in host["workers"]] == [0, 1, 2]
+
+
+def test_host_cli_mistake_exits_2(bench_dir, capsys) -> None:
+    assert main(["--data", str(bench_dir), "--num-images", "8", "--host-batches", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--host-batches" in err[0]
+
+
+def test_lvis_like_json_is_valid(tmp_path) -> None:
+    json_path, image_dir = make_lvis_like(tmp_path, 50, 400, seed=1)
+    coco = json.loads(json_path.read_text())
+    assert len(coco["images"]) == 50 and len(coco["annotations"]) == 400
+    assert {c["frequency"] for c in coco["categories"]} == {"r", "c", "f"}
+    ds = CocoDataset(json_path, image_dir)
+    assert sum(len(r.annotations) for r in ds.records) == 400
+    assert ds.stats.clipped_instances == 0 and not ds.stats.dropped_instances
+    for ann in coco["annotations"][:50]:
+        xy = np.array(ann["segmentation"][0]).reshape(-1, 2)
+        x, y, w, h = ann["bbox"]
+        assert 8 <= len(xy) < 40
+        np.testing.assert_allclose([x, y, x + w, y + h], [*xy.min(0), *xy.max(0)], atol=0.011)
+        assert ann["area"] > 0
+    assert len(ds.read_image_bytes(0)) > 0 and len(ds.read_image_bytes(len(ds) - 1)) > 0
+    assert make_lvis_like(tmp_path, 50, 400, seed=1) == (json_path, image_dir)  # cached

@@ -1,0 +1,104 @@
+"""The GPU-mask source in DALI's parallel external source (worker processes): the very same
+batches, positions, resume and sharding as the in-thread source."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
+from decal.dali_pipes.epoch_source import LoaderPosition
+from decal.dali_pipes.parallel_source import BatchInfoSource, check_workers
+
+from coco_factory import write_coco_dataset
+
+KW = dict(batch_size=3, output_size=48, device="cpu", num_threads=1, seed=4)
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    return write_coco_dataset(tmp_path_factory.mktemp("parallel"), num_images=11, instances_per_image=(0, 5), seed=2)
+
+
+def _same(a, b) -> None:
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        assert x.position == y.position
+        assert torch.equal(x.images, y.images)
+        for tx, ty in zip(x.targets, y.targets):
+            assert tx.keys() == ty.keys()
+            for k in tx:
+                assert tx[k].dtype == ty[k].dtype and torch.equal(tx[k], ty[k]), k
+
+
+@pytest.mark.parametrize("options", [dict(), dict(drop_last=True, subpixel=True), dict(shard_id=1, num_shards=2)],
+                         ids=["default", "drop-last-subpixel", "shard-1-of-2"])
+def test_two_workers_give_the_in_thread_batches(coco, options) -> None:
+    inline = GpuMaskCopyPasteLoader(*coco, **KW, **options)
+    workers = GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW, **options)
+    for _ in range(2):  # two epochs: the second comes from BatchInfo.epoch_idx = 1
+        _same(list(inline), list(workers))
+    assert workers.state_dict() == inline.state_dict()
+
+
+def test_resume_with_workers_is_exact(coco) -> None:
+    reference = GpuMaskCopyPasteLoader(*coco, **KW)
+    epoch0 = list(reference)
+    epoch1 = list(reference)
+    loader = GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW)
+    it = iter(loader)
+    next(it)
+    next(it)
+    state = loader.state_dict()
+    assert state["cursor"] == 6 and state["batch_index"] == 2
+    resumed = GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW)
+    resumed.load_state_dict(state)
+    _same(epoch0[2:], list(resumed))  # rest of epoch 0 from a mid-epoch start
+    _same(epoch1, list(resumed))  # and the next epoch on the same pipeline
+
+
+def test_spawned_workers_give_the_same_batches(coco) -> None:
+    kw = dict(KW, seed=9)
+    inline = list(GpuMaskCopyPasteLoader(*coco, **kw))
+    _same(inline, list(GpuMaskCopyPasteLoader(*coco, source_workers=1, source_start_method="spawn", **kw)))
+
+
+def test_batch_info_source_is_stateless_and_stops_for_good(coco) -> None:
+    loader = GpuMaskCopyPasteLoader(*coco, **KW)
+    source = loader.source
+    parallel = BatchInfoSource(source, LoaderPosition(0, 3, 1))
+    assert parallel.batch_start(2, 0) == LoaderPosition(0, 9, 3)
+    assert parallel.batch_start(2, 1) == LoaderPosition(1, 6, 2)
+    last = parallel(SimpleNamespace(iteration=2, epoch_idx=0))  # entries 9, 10: a short batch
+    assert len(last[0]) == 2 and last[-1][0].tolist() == [4, 0, 0, 3, 11]
+    again = parallel(SimpleNamespace(iteration=2, epoch_idx=0))
+    assert all(all((x == y).all() for x, y in zip(a, b)) for a, b in zip(last, again))
+    for iteration in (3, 4, 10):  # DALI prefetches past the end
+        with pytest.raises(StopIteration):
+            parallel(SimpleNamespace(iteration=iteration, epoch_idx=0))
+    assert source.position == LoaderPosition()  # the in-thread state is untouched
+
+
+def test_worker_options_are_checked(coco) -> None:
+    with pytest.raises(ValueError, match="source_workers must be an integer >= 0"):
+        GpuMaskCopyPasteLoader(*coco, source_workers=-1, **KW)
+    with pytest.raises(ValueError, match="source_start_method must be one of"):
+        GpuMaskCopyPasteLoader(*coco, source_workers=1, source_start_method="forkserver", **KW)
+    with pytest.raises(ValueError, match="needs on_error='raise'"):
+        GpuMaskCopyPasteLoader(*coco, source_workers=2, on_error="skip", **KW)
+    check_workers(0, "fork", "skip")  # in-thread: any on_error
+
+
+def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path) -> None:
+    from decal.dali_pipes.errors import DatasetError
+
+    from test_copy_paste_loader import corrupt_dataset
+
+    json_path, image_dir, victim = corrupt_dataset(tmp_path)
+    loader = GpuMaskCopyPasteLoader(json_path, image_dir, source_workers=2, **dict(KW, batch_size=2))
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value) and caught.value.image_id == 4
