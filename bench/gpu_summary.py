@@ -7,8 +7,8 @@ even when the editable install or every other step of the check failed. It reads
 * ``steps.tsv``: one line per step, ``name<TAB>status<TAB>rc<TAB>seconds<TAB>budget``, status
   ``ok`` / ``failed`` / ``timed_out`` / ``skipped``;
 * ``versions.txt``: ``key: value`` lines;
-* ``pytest/junit-N.xml`` (``-o junit_family=xunit1``: every case names its file) and
-  ``pytest/pytest-N.log`` (``-v`` output), N = 1, 2, ... for the first run and its resumptions
+* ``junit-N.xml`` (``-o junit_family=xunit1``: every case names its file) and
+  ``pytest-N.log`` (``-v`` output), N = 1, 2, ... for the first run and its resumptions
   after a hung test; a run whose XML is missing (the process was ended) is read from its log;
 * ``bench/throughput-gpu.json`` or ``bench/throughput-cpu.json`` (``decal bench``).
 
@@ -17,7 +17,7 @@ Any of them may be missing or partial: the summary says so instead of failing. T
 the same run; the fused ``composite_occlusion`` kernel ≥ 70 % of device-to-device copy
 bandwidth.
 
-``python3 bench/gpu_summary.py --done-nodeids OUT/pytest`` prints the test ids the runs so far
+``python3 bench/gpu_summary.py --done-nodeids OUT`` prints the test ids the runs so far
 reported or hung in, one a line (the resumed run deselects them).
 """
 
@@ -127,6 +127,8 @@ def parse_junit(path: Path) -> PytestRun:
     root = ET.parse(path).getroot()
     run = PytestRun(source=path.name)
     for case in root.iter("testcase"):
+        if case.get("name") is None:  # the test a SIGTERM / Ctrl-C interrupted: an empty entry
+            continue
         file = _file_of(case)
         classname = case.get("classname", "")
         name = case.get("name", "?")
@@ -186,15 +188,16 @@ def read_pytest_runs(folder: Path) -> list[PytestRun]:
     """Every run under ``folder`` in order: the XML when it parses, else the log; the log's
     selected count, hung test and interruption are kept either way."""
     runs = []
-    numbers = sorted({int(m.group(1)) for p in folder.glob("*-*.*") if (m := re.search(r"-(\d+)\.(xml|log)$", p.name))})
+    numbers = sorted({int(m.group(2)) for p in folder.glob("*-*.*")
+                      if (m := re.fullmatch(r"(junit|pytest)-(\d+)\.(xml|log)", p.name))})
     for n in numbers:
         xml, log = folder / f"junit-{n}.xml", folder / f"pytest-{n}.log"
         from_log = parse_pytest_log(log) if log.is_file() else None
         try:
             run = parse_junit(xml)
         except (OSError, ET.ParseError):
-            if from_log is None:
-                continue
+            if from_log is None or not (from_log.results or from_log.hung or from_log.selected is not None):
+                continue  # the run never got as far as collecting (its log says why)
             run = from_log
             run.source = f"{log.name} (no readable {xml.name})"
         if from_log is not None:
@@ -224,8 +227,9 @@ def counts_by_file(results: Iterable[TestResult]) -> dict[str, dict[str, int]]:
 
 
 def done_nodeids(folder: Path) -> list[str]:
-    """Test ids that the runs under ``folder`` reported or hung in (what a resumed run skips)."""
-    return sorted(merged_results(read_pytest_runs(folder)))
+    """Test ids that the runs under ``folder`` reported or hung in (what a resumed run skips;
+    collection errors, which name a file rather than a test, are left to be collected again)."""
+    return sorted(nodeid for nodeid in merged_results(read_pytest_runs(folder)) if "::" in nodeid)
 
 
 def read_bench(folder: Path) -> tuple[dict[str, Any] | None, str]:
@@ -263,7 +267,8 @@ def steps_section(steps: Sequence[Step]) -> list[str]:
 def pytest_section(runs: Sequence[PytestRun]) -> list[str]:
     lines = ["## pytest", ""]
     if not runs:
-        return lines + ["No pytest results (no readable `pytest/junit-N.xml` or `pytest/pytest-N.log`)."]
+        return lines + ["No pytest results: no readable `junit-N.xml`, and no `pytest-N.log` that got as far "
+                        "as collecting (see the pytest steps' logs)."]
     results = merged_results(runs)
     table = counts_by_file(results.values())
     total = dict.fromkeys(OUTCOMES, 0)
@@ -276,7 +281,8 @@ def pytest_section(runs: Sequence[PytestRun]) -> list[str]:
     notes = []
     selected = runs[0].selected
     if selected is not None:
-        notes.append(f"{len(results)} of {selected} selected tests reported")
+        ran = sum("::" in nodeid for nodeid in results)
+        notes.append(f"{ran} of {selected} selected tests reported")
     for run in runs:
         if run.hung:
             notes.append(f"`{run.hung}` hung in {run.source} (watchdog ended the process)")
@@ -302,7 +308,8 @@ def bench_section(bench: dict[str, Any] | None, source: str) -> list[str]:
     if bench is None:
         return lines + [f"No bench figures: {source}."]
     modes = bench.get("modes", {})
-    lines += [f"From `bench/{source}`: device {bench.get('device', '?')}, CPU {bench.get('cpu', {}).get('model', '?')} "
+    partial = " (partial: the run stopped before its last mode)" if bench.get("partial") else ""
+    lines += [f"From `bench/{source}`{partial}: device {bench.get('device', '?')}, CPU {bench.get('cpu', {}).get('model', '?')} "
               f"({bench.get('cpu', {}).get('cores', '?')} cores), output {bench.get('output_size', '?')}², "
               f"{bench.get('dataset', {}).get('images', '?')} images.", "",
               "| mode | images/s | batch | notes |", "| --- | ---: | ---: | --- |"]
@@ -362,14 +369,14 @@ def summary(out: Path) -> str:
     if mode == "cpu":
         head += ["CPU mode: no GPU step ran; these figures only exercise the plumbing.", ""]
     bench, source = read_bench(out / "bench")
-    body = (steps_section(steps) + [""] + pytest_section(read_pytest_runs(out / "pytest")) + [""]
+    body = (steps_section(steps) + [""] + pytest_section(read_pytest_runs(out)) + [""]
             + bench_section(bench, source) + [""] + targets_section(bench))
     return "\n".join(head + body) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gpu_summary", description=__doc__.split("\n\n")[0])
-    p.add_argument("out", type=Path, help="the check's output folder, or with --done-nodeids its pytest/ folder")
+    p.add_argument("out", type=Path, help="the check's output folder")
     p.add_argument("--done-nodeids", action="store_true", help="print the test ids already reported or hung")
     args = p.parse_args(argv)
     if args.done_nodeids:

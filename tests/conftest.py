@@ -7,6 +7,7 @@
   on; if the test does not return to Python (a hung CUDA kernel, a blocked C call), a
   :mod:`faulthandler` watchdog dumps every thread's traceback and ends the process
   (exit 1) ``hard_timeout_grace(S)`` seconds later, so the run as a whole stops by itself.
+  With the option, SIGTERM ends the run as Ctrl-C does (the JUnit XML is still written).
 """
 
 from __future__ import annotations
@@ -44,9 +45,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 _WATCHDOG_FD = pytest.StashKey[int]()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("per_test_timeout"):
         config.stash[_WATCHDOG_FD] = os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2)
+        # A time-limited run (``timeout`` sends SIGTERM) ends like Ctrl-C: pytest stops and
+        # still writes its JUnit XML and summary for the tests that ran.
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
