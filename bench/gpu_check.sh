@@ -100,8 +100,13 @@ run_step() {
   esac
   echo "gpu_check: $name (limit ${budget}s): $*" | cut -c1-2000 >> "$OUT_DIR/$name.log"
   t0=$(date +%s.%N)
-  timeout -k "$KILL_GRACE" "$budget" "$@" >> "$OUT_DIR/$name.log" 2>&1 < /dev/null
+  # `timeout` leads its own process group; whatever of it outlives the step (the workers of a
+  # process the per-test watchdog ended) is killed, so it holds no GPU memory or core later.
+  timeout -k "$KILL_GRACE" "$budget" "$@" >> "$OUT_DIR/$name.log" 2>&1 < /dev/null &
+  local pid=$!
+  wait "$pid"
   rc=$?
+  kill -KILL -- "-$pid" 2>/dev/null
   t1=$(date +%s.%N)
   case $rc in 0) status=ok ;; 124|137) status=timed_out ;; *) status=failed ;; esac
   [ "$status" = ok ] || ANY_BAD=1

@@ -78,8 +78,9 @@ class PerTestTimeout(BaseException):
 
 
 def hard_timeout_grace(limit: float) -> float:
-    """Seconds past ``limit`` before the watchdog ends the process: half the limit, at least 10."""
-    return max(10.0, limit / 2)
+    """Seconds past ``limit`` before the watchdog ends the process: a quarter of the limit, at
+    least 10 (a test still in a C call that long after the alarm is not coming back)."""
+    return max(10.0, limit / 4)
 
 
 @pytest.hookimpl(hookwrapper=True)

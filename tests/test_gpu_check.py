@@ -65,21 +65,69 @@ def test_cpu_mode_end_to_end(tmp_path) -> None:
     assert summary.count("| not measured |") == 4
 
 
-def test_failed_and_hung_steps_are_reported_within_the_limit(tmp_path) -> None:
+ORPHAN = """
+import signal, subprocess, time
+from pathlib import Path
+
+def test_passes():
+    pass
+
+def test_starts_a_worker_then_hangs():
+    worker = subprocess.Popen(["sleep", "300"])  # as DALI / DataLoader workers are
+    Path(__file__).with_name("worker.pid").write_text(str(worker.pid))
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])  # never returns to Python
+    time.sleep(300)
+
+def test_after_the_hang():
+    pass
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").is_dir() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+@pytest.fixture
+def hanging_tests():
+    """A test folder inside the repository (under the ignored out/), so its test ids are
+    repository-relative as those of tests/ are in a real run."""
+    folder = ROOT / "out" / f"test-gpu-check-{os.getpid()}"
+    folder.mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "conftest.py", folder / "conftest.py")
+    (folder / "test_orphan.py").write_text(ORPHAN)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_failed_and_hung_steps_are_reported_within_the_limit(tmp_path, hanging_tests) -> None:
+    tests = hanging_tests
     out = tmp_path / "out"
-    total = 40
-    rc, seconds, output = _check(out, "--total", str(total), "--bench-data", str(tmp_path / "data"),
-                                 env={"GPU_CHECK_INJECT": "pytest-1:fail bench:hang"}, limit=total + 60)
+    total = 70
+    rc, seconds, output = _check(out, "--total", str(total), "--per-test-timeout", "1",
+                                 "--bench-data", str(tmp_path / "data"), limit=total + 60,
+                                 env={"GPU_CHECK_INJECT": "install:fail bench:hang",
+                                      "GPU_CHECK_PYTEST_ARGS": str(tests.relative_to(ROOT))})
     assert rc == 1, output
-    assert seconds < total + 5  # stopped by itself: summary included, inside the whole-run limit
+    assert seconds < total + 5  # stopped by itself, summary included, inside the whole-run limit
     steps = _steps(out)
-    assert steps["pytest-1"][:2] == ["failed", "1"]
+    assert steps["install"][:2] == ["failed", "1"]
+    # the watchdog ended the first pytest run in the hung test; the second resumed after it
+    assert steps["pytest-1"][:2] == ["failed", "1"] and steps["pytest-2"][:2] == ["ok", "0"]
     status, code, _, budget = steps["bench"]
     assert (status, code) == ("timed_out", "124") and int(budget) <= total - 15
+    assert not _alive(int((tests / "worker.pid").read_text()))  # the step's leftovers were killed
     summary = (out / "summary.md").read_text()
-    assert "Did not finish cleanly: pytest-1 (failed, log `pytest-1.log`), bench (timed out, log `bench.log`)." in summary
-    assert "| bench | timed out | 124 |" in summary
-    assert "No pytest results" in summary and "No bench figures" in summary
+    assert ("Did not finish cleanly: install (failed, log `install.log`), pytest-1 (failed, log `pytest-1.log`), "
+            "bench (timed out, log `bench.log`).") in summary
+    assert "| bench | timed out | 124 |" in summary and "No bench figures" in summary
+    file = f"{tests.relative_to(ROOT)}/test_orphan.py"
+    assert f"| {file} | 2 | 0 | 1 | 0 |" in summary  # two passed, the hung one an error
+    assert f"`{file}::test_starts_a_worker_then_hangs` hung in pytest-1.log" in summary
+    assert "3 of 3 selected tests reported" in summary
 
 
 def test_usage_errors_say_what_to_do(tmp_path) -> None:
@@ -167,7 +215,7 @@ def test_sigterm_still_writes_the_junit_xml(tmp_path) -> None:
     assert [(r.nodeid, r.outcome) for r in parse_junit(tmp_path / "j.xml").results] == [("tests/test_it.py::test_first", "passed")]
 
 
-@pytest.mark.parametrize("limit, grace", [(1, 10), (60, 30)])
+@pytest.mark.parametrize("limit, grace", [(1, 10), (60, 15), (120, 30)])
 def test_hard_timeout_grace(limit, grace) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import hard_timeout_grace
