@@ -106,22 +106,22 @@ def hanging_tests():
 def test_failed_and_hung_steps_are_reported_within_the_limit(tmp_path, hanging_tests) -> None:
     tests = hanging_tests
     out = tmp_path / "out"
-    total = 70
+    total = 55
     rc, seconds, output = _check(out, "--total", str(total), "--per-test-timeout", "1",
                                  "--bench-data", str(tmp_path / "data"), limit=total + 60,
-                                 env={"GPU_CHECK_INJECT": "install:fail bench:hang",
+                                 env={"GPU_CHECK_INJECT": "versions:fail bench:hang",
                                       "GPU_CHECK_PYTEST_ARGS": str(tests.relative_to(ROOT))})
     assert rc == 1, output
     assert seconds < total + 5  # stopped by itself, summary included, inside the whole-run limit
     steps = _steps(out)
-    assert steps["install"][:2] == ["failed", "1"]
+    assert steps["install"][:2] == ["ok", "0"] and steps["versions"][:2] == ["failed", "1"]
     # the watchdog ended the first pytest run in the hung test; the second resumed after it
     assert steps["pytest-1"][:2] == ["failed", "1"] and steps["pytest-2"][:2] == ["ok", "0"]
     status, code, _, budget = steps["bench"]
     assert (status, code) == ("timed_out", "124") and int(budget) <= total - 15
     assert not _alive(int((tests / "worker.pid").read_text()))  # the step's leftovers were killed
     summary = (out / "summary.md").read_text()
-    assert ("Did not finish cleanly: install (failed, log `install.log`), pytest-1 (failed, log `pytest-1.log`), "
+    assert ("Did not finish cleanly: versions (failed, log `versions.log`), pytest-1 (failed, log `pytest-1.log`), "
             "bench (timed out, log `bench.log`).") in summary
     assert "| bench | timed out | 124 |" in summary and "No bench figures" in summary
     file = f"{tests.relative_to(ROOT)}/test_orphan.py"
