@@ -1,6 +1,7 @@
 """The one-page ``summary.md`` of a ``bench/gpu_check.sh`` run, from whatever the run left.
 
-Standard library only, and run by path (``python3 bench/gpu_summary.py OUT``), so it works
+Standard library only (plus the bench's row labels, read from ``throughput.py`` when it
+loads), and run by path (``python3 bench/gpu_summary.py OUT``), so it works
 even when the editable install or every other step of the check failed. It reads, under
 ``OUT`` (layout in ``bench/README.md``):
 
@@ -24,6 +25,7 @@ reported or hung in, one a line (the resumed run deselects them).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -40,14 +42,18 @@ TARGETS = (
     ("composite_occlusion ≥ 70 % of D2D copy bandwidth", "composite_occlusion_fraction_of_copy", 0.7),
 )
 CPU_ROWS = ("pipeline_cpu", "pipeline_cpu_gpumasks", "baseline")
-#: ``decal bench`` modes' labels (as in ``bench/throughput.py``; repeated so this file needs no import).
-LABELS = {
-    "decode_gpu": "(a) decode only, GPU",
-    "pipeline_gpu": "(b) full pipeline, GPU",
-    "pipeline_cpu": "(c) DALI CPU pipeline",
-    "pipeline_cpu_gpumasks": "(c') GPU-mask pipeline on DALI CPU",
-    "baseline": "(d) DataLoader + mmdet-style NumPy",
-}
+
+
+def mode_labels() -> dict[str, str]:
+    """``decal bench``'s row labels, read from ``throughput.py`` next to this file (so a new
+    mode's label shows here too); {} if it cannot be loaded (the rows then show mode names)."""
+    try:
+        spec = importlib.util.spec_from_file_location("_decal_bench_throughput", Path(__file__).with_name("throughput.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return dict(module.LABELS)
+    except Exception:  # no NumPy, a broken tree: the summary must still be written
+        return {}
 
 
 @dataclass(frozen=True)
@@ -308,6 +314,7 @@ def bench_section(bench: dict[str, Any] | None, source: str) -> list[str]:
     if bench is None:
         return lines + [f"No bench figures: {source}."]
     modes = bench.get("modes", {})
+    labels = mode_labels()
     partial = " (partial: the run stopped before its last mode)" if bench.get("partial") else ""
     lines += [f"From `bench/{source}`{partial}: device {bench.get('device', '?')}, CPU {bench.get('cpu', {}).get('model', '?')} "
               f"({bench.get('cpu', {}).get('cores', '?')} cores), output {bench.get('output_size', '?')}², "
@@ -321,7 +328,7 @@ def bench_section(bench: dict[str, Any] | None, source: str) -> list[str]:
             notes.insert(0, "error: " + str(r["error"]))
         if "skipped" in r:
             notes.insert(0, "skipped: " + str(r["skipped"]))
-        lines.append(f"| {LABELS.get(mode, mode)} | {r.get('images_per_s', '—')} | {r.get('batch_size', '—')} | {_cell('; '.join(notes))} |")
+        lines.append(f"| {labels.get(mode, mode)} | {r.get('images_per_s', '—')} | {r.get('batch_size', '—')} | {_cell('; '.join(notes))} |")
     for mode, r in modes.items():
         if isinstance(r, dict) and isinstance(r.get("rows"), list):  # peer comparisons
             lines += ["", f"{mode}:", "", "| row | ms / batch | images/s | peak device memory (GiB) | notes |",
