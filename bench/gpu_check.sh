@@ -58,14 +58,19 @@ DEADLINE=$((START + TOTAL))
 SUMMARY_RESERVE=15   # seconds kept for the summary
 KILL_GRACE=5         # seconds between TERM and KILL of a timed-out step
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUT_DIR" 2>/dev/null || die_usage "cannot create the output folder $OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)   # relative to where the command was given
 cd "$ROOT" || exit 2
-mkdir -p "$OUT_DIR" || die_usage "cannot create $OUT_DIR"
-OUT_DIR=$(cd "$OUT_DIR" && pwd)
 PY=${PYTHON:-python3}
 INJECT=${GPU_CHECK_INJECT:-}
 
 if [ "$MODE" = auto ]; then
-  if timeout 20 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then MODE=gpu; else MODE=cpu; fi
+  if timeout 20 nvidia-smi -L 2>/dev/null | grep -q '^GPU ' ||
+     timeout 60 "$PY" -c "import cupy, sys; sys.exit(cupy.cuda.runtime.getDeviceCount() < 1)" 2>/dev/null; then
+    MODE=gpu
+  else
+    MODE=cpu
+  fi
 fi
 if [ "$MODE" = gpu ]; then
   PER_TEST=${PER_TEST:-60}; IMAGES=${IMAGES:-256}; CPU_BATCHES=${CPU_BATCHES:-8}
