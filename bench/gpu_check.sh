@@ -15,12 +15,13 @@
 #   --bench-cpu-batches N      timed batches per CPU bench mode (default 8 gpu, 1 cpu)
 #   --bench-data DIR           bench dataset folder (default /tmp/decal-bench-data-N)
 # Environment: PYTHON (default python3); GPU_CHECK_PYTEST_ARGS (replaces the test selection);
+#   GPU_CHECK_BUDGET_INSTALL / _VERSIONS / _PYTEST / _BENCH (a step's seconds);
 #   GPU_CHECK_INJECT="step:fail step:hang ..." (replaces those steps' commands by `false` or a
 #   sleep: tests/test_gpu_check.py proves a failed or hung step is reported and the run ends).
 # Exit status: 0 every step ok, 1 a step failed or timed out, 2 a usage error.
 set -u
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "gpu_check: $1; run bash bench/gpu_check.sh --help" >&2; exit 2; }
 
 MODE=auto
@@ -80,6 +81,8 @@ else
   BUDGET_INSTALL=90; BUDGET_VERSIONS=60; BUDGET_PYTEST=120; BUDGET_BENCH=120
 fi
 DATA=${DATA:-/tmp/decal-bench-data-$IMAGES}
+BUDGET_INSTALL=${GPU_CHECK_BUDGET_INSTALL:-$BUDGET_INSTALL}; BUDGET_VERSIONS=${GPU_CHECK_BUDGET_VERSIONS:-$BUDGET_VERSIONS}
+BUDGET_PYTEST=${GPU_CHECK_BUDGET_PYTEST:-$BUDGET_PYTEST}; BUDGET_BENCH=${GPU_CHECK_BUDGET_BENCH:-$BUDGET_BENCH}
 
 printf 'name\tstatus\trc\tseconds\tbudget\n' > "$OUT_DIR/steps.tsv"
 ANY_BAD=0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -106,10 +107,10 @@ def hanging_tests():
 def test_failed_and_hung_steps_are_reported_within_the_limit(tmp_path, hanging_tests) -> None:
     tests = hanging_tests
     out = tmp_path / "out"
-    total = 55
+    total = 120  # the bench's own budget (8 s) ends it: the run takes well under this
     rc, seconds, output = _check(out, "--total", str(total), "--per-test-timeout", "1",
                                  "--bench-data", str(tmp_path / "data"), limit=total + 60,
-                                 env={"GPU_CHECK_INJECT": "versions:fail bench:hang",
+                                 env={"GPU_CHECK_INJECT": "versions:fail bench:hang", "GPU_CHECK_BUDGET_BENCH": "8",
                                       "GPU_CHECK_PYTEST_ARGS": str(tests.relative_to(ROOT))})
     assert rc == 1, output
     assert seconds < total + 5  # stopped by itself, summary included, inside the whole-run limit
@@ -117,8 +118,8 @@ def test_failed_and_hung_steps_are_reported_within_the_limit(tmp_path, hanging_t
     assert steps["install"][:2] == ["ok", "0"] and steps["versions"][:2] == ["failed", "1"]
     # the watchdog ended the first pytest run in the hung test; the second resumed after it
     assert steps["pytest-1"][:2] == ["failed", "1"] and steps["pytest-2"][:2] == ["ok", "0"]
-    status, code, _, budget = steps["bench"]
-    assert (status, code) == ("timed_out", "124") and int(budget) <= total - 15
+    status, code, seconds_bench, budget = steps["bench"]
+    assert (status, code, budget) == ("timed_out", "124", "8") and 8 <= float(seconds_bench) < 8 + 6
     assert not _alive(int((tests / "worker.pid").read_text()))  # the step's leftovers were killed
     summary = (out / "summary.md").read_text()
     assert ("Did not finish cleanly: versions (failed, log `versions.log`), pytest-1 (failed, log `pytest-1.log`), "
@@ -128,6 +129,19 @@ def test_failed_and_hung_steps_are_reported_within_the_limit(tmp_path, hanging_t
     assert f"| {file} | 2 | 0 | 1 | 0 |" in summary  # two passed, the hung one an error
     assert f"`{file}::test_starts_a_worker_then_hangs` hung in pytest-1.log" in summary
     assert "3 of 3 selected tests reported" in summary
+
+
+def test_the_whole_run_stops_by_its_total_limit(tmp_path) -> None:
+    out = tmp_path / "out"
+    total = 25  # less the summary's 15 s and the 5 s kill grace: 5 s for every step together
+    rc, seconds, output = _check(out, "--total", str(total), env={"GPU_CHECK_INJECT": "install:hang"}, limit=120)
+    assert rc == 1 and seconds < total + 5, output
+    steps = _steps(out)
+    assert steps["install"][0] == "timed_out" and int(steps["install"][3]) <= total - 20
+    assert steps["versions"][0] == steps["pytest-1"][0] == steps["bench"][0] == "skipped"
+    summary = (out / "summary.md").read_text()
+    assert "| install | timed out | 124 |" in summary and "| bench | skipped | - | 0 |" in summary
+    assert "gpu_check: no time left for bench" in (out / "bench.log").read_text()
 
 
 def test_usage_errors_say_what_to_do(tmp_path) -> None:
@@ -156,7 +170,7 @@ import signal, time
 
 def test_blocks_the_alarm():
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])  # as a call that never returns would
-    time.sleep(60)
+    time.sleep(300)
 
 def test_never_reached():
     pass
@@ -194,7 +208,7 @@ def test_per_test_timeout_ends_a_process_that_never_returns(tmp_path) -> None:
     # the watchdog dumps the stacks and ends the run, limit + grace after the test started
     assert "tests/test_it.py::test_blocks_the_alarm Timeout (" in log and "in test_blocks_the_alarm" in log
     assert "test_never_reached" not in log.split("Timeout (")[1] and proc.returncode == 1
-    assert seconds < 50
+    assert seconds < 100  # not the 300 s sleep: ended 1 + 10 s after the test began, plus start-up
     (tmp_path / "pytest-1.log").write_text(log)
     sys.path.insert(0, str(ROOT))
     from bench.gpu_summary import parse_pytest_log
@@ -204,10 +218,21 @@ def test_per_test_timeout_ends_a_process_that_never_returns(tmp_path) -> None:
 
 
 def test_sigterm_still_writes_the_junit_xml(tmp_path) -> None:
-    source = "import time\n\ndef test_first():\n    pass\n\ndef test_sleeps():\n    time.sleep(60)\n"
-    proc = _pytest_with_conftest(tmp_path, source, "--per-test-timeout", "50", "--junitxml", "j.xml",
-                                 prefix=("timeout", "6"))
-    assert proc.returncode == 124 and "KeyboardInterrupt" in proc.stdout
+    (tmp_path / "tests").mkdir()
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
+    (tmp_path / "tests" / "test_it.py").write_text(
+        "import time\n\ndef test_first():\n    pass\n\ndef test_sleeps():\n    time.sleep(300)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--per-test-timeout", "250",
+                             "--junitxml", "j.xml", "tests"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # as `timeout` does once the limit is reached in the second test
+            if "test_first PASSED" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        log = proc.stdout.read()
+        assert proc.wait(timeout=60) == 2 and "KeyboardInterrupt" in log
+    finally:
+        proc.kill()
     sys.path.insert(0, str(ROOT))
     from bench.gpu_summary import parse_junit
 
