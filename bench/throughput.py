@@ -493,7 +493,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         save_partial(results, args.out, stem)
     results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     results["ratios"] = ratios(results["modes"])
-    results.pop("partial", None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, args.out / f"{stem}.png")
@@ -587,7 +586,7 @@ def peers_markdown(peers: dict[str, Any] | None) -> list[str]:
              "| row | ms / batch | images/s | device memory (GiB) | notes |", "| --- | ---: | ---: | ---: | --- |"]
     for row in peers["rows"]:
         lines.append(f"| {row['name']} | {row.get('ms', '—')} | {row.get('images_per_s', '—')} | "
-                     f"{row.get('device_memory_gib', '—')} | {row.get('skipped') or row.get('note', '')} |")
+                     f"{row.get('device_memory_gib', '—')} | {row.get('skipped') or row.get('error') or row.get('note', '')} |")
     return lines
 
 
