@@ -16,12 +16,13 @@
 #   --bench-data DIR           bench dataset folder (default /tmp/decal-bench-data-N)
 # Environment: PYTHON (default python3); GPU_CHECK_PYTEST_ARGS (replaces the test selection);
 #   GPU_CHECK_BUDGET_INSTALL / _VERSIONS / _PYTEST / _BENCH (a step's seconds);
+#   GPU_CHECK_COMMIT (the commit to record where the tree is a copy without .git);
 #   GPU_CHECK_INJECT="step:fail step:hang ..." (replaces those steps' commands by `false` or a
 #   sleep: tests/test_gpu_check.py proves a failed or hung step is reported and the run ends).
 # Exit status: 0 every step ok, 1 a step failed or timed out, 2 a usage error.
 set -u
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }  # the header above
 die_usage() { echo "gpu_check: $1; run bash bench/gpu_check.sh --help" >&2; exit 2; }
 
 MODE=auto
@@ -151,7 +152,13 @@ fi
 {
   echo "mode: $MODE"
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  if [ -n "${GPU_CHECK_COMMIT:-}" ]; then
+    echo "commit: $GPU_CHECK_COMMIT"
+  elif commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
+    echo "commit: $commit$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  else
+    echo "commit: unknown (no git checkout here; set GPU_CHECK_COMMIT)"
+  fi
   echo "total_budget_s: $TOTAL"
   echo "cpu_cores: $(nproc)"
   echo "pythonpath: ${PYTHONPATH:-}"
