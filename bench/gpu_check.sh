@@ -221,7 +221,7 @@ for n in 1 2 3; do
   run_step "pytest-$n" "$budget" "$PY" -m pytest -v -p no:cacheprovider --continue-on-collection-errors \
     -o junit_family=xunit1 --junitxml "$OUT_DIR/junit-$n.xml" --per-test-timeout "$PER_TEST" \
     "${SELECTION[@]}" "${DESELECT[@]}"
-  grep -q 'Timeout (' "$OUT_DIR/pytest-$n.log" 2>/dev/null || break
+  grep -qE 'Timeout \([0-9]+:[0-9]{2}:[0-9]{2}(\.[0-9]+)?\)!' "$OUT_DIR/pytest-$n.log" 2>/dev/null || break  # the watchdog fired
 done
 
 # ---------------------------------------------------------------- 4. bench

@@ -157,6 +157,9 @@ _LOG_START = re.compile(r"^(\S+?\.py::\S.*?) ")
 _LOG_COLLECTED = re.compile(r"collected (\d+) items?")
 _LOG_DESELECTED = re.compile(r"/ (\d+) deselected")
 _LOG_SELECTED = re.compile(r"/ (\d+) selected")
+#: faulthandler's header when the watchdog of ``tests/conftest.py`` fires: ``Timeout (0:01:15)!``
+_LOG_WATCHDOG = re.compile(r"Timeout \(\d+:\d\d:\d\d(?:\.\d+)?\)!")
+_LOG_INTERRUPTED = re.compile(r"^!+ KeyboardInterrupt !+$")
 _LOG_WORD = {"PASSED": "passed", "XPASS": "passed", "FAILED": "failed", "ERROR": "error",
              "SKIPPED": "skipped", "XFAIL": "skipped"}
 
@@ -179,13 +182,12 @@ def parse_pytest_log(path: Path) -> PytestRun:
             run.results.append(TestResult(nodeid, nodeid.split("::")[0], _LOG_WORD[m.group(2)]))
             pending = None
             continue
-        m = _LOG_START.match(line)
-        if m and "Timeout (" not in line:
-            pending = m.group(1)
-        if "Timeout (" in line:
-            start = _LOG_START.match(line)
+        start = _LOG_START.match(line)
+        if _LOG_WATCHDOG.search(line):
             run.hung = start.group(1) if start else pending
-        if "KeyboardInterrupt" in line:
+        elif start:
+            pending = start.group(1)
+        if _LOG_INTERRUPTED.match(line):
             run.interrupted = True
     return run
 

@@ -193,3 +193,19 @@ def test_cli_usage_error(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         gs.main([])
     assert exit_info.value.code == 2
+
+
+def test_log_words_in_test_output_are_not_mistaken_for_the_watchdog(tmp_path) -> None:
+    (tmp_path / "pytest-1.log").write_text(
+        "collected 3 items\n"
+        "tests/test_s.py::test_a FAILED                                           [ 33%]\n"
+        "tests/test_s.py::test_b PASSED                                           [ 66%]\n"
+        "E   grpc.RpcError: Timeout (deadline 5 s) while raising KeyboardInterrupt\n"
+        "tests/test_s.py::test_c \n"
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!! KeyboardInterrupt !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n")
+    run = gs.parse_pytest_log(tmp_path / "pytest-1.log")
+    assert run.hung is None and run.interrupted and run.selected == 3
+    assert [r.outcome for r in run.results] == ["failed", "passed"]
+    (tmp_path / "pytest-1.log").write_text("tests/test_s.py::test_a FAILED\nE   Timeout (deadline) KeyboardInterrupt\n")
+    run = gs.parse_pytest_log(tmp_path / "pytest-1.log")
+    assert run.hung is None and not run.interrupted
