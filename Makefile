@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-gpu bench serve proto bench-stream clean
+.PHONY: install demo test test-gpu gpu-check bench serve proto bench-stream clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test: install
 # On a machine with a CUDA GPU (NVIDIA driver >= 525.60 for the cuda12 extra).
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
+
+# The one prepared GPU check (bench/README.md): install, versions, pytest -m gpu, every bench
+# mode, OUT/summary.md, inside 8 minutes; its CPU mode without a GPU. No `install`
+# prerequisite: the GPU machine reaches no registry. Uses .venv's python when there is one.
+OUT ?= out/gpu-check
+gpu-check:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),$(PYTHON)) bash bench/gpu_check.sh $(OUT)
 
 # CPU half of the throughput benchmark here; every mode on a GPU machine.
 bench: install

@@ -19,6 +19,10 @@ Modes (``--modes``, comma-separated; ``--cpu`` = the CPU half, the default witho
                               events, against ``cupy`` device-to-device copy bandwidth
 ``masks``                     (CPU) subpixel vs exact rasterisation disagreement on the data;
                               the copy-paste traffic model (uint8 / fused / bit-packed)
+``peers``                     (GPU; skipped with a reason without one) decal's copy-paste step
+                              against kornia's ``RandomTransplantation`` and decal's CutMix
+                              against torchvision's ``v2.CutMix``, same batch (B, S²)
+                              (:mod:`bench.peers`)
 ============================ ==========================================================
 
 Every mode reads the same generated dataset (:mod:`bench.data`: synthetic COCO-style
@@ -47,7 +51,9 @@ import numpy as np
 
 from .host import mode_host
 
-ALL_MODES = ("decode_gpu", "pipeline_gpu", "pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "kernels", "masks", "host")
+ALL_MODES = (
+    "decode_gpu", "pipeline_gpu", "pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "kernels", "masks", "peers", "host",
+)
 CPU_MODES = ("pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "masks")
 GPU_MODES = ("decode_gpu", "pipeline_gpu", "kernels")
 LABELS = {
@@ -279,27 +285,10 @@ def _device_batch(args: argparse.Namespace, data: tuple[Path, Path]):
     """A realistic batch on the device: B images' descriptors with LSJ geometry at S²."""
     import cupy
 
-    from decal.dali_pipes.coco_reader import CocoDataset
-    from decal.dali_pipes.copy_paste_gpu_masks import record_instances
-    from decal.dali_pipes.scale_jitter import ScaleJitter, draw_geometry
-    from decal.kernels.instance_masks import build_descriptors
-    from decal.kernels.mask_geometry import sample_geometry
+    from .sample_batch import sample_batch
 
-    ds = CocoDataset(*data)
-    b, s = args.batch_size, args.output_size
-    rng = np.random.default_rng(args.seed)
-    idx = rng.choice(len(ds), size=b, replace=len(ds) < b)
-    geo = draw_geometry(rng, b, ScaleJitter.lsj(), 0.5)
-    recs = [ds[int(i)] for i in idx]
-    geoms = [sample_geometry(r.height, r.width, geo.scale[k], geo.crop_x[k], geo.crop_y[k], geo.flip[k], s)
-             for k, r in enumerate(recs)]
-    desc, _ = build_descriptors([record_instances(r) for r in recs], geoms)
-    counts = np.array([len(r.annotations) for r in recs], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    labels = np.concatenate([[a.category_id for a in r.annotations] for r in recs]).astype(np.int64)
-    crowd = np.concatenate([[a.iscrowd for a in r.annotations] for r in recs]).astype(bool)
-    images = cupy.asarray(rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8))
-    return desc.to_device(), images, offsets, labels, crowd
+    batch = sample_batch(data, args.batch_size, args.output_size, args.seed)
+    return batch.descriptors.to_device(), cupy.asarray(batch.images), batch.offsets, batch.labels, batch.crowd
 
 
 def _cuda_time(fn: Callable[[], Any], repeats: int = 10) -> float:
@@ -435,6 +424,18 @@ def mode_masks(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, A
     }
 
 
+def mode_peers(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
+    """The GPU peers on one (``--batch-size``, ``--output-size``²) batch; skipped without a GPU."""
+    if gpu_info() is None:
+        return {"skipped": "needs a GPU (tests/test_peers.py runs the same code on the CPU)", "rows": []}
+    from .peers import PeerArrays, copy_paste_rows, cutmix_rows
+    from .sample_batch import sample_batch
+
+    arrays = PeerArrays(sample_batch(data, args.batch_size, args.output_size, args.seed), "gpu")
+    rows = copy_paste_rows(arrays, seed=args.seed) + cutmix_rows(arrays, seed=args.seed)
+    return {"batch_size": args.batch_size, "output_size": args.output_size, "rows": rows}
+
+
 MODES: dict[str, Callable[[argparse.Namespace, tuple[Path, Path]], dict[str, Any]]] = {
     "decode_gpu": mode_decode_gpu,
     "pipeline_gpu": mode_pipeline_gpu,
@@ -443,6 +444,7 @@ MODES: dict[str, Callable[[argparse.Namespace, tuple[Path, Path]], dict[str, Any
     "baseline": mode_baseline,
     "kernels": mode_kernels,
     "masks": mode_masks,
+    "peers": mode_peers,
     "host": mode_host,
 }
 
@@ -484,6 +486,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_before": [round(v, 2) for v in os.getloadavg()],
         "modes": {},
     }
+    stem = "throughput-" + ("gpu" if gpu else "cpu")
     for mode in modes:
         print(f"decal bench: {mode} ...", flush=True)
         t0 = time.perf_counter()
@@ -493,10 +496,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["modes"][mode] = {"error": f"{type(error).__name__}: {error}"}
         results["modes"][mode]["wall_s"] = round(time.perf_counter() - t0, 1)
         print(f"  {json.dumps(results['modes'][mode])[:400]}", flush=True)
+        save_partial(results, args.out, stem)
     results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     results["ratios"] = ratios(results["modes"])
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "throughput-" + ("gpu" if gpu else "cpu")
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     plot(results, args.out / f"{stem}.png")
     table = markdown(results)
@@ -505,6 +508,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with open(args.append_results, "a") as handle:
             handle.write("\n" + table + "\n")
     return results
+
+
+def save_partial(results: dict[str, Any], out: Path, stem: str) -> None:
+    """Write the figures so far to ``out/{stem}.json`` (marked ``"partial": true``, with the
+    ratios of what exists), so a run stopped by a time limit (``bench/gpu_check.sh``) or a
+    hung kernel still leaves every finished mode behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot = dict(results, partial=True, ratios=ratios(results["modes"]))
+    (out / f"{stem}.json").write_text(json.dumps(snapshot, indent=2))
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -539,7 +551,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | ---: | ---: | --- |",
     ]
     for mode, r in results["modes"].items():
-        if mode in ("kernels", "masks"):
+        if mode in ("kernels", "masks", "peers"):
             continue
         notes = []
         if "error" in r:
@@ -564,9 +576,24 @@ def markdown(results: dict[str, Any]) -> str:
                       + ", ".join(f"{k2} {v / 2**30:.2f} GiB" for k2, v in m["traffic_model_total_bytes"].items())
                       + f" (fused saves {100 * m['fused_saving_vs_unfused']:.0f} %, bit-packed a further "
                         f"{100 * m['bitpacked_saving_vs_fused']:.0f} %)."]
+    lines += peers_markdown(results["modes"].get("peers"))
     if results.get("ratios"):
         lines += ["", "Ratios: " + ", ".join(f"{k2} = {v}" for k2, v in results["ratios"].items())]
     return "\n".join(lines)
+
+
+def peers_markdown(peers: dict[str, Any] | None) -> list[str]:
+    """The ``peers`` mode's rows as Markdown lines ([] when the mode did not run)."""
+    if not peers:
+        return []
+    if not peers.get("rows"):
+        return ["", f"Peers: {peers.get('skipped') or peers.get('error', 'no rows')}."]
+    lines = ["", f"Peers, B={peers['batch_size']}, {peers['output_size']}², same batch:", "",
+             "| row | ms / batch | images/s | device memory (GiB) | notes |", "| --- | ---: | ---: | ---: | --- |"]
+    for row in peers["rows"]:
+        lines.append(f"| {row['name']} | {row.get('ms', '—')} | {row.get('images_per_s', '—')} | "
+                     f"{row.get('device_memory_gib', '—')} | {row.get('skipped') or row.get('error') or row.get('note', '')} |")
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

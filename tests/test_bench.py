@@ -91,3 +91,20 @@ def test_mmdet_style_copy_paste_semantics(bench_data) -> None:
     assert image.shape == (3, 96, 96) and target["masks"].shape[0] == target["labels"].shape[0]
     batch = mb.collate([ds[2], ds[3]])
     assert batch[0].shape == (2, 3, 96, 96) and len(batch[1]) == 2
+
+
+def test_a_stopped_run_keeps_the_finished_modes(bench_data, tmp_path, monkeypatch) -> None:
+    """`bench/gpu_check.sh` stops the bench at its time limit: every finished mode is on disk."""
+    import bench.throughput as tp
+
+    def stopped(args, data):
+        raise KeyboardInterrupt  # the run stops inside this mode (gpu_check: SIGTERM ends the process)
+
+    monkeypatch.setitem(tp.MODES, "baseline", stopped)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--cpu", "--modes", "masks,baseline", "--data", str(bench_data[0].parent), "--num-images", "8",
+              "--output-size", "64", "--batch-size", "4", "--out", str(out), "--seed", "3"])
+    partial = json.loads((out / "throughput-cpu.json").read_text())
+    assert partial["partial"] is True and list(partial["modes"]) == ["masks"]
+    assert partial["modes"]["masks"]["subpixel_vs_exact"]["object_pixels"] > 0

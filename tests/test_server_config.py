@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from decal.server.app import DecalServer
+pytest.importorskip("grpc_health", reason="the server needs grpcio-health-checking (the serve extra)")
+pytest.importorskip("prometheus_client", reason="the server needs prometheus-client (the serve extra)")
+
+from decal.server.app import DecalServer  # noqa: E402
 from decal.server.config import ConfigError, ServerConfig
 from decal.server.serve import add_serve_arguments, load_config
 

@@ -11,10 +11,15 @@ import urllib.request
 import grpc
 import pytest
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
-from coco_factory import write_coco_dataset
-from server_helpers import first_status, make_config, open_stream, request, running_server, wait_until
+# The control plane's dependencies (the `serve` extra); skipped where they are not installed.
+for _module in ("fastapi", "uvicorn", "prometheus_client"):
+    pytest.importorskip(_module, reason=f"the control plane needs {_module} (the serve extra)")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from coco_factory import write_coco_dataset  # noqa: E402
+from server_helpers import first_status, make_config, open_stream, request, running_server, wait_until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
