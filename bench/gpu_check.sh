@@ -227,8 +227,8 @@ done
 # ---------------------------------------------------------------- 4. bench
 if [ "$MODE" = gpu ]; then
   BENCH_ARGS=(--num-images "$IMAGES" --batch-size 64 --batches "$BATCHES" --cpu-batch-size 16
-              --cpu-batches "$CPU_BATCHES" --threads "$(nproc)"
-              --modes decode_gpu,pipeline_gpu,kernels,peers,pipeline_cpu,pipeline_cpu_gpumasks,baseline,masks)
+              --cpu-batches "$CPU_BATCHES" --threads "$(nproc)" --host-workers "1,4,$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))"
+              --modes decode_gpu,pipeline_gpu,kernels,peers,host,pipeline_cpu,pipeline_cpu_gpumasks,baseline,masks)
 else
   BENCH_ARGS=(--cpu --num-images "$IMAGES" --cpu-batch-size 2 --cpu-batches "$CPU_BATCHES" --warmup 0
               --output-size 64 --threads 1 --modes pipeline_cpu,baseline,masks)

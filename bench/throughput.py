@@ -81,6 +81,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-batches", type=int, default=4, help="timed batches per CPU mode (after warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="DALI threads / DataLoader workers")
+    p.add_argument("--host-batches", type=int, default=40, help="host mode: timed batches of the GPU-mask source")
+    p.add_argument("--host-workers", default="1,2", help="host mode: comma-separated source worker counts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the JSON and the PNG")
     p.add_argument("--append-results", type=Path, default=None, help="append the Markdown table to this file")
