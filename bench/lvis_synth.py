@@ -68,11 +68,11 @@ def make_lvis_like(root: str | Path, num_images: int = 100_000, num_instances: i
 
     root = Path(root)
     json_path, image_dir = root / "lvis_like.json", root / "images"
-    stamp = root / f".complete-{num_images}-{num_instances}-{seed}"
+    stamp = root / f".complete-v2-{num_images}-{num_instances}-{seed}"  # v2: images under train2017/
     if stamp.exists() and json_path.exists():
         return json_path, image_dir
     rng = np.random.default_rng(seed)
-    image_dir.mkdir(parents=True, exist_ok=True)
+    (image_dir / "train2017").mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
     masters = []
@@ -100,7 +100,7 @@ def make_lvis_like(root: str | Path, num_images: int = 100_000, num_instances: i
         for i in range(num_images)
     ]
     for i in range(num_images):
-        target = image_dir / f"{i + 1:012d}.jpg"
+        target = image_dir / "train2017" / f"{i + 1:012d}.jpg"  # LVIS names keep their split folder
         if not target.exists():
             os.symlink(masters[int(portrait[i])].resolve(), target)
 

@@ -75,7 +75,7 @@ from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_tab
 from ..kernels.mask_geometry import SampleGeometry, source_columns, source_rows
 from ..kernels.rasterize_polygons import upsample_vertices
 from ..kernels.rle_decode import box_toggles
-from .coco_reader import CocoDataset, ReaderStats, _decode_rle_string
+from .coco_reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, ReaderStats, _decode_rle_string
 
 __all__ = [
     "POLYGON",
@@ -414,10 +414,21 @@ def _content_digest(path: Path, stamp_dir: Path) -> str:
     return value
 
 
-def index_key(annotation_file: str | Path, image_dir: str | Path, on_error: str, cache_dir: Path) -> str:
-    """The cache key of an index: json content, reader options and :data:`FORMAT_VERSION`."""
+def index_key(
+    annotation_file: str | Path,
+    image_dir: str | Path,
+    on_error: str,
+    cache_dir: Path,
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    require_segmentation: bool = True,
+) -> str:
+    """The cache key of an index: json content, every reader option (they decide which
+    images and instances the index holds) and :data:`FORMAT_VERSION`."""
     digest = _content_digest(Path(annotation_file), cache_dir / "stamps")
-    options = f"{FORMAT_VERSION}|{on_error}|{Path(image_dir).resolve()}".encode()
+    options = (
+        f"{FORMAT_VERSION}|{on_error}|{Path(image_dir).resolve()}|{max_image_pixels}|{bool(require_segmentation)}"
+    ).encode()
     return f"{digest}-{hashlib.blake2b(options, digest_size=8).hexdigest()}"
 
 
@@ -426,26 +437,34 @@ def open_index(
     image_dir: str | Path,
     *,
     on_error: Literal["raise", "skip"] = "raise",
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    require_segmentation: bool = True,
     cache_dir: str | Path | None = None,
     dataset: CocoDataset | None = None,
 ) -> CocoIndex:
     """The memory-mapped index of ``annotation_file``, built (and cached) on first use.
 
     Args:
-        annotation_file, image_dir, on_error: as :class:`~decal.dali_pipes.coco_reader.CocoDataset`.
+        annotation_file, image_dir, on_error, max_image_pixels, require_segmentation: as
+            :class:`~decal.dali_pipes.coco_reader.CocoDataset`.
         cache_dir: where indices live (default :func:`default_index_dir`).
         dataset: the already loaded dataset of this json, used when the index must be built
-            (otherwise the json is loaded, validated and counted by ``CocoDataset``).
+            (otherwise the json is loaded, validated and counted by ``CocoDataset``); its own
+            reader options then take the place of the arguments.
 
     Raises:
         DatasetError: when building, for the reader's errors (``on_error="raise"``).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_index_dir()
-    directory = cache / index_key(annotation_file, image_dir, on_error, cache)
+    if dataset is not None:
+        on_error, max_image_pixels = dataset.on_error, dataset.max_image_pixels
+        require_segmentation = dataset.require_segmentation
+    reader_options = {"max_image_pixels": max_image_pixels, "require_segmentation": require_segmentation}
+    directory = cache / index_key(annotation_file, image_dir, on_error, cache, **reader_options)
     if (directory / _COMPLETE).is_file():
         return CocoIndex.load(directory)
     if dataset is None:
-        dataset = CocoDataset(annotation_file, image_dir, on_error=on_error)
+        dataset = CocoDataset(annotation_file, image_dir, on_error=on_error, **reader_options)
     CocoIndex.from_dataset(dataset).save(directory)
     return CocoIndex.load(directory)
 
