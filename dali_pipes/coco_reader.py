@@ -213,7 +213,7 @@ def _short(v: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _lvis_file_name(url: str) -> str:
+def lvis_file_name(url: str) -> str:
     """``split/basename`` of an LVIS ``coco_url`` (``.../train2017/x.jpg`` → ``train2017/x.jpg``),
     the basename alone when the url has no folder; ``""`` when it has no file name."""
     parts = [p for p in urlparse(url).path.split("/") if p]
@@ -657,7 +657,7 @@ class CocoDataset:
         file_name = img.get("file_name")
         if file_name is None and isinstance(img.get("coco_url"), str):
             # LVIS v1: "http://images.cocodataset.org/train2017/000000391895.jpg" -> train2017/000000391895.jpg
-            file_name = _lvis_file_name(img["coco_url"])
+            file_name = lvis_file_name(img["coco_url"])
             if not file_name:
                 raise err("coco_url", f"cannot derive a file name from coco_url {_short(img['coco_url'])}")
         if file_name is None:

@@ -208,6 +208,8 @@ class ImageFolder:
             with Image.open(io.BytesIO(data.tobytes())) as image:
                 fmt = image.format
                 width, height = image.size
+        except Image.DecompressionBombError as error:
+            raise DatasetError(path, f"too many pixels for Pillow to open: {error}") from error
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             raise DatasetError(path, f"not a readable image: {error}") from error
         if fmt not in DECODABLE_FORMATS:
@@ -223,6 +225,8 @@ class ImageFolder:
         try:
             with Image.open(path) as image:
                 image.load()
+        except Image.DecompressionBombError as error:
+            return DatasetError(path, f"too many pixels for Pillow to decode: {error}")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             return DatasetError(path, f"image does not decode: {error}")
         return None

@@ -151,10 +151,20 @@ class ImageDirectoryDataset(CocoDataset):
             try:
                 with Image.open(path) as img:
                     width, height = img.size
-            except (UnidentifiedImageError, OSError) as error:
+                if self.max_image_pixels is not None and width * height > self.max_image_pixels:
+                    raise DatasetError(
+                        path, f"too many pixels: {width}x{height} = {width * height} > max_image_pixels "
+                        f"{self.max_image_pixels}", field="width",
+                    )
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError, DatasetError) as error:
+                if isinstance(error, Image.DecompressionBombError):
+                    error = DatasetError(path, f"too many pixels for Pillow to open: {error}", field="width")
+                elif not isinstance(error, DatasetError):
+                    error = DatasetError(path, f"not a readable image: {error}", field="file_name")
                 if self.on_error == "raise":
-                    raise DatasetError(path, f"not a readable image: {error}", field="file_name") from error
-                self.stats.skipped_images["unreadable_file"] = self.stats.skipped_images.get("unreadable_file", 0) + 1
+                    raise error
+                reason = "too_many_pixels" if error.field == "width" else "unreadable_file"
+                self.stats.skipped_images[reason] = self.stats.skipped_images.get(reason, 0) + 1
                 continue
             name = path.relative_to(root).as_posix()
             self.records.append(ImageRecord(next_id, name, path, int(width), int(height), ()))

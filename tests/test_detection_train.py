@@ -237,6 +237,24 @@ def test_merge_coco_renumbers_and_rebases(tmp_path: Path) -> None:
     assert len(CocoDataset(out, root)) == 5
 
 
+def test_merge_coco_keeps_lvis_split_folders(tmp_path: Path) -> None:
+    """LVIS images (``coco_url``, no ``file_name``) resolve to ``split/name`` as the reader does."""
+    from coco_factory import build_coco_dict, write_images, write_json
+
+    from decal.dali_pipes.coco_reader import CocoDataset
+
+    coco = build_coco_dict(num_images=2, seed=4)
+    for image in coco["images"]:
+        name = image.pop("file_name")
+        image["coco_url"] = f"http://images.cocodataset.org/val2017/{name}"
+    write_images(coco, tmp_path / "lvis" / "images")
+    lvis_json = write_json(tmp_path / "lvis" / "lvis.json", coco)
+    out, root = merge_coco([(lvis_json, tmp_path / "lvis" / "images")], tmp_path / "merged.json")
+    merged = json.loads(out.read_text())
+    assert all(im["file_name"].startswith("val2017/") for im in merged["images"])
+    assert len(CocoDataset(out, root)) == 2
+
+
 def test_remote_loader_trains_like_the_local_loader(tmp_path: Path, synth: tuple[Path, Path]) -> None:
     pytest.importorskip("grpc")
     from server_helpers import make_config, running_server

@@ -319,3 +319,41 @@ def test_random_json_gives_a_dataset_error_or_a_valid_dataset(image_root: Path, 
         assert masks.shape == (record.height, record.width, len(record.annotations)) and masks.dtype == np.uint8
         for ann in record.annotations:
             assert -(2**63) <= ann.ann_id < 2**63 and ann.category_id in dataset.categories
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+def _folder_with_a_bomb(root: Path) -> Path:
+    """Two real small JPEGs and one whose header claims 20000x10000 (over Pillow's bomb limit)."""
+    root.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (W, H), (10, 200, 30)).save(root / name, format="JPEG")
+    (root / "c_huge.jpg").write_bytes(_jpeg_claiming(20000, 10000))
+    return root
+
+
+def test_unlabelled_directory_refuses_or_counts_an_image_over_the_pixel_limit(tmp_path: Path) -> None:
+    """Self-training's second set: Pillow's DecompressionBombError never escapes."""
+    from decal.dali_pipes.self_training import ImageDirectoryDataset
+
+    root = _folder_with_a_bomb(tmp_path / "unlabelled")
+    with pytest.raises(DatasetError) as error:
+        ImageDirectoryDataset(root)
+    assert "c_huge.jpg" in str(error.value) and "too many pixels" in str(error.value)
+    dataset = ImageDirectoryDataset(root, on_error="skip")
+    assert len(dataset) == 2
+    assert dataset.stats.skipped_images == {"too_many_pixels": 1}
+
+
+def test_image_folder_names_an_image_over_the_pixel_limit(tmp_path: Path) -> None:
+    """CutMix / CP² folders: the header read and the decode check both give a DatasetError."""
+    from decal.dali_pipes.image_folder import ImageFolder
+
+    folder = ImageFolder(_folder_with_a_bomb(tmp_path / "folder"), labelled=False)
+    huge = [i for i, s in enumerate(folder.samples) if s.path.name == "c_huge.jpg"][0]
+    with pytest.raises(DatasetError) as error:
+        folder.read_image(huge)
+    assert "c_huge.jpg" in str(error.value) and "too many pixels" in str(error.value)
+    problem = folder.decode_check(huge)
+    assert isinstance(problem, DatasetError) and "too many pixels" in str(problem)

@@ -29,6 +29,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import nn
 
+from ...dali_pipes.coco_reader import lvis_file_name
 from ..common.checkpoint import load_checkpoint
 from ..common.config import from_dict
 from ..common.distributed import DistInfo, all_gather_object
@@ -158,9 +159,11 @@ def pseudo_label_folder(
 
 
 def _file_name(image: dict) -> str:
+    """The image's file under its json's image folder: ``file_name``, or for LVIS the split
+    folder and base name of ``coco_url``, as the reader resolves it."""
     name = image.get("file_name")
     if not name and isinstance(image.get("coco_url"), str):
-        name = image["coco_url"].rstrip("/").rsplit("/", 1)[-1]
+        name = lvis_file_name(image["coco_url"])
     if not name:
         raise ValueError(f"image {image.get('id')} has neither file_name nor coco_url")
     return name
