@@ -15,7 +15,7 @@ the TOML file's folder)::
     include_sample = true     # register the embedded sample dataset as "sample"
 
     [pipeline]                # how the server runs each stream's DALI pipeline
-    device = "auto"           # auto | gpu | cpu
+    device = "auto"           # auto | cpu | gpu | cuda | cuda:N
     device_id = 0
     num_threads = 2
     prefetch_queue_depth = 2
@@ -50,6 +50,9 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+from ..dali_pipes.backend import parse_device
+from ..dali_pipes.options import OptionError
 
 __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerConfig", "DATASET_NAME"]
 
@@ -106,8 +109,13 @@ class PipelineRuntime:
     prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "gpu", "cpu"):
-            raise ConfigError(f"pipeline.device: must be 'auto', 'gpu' or 'cpu', got {self.device!r}")
+        try:  # decal's one device vocabulary; "cuda:N" also sets device_id
+            parsed = parse_device(self.device, "pipeline.device")
+        except OptionError as error:
+            raise ConfigError(str(error)) from None
+        object.__setattr__(self, "device", parsed.kind)
+        if parsed.index is not None:
+            object.__setattr__(self, "device_id", parsed.index)
         for name in ("device_id", "num_threads", "prefetch_queue_depth"):
             value = getattr(self, name)
             minimum = 0 if name == "device_id" else 1

@@ -48,6 +48,7 @@ import grpc
 import numpy as np
 import torch
 
+from ..dali_pipes.backend import parse_device
 from ..dali_pipes.batch import Batch
 from ..dali_pipes.epoch_source import LoaderPosition
 from ..proto import decal_pb2 as pb
@@ -404,7 +405,9 @@ class RemoteLoader:
             ``"jpeg"`` (lossy; for slow links).
         mask_encoding: ``"bitpack+zlib"`` (default), ``"bitpack"`` or ``"raw"``; all lossless.
         jpeg_quality, zlib_level: 0 = the server's default (90, 1).
-        device: ``"cpu"`` or ``"cuda:N"`` (tensors pinned then copied, in the reader thread).
+        device: where the batches' tensors go, in decal's device vocabulary (``"cpu"``,
+            ``"gpu"``/``"cuda"`` = CUDA device 0, ``"cuda:N"``, ``"auto"`` = CUDA when torch sees
+            it), or a ``torch.device``; CUDA tensors are pinned then copied, in the reader thread.
         pin_memory: pin host tensors (default: True when ``device`` is CUDA).
         prefetch: batches decoded ahead.
         max_retries: consecutive failed (re)connection attempts before giving up.
@@ -433,7 +436,7 @@ class RemoteLoader:
         mask_encoding: str = "bitpack+zlib",
         jpeg_quality: int = 0,
         zlib_level: int = 0,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
         pin_memory: bool | None = None,
         prefetch: int = 2,
         max_retries: int = 8,
@@ -459,7 +462,7 @@ class RemoteLoader:
         self.seed = int(seed)
         self.shard_id = int(shard_id)
         self.num_shards = int(num_shards)
-        self.device = torch.device(device)
+        self.device = device if isinstance(device, torch.device) else torch.device(parse_device(device).torch_device())
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
         self.prefetch = int(prefetch)
         self.max_retries = int(max_retries)

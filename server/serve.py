@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from ..dali_pipes.cli_support import add_device_flag
 from .config import ConfigError, ServerConfig
 
 __all__ = ["add_serve_arguments", "run_serve", "main"]
@@ -40,7 +41,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = ephemeral)")
     parser.add_argument("--http-port", type=int, help="control-plane port (0 = ephemeral, -1 = off)")
     parser.add_argument("--sample", action="store_true", help="also serve the embedded sample dataset as 'sample'")
-    parser.add_argument("--device", choices=["auto", "gpu", "cpu"], help="pipeline backend (default from config: auto)")
+    add_device_flag(parser, default=None, what="pipeline backend", default_text="from config: auto")
     parser.add_argument("--ready-file", help="write {grpc_port, http_port, pid} here once serving")
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -51,7 +52,7 @@ def load_config(args: argparse.Namespace) -> ServerConfig:
     changes = {k: v for k, v in (("host", args.host), ("grpc_port", args.grpc_port), ("http_port", args.http_port)) if v is not None}
     if args.sample or not config.datasets:
         changes["include_sample"] = True
-    if args.device:
+    if args.device:  # PipelineRuntime reads decal's device vocabulary ("cuda:1" sets device_id)
         changes["pipeline"] = replace(config.pipeline, device=args.device)
     return replace(config, **changes)
 

@@ -208,6 +208,17 @@ def test_unknown_options_fail_fast() -> None:
         RemoteLoader("127.0.0.1:1", "synth", image_encoding="webp")
 
 
+def test_device_takes_the_one_vocabulary() -> None:
+    """RemoteLoader reads the device words the local loaders read (no connection is made)."""
+    import torch
+
+    assert RemoteLoader("127.0.0.1:1", "synth", device="cuda:1").device == torch.device("cuda", 1)
+    assert RemoteLoader("127.0.0.1:1", "synth", device="gpu").device == torch.device("cuda", 0)
+    assert RemoteLoader("127.0.0.1:1", "synth", device=torch.device("cpu")).device == torch.device("cpu")
+    with pytest.raises(ValueError, match="device"):
+        RemoteLoader("127.0.0.1:1", "synth", device="tpu")
+
+
 def test_unreachable_server_gives_up_after_max_retries() -> None:
     remote = RemoteLoader(f"127.0.0.1:{_free_port()}", "synth", max_retries=2, backoff=(0.01, 0.02), connect_timeout=0.5)
     with pytest.raises(RemoteLoaderError, match="gave up after 3"):

@@ -117,6 +117,18 @@ def test_cli_flags_override_the_file(tmp_path) -> None:
     assert empty.include_sample  # no datasets configured: serve the sample
 
 
+@pytest.mark.parametrize("word,device,device_id", [("cuda", "gpu", 0), ("cuda:1", "gpu", 1), ("gpu:2", "gpu", 2), ("CPU", "cpu", 0)])
+def test_serve_reads_the_one_device_vocabulary(tmp_path, word, device, device_id) -> None:
+    """`decal serve --device` and `[pipeline] device` take what loaders and `decal train` take."""
+    import argparse
+
+    parser = add_serve_arguments(argparse.ArgumentParser())
+    config = load_config(parser.parse_args(["--device", word]))
+    assert (config.pipeline.device, config.pipeline.device_id) == (device, device_id)
+    from_file = ServerConfig.from_toml(write(tmp_path, f"[pipeline]\ndevice = '{word}'\n"))
+    assert (from_file.pipeline.device, from_file.pipeline.device_id) == (device, device_id)
+
+
 def test_streams_share_one_parsed_dataset(tmp_path) -> None:
     """A registered dataset's json is parsed once for all streams (per on_error mode), and
     again only when the file changes."""
