@@ -25,64 +25,27 @@ from .backend import resolve_backend
 from .coco_reader import CocoDataset
 from .copy_paste_pipeline import OUTPUT_NAMES, build_copy_paste_pipeline
 from .batch import Batch
+from .copy_paste_options import COPY_PASTE_OPTIONS
 from .copy_paste_source import CopyPasteSource
 from .loader_config import check_loader_config
+from .option_schema import with_options
 from .loader_base import PipelineLoader, check_options, dense, position_after
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
 
 
 @dataclass(frozen=True)
+@with_options(COPY_PASTE_OPTIONS)
 class CopyPasteLoaderConfig:
-    """Every parameter of :class:`CopyPasteLoader`, with its default.
+    """Every parameter of :class:`CopyPasteLoader`, with its default: one field per option
+    of :data:`~decal.dali_pipes.copy_paste_options.COPY_PASTE_OPTIONS`, in that order.
 
-    Attributes:
-        batch_size: images per batch (the last batch of an epoch may be smaller unless
-            ``drop_last``).
-        output_size: S, the output images are S×S pixels.
-        jitter: ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
-            (min, max) pair, or a :class:`ScaleJitter`; r is the resized longer side over S.
-        flip_prob: probability of a horizontal flip.
-        pad_value: gray level of the padding.
-        copy_paste: False for scale jitter and flip only.
-        max_num_pasted, blend_sigma, mask_occluded_thr, bbox_occluded_thr, paste_by_box:
-            see :class:`~decal.kernels.copy_paste.CopyPasteParams` (mmdetection defaults).
-        seed: fixes every draw; a run is a function of (seed, epoch, shard, position).
-        shuffle: shuffle each epoch (uniform sampler); ignored with repeat-factor sampling.
-        repeat_factor_threshold: None for the uniform sampler; t for LVIS repeat-factor
-            sampling (0.001 in the LVIS paper).
-        shard_id, num_shards: this process's part of each epoch (DDP: rank, world size).
-        drop_last: drop the last incomplete batch of each epoch.
-        on_error: ``"raise"`` a :class:`DatasetError` on bad input, or ``"skip"`` the image
-            and count it in :attr:`CopyPasteLoader.stats`.
-        device: ``"gpu"``, ``"cpu"``, or None/``"auto"`` (the GPU when one is usable).
-        device_id: CUDA device index.
-        num_threads: DALI CPU threads.
-        prefetch_queue_depth: batches prepared ahead.
+    ``jitter`` is ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
+    (min, max) pair, or a :class:`ScaleJitter`; r is the resized longer side over S.
+    ``max_num_pasted``, ``blend_sigma``, ``mask_occluded_thr``, ``bbox_occluded_thr`` and
+    ``paste_by_box`` are those of :class:`~decal.kernels.copy_paste.CopyPasteParams`
+    (mmdetection defaults). A run is a function of (seed, epoch, shard, position).
     """
-
-    batch_size: int = 8
-    output_size: int = 1024
-    jitter: Any = "lsj"
-    flip_prob: float = 0.5
-    pad_value: int = 114
-    copy_paste: bool = True
-    max_num_pasted: int = 100
-    blend_sigma: float = 0.0
-    mask_occluded_thr: int = 300
-    bbox_occluded_thr: float = 10.0
-    paste_by_box: bool = False
-    seed: int = 0
-    shuffle: bool = True
-    repeat_factor_threshold: float | None = None
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)

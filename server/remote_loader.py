@@ -49,6 +49,8 @@ import numpy as np
 import torch
 
 from ..dali_pipes.batch import Batch
+from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
+from ..dali_pipes.option_schema import served
 from ..dali_pipes.epoch_source import LoaderPosition
 from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
@@ -76,13 +78,10 @@ def is_transient(code: grpc.StatusCode | None, details: str) -> bool:
         return any(mark in lowered for mark in _CUT_CONNECTION)
     return False
 
-#: Pipeline parameters a RemoteLoader forwards (CopyPasteParams fields; jitter maps to
+#: Pipeline parameters a RemoteLoader forwards: the served options of
+#: ``dali_pipes/copy_paste_options.py`` (CopyPasteParams fields; jitter maps to
 #: jitter_preset or jitter_range).
-PIPELINE_OPTIONS = (
-    "output_size", "jitter", "flip_prob", "pad_value", "copy_paste", "max_num_pasted", "blend_sigma",
-    "mask_occluded_thr", "bbox_occluded_thr", "paste_by_box", "shuffle", "repeat_factor_threshold",
-    "drop_last", "on_error",
-)  # fmt: skip
+PIPELINE_OPTIONS: tuple[str, ...] = tuple(option.name for option in served(COPY_PASTE_OPTIONS))
 
 
 class RemoteLoaderError(RuntimeError):
