@@ -25,7 +25,7 @@ import torch
 from .backend import resolve_backend
 from .epoch_source import LoaderPosition
 from .cutmix import MixConfig
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_NAMES, CutMixSource, build_cutmix_pipeline
+from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD, CutMixOutputs, CutMixSource, build_cutmix_pipeline
 from .folder_loader import FolderLoaderBase
 from .loader_config import check_loader_config
 from .loader_base import check_options, dense, position_after
@@ -206,13 +206,13 @@ class CutMixLoader(FolderLoaderBase):
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> ClassificationBatch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        images = dense(named["images"])
+        named = CutMixOutputs(*outputs)
+        images = dense(named.images)
         return ClassificationBatch(
             images=images,
-            targets=dense(named["targets"], images.device),
-            labels=dense(named["labels"]).reshape(-1),
-            lam=dense(named["lam"]).reshape(-1),
-            position=position_after(named["position"]),
-            unmixed=dense(named["unmixed"]) if "unmixed" in named else None,
+            targets=dense(named.targets, images.device),
+            labels=dense(named.labels).reshape(-1),
+            lam=dense(named.lam).reshape(-1),
+            position=position_after(named.position),
+            unmixed=dense(named.unmixed) if named.unmixed is not None else None,
         )

@@ -61,7 +61,7 @@ from ..kernels.mask_geometry import sample_geometry
 from ..kernels.rle_decode import box_toggles, toggles_from_counts
 from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
-from .copy_paste_pipeline import OUTPUT_NAMES
+from .copy_paste_pipeline import OUTPUT_NAMES, CopyPasteOutputs
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
 from .parallel_source import BatchInfoSource, check_workers, planned_batches
 from .scale_jitter import draw_geometry
@@ -341,7 +341,12 @@ def build_gpu_mask_pipeline(
             output_layouts=["HWC", "NHW"],
         )
         images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        return images, masks, boxes, areas, labels_out, iscrowd_out, pasted, image_id, position
+        return tuple(
+            CopyPasteOutputs(
+                images=images, masks=masks, boxes=boxes, areas=areas, labels=labels_out,
+                iscrowd=iscrowd_out, pasted=pasted, image_id=image_id, position=position,
+            )
+        )  # fmt: skip
 
     return gpu_mask_pipeline()
 

@@ -25,7 +25,7 @@ import torch
 from .backend import resolve_backend
 from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, feature_size
-from .cp2_pipeline import OUTPUT_NAMES, CP2Source, build_cp2_pipeline
+from .cp2_pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
 from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
 from .folder_loader import FolderLoaderBase
 from .loader_config import check_loader_config
@@ -197,15 +197,15 @@ class CP2Loader(FolderLoaderBase):
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> CP2Batch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        views = {k: dense(named[k]) for k in ("fg_q", "fg_k", "bg_q", "bg_k")} if "fg_q" in named else None
+        named = CP2Outputs(*outputs)
+        views = {k: dense(getattr(named, k)) for k in VIEW_NAMES} if named.fg_q is not None else None
         return CP2Batch(
-            image_q=dense(named["image_q"]),
-            image_k=dense(named["image_k"]),
-            mask_q=dense(named["mask_q"]),
-            mask_k=dense(named["mask_k"]),
-            mask_q_feat=dense(named["mask_q_feat"]),
-            mask_k_feat=dense(named["mask_k_feat"]),
-            position=position_after(named["position"]),
+            image_q=dense(named.image_q),
+            image_k=dense(named.image_k),
+            mask_q=dense(named.mask_q),
+            mask_k=dense(named.mask_k),
+            mask_q_feat=dense(named.mask_q_feat),
+            mask_k_feat=dense(named.mask_k_feat),
+            position=position_after(named.position),
             views=views,
         )

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .epoch_source import EpochBatchSource, LoaderPosition
+from .epoch_source import EpochBatchSource, LoaderPosition, PositionRow
 
 __all__ = ["PipelineLoader", "position_after", "dense", "check_options"]
 
@@ -36,9 +36,7 @@ def dense(output: Any, device: torch.device | None = None) -> torch.Tensor:
 
 def position_after(position_output: Any) -> LoaderPosition:
     """The loader position after the batch whose ``position`` column is given."""
-    row = np.array(position_output[0]).reshape(-1)
-    epoch, batch_index, cursor = int(row[1]), int(row[3]), int(row[4])
-    return LoaderPosition(epoch, cursor, batch_index + 1)
+    return PositionRow.from_array(position_output[0]).after()
 
 
 class PipelineLoader:

@@ -28,7 +28,7 @@ import io
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ __all__ = [
     "MosaicLoader",
     "MosaicLoaderConfig",
     "build_mosaic_pipeline",
+    "MosaicOutputs",
     "OUTPUT_NAMES",
     "preview_mosaic",
     "render_mosaic_grid",
@@ -61,11 +62,33 @@ MOSAIC_STREAM = 2
 REPLACEMENT_STREAM = 3
 PLACEHOLDER_SIZE = 8
 
-#: Names of the pipeline's outputs, in order.
-OUTPUT_NAMES = (
-    "images", "masks", "boxes", "areas", "labels", "iscrowd", "tile", "tiles",
-    "image_id", "tile_image_ids", "position",
-)  # fmt: skip
+class MosaicOutputs(NamedTuple):
+    """The mosaic pipeline's outputs, by name (B samples; N instances of a sample).
+
+    Attributes:
+        images: (3, S, S) uint8.
+        masks: (N, S, S) uint8; boxes (N, 4) float32 xyxy px; areas (N,) int64;
+            labels (N,) int64; iscrowd (N,) uint8.
+        tile: (N,) the tile each instance came from; tiles: the tiles' boxes.
+        image_id: () int64 of the first tile; tile_image_ids: (4,) int64.
+        position: (POSITION_FIELDS,) int64, a :class:`~decal.dali_pipes.epoch_source.PositionRow`.
+    """
+
+    images: Any
+    masks: Any
+    boxes: Any
+    areas: Any
+    labels: Any
+    iscrowd: Any
+    tile: Any
+    tiles: Any
+    image_id: Any
+    tile_image_ids: Any
+    position: Any
+
+
+#: Names of the pipeline's outputs, in order (``return_tiles`` appends debug outputs).
+OUTPUT_NAMES = MosaicOutputs._fields
 
 
 @lru_cache(maxsize=4)
@@ -287,9 +310,12 @@ def build_mosaic_pipeline(
             *masks, *small, function=step, batch_processing=True, num_outputs=7, device=device,
         )  # fmt: skip
         images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        outputs = (
-            images, out_masks, boxes, areas, labels, iscrowd, tile, tile_boxes,
-            col["image_id"], col["tile_image_ids"], col["position"],
+        outputs = tuple(
+            MosaicOutputs(
+                images=images, masks=out_masks, boxes=boxes, areas=areas, labels=labels, iscrowd=iscrowd,
+                tile=tile, tiles=tile_boxes, image_id=col["image_id"], tile_image_ids=col["tile_image_ids"],
+                position=col["position"],
+            )
         )  # fmt: skip
         if return_tiles:  # for the twin test: the resized tiles and the plan columns
             return outputs + tuple(tiles) + (col["start0"], col["regions"], col["flip"])
@@ -401,14 +427,14 @@ class MosaicLoader(CocoPipelineLoader):
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        images = dense(named["images"])
+        named = MosaicOutputs(*outputs[: len(MosaicOutputs._fields)])
+        images = dense(named.images)
         batch_size = images.shape[0]
-        targets = instance_targets(named, batch_size, extra=("tile", "tiles"))
-        tile_ids = np.array(named["tile_image_ids"].as_tensor()).reshape(batch_size, NUM_TILES)
+        targets = instance_targets(named._asdict(), batch_size, extra=("tile", "tiles"))
+        tile_ids = np.array(named.tile_image_ids.as_tensor()).reshape(batch_size, NUM_TILES)
         for target, ids in zip(targets, tile_ids):
             target["tile_image_ids"] = torch.from_numpy(ids.copy())
-        return Batch(images=images, targets=targets, position=position_after(named["position"]))
+        return Batch(images=images, targets=targets, position=position_after(named.position))
 
 
 def render_mosaic_grid(

@@ -23,8 +23,8 @@ import torch
 from ..kernels.copy_paste import CopyPasteParams
 from .backend import resolve_backend
 from .coco_reader import CocoDataset
-from .copy_paste_pipeline import OUTPUT_NAMES, build_copy_paste_pipeline
-from .batch import Batch
+from .copy_paste_pipeline import CopyPasteOutputs, build_copy_paste_pipeline
+from .batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
 from .copy_paste_options import COPY_PASTE_OPTIONS
 from .copy_paste_source import CopyPasteSource
 from .loader_config import check_loader_config
@@ -73,23 +73,20 @@ def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, .
     ``pasted`` when the pipeline has it; zeros otherwise), ``image_id``, and any ``extra``
     ragged outputs under their own names.
     """
-    ragged = ("masks", "boxes", "areas", "labels", "iscrowd") + (("pasted",) if "pasted" in named else ()) + extra
+    sources = {field: TARGET_OUTPUTS.get(field, field) for field in TARGET_FIELDS}
+    ragged = tuple(output for output in sources.values() if named.get(output) is not None) + extra
     per_sample = {name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)] for name in ragged}
     image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
     targets = []
     for i in range(batch_size):
         labels = per_sample["labels"][i]
         target = {
-            "boxes": per_sample["boxes"][i],
-            "labels": labels,
-            "masks": per_sample["masks"][i],
-            "area": per_sample["areas"][i],
-            "iscrowd": per_sample["iscrowd"][i],
-            "pasted": per_sample["pasted"][i]
-            if "pasted" in per_sample
-            else torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device),
-            "image_id": torch.tensor(int(image_ids[i])),
+            field: per_sample[output][i]
+            if output in per_sample
+            else torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device)
+            for field, output in sources.items()
         }
+        target["image_id"] = torch.tensor(int(image_ids[i]))
         target.update({name: per_sample[name][i] for name in extra})
         targets.append(target)
     return targets
@@ -203,7 +200,7 @@ class CopyPasteLoader(CocoPipelineLoader):
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        images = dense(named["images"])
-        targets = instance_targets(named, images.shape[0])
-        return Batch(images=images, targets=targets, position=position_after(named["position"]))
+        named = CopyPasteOutputs(*outputs)
+        images = dense(named.images)
+        targets = instance_targets(named._asdict(), images.shape[0])
+        return Batch(images=images, targets=targets, position=position_after(named.position))

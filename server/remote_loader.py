@@ -48,7 +48,7 @@ import grpc
 import numpy as np
 import torch
 
-from ..dali_pipes.batch import Batch
+from ..dali_pipes.batch import TARGET_FIELDS, Batch
 from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
 from ..dali_pipes.option_schema import served
 from ..dali_pipes.epoch_source import LoaderPosition
@@ -156,7 +156,7 @@ class _Spec:
 
         targets = []
         for target in decoded.targets:
-            entry = {name: tensor(target[name]) for name in ("boxes", "labels", "masks", "area", "iscrowd", "pasted")}
+            entry = {name: tensor(target[name]) for name in TARGET_FIELDS}
             entry["image_id"] = torch.tensor(int(target["image_id"]), dtype=torch.int64, device=self.device)
             targets.append(entry)
         p = decoded.position
