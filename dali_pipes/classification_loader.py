@@ -25,7 +25,8 @@ import torch
 from .backend import resolve_backend
 from .epoch_source import LoaderPosition
 from .cutmix import MixConfig
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD, CutMixOutputs, CutMixSource, build_cutmix_pipeline
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
+from .cutmix_pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
 from .folder_loader import FolderLoaderBase
 from .loader_config import check_loader_config
 from .loader_base import check_options, dense, position_after

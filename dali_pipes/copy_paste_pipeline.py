@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from ..kernels._cuda import to_host
+from ..kernels.array_module import to_host
 from ..kernels.copy_paste import CopyPasteParams, copy_paste_batch
 from .copy_paste_source import CopyPasteSource, copy_paste_rng
 from .step_io import split_result, stack_batch

@@ -26,7 +26,7 @@ from .backend import resolve_backend
 from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, feature_size
 from .cp2_pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .folder_loader import FolderLoaderBase
 from .loader_config import check_loader_config
 from .loader_base import check_options, dense, position_after

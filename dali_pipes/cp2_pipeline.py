@@ -27,10 +27,11 @@ from nvidia.dali.pipeline import Pipeline
 
 from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, ViewParams, compose_cp2, draw_view_params, random_erasing_rects
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DatasetError
 from .folder_source import FolderBatchSource, Payload
 from .image_folder import ImageFolder
+from ..kernels.array_module import cupy_module
 
 __all__ = ["CP2Outputs", "OUTPUT_NAMES", "VIEW_NAMES", "CP2Source", "CP2Step", "build_cp2_pipeline"]
 
@@ -175,7 +176,7 @@ class CP2Step:
     stride: int
 
     def __call__(self, fg_q, fg_k, bg_q, bg_k, rect_q, rect_k):
-        xp = np if isinstance(fg_q[0], np.ndarray) else _cupy()
+        xp = np if isinstance(fg_q[0], np.ndarray) else cupy_module()
         out = compose_cp2(
             xp.stack(fg_q), xp.stack(fg_k), xp.stack(bg_q), xp.stack(bg_k),
             xp.stack(rect_q), xp.stack(rect_k), self.stride,
@@ -186,11 +187,6 @@ class CP2Step:
             for array in (out.image_q, out.image_k, out.mask_q, out.mask_k, out.mask_q_feat, out.mask_k_feat)
         )
 
-
-def _cupy():
-    import cupy
-
-    return cupy
 
 
 def build_cp2_pipeline(

