@@ -19,6 +19,7 @@ _EXPORTS = {
     "CopyPasteLoader": "decal.dali_pipes.torch_iterator",
     "CopyPasteLoaderConfig": "decal.dali_pipes.torch_iterator",
     "Batch": "decal.dali_pipes.batch",
+    "Loader": "decal.dali_pipes.loader_protocol",
     "LabelMap": "decal.dali_pipes.label_map",
     "CopyPasteParams": "decal.kernels.copy_paste",
     "ScaleJitter": "decal.dali_pipes.scale_jitter",

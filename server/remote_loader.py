@@ -601,6 +601,13 @@ class RemoteLoader:
         return self._categories or {}
 
     @property
+    def stats(self) -> dict[str, Any]:
+        """The client's counters: ``reconnects`` of the current stream and ``bytes_received``.
+        The server's skip and drop counts of the dataset do not travel on the wire (see
+        ARCHITECTURE.md, "Known gaps"); the server logs them."""
+        return {"reconnects": self.reconnects, "bytes_received": self.bytes_received}
+
+    @property
     def reconnects(self) -> int:
         """Reconnections of the current stream (diagnostics)."""
         return self._reader.reconnects if self._reader else 0
