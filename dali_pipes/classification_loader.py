@@ -28,7 +28,9 @@ from .cutmix import MixConfig
 from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .cutmix_pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
 from .folder_loader import FolderLoaderBase
+from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
@@ -36,6 +38,7 @@ __all__ = ["CutMixLoaderConfig", "ClassificationBatch", "CutMixLoader"]
 
 
 @dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
 class CutMixLoaderConfig:
     """Every parameter of :class:`CutMixLoader`, with its default.
 
@@ -85,18 +88,8 @@ class CutMixLoaderConfig:
     correct_lam: bool = True
     label_smoothing: float = 0.0
     num_classes: int | None = None
-    seed: int = 0
-    shuffle: bool = True
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
     verify: bool = False
     return_unmixed: bool = False
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)

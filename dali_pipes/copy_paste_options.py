@@ -11,8 +11,9 @@ Units: sizes and thresholds in pixels of the S×S output; probabilities in [0, 1
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
+from .common_options import DEVICE_OPTIONS, DROP_LAST, NUM_SHARDS, ON_ERROR, SEED, SHARD_ID, SHUFFLE
 from .option_schema import Option
 
 __all__ = ["COPY_PASTE_OPTIONS"]
@@ -43,25 +44,16 @@ COPY_PASTE_OPTIONS: tuple[Option, ...] = (
         low=0.0, high=1e6, served=True,
     ),
     Option("paste_by_box", bool, False, "use filled boxes as masks (datasets without masks)", served=True),
-    Option("seed", int, 0, "fixes every random draw"),
-    Option("shuffle", bool, True, "shuffle each epoch (uniform sampler)", served=True),
+    SEED,
+    SHUFFLE,
     Option(
         "repeat_factor_threshold", float | None, None,
         "t for LVIS repeat-factor sampling (0.001 in LVIS); None = uniform",
         low=0.0, high=1.0, low_open=True, served=True,
     ),
-    Option("shard_id", int, 0, "this process's part of each epoch (DDP rank)", low=0),
-    Option("num_shards", int, 1, "the number of parts of each epoch (DDP world size)", low=1),
-    Option("drop_last", bool, False, "drop the last incomplete batch", served=True),
-    Option(
-        "on_error", Literal["raise", "skip"], "raise", '`"skip"`: skip bad images and count them in `loader.stats`',
-        choices=("raise", "skip"), served=True,
-    ),
-    Option(
-        "device", str | None, None,
-        '`"cpu"`, `"gpu"`/`"cuda"`, `"cuda:N"`, or None/`"auto"` (the GPU when CuPy sees one)',
-    ),
-    Option("device_id", int, 0, 'CUDA device (`device="cuda:N"` sets it)', low=0),
-    Option("num_threads", int, 2, "DALI CPU threads", low=1),
-    Option("prefetch_queue_depth", int, 2, "batches prepared ahead", low=1),
+    SHARD_ID,
+    NUM_SHARDS,
+    DROP_LAST,
+    ON_ERROR,
+    *DEVICE_OPTIONS,
 )  # fmt: skip

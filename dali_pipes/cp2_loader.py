@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -28,7 +28,9 @@ from .cp2 import CP2MaskConfig, CP2ViewConfig, feature_size
 from .cp2_pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
 from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .folder_loader import FolderLoaderBase
+from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
@@ -36,6 +38,7 @@ __all__ = ["CP2LoaderConfig", "CP2Batch", "CP2Loader"]
 
 
 @dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
 class CP2LoaderConfig:
     """Every parameter of :class:`CP2Loader`, with its default (CP2's).
 
@@ -79,18 +82,8 @@ class CP2LoaderConfig:
     normalize: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    seed: int = 0
-    shuffle: bool = True
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
     verify: bool = False
     return_views: bool = False
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)

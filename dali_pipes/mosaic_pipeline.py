@@ -39,7 +39,9 @@ from .backend import resolve_backend
 from .coco_reader import CocoDataset
 from .copy_paste_source import CopyPasteSource
 from .epoch_source import LoaderPosition
+from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .mosaic import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
 from .samplers import RepeatFactorSampler, UniformSampler
@@ -325,6 +327,7 @@ def build_mosaic_pipeline(
 
 
 @dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
 class MosaicLoaderConfig:
     """Every parameter of :class:`MosaicLoader`, with its default.
 
@@ -348,17 +351,7 @@ class MosaicLoaderConfig:
     mosaic_prob: float = 0.5
     center_range: tuple[float, float] = (0.25, 0.75)
     paste_by_box: bool = False
-    seed: int = 0
-    shuffle: bool = True
     repeat_factor_threshold: float | None = 0.001
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)

@@ -76,23 +76,23 @@ def served(options: Sequence[Option]) -> tuple[Option, ...]:
     return tuple(option for option in options if option.served)
 
 
-def with_options(options: Sequence[Option]) -> Callable[[type[T]], type[T]]:
+def with_options(options: Sequence[Option], *, first: bool = True) -> Callable[[type[T]], type[T]]:
     """Class decorator (apply under ``@dataclass``): add one annotated field per option, with
-    its default, in declaration order, and append the options' help to the docstring.
+    its default, in declaration order (before the class body's own fields, or after them with
+    ``first=False``), and append the options' help to the docstring.
 
     Options already annotated in the class body are left alone (a family overrides a default
     by writing the field)."""
 
     def apply(cls: type[T]) -> type[T]:
         own = dict(cls.__dict__.get("__annotations__", {}))
-        annotations: dict[str, Any] = {}
+        annotations: dict[str, Any] = {}  # the options' fields, in declaration order
         for option in options:
             if option.name in own:
                 continue
             annotations[option.name] = option.type
             setattr(cls, option.name, option.default)
-        annotations.update(own)
-        cls.__annotations__ = annotations
+        cls.__annotations__ = {**annotations, **own} if first else {**own, **annotations}
         cls.__options__ = tuple(options)  # type: ignore[attr-defined]
         lines = "\n".join(f"        {o.name}: {o.help}" for o in options)
         cls.__doc__ = f"{cls.__doc__ or ''}\n\n    Options (``dali_pipes/option_schema.py``):\n{lines}\n"
