@@ -51,6 +51,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..dali_pipes.options import ConfigError
+
 __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerConfig", "DATASET_NAME"]
 
 #: What a dataset name may look like (and so what a request's ``dataset`` must match), used
@@ -58,10 +60,6 @@ __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerCo
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 SAMPLE_DATASET = "sample"
-
-
-class ConfigError(ValueError):
-    """A server config value is missing, unknown or malformed; the message names the key."""
 
 
 @dataclass(frozen=True)

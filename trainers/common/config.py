@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
 
+from ...dali_pipes.options import ConfigError
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -54,10 +56,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that does not fit the trainer's config model."""
 
 
 # --------------------------------------------------------------------------- sections
