@@ -41,11 +41,11 @@ from .copy_paste_source import CopyPasteSource
 from .epoch_source import LoaderPosition
 from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .loader_parts import epoch_sampler, source_options
 from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .mosaic import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
-from .samplers import RepeatFactorSampler, UniformSampler
-from .scale_jitter import ScaleJitter
+from .samplers import RepeatFactorSampler
 from .torch_iterator import Batch, CocoPipelineLoader, instance_targets
 
 __all__ = [
@@ -381,15 +381,8 @@ class MosaicLoader(CocoPipelineLoader):
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
         self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
-        if cfg.repeat_factor_threshold is not None:
-            sampler: Any = RepeatFactorSampler.from_dataset(
-                self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold
-            )
-            weights = sampler.repeat_factors
-        else:
-            sampler = UniformSampler(len(self.dataset), seed=cfg.seed, shuffle=cfg.shuffle)
-            weights = np.ones(len(self.dataset))
-        self.sampler = sampler
+        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
+        weights = sampler.repeat_factors if isinstance(sampler, RepeatFactorSampler) else np.ones(len(self.dataset))
         self.source = MosaicSource(
             self.dataset,
             sampler,
@@ -398,15 +391,7 @@ class MosaicLoader(CocoPipelineLoader):
             center_range=tuple(cfg.center_range),
             pad_value=cfg.pad_value,
             item_weights=weights,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            jitter=ScaleJitter.parse(cfg.jitter),
-            flip_prob=cfg.flip_prob,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
-            paste_by_box=cfg.paste_by_box,
+            **source_options(cfg),
         )
 
     def _build_pipeline(self) -> Any:

@@ -28,10 +28,9 @@ from .batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
 from .copy_paste_options import COPY_PASTE_OPTIONS
 from .copy_paste_source import CopyPasteSource
 from .loader_config import check_loader_config
+from .loader_parts import epoch_sampler, source_options
 from .option_schema import with_options
 from .loader_base import PipelineLoader, check_options, dense, position_after
-from .samplers import RepeatFactorSampler, UniformSampler
-from .scale_jitter import ScaleJitter
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class CopyPasteLoaderConfig:
     of :data:`~decal.dali_pipes.copy_paste_options.COPY_PASTE_OPTIONS`, in that order.
 
     ``jitter`` is ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
-    (min, max) pair, or a :class:`ScaleJitter`; r is the resized longer side over S.
+    (min, max) pair, or a :class:`~decal.dali_pipes.scale_jitter.ScaleJitter`; r is the resized longer side over S.
     ``max_num_pasted``, ``blend_sigma``, ``mask_occluded_thr``, ``bbox_occluded_thr`` and
     ``paste_by_box`` are those of :class:`~decal.kernels.copy_paste.CopyPasteParams`
     (mmdetection defaults). A run is a function of (seed, epoch, shard, position).
@@ -157,25 +156,11 @@ class CopyPasteLoader(CocoPipelineLoader):
                 f"dataset was loaded with on_error={dataset.on_error!r} but the loader has on_error={cfg.on_error!r}"
             )
         self.dataset = dataset
-        if cfg.repeat_factor_threshold is not None:
-            sampler: Any = RepeatFactorSampler.from_dataset(
-                self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold
-            )
-        else:
-            sampler = UniformSampler(len(self.dataset), seed=cfg.seed, shuffle=cfg.shuffle)
-        self.sampler = sampler
+        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
         self.source = CopyPasteSource(
             self.dataset,
             sampler,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            jitter=ScaleJitter.parse(cfg.jitter),
-            flip_prob=cfg.flip_prob,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
-            paste_by_box=cfg.paste_by_box,
+            **source_options(cfg),
         )
         self._copy_paste = cfg.copy_paste_params()
 
