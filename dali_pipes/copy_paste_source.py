@@ -13,7 +13,7 @@ seed, and a run resumed from a :class:`LoaderPosition` continues exactly as it w
 Masks: polygons and RLE are rasterised here at the original image size with pycocotools, and
 travel to DALI as one H×W×(N+1) uint8 tensor whose last channel is an always-empty dummy:
 DALI's resize crashes on a tensor with zero channels (an image with no instances), see
-DESIGN.md "Known pitfalls"; the dummy channel is removed in the copy-paste step.
+ARCHITECTURE.md "DALI pitfalls the code works around"; the dummy channel is removed in the copy-paste step.
 """
 
 from __future__ import annotations
