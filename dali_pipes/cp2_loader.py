@@ -30,6 +30,7 @@ from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .folder_loader import FolderLoaderBase
 from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .loader_parts import pipeline_device_options, run_options
 from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
@@ -161,13 +162,8 @@ class CP2Loader(FolderLoaderBase):
             view=view,
             mask=mask,
             backgrounds=self.backgrounds,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
             shuffle=cfg.shuffle,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
+            **run_options(cfg),
         )
 
     @property
@@ -183,10 +179,7 @@ class CP2Loader(FolderLoaderBase):
             mean=tuple(cfg.mean),
             std=tuple(cfg.std),
             return_views=cfg.return_views,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
+            **pipeline_device_options(cfg, self.backend),
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> CP2Batch:

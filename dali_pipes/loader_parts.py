@@ -1,6 +1,7 @@
-"""The parts an instance-segmentation loader builds from its config the same way in every
-family (copy-paste, balanced, self-training, mosaic): the epoch sampler and the keyword
-options of its :class:`~decal.dali_pipes.epoch_source.EpochBatchSource`.
+"""The parts a loader builds from its config the same way in every family: the epoch
+sampler and the keyword options of its :class:`~decal.dali_pipes.epoch_source.EpochBatchSource`
+(instance families: copy-paste, balanced, self-training, mosaic), the run options of any
+source (image-folder families too: CutMix, CP²), and the device options of its DALI graph.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
 
-__all__ = ["epoch_sampler", "source_options"]
+__all__ = ["epoch_sampler", "source_options", "run_options", "pipeline_device_options"]
 
 
 def epoch_sampler(dataset: Any, cfg: Any) -> RepeatFactorSampler | UniformSampler:
@@ -21,18 +22,37 @@ def epoch_sampler(dataset: Any, cfg: Any) -> RepeatFactorSampler | UniformSample
     return UniformSampler(len(dataset), seed=cfg.seed, shuffle=cfg.shuffle)
 
 
-def source_options(cfg: Any) -> dict[str, Any]:
-    """The source keyword options an instance loader's config sets: ``batch_size``, ``seed``,
-    ``jitter`` (parsed to a :class:`ScaleJitter`), ``flip_prob``, ``shard_id``,
-    ``num_shards``, ``drop_last``, ``on_error``, ``paste_by_box``."""
+def run_options(cfg: Any) -> dict[str, Any]:
+    """The source keyword options of the run (``dali_pipes/common_options.py``) plus the
+    batch size: ``batch_size``, ``seed``, ``shard_id``, ``num_shards``, ``drop_last``,
+    ``on_error``."""
     return dict(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
-        jitter=ScaleJitter.parse(cfg.jitter),
-        flip_prob=cfg.flip_prob,
         shard_id=cfg.shard_id,
         num_shards=cfg.num_shards,
         drop_last=cfg.drop_last,
         on_error=cfg.on_error,
+    )
+
+
+def source_options(cfg: Any) -> dict[str, Any]:
+    """The source keyword options an instance loader's config sets: :func:`run_options` plus
+    ``jitter`` (parsed to a :class:`ScaleJitter`), ``flip_prob`` and ``paste_by_box``."""
+    return dict(
+        run_options(cfg),
+        jitter=ScaleJitter.parse(cfg.jitter),
+        flip_prob=cfg.flip_prob,
         paste_by_box=cfg.paste_by_box,
+    )
+
+
+def pipeline_device_options(cfg: Any, backend: str) -> dict[str, Any]:
+    """The graph builder's device options: ``device`` (the resolved ``backend``, ``"cpu"`` or
+    ``"gpu"``), ``device_id``, ``num_threads``, ``prefetch_queue_depth``."""
+    return dict(
+        device=backend,
+        device_id=cfg.device_id,
+        num_threads=cfg.num_threads,
+        prefetch_queue_depth=cfg.prefetch_queue_depth,
     )

@@ -41,7 +41,7 @@ from .copy_paste_source import CopyPasteSource
 from .epoch_source import LoaderPosition
 from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
-from .loader_parts import epoch_sampler, source_options
+from .loader_parts import epoch_sampler, pipeline_device_options, source_options
 from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .mosaic import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
@@ -398,10 +398,7 @@ class MosaicLoader(CocoPipelineLoader):
         cfg = self.config
         return build_mosaic_pipeline(
             self.source,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
+            **pipeline_device_options(cfg, self.backend),
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:

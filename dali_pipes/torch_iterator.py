@@ -28,7 +28,7 @@ from .batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
 from .copy_paste_options import COPY_PASTE_OPTIONS
 from .copy_paste_source import CopyPasteSource
 from .loader_config import check_loader_config
-from .loader_parts import epoch_sampler, source_options
+from .loader_parts import epoch_sampler, pipeline_device_options, source_options
 from .option_schema import with_options
 from .loader_base import PipelineLoader, check_options, dense, position_after
 
@@ -177,10 +177,7 @@ class CopyPasteLoader(CocoPipelineLoader):
             output_size=cfg.output_size,
             copy_paste=self._copy_paste,
             pad_value=cfg.pad_value,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
+            **pipeline_device_options(cfg, self.backend),
             step=self._paste_step(),
         )
 
