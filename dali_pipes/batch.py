@@ -14,7 +14,15 @@ import torch
 from .epoch_source import LoaderPosition
 from .label_map import LabelMap
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "TARGET_FIELDS", "TARGET_OUTPUTS"]
+
+#: The per-instance fields of a target dict, in order (each (N, ...) for N instances; see
+#: :class:`Batch`), besides ``image_id``. The wire format (``server/wire.py``), the local
+#: loaders (``instance_targets`` in ``dali_pipes/torch_iterator.py``) and ``RemoteLoader``
+#: all read this tuple.
+TARGET_FIELDS = ("boxes", "labels", "masks", "area", "iscrowd", "pasted")
+#: The pipeline output a target field is read from, where the names differ.
+TARGET_OUTPUTS = {"area": "areas"}
 
 #: The target keys :meth:`Batch.for_torchvision` keeps (what torchvision's detection models
 #: and pycocotools-style evaluation read).

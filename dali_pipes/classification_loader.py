@@ -25,9 +25,13 @@ import torch
 from .backend import resolve_backend
 from .epoch_source import LoaderPosition
 from .cutmix import MixConfig
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_NAMES, CutMixSource, build_cutmix_pipeline
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
+from .cutmix_pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
 from .folder_loader import FolderLoaderBase
+from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .loader_parts import pipeline_device_options, run_options
+from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
@@ -35,6 +39,7 @@ __all__ = ["CutMixLoaderConfig", "ClassificationBatch", "CutMixLoader"]
 
 
 @dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
 class CutMixLoaderConfig:
     """Every parameter of :class:`CutMixLoader`, with its default.
 
@@ -84,18 +89,8 @@ class CutMixLoaderConfig:
     correct_lam: bool = True
     label_smoothing: float = 0.0
     num_classes: int | None = None
-    seed: int = 0
-    shuffle: bool = True
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
     verify: bool = False
     return_unmixed: bool = False
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)
@@ -177,13 +172,8 @@ class CutMixLoader(FolderLoaderBase):
             ratio=tuple(cfg.ratio),
             flip_prob=cfg.flip_prob,
             label_smoothing=cfg.label_smoothing,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
             shuffle=cfg.shuffle,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
+            **run_options(cfg),
         )
 
     @property
@@ -199,20 +189,17 @@ class CutMixLoader(FolderLoaderBase):
             mean=tuple(cfg.mean),
             std=tuple(cfg.std),
             return_unmixed=cfg.return_unmixed,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
+            **pipeline_device_options(cfg, self.backend),
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> ClassificationBatch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        images = dense(named["images"])
+        named = CutMixOutputs(*outputs)
+        images = dense(named.images)
         return ClassificationBatch(
             images=images,
-            targets=dense(named["targets"], images.device),
-            labels=dense(named["labels"]).reshape(-1),
-            lam=dense(named["lam"]).reshape(-1),
-            position=position_after(named["position"]),
-            unmixed=dense(named["unmixed"]) if "unmixed" in named else None,
+            targets=dense(named.targets, images.device),
+            labels=dense(named.labels).reshape(-1),
+            lam=dense(named.lam).reshape(-1),
+            position=position_after(named.position),
+            unmixed=dense(named.unmixed) if named.unmixed is not None else None,
         )

@@ -75,7 +75,7 @@ from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_tab
 from ..kernels.mask_geometry import SampleGeometry, source_columns, source_rows
 from ..kernels.rasterize_polygons import upsample_vertices
 from ..kernels.rle_decode import box_toggles
-from .coco_reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, ReaderStats, _decode_rle_string
+from .coco_reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, ReaderStats, decode_rle_string
 
 __all__ = [
     "POLYGON",
@@ -185,7 +185,7 @@ class CocoIndex:
                 kinds[j] = RLE
                 counts = seg["counts"]
                 if isinstance(counts, (str, bytes)):
-                    counts = _decode_rle_string(counts.decode() if isinstance(counts, bytes) else counts)
+                    counts = decode_rle_string(counts.decode() if isinstance(counts, bytes) else counts)
                 runs = np.asarray(counts, dtype=np.int64)
                 toggles.append(np.cumsum(runs)[:-1].astype(np.int32))
                 n_toggles[j] = len(runs) - 1

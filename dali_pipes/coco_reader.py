@@ -71,6 +71,7 @@ from .errors import DatasetError
 from .image_header import read_image_header
 
 __all__ = [
+    "decode_rle_string",
     "Segmentation",
     "InstanceAnnotation",
     "ImageRecord",
@@ -291,7 +292,7 @@ def _clip_polygon(pts: list[tuple[float, float]], width: float, height: float) -
     return [(min(max(x, 0.0), width), min(max(y, 0.0), height)) for x, y in pts]
 
 
-def _decode_rle_string(s: str) -> list[int] | None:
+def decode_rle_string(s: str) -> list[int] | None:
     """Run lengths of a compressed COCO RLE string, or None if it is malformed.
 
     The format (pycocotools ``maskApi.c``, ``rleToString``): each count is a signed
@@ -761,7 +762,7 @@ class CocoDataset:
             if size != [height, width]:
                 raise err("segmentation", f"RLE size {size} != image [height, width] [{height}, {width}]")
             if isinstance(counts, str):
-                runs = _decode_rle_string(counts)
+                runs = decode_rle_string(counts)
                 if runs is None:
                     raise err("segmentation", "malformed compressed RLE counts string")
             elif isinstance(counts, list) and all(_is_int(v) for v in counts):

@@ -53,15 +53,15 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from ..kernels._cuda import is_cupy_array
+from ..kernels.array_module import cupy_module, is_cupy_array
 from ..kernels.copy_paste import CopyPasteParams
 from ..kernels.copy_paste_fused import copy_paste_batch_fused
 from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, rasterize_instances
 from ..kernels.mask_geometry import sample_geometry
 from ..kernels.rle_decode import box_toggles, toggles_from_counts
 from .coco_index import CocoIndex, batch_descriptors
-from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
-from .copy_paste_pipeline import OUTPUT_NAMES
+from .coco_reader import CocoDataset, ImageRecord, decode_rle_string
+from .copy_paste_pipeline import OUTPUT_NAMES, CopyPasteOutputs
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
 from .parallel_source import BatchInfoSource, check_workers, planned_batches
 from .scale_jitter import draw_geometry
@@ -107,7 +107,7 @@ def record_instances(record: ImageRecord, *, paste_by_box: bool = False) -> list
         else:
             counts = seg["counts"]
             if isinstance(counts, (str, bytes)):
-                counts = _decode_rle_string(counts.decode() if isinstance(counts, bytes) else counts)
+                counts = decode_rle_string(counts.decode() if isinstance(counts, bytes) else counts)
             out.append(("rle", toggles_from_counts(counts, h, w)))
     return out
 
@@ -205,11 +205,6 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
         return columns, ()
 
 
-def _cupy():
-    import cupy
-
-    return cupy
-
 
 @dataclass(frozen=True)
 class GpuMaskCopyPasteStep:
@@ -225,7 +220,7 @@ class GpuMaskCopyPasteStep:
 
     def __call__(self, images, tables, verts, polys, poly_instances, toggles, rle_instances, labels, iscrowd, positions):
         on_host = not is_cupy_array(images[0])
-        xp = np if on_host else _cupy()
+        xp = np if on_host else cupy_module()
         batch = len(images)
         height, width = images[0].shape[:2]
         counts = np.array([int(x.shape[0]) for x in labels], dtype=np.int64)  # shapes: no sync
@@ -341,7 +336,12 @@ def build_gpu_mask_pipeline(
             output_layouts=["HWC", "NHW"],
         )
         images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        return images, masks, boxes, areas, labels_out, iscrowd_out, pasted, image_id, position
+        return tuple(
+            CopyPasteOutputs(
+                images=images, masks=masks, boxes=boxes, areas=areas, labels=labels_out,
+                iscrowd=iscrowd_out, pasted=pasted, image_id=image_id, position=position,
+            )
+        )  # fmt: skip
 
     return gpu_mask_pipeline()
 

@@ -17,18 +17,44 @@ sets CuPy's current stream to DALI's), and DALI keeps async, pipelined execution
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from ..kernels._cuda import to_host
+from ..kernels.array_module import to_host
 from ..kernels.copy_paste import CopyPasteParams, copy_paste_batch
 from .copy_paste_source import CopyPasteSource, copy_paste_rng
 from .step_io import split_result, stack_batch
 
 #: Names of the pipeline's outputs, in order.
-OUTPUT_NAMES = ("images", "masks", "boxes", "areas", "labels", "iscrowd", "pasted", "image_id", "position")
+class CopyPasteOutputs(NamedTuple):
+    """The copy-paste pipeline's outputs, by name (B samples each; N instances of a sample).
+
+    Attributes:
+        images: (3, S, S) uint8 per sample.
+        masks: (N, S, S) uint8 in {0, 1}.
+        boxes: (N, 4) float32 xyxy px.
+        areas: (N,) int64 mask pixels.
+        labels: (N,) int64 category ids.
+        iscrowd, pasted: (N,) uint8.
+        image_id: () int64.
+        position: (POSITION_FIELDS,) int64, a :class:`~decal.dali_pipes.epoch_source.PositionRow`.
+    """
+
+    images: Any
+    masks: Any
+    boxes: Any
+    areas: Any
+    labels: Any
+    iscrowd: Any
+    pasted: Any
+    image_id: Any
+    position: Any
+
+
+#: Names of the pipeline's outputs, in order.
+OUTPUT_NAMES = CopyPasteOutputs._fields
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,11 @@ def build_copy_paste_pipeline(
             output_layouts=["HWC", "NHW"],
         )
         images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        return images, masks, boxes, areas, labels, iscrowd, pasted, image_id, position
+        return tuple(
+            CopyPasteOutputs(
+                images=images, masks=masks, boxes=boxes, areas=areas, labels=labels,
+                iscrowd=iscrowd, pasted=pasted, image_id=image_id, position=position,
+            )
+        )  # fmt: skip
 
     return copy_paste_pipeline()

@@ -13,7 +13,7 @@ seed, and a run resumed from a :class:`LoaderPosition` continues exactly as it w
 Masks: polygons and RLE are rasterised here at the original image size with pycocotools, and
 travel to DALI as one H×W×(N+1) uint8 tensor whose last channel is an always-empty dummy:
 DALI's resize crashes on a tensor with zero channels (an image with no instances), see
-DESIGN.md "Known pitfalls"; the dummy channel is removed in the copy-paste step.
+ARCHITECTURE.md "DALI pitfalls the code works around"; the dummy channel is removed in the copy-paste step.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .coco_reader import CocoDataset
-from .epoch_source import POSITION_FIELDS, EpochBatchSource, EpochSampler, LoaderPosition
+from .epoch_source import POSITION_FIELDS, EpochBatchSource, EpochSampler, LoaderPosition, PositionRow
 from .scale_jitter import ScaleJitter, draw_geometry
 
 __all__ = ["CopyPasteSource", "LoaderPosition", "POSITION_FIELDS", "copy_paste_rng"]
@@ -122,5 +122,5 @@ class CopyPasteSource(EpochBatchSource):
 def copy_paste_rng(position: np.ndarray) -> np.random.Generator:
     """The copy-paste generator of the batch whose ``position`` column is given (the same
     stream :meth:`EpochBatchSource.batch_rng` would give for ``COPY_PASTE_STREAM``)."""
-    seed, epoch, shard_id, batch_index = (int(v) for v in position[:4])
-    return np.random.default_rng([seed, epoch, shard_id, batch_index, COPY_PASTE_STREAM])
+    row = PositionRow.from_array(position)
+    return np.random.default_rng([row.seed, row.epoch, row.shard_id, row.batch_index, COPY_PASTE_STREAM])

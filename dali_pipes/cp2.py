@@ -54,6 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .folder_source import random_resized_crop_params
+from ..kernels.array_module import cupy_module
 
 __all__ = [
     "CP2ViewConfig",
@@ -267,7 +268,7 @@ def compose_cp2(fg_q: Any, fg_k: Any, bg_q: Any, bg_k: Any, rect_q: Any, rect_k:
     """
     from ..kernels.composite import composite
 
-    xp = np if isinstance(fg_q, np.ndarray) else _cupy()
+    xp = np if isinstance(fg_q, np.ndarray) else cupy_module()
     b, height, width, _ = fg_q.shape
     masks = rect_masks(xp.concatenate([xp.asarray(rect_q).reshape(-1, 4), xp.asarray(rect_k).reshape(-1, 4)]), height, width, xp)
     dst = xp.concatenate([bg_q, bg_k])
@@ -277,7 +278,3 @@ def compose_cp2(fg_q: Any, fg_k: Any, bg_q: Any, bg_k: Any, rect_q: Any, rect_k:
     return CP2Composition(images[:b], images[b:], masks[:b], masks[b:], small[:b], small[b:])
 
 
-def _cupy() -> Any:
-    import cupy
-
-    return cupy

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from .backend import resolve_backend
 from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, feature_size
-from .cp2_pipeline import OUTPUT_NAMES, CP2Source, build_cp2_pipeline
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
+from .cp2_pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .folder_loader import FolderLoaderBase
+from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .loader_parts import pipeline_device_options, run_options
+from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
 
@@ -36,6 +39,7 @@ __all__ = ["CP2LoaderConfig", "CP2Batch", "CP2Loader"]
 
 
 @dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
 class CP2LoaderConfig:
     """Every parameter of :class:`CP2Loader`, with its default (CP2's).
 
@@ -79,18 +83,8 @@ class CP2LoaderConfig:
     normalize: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    seed: int = 0
-    shuffle: bool = True
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
     verify: bool = False
     return_views: bool = False
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)
@@ -168,13 +162,8 @@ class CP2Loader(FolderLoaderBase):
             view=view,
             mask=mask,
             backgrounds=self.backgrounds,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
             shuffle=cfg.shuffle,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
+            **run_options(cfg),
         )
 
     @property
@@ -190,22 +179,19 @@ class CP2Loader(FolderLoaderBase):
             mean=tuple(cfg.mean),
             std=tuple(cfg.std),
             return_views=cfg.return_views,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
+            **pipeline_device_options(cfg, self.backend),
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> CP2Batch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        views = {k: dense(named[k]) for k in ("fg_q", "fg_k", "bg_q", "bg_k")} if "fg_q" in named else None
+        named = CP2Outputs(*outputs)
+        views = {k: dense(getattr(named, k)) for k in VIEW_NAMES} if named.fg_q is not None else None
         return CP2Batch(
-            image_q=dense(named["image_q"]),
-            image_k=dense(named["image_k"]),
-            mask_q=dense(named["mask_q"]),
-            mask_k=dense(named["mask_k"]),
-            mask_q_feat=dense(named["mask_q_feat"]),
-            mask_k_feat=dense(named["mask_k_feat"]),
-            position=position_after(named["position"]),
+            image_q=dense(named.image_q),
+            image_k=dense(named.image_k),
+            mask_q=dense(named.mask_q),
+            mask_k=dense(named.mask_k),
+            mask_q_feat=dense(named.mask_q_feat),
+            mask_k_feat=dense(named.mask_k_feat),
+            position=position_after(named.position),
             views=views,
         )

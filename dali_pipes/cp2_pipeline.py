@@ -19,7 +19,7 @@ once for its two views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
@@ -27,16 +27,40 @@ from nvidia.dali.pipeline import Pipeline
 
 from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, ViewParams, compose_cp2, draw_view_params, random_erasing_rects
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DatasetError
 from .folder_source import FolderBatchSource, Payload
 from .image_folder import ImageFolder
+from ..kernels.array_module import cupy_module
 
-__all__ = ["OUTPUT_NAMES", "VIEW_NAMES", "CP2Source", "CP2Step", "build_cp2_pipeline"]
+__all__ = ["CP2Outputs", "OUTPUT_NAMES", "VIEW_NAMES", "CP2Source", "CP2Step", "build_cp2_pipeline"]
+
+class CP2Outputs(NamedTuple):
+    """The CP² pipeline's outputs, by name (B samples each).
+
+    Attributes:
+        image_q, image_k: (3, S, S) the two composed views (uint8, or float32 normalised).
+        mask_q, mask_k: (S, S) uint8 foreground masks; mask_q_feat, mask_k_feat: the masks
+            at feature resolution (S / stride).
+        position: (POSITION_FIELDS,) int64, a :class:`~decal.dali_pipes.epoch_source.PositionRow`.
+        fg_q, fg_k, bg_q, bg_k: the four augmented views, only with ``return_views`` (else None).
+    """
+
+    image_q: Any
+    image_k: Any
+    mask_q: Any
+    mask_k: Any
+    mask_q_feat: Any
+    mask_k_feat: Any
+    position: Any
+    fg_q: Any = None
+    fg_k: Any = None
+    bg_q: Any = None
+    bg_k: Any = None
+
 
 #: Names of the pipeline's outputs, in order (the views only with ``return_views``).
-OUTPUT_NAMES = ("image_q", "image_k", "mask_q", "mask_k", "mask_q_feat", "mask_k_feat", "position",
-                "fg_q", "fg_k", "bg_q", "bg_k")  # fmt: skip
+OUTPUT_NAMES = CP2Outputs._fields
 #: The four augmented views of a sample.
 VIEW_NAMES = ("fg_q", "fg_k", "bg_q", "bg_k")
 
@@ -152,7 +176,7 @@ class CP2Step:
     stride: int
 
     def __call__(self, fg_q, fg_k, bg_q, bg_k, rect_q, rect_k):
-        xp = np if isinstance(fg_q[0], np.ndarray) else _cupy()
+        xp = np if isinstance(fg_q[0], np.ndarray) else cupy_module()
         out = compose_cp2(
             xp.stack(fg_q), xp.stack(fg_k), xp.stack(bg_q), xp.stack(bg_k),
             xp.stack(rect_q), xp.stack(rect_k), self.stride,
@@ -163,11 +187,6 @@ class CP2Step:
             for array in (out.image_q, out.image_k, out.mask_q, out.mask_k, out.mask_q_feat, out.mask_k_feat)
         )
 
-
-def _cupy():
-    import cupy
-
-    return cupy
 
 
 def build_cp2_pipeline(
@@ -246,9 +265,10 @@ def build_cp2_pipeline(
         else:
             image_q = fn.transpose(image_q, perm=[2, 0, 1], output_layout="CHW")
             image_k = fn.transpose(image_k, perm=[2, 0, 1], output_layout="CHW")
-        outputs = [image_q, image_k, mask_q, mask_k, mask_q_feat, mask_k_feat, named["position"]]
-        if return_views:
-            outputs += [views[name] for name in VIEW_NAMES]
-        return tuple(outputs)
+        outputs = CP2Outputs(
+            image_q=image_q, image_k=image_k, mask_q=mask_q, mask_k=mask_k, mask_q_feat=mask_q_feat,
+            mask_k_feat=mask_k_feat, position=named["position"], **(views if return_views else {}),
+        )
+        return tuple(output for output in outputs if output is not None)
 
     return cp2_pipeline()

@@ -47,6 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..kernels.array_module import cupy_module
+
 __all__ = [
     "MixConfig",
     "MixParams",
@@ -334,13 +336,9 @@ def apply_mix(images: Any, partner: Any, boxes: Any, weight: Any) -> Any:
     """Mix a batch of (B, H, W, C) uint8 images (NumPy: the twin; CuPy: one kernel launch)."""
     from ..kernels.composite import composite
 
-    xp = np if isinstance(images, np.ndarray) else _cupy()
+    xp = np if isinstance(images, np.ndarray) else cupy_module()
     _, height, width, _ = images.shape
     alpha = mix_alpha(boxes, weight, height, width, xp=xp)
     return composite(images, images, partner, alpha)
 
 
-def _cupy() -> Any:
-    import cupy
-
-    return cupy

@@ -25,31 +25,52 @@ uint8 before normalisation either way, as in timm's ``FastCollateMixup``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
+from ..kernels.array_module import cupy_module
 from .epoch_source import LoaderPosition
 from .cutmix import MixConfig, apply_mix, draw_mix_params, mix_targets
 from .folder_source import FolderBatchSource, Payload, random_resized_crop_params
 from .image_folder import ImageFolder
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "OUTPUT_NAMES",
+    "CutMixOutputs",
     "CutMixSource",
     "CutMixStep",
     "build_cutmix_pipeline",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class CutMixOutputs(NamedTuple):
+    """The CutMix pipeline's outputs, by name (B samples each).
+
+    Attributes:
+        images: (3, S, S) uint8, or float32 normalised with ``normalize``.
+        targets: (K,) float32 soft targets.
+        labels: () int64 class of the destination image.
+        lam: () float32 share of the destination's label.
+        position: (POSITION_FIELDS,) int64, a :class:`~decal.dali_pipes.epoch_source.PositionRow`.
+        unmixed: (S, S, 3) uint8 images before mixing, only with ``return_unmixed`` (else None).
+    """
+
+    images: Any
+    targets: Any
+    labels: Any
+    lam: Any
+    position: Any
+    unmixed: Any = None
+
 
 #: Names of the pipeline's outputs, in order (``unmixed`` only with ``return_unmixed``).
-OUTPUT_NAMES = ("images", "targets", "labels", "lam", "position", "unmixed")
+OUTPUT_NAMES = CutMixOutputs._fields
 
 #: rng streams of a batch
 VIEW_STREAM, MIX_STREAM = 0, 1
@@ -151,7 +172,7 @@ class CutMixStep:
     """
 
     def __call__(self, images, partners, boxes, weights):
-        xp = np if isinstance(images[0], np.ndarray) else _cupy()
+        xp = np if isinstance(images[0], np.ndarray) else cupy_module()
         stacked = xp.stack(images)
         partner = xp.stack(partners).reshape(-1).astype(xp.int64)
         box = xp.stack(boxes).reshape(-1, 4)
@@ -159,11 +180,6 @@ class CutMixStep:
         mixed = apply_mix(stacked, partner, box, weight)
         return [mixed[i] for i in range(len(images))]
 
-
-def _cupy():
-    import cupy
-
-    return cupy
 
 
 def build_cutmix_pipeline(
@@ -241,9 +257,9 @@ def build_cutmix_pipeline(
             )
         else:
             out = fn.transpose(mixed, perm=[2, 0, 1], output_layout="CHW")
-        outputs = [out, target, label, lam, position]
-        if return_unmixed:
-            outputs.append(images)
-        return tuple(outputs)
+        outputs = CutMixOutputs(
+            images=out, targets=target, labels=label, lam=lam, position=position, unmixed=images if return_unmixed else None
+        )
+        return tuple(output for output in outputs if output is not None)
 
     return cutmix_pipeline()

@@ -19,16 +19,47 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from .errors import DatasetError, skip_reason
 from .samplers import shard_indices
 
-#: Fields of the per-sample ``position`` column: seed, epoch, shard_id, batch_index, cursor
-#: (epoch-order entries consumed by the end of this batch).
-POSITION_FIELDS = 5
+class PositionRow(NamedTuple):
+    """The per-sample ``position`` column of a batch, by name (int64 on the wire and in DALI).
+
+    Attributes:
+        seed, epoch, shard_id, batch_index: what the batch's draws come from
+            (:meth:`EpochBatchSource.batch_rng`).
+        cursor: epoch-order entries consumed by the end of this batch.
+    """
+
+    seed: int
+    epoch: int
+    shard_id: int
+    batch_index: int
+    cursor: int
+
+    @classmethod
+    def from_array(cls, row: Any) -> "PositionRow":
+        """Read a (POSITION_FIELDS,) int64 array (NumPy, or anything ``np.asarray`` takes)."""
+        values = np.asarray(row).reshape(-1)
+        if values.shape[0] != len(cls._fields):
+            raise ValueError(f"a position column has {len(cls._fields)} values {cls._fields}, got {values.shape[0]}")
+        return cls(*(int(v) for v in values))
+
+    def array(self) -> np.ndarray:
+        """(POSITION_FIELDS,) int64."""
+        return np.array(self, dtype=np.int64)
+
+    def after(self) -> "LoaderPosition":
+        """Where the loader stands after this batch."""
+        return LoaderPosition(self.epoch, self.cursor, self.batch_index + 1)
+
+
+#: Length of the per-sample ``position`` column (the fields of :class:`PositionRow`).
+POSITION_FIELDS = len(PositionRow._fields)
 
 
 class EpochSampler(Protocol):
@@ -183,7 +214,7 @@ class EpochBatchSource:
         return np.random.default_rng([self.seed, start.epoch, self.shard_id, start.batch_index, stream])
 
     def position_column(self, start: LoaderPosition, cursor: int, count: int) -> list[np.ndarray]:
-        row = np.array([self.seed, start.epoch, self.shard_id, start.batch_index, cursor], dtype=np.int64)
+        row = PositionRow(self.seed, start.epoch, self.shard_id, start.batch_index, cursor).array()
         return [row.copy() for _ in range(count)]
 
     # -- the callable ------------------------------------------------------------------

@@ -13,10 +13,9 @@ from __future__ import annotations
 import warnings
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 
-from .epoch_source import EpochBatchSource, LoaderPosition
+from .epoch_source import EpochBatchSource, LoaderPosition, PositionRow
 
 __all__ = ["PipelineLoader", "position_after", "dense", "check_options"]
 
@@ -36,9 +35,7 @@ def dense(output: Any, device: torch.device | None = None) -> torch.Tensor:
 
 def position_after(position_output: Any) -> LoaderPosition:
     """The loader position after the batch whose ``position`` column is given."""
-    row = np.array(position_output[0]).reshape(-1)
-    epoch, batch_index, cursor = int(row[1]), int(row[3]), int(row[4])
-    return LoaderPosition(epoch, cursor, batch_index + 1)
+    return PositionRow.from_array(position_output[0]).after()
 
 
 class PipelineLoader:
@@ -56,6 +53,17 @@ class PipelineLoader:
     def __init__(self) -> None:
         self._pipeline: Any = None
         self._position = LoaderPosition()
+
+    # -- what a server streaming this loader reads ------------------------------------
+    def epoch_length(self, epoch: int) -> int:
+        """Entries of this shard's order for ``epoch`` (a resume cursor is at most this)."""
+        return int(len(self.source.epoch_order(epoch)))
+
+    @property
+    def built_pipeline(self) -> Any:
+        """The DALI pipeline iterating builds (None before the first batch or after a
+        resume/recovery dropped it). A server holds it weakly to free it with its stream."""
+        return self._pipeline
 
     # -- resume ------------------------------------------------------------------------
     @property

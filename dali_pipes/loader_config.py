@@ -3,7 +3,7 @@
 One place for what ``CopyPasteLoaderConfig``, ``CutMixLoaderConfig``, ``CP2LoaderConfig``,
 ``MosaicLoaderConfig`` (and the Copy-Paste subclasses) share: field types
 (:func:`~decal.dali_pipes.options.check_fields`), the ranges of the common fields, the scale
-jitter, and the device (``"cuda:N"`` becomes ``device="gpu", device_id=N``).
+jitter, the bounds of schema-declared options (``dali_pipes/option_schema.py``), and the device (``"cuda:N"`` becomes ``device="gpu", device_id=N``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from .backend import parse_device
+from .option_schema import check_bounds
 from .options import OptionError, check_fields, check_range
 
 __all__ = ["check_loader_config"]
@@ -40,6 +41,7 @@ def check_loader_config(config: Any) -> None:
             check_range(owner, name, getattr(config, name), low=0.0, high=1.0)
     if "shard_id" in names and not 0 <= config.shard_id < config.num_shards:
         raise OptionError(f"{owner}: option 'shard_id' must be in [0, num_shards={config.num_shards}), got {config.shard_id}")
+    check_bounds(config, owner)
     if "jitter" in names:
         from .scale_jitter import ScaleJitter
 

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..kernels.mask_boxes import mask_boxes
+from ..kernels.array_module import cupy_module
 
 __all__ = [
     "NUM_TILES",
@@ -273,7 +274,7 @@ class MosaicStep:
         self.output_size = int(output_size)
 
     def __call__(self, masks0, masks1, masks2, masks3, regions, counts, flips, labels, iscrowd):
-        xp = np if isinstance(masks0[0], np.ndarray) else _cupy()
+        xp = np if isinstance(masks0[0], np.ndarray) else cupy_module()
         batch_size = len(masks0)
         # the small per-sample inputs come to the host in one transfer each
         host_regions = _host(xp.stack(list(regions))).reshape(batch_size, NUM_TILES, REGION_FIELDS)
@@ -310,7 +311,3 @@ class MosaicStep:
         return out
 
 
-def _cupy() -> Any:
-    import cupy
-
-    return cupy

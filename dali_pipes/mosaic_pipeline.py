@@ -28,7 +28,7 @@ import io
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -39,11 +39,13 @@ from .backend import resolve_backend
 from .coco_reader import CocoDataset
 from .copy_paste_source import CopyPasteSource
 from .epoch_source import LoaderPosition
+from .common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from .loader_config import check_loader_config
+from .loader_parts import epoch_sampler, pipeline_device_options, source_options
+from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .mosaic import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
-from .samplers import RepeatFactorSampler, UniformSampler
-from .scale_jitter import ScaleJitter
+from .samplers import RepeatFactorSampler
 from .torch_iterator import Batch, CocoPipelineLoader, instance_targets
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "MosaicLoader",
     "MosaicLoaderConfig",
     "build_mosaic_pipeline",
+    "MosaicOutputs",
     "OUTPUT_NAMES",
     "preview_mosaic",
     "render_mosaic_grid",
@@ -61,11 +64,33 @@ MOSAIC_STREAM = 2
 REPLACEMENT_STREAM = 3
 PLACEHOLDER_SIZE = 8
 
-#: Names of the pipeline's outputs, in order.
-OUTPUT_NAMES = (
-    "images", "masks", "boxes", "areas", "labels", "iscrowd", "tile", "tiles",
-    "image_id", "tile_image_ids", "position",
-)  # fmt: skip
+class MosaicOutputs(NamedTuple):
+    """The mosaic pipeline's outputs, by name (B samples; N instances of a sample).
+
+    Attributes:
+        images: (3, S, S) uint8.
+        masks: (N, S, S) uint8; boxes (N, 4) float32 xyxy px; areas (N,) int64;
+            labels (N,) int64; iscrowd (N,) uint8.
+        tile: (N,) the tile each instance came from; tiles: the tiles' boxes.
+        image_id: () int64 of the first tile; tile_image_ids: (4,) int64.
+        position: (POSITION_FIELDS,) int64, a :class:`~decal.dali_pipes.epoch_source.PositionRow`.
+    """
+
+    images: Any
+    masks: Any
+    boxes: Any
+    areas: Any
+    labels: Any
+    iscrowd: Any
+    tile: Any
+    tiles: Any
+    image_id: Any
+    tile_image_ids: Any
+    position: Any
+
+
+#: Names of the pipeline's outputs, in order (``return_tiles`` appends debug outputs).
+OUTPUT_NAMES = MosaicOutputs._fields
 
 
 @lru_cache(maxsize=4)
@@ -287,9 +312,12 @@ def build_mosaic_pipeline(
             *masks, *small, function=step, batch_processing=True, num_outputs=7, device=device,
         )  # fmt: skip
         images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        outputs = (
-            images, out_masks, boxes, areas, labels, iscrowd, tile, tile_boxes,
-            col["image_id"], col["tile_image_ids"], col["position"],
+        outputs = tuple(
+            MosaicOutputs(
+                images=images, masks=out_masks, boxes=boxes, areas=areas, labels=labels, iscrowd=iscrowd,
+                tile=tile, tiles=tile_boxes, image_id=col["image_id"], tile_image_ids=col["tile_image_ids"],
+                position=col["position"],
+            )
         )  # fmt: skip
         if return_tiles:  # for the twin test: the resized tiles and the plan columns
             return outputs + tuple(tiles) + (col["start0"], col["regions"], col["flip"])
@@ -299,6 +327,7 @@ def build_mosaic_pipeline(
 
 
 @dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
 class MosaicLoaderConfig:
     """Every parameter of :class:`MosaicLoader`, with its default.
 
@@ -322,17 +351,7 @@ class MosaicLoaderConfig:
     mosaic_prob: float = 0.5
     center_range: tuple[float, float] = (0.25, 0.75)
     paste_by_box: bool = False
-    seed: int = 0
-    shuffle: bool = True
     repeat_factor_threshold: float | None = 0.001
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)
@@ -362,15 +381,8 @@ class MosaicLoader(CocoPipelineLoader):
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
         self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
-        if cfg.repeat_factor_threshold is not None:
-            sampler: Any = RepeatFactorSampler.from_dataset(
-                self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold
-            )
-            weights = sampler.repeat_factors
-        else:
-            sampler = UniformSampler(len(self.dataset), seed=cfg.seed, shuffle=cfg.shuffle)
-            weights = np.ones(len(self.dataset))
-        self.sampler = sampler
+        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
+        weights = sampler.repeat_factors if isinstance(sampler, RepeatFactorSampler) else np.ones(len(self.dataset))
         self.source = MosaicSource(
             self.dataset,
             sampler,
@@ -379,36 +391,25 @@ class MosaicLoader(CocoPipelineLoader):
             center_range=tuple(cfg.center_range),
             pad_value=cfg.pad_value,
             item_weights=weights,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            jitter=ScaleJitter.parse(cfg.jitter),
-            flip_prob=cfg.flip_prob,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
-            paste_by_box=cfg.paste_by_box,
+            **source_options(cfg),
         )
 
     def _build_pipeline(self) -> Any:
         cfg = self.config
         return build_mosaic_pipeline(
             self.source,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
+            **pipeline_device_options(cfg, self.backend),
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        images = dense(named["images"])
+        named = MosaicOutputs(*outputs[: len(MosaicOutputs._fields)])
+        images = dense(named.images)
         batch_size = images.shape[0]
-        targets = instance_targets(named, batch_size, extra=("tile", "tiles"))
-        tile_ids = np.array(named["tile_image_ids"].as_tensor()).reshape(batch_size, NUM_TILES)
+        targets = instance_targets(named._asdict(), batch_size, extra=("tile", "tiles"))
+        tile_ids = np.array(named.tile_image_ids.as_tensor()).reshape(batch_size, NUM_TILES)
         for target, ids in zip(targets, tile_ids):
             target["tile_image_ids"] = torch.from_numpy(ids.copy())
-        return Batch(images=images, targets=targets, position=position_after(named["position"]))
+        return Batch(images=images, targets=targets, position=position_after(named.position))
 
 
 def render_mosaic_grid(

@@ -23,12 +23,18 @@ import typing
 from functools import lru_cache
 from typing import Any, Literal, Union
 
-__all__ = ["OptionError", "check_fields", "check_range"]
+__all__ = ["OptionError", "ConfigError", "check_fields", "check_range"]
 
 
 class OptionError(ValueError):
     """An option (keyword argument, config field or flag) with a value that cannot be used.
     The message starts with the option's owner and name."""
+
+
+class ConfigError(ValueError):
+    """A config file's value or key that is missing, unknown or malformed (a server's TOML,
+    a trainer's TOML); the message names the key. Raised by ``server/config.py`` and
+    ``trainers/common/config.py``."""
 
 
 @lru_cache(maxsize=None)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["to_uint8_hwc", "render_cutmix_grid", "render_cp2_grid", "preview_cutmix", "preview_cp2"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ensure_sample_dataset", "SAMPLE_VERSION", "ARC_CATEGORY_OFFSET"]
+__all__ = ["ensure_sample_dataset", "default_cache_dir", "SAMPLE_VERSION", "ARC_CATEGORY_OFFSET"]
 
 #: Bump when the built dataset changes; a cache without the matching marker is rebuilt.
 SAMPLE_VERSION = "1"
@@ -39,7 +39,8 @@ _IMAGE_DIR = "images"
 _MARKER = "COMPLETE"
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """Where the embedded sample is built: ``$DECAL_CACHE/sample``, else ``~/.cache/decal/sample``."""
     root = os.environ.get("DECAL_CACHE")
     if root:
         return Path(root) / "sample"
@@ -132,7 +133,7 @@ def ensure_sample_dataset(cache_dir: Path | None = None) -> tuple[Path, Path]:
     into ``<cache_dir>/v<SAMPLE_VERSION>`` when complete, so concurrent callers never see a
     half-written dataset; the loser of a race discards its copy and uses the winner's.
     """
-    root = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / f"v{SAMPLE_VERSION}"
     result = (final / _JSON_NAME, final / _IMAGE_DIR)
     if _is_complete(final):

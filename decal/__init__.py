@@ -11,12 +11,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+from .kernels.version import VERSION
+
+__version__ = VERSION
 
 _EXPORTS = {
     "CopyPasteLoader": "decal.dali_pipes.torch_iterator",
     "CopyPasteLoaderConfig": "decal.dali_pipes.torch_iterator",
     "Batch": "decal.dali_pipes.batch",
+    "Loader": "decal.dali_pipes.loader_protocol",
     "LabelMap": "decal.dali_pipes.label_map",
     "CopyPasteParams": "decal.kernels.copy_paste",
     "ScaleJitter": "decal.dali_pipes.scale_jitter",

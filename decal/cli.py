@@ -186,7 +186,13 @@ def _render_instance_preview(args: argparse.Namespace, options: dict[str, Any]) 
     return render(args.out, args.annotations, args.images, **options)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: ``decal --help``'s line for ``bench`` when the bench's own parser is not loaded.
+BENCH_HELP = "throughput benchmark (GPU vs CPU, kernels vs copy bandwidth)"
+
+
+def build_parser(bench: bool = True) -> argparse.ArgumentParser:
+    """The ``decal`` parser. ``bench=False`` lists ``bench`` without importing ``decal.bench``
+    (the top layer; ARCHITECTURE.md): :func:`main` loads it only for ``decal bench ...``."""
     parser = CliParser(prog="decal", description="GPU Copy-Paste data loading on DALI")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (accepted anywhere on the line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -226,7 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--decode", action="store_true", help="also decode every image fully (slow; finds corrupt image data)")
     check.add_argument("--max-listed", type=positive_int, default=20, help="problems listed one per line (all are counted)")
     check.set_defaults(handler=_run_check)
-    from .bench.throughput import add_bench_parser
     from .server.serve import add_serve_arguments, run_serve
     from .server.smoke import add_stream_arguments, run_stream
     from .trainers.cli import add_train_parser
@@ -236,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     stream = commands.add_parser("stream", help="client smoke test: pull a few batches from a decal server")
     add_stream_arguments(stream).set_defaults(handler=run_stream)
 
-    add_bench_parser(commands).set_defaults(handler=lambda args: args.func(args))
+    if bench:
+        from .bench.throughput import add_bench_parser
+
+        add_bench_parser(commands).set_defaults(handler=lambda args: args.func(args))
+    else:
+        commands.add_parser("bench", help=BENCH_HELP, add_help=False)
     add_train_parser(commands)
     return parser
 
@@ -251,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``decal ...``: parse, run the command; a user's mistake is one line on stderr and exit
     status 2 (``--debug`` shows the traceback instead)."""
     argv, debug = split_debug(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(bench=argv[:1] == ["bench"]).parse_args(argv)
     return run_handler(args.handler, args, prog=f"decal {args.command}", debug=debug)
 
 

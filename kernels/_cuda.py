@@ -17,32 +17,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .array_module import get_array_module, is_cupy_array, to_host  # noqa: F401  (kernels import them from here)
 
 KERNEL_DIR: Path = Path(__file__).resolve().parent
 """Folder holding the ``.cu`` / ``.cuh`` sources (also the NVRTC include path)."""
 
 POISON_BYTE = 0xAB
 
-def is_cupy_array(x: Any) -> bool:
-    """True when ``x`` is a ``cupy.ndarray``; never imports CuPy when it isn't loaded."""
-    cp = sys.modules.get("cupy")
-    return cp is not None and isinstance(x, cp.ndarray)
-
-
-def get_array_module(x: Any) -> Any:
-    """``cupy`` for CuPy arrays, ``numpy`` otherwise (without importing CuPy needlessly)."""
-    return sys.modules["cupy"] if is_cupy_array(x) else np
-
-
-def to_host(x: Any) -> np.ndarray:
-    """``x`` as a NumPy array: CuPy arrays are copied to the host (a synchronising copy),
-    NumPy arrays returned as they are."""
-    return x.get() if is_cupy_array(x) else np.asarray(x)
+# is_cupy_array, get_array_module, to_host: kernels/array_module.py (imported above).
 
 
 # --------------------------------------------------------------------------- sources

@@ -58,6 +58,7 @@ from . import _cuda
 from .mask_boxes import boxes_from_nonzero
 
 __all__ = [
+    "store_areas_and_boxes",
     "upsample_vertices",
     "downsample_vertices",
     "split_table",
@@ -122,7 +123,9 @@ def _check(verts: Any, polys: Any, instances: Any, tables: Any, masks: Any, area
         raise ValueError(f"areas {areas.shape} / boxes {boxes.shape} must be ({m},) / ({m}, 4)")
 
 
-def _store(masks: np.ndarray, areas: np.ndarray, boxes: np.ndarray, rows: list[int]) -> None:
+def store_areas_and_boxes(masks: np.ndarray, areas: np.ndarray, boxes: np.ndarray, rows: list[int]) -> None:
+    """Write the pixel count (``areas`` (M,) int64) and tight xyxy box (``boxes`` (M, 4)
+    float32 px) of each finished mask ``masks[rows]`` (M, H, W) into their rows."""
     if rows:
         a, b = boxes_from_nonzero(masks[rows] != 0)
         areas[rows], boxes[rows] = a, b
@@ -159,7 +162,7 @@ def rasterize_polygons_numpy(
             source = np.zeros((src_h, src_w), np.uint8)
         masks[m] = apply_geometry(source[None], rows, cols)[0]
         done.append(m)
-    _store(masks, areas, boxes, done)
+    store_areas_and_boxes(masks, areas, boxes, done)
 
 
 def rasterize_polygons_cupy(
@@ -351,4 +354,4 @@ def rasterize_polygons_emulated(
             union |= toggles_to_output(c, r, tables[t], h, w)
         masks[m] = union
         done.append(m)
-    _store(masks, areas, boxes, done)
+    store_areas_and_boxes(masks, areas, boxes, done)

@@ -26,7 +26,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from . import _cuda
-from .rasterize_polygons import _store, launch_raster_kernel, split_table, toggles_to_output
+from .rasterize_polygons import store_areas_and_boxes, launch_raster_kernel, split_table, toggles_to_output
 
 __all__ = [
     "toggles_from_counts",
@@ -101,7 +101,7 @@ def rle_decode_numpy(
             source = mask_utils.decode(rle)
         masks[m] = apply_geometry(source[None], rows, cols)[0]
         done.append(m)
-    _store(masks, areas, boxes, done)
+    store_areas_and_boxes(masks, areas, boxes, done)
 
 
 def rle_decode_cupy(toggles: Any, instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
@@ -152,4 +152,4 @@ def rle_decode_emulated(
             rs.extend(rows)
         masks[m] = toggles_to_output(np.array(cs, np.int64), np.array(rs, np.int64), tables[t], h, w)
         done.append(m)
-    _store(masks, areas, boxes, done)
+    store_areas_and_boxes(masks, areas, boxes, done)

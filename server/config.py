@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..dali_pipes.backend import parse_device
-from ..dali_pipes.options import OptionError
+from ..dali_pipes.options import ConfigError, OptionError
 
 __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerConfig", "DATASET_NAME"]
 
@@ -61,10 +61,6 @@ __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerCo
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 SAMPLE_DATASET = "sample"
-
-
-class ConfigError(ValueError):
-    """A server config value is missing, unknown or malformed; the message names the key."""
 
 
 @dataclass(frozen=True)

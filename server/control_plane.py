@@ -32,7 +32,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 
-from .. import __version__
+from ..kernels.version import VERSION
 from ..proto import decal_pb2 as pb
 from .auth import check_bearer
 from .config import DatasetEntry
@@ -61,7 +61,7 @@ def unavailable_reason(entry: DatasetEntry) -> str | None:
 
 def create_app(server: "DecalServer") -> FastAPI:
     """The control-plane app of ``server`` (reads its config, registry, metrics)."""
-    app = FastAPIOffline(title="decal control plane", version=__version__, description="Health, metrics and previews of a decal batch server.")
+    app = FastAPIOffline(title="decal control plane", version=VERSION, description="Health, metrics and previews of a decal batch server.")
     config = server.config
     preview_lock = threading.Lock()
 
@@ -80,7 +80,7 @@ def create_app(server: "DecalServer") -> FastAPI:
 
     @app.get("/healthz", summary="Liveness")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
+        return {"status": "ok", "version": VERSION}
 
     @app.get("/readyz", summary="Readiness: accepting streams")
     def readyz() -> JSONResponse:

@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping
 
 import grpc
 
+from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
+from ..dali_pipes.option_schema import Option, options_by_name, served
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, Limits
 
@@ -59,7 +61,9 @@ def _float_in(name: str, value: float, low: float, high: float, *, low_open: boo
 
 
 JITTER_PRESETS = ("lsj", "ssj", "none")
-MIN_OUTPUT_SIZE = 8
+#: The options a copy-paste request may carry, by name (``dali_pipes/copy_paste_options.py``).
+SCHEMA = options_by_name(served(COPY_PASTE_OPTIONS))
+MIN_OUTPUT_SIZE = int(SCHEMA["output_size"].server_low)
 MAX_JITTER_SCALE = 10.0
 
 
@@ -81,11 +85,9 @@ def copy_paste_options(params: pb.CopyPasteParams, defaults: Mapping[str, Any], 
         return None, None
 
     value, where = pick("output_size")
-    options["output_size"] = _int_in(where, int(value), MIN_OUTPUT_SIZE, limits.max_output_size) if where else None
+    options["output_size"] = checked(SCHEMA["output_size"], where, value, limits) if where else None
     if options["output_size"] is None:
-        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
-
-        default = CopyPasteLoaderConfig.output_size
+        default = SCHEMA["output_size"].default
         if not MIN_OUTPUT_SIZE <= default <= limits.max_output_size:
             raise invalid(
                 "copy_paste.output_size",
@@ -116,34 +118,37 @@ def copy_paste_options(params: pb.CopyPasteParams, defaults: Mapping[str, Any], 
             raise invalid(where, f"min_scale {low} > max_scale {high}")
         options["jitter"] = (float(low), float(high))
 
-    checks: dict[str, Callable[[str, Any], Any]] = {
-        "flip_prob": lambda w, v: _float_in(w, float(v), 0.0, 1.0),
-        "pad_value": lambda w, v: _int_in(w, int(v), 0, 255),
-        "copy_paste": lambda w, v: bool(v),
-        "max_num_pasted": lambda w, v: _int_in(w, int(v), 0, limits.max_num_pasted),
-        "blend_sigma": lambda w, v: _float_in(w, float(v), 0.0, 64.0),
-        "mask_occluded_thr": lambda w, v: _int_in(w, int(v), 0, 2**31 - 1),
-        "bbox_occluded_thr": lambda w, v: _float_in(w, float(v), 0.0, 1e6),
-        "paste_by_box": lambda w, v: bool(v),
-        "shuffle": lambda w, v: bool(v),
-        "repeat_factor_threshold": lambda w, v: _float_in(w, float(v), 0.0, 1.0, low_open=True),
-        "drop_last": lambda w, v: bool(v),
-        "on_error": _on_error,
-    }
-    for name, check in checks.items():
-        value, where = pick(name)
+    for option in served(COPY_PASTE_OPTIONS):
+        if option.name in ("output_size", "jitter"):
+            continue
+        value, where = pick(option.name)
         if where is not None:
-            options[name] = check(where, value)
-    unknown = set(merged) - set(checks) - {"output_size", "jitter"}
+            options[option.name] = checked(option, where, value, limits)
+    unknown = set(merged) - {option.name for option in served(COPY_PASTE_OPTIONS)}
     if unknown:
         raise invalid(f"defaults.copy-paste.{sorted(unknown)[0]}", "unknown parameter")
     return options
 
 
-def _on_error(where: str, value: Any) -> str:
-    if value not in ("raise", "skip"):
-        raise invalid(where, f"must be 'raise' or 'skip', got {short(value)}")
-    return value
+def checked(option: Option, where: str, value: Any, limits: Limits) -> Any:
+    """``value`` of a served ``option`` (from a request field or a server default at ``where``)
+    checked against the option's bounds, its choices and the server's ``limits``.
+
+    Raises:
+        RequestError: INVALID_ARGUMENT starting with ``where``.
+    """
+    if option.choices:
+        if value not in option.choices:
+            raise invalid(where, f"must be {' or '.join(repr(c) for c in option.choices)}, got {short(value)}")
+        return value
+    kind = option.type if option.type in (int, float, bool) else float
+    if kind is bool:
+        return bool(value)
+    low = option.low if option.server_low is None else option.server_low
+    high = getattr(limits, option.limit) if option.limit else option.high
+    if kind is int:
+        return _int_in(where, int(value), low, high)
+    return _float_in(where, float(value), low, high, low_open=option.low_open)
 
 
 def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
@@ -192,12 +197,7 @@ class PipelineKind:
 
     def defaults_json(self) -> dict[str, str]:
         """Parameter name → the loader's default, JSON-encoded (for Info and /pipelines)."""
-        from dataclasses import fields as dc_fields
-
-        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
-
-        hidden = {"device", "device_id", "num_threads", "prefetch_queue_depth", "batch_size", "seed", "shard_id", "num_shards"}
-        return {f.name: json.dumps(f.default) for f in dc_fields(CopyPasteLoaderConfig) if f.name not in hidden}
+        return {option.name: json.dumps(option.default) for option in served(COPY_PASTE_OPTIONS)}
 
 
 COPY_PASTE = PipelineKind(

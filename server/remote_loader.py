@@ -49,7 +49,9 @@ import numpy as np
 import torch
 
 from ..dali_pipes.backend import parse_device
-from ..dali_pipes.batch import Batch
+from ..dali_pipes.batch import TARGET_FIELDS, Batch
+from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
+from ..dali_pipes.option_schema import served
 from ..dali_pipes.epoch_source import LoaderPosition
 from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
@@ -77,13 +79,10 @@ def is_transient(code: grpc.StatusCode | None, details: str) -> bool:
         return any(mark in lowered for mark in _CUT_CONNECTION)
     return False
 
-#: Pipeline parameters a RemoteLoader forwards (CopyPasteParams fields; jitter maps to
+#: Pipeline parameters a RemoteLoader forwards: the served options of
+#: ``dali_pipes/copy_paste_options.py`` (CopyPasteParams fields; jitter maps to
 #: jitter_preset or jitter_range).
-PIPELINE_OPTIONS = (
-    "output_size", "jitter", "flip_prob", "pad_value", "copy_paste", "max_num_pasted", "blend_sigma",
-    "mask_occluded_thr", "bbox_occluded_thr", "paste_by_box", "shuffle", "repeat_factor_threshold",
-    "drop_last", "on_error",
-)  # fmt: skip
+PIPELINE_OPTIONS: tuple[str, ...] = tuple(option.name for option in served(COPY_PASTE_OPTIONS))
 
 
 class RemoteLoaderError(RuntimeError):
@@ -158,7 +157,7 @@ class _Spec:
 
         targets = []
         for target in decoded.targets:
-            entry = {name: tensor(target[name]) for name in ("boxes", "labels", "masks", "area", "iscrowd", "pasted")}
+            entry = {name: tensor(target[name]) for name in TARGET_FIELDS}
             entry["image_id"] = torch.tensor(int(target["image_id"]), dtype=torch.int64, device=self.device)
             targets.append(entry)
         p = decoded.position
@@ -603,6 +602,13 @@ class RemoteLoader:
         if self._categories is None:
             self._sync_header()
         return self._categories or {}
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The client's counters: ``reconnects`` of the current stream and ``bytes_received``.
+        The server's skip and drop counts of the dataset do not travel on the wire (see
+        ARCHITECTURE.md, "Known gaps"); the server logs them."""
+        return {"reconnects": self.reconnects, "bytes_received": self.bytes_received}
 
     @property
     def reconnects(self) -> int:

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Mapping
 import grpc
 import numpy as np
 
-from .. import __version__
+from ..kernels.version import VERSION
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, ServerConfig
 from .memory import max_instances, max_jitter_scale, stream_memory_bytes
@@ -72,15 +72,13 @@ _END = object()  # max_batches reached
 
 
 def epoch_length(loader: Any, epoch: int) -> int:
-    """Entries in ``loader``'s shard order for ``epoch``."""
-    if hasattr(loader, "epoch_length"):
-        return int(loader.epoch_length(epoch))
-    return int(len(loader.source.epoch_order(epoch)))
+    """Entries in ``loader``'s shard order for ``epoch`` (its public ``epoch_length``)."""
+    return int(loader.epoch_length(epoch))
 
 
 def weak_pipeline(loader: Any) -> "weakref.ref | None":
     """A weak reference to ``loader``'s DALI pipeline, if it has one."""
-    pipeline = getattr(loader, "_pipeline", None)
+    pipeline = getattr(loader, "built_pipeline", None)
     try:
         return weakref.ref(pipeline) if pipeline is not None else None
     except TypeError:
@@ -182,7 +180,7 @@ class BatchServicer:
     def info(self) -> pb.InfoReply:
         limits = self.config.limits
         return pb.InfoReply(
-            version=__version__,
+            version=VERSION,
             datasets=[pb.DatasetInfo(name=e.name, description=e.description) for e in self.config.datasets.values()],
             pipelines=[pb.PipelineInfo(name=k.name, description=k.description, defaults=k.defaults_json()) for k in PIPELINES.values()],
             limits=pb.Limits(

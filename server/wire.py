@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..dali_pipes.batch import TARGET_FIELDS
 from ..proto import decal_pb2 as pb
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "MASK_CODECS",
 ]
 
-TARGET_FIELDS = ("boxes", "labels", "masks", "area", "iscrowd", "pasted")
 
 #: gRPC method paths of decal.v1.BatchService (used by the server and the client alike).
 SERVICE_NAME = "decal.v1.BatchService"

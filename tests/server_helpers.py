@@ -309,6 +309,9 @@ class FakeLoader:
     def __len__(self) -> int:
         return -(-self.source.length // self.batch_size)
 
+    def epoch_length(self, epoch: int) -> int:
+        return len(self.source.epoch_order(epoch))
+
     def state_dict(self) -> dict[str, Any]:
         p = self.position
         if p.cursor >= self.source.length:

@@ -20,7 +20,7 @@ from decal.dali_pipes.coco_reader import (
     InstanceAnnotation,
     ReaderStats,
     _clip_polygon,
-    _decode_rle_string,
+    decode_rle_string,
     rasterize_masks,
 )
 from decal.dali_pipes.errors import DatasetError
@@ -512,6 +512,6 @@ def test_height_mismatch(tmp_path):
 def test_rle_string_decoder_matches_pycocotools(h, w, seed, p):
     m = (np.random.default_rng(seed).random((h, w)) < p).astype(np.uint8)
     enc = mask_utils.encode(np.asfortranarray(m))
-    runs = _decode_rle_string(enc["counts"].decode())
+    runs = decode_rle_string(enc["counts"].decode())
     assert runs == uncompressed_rle(m)["counts"] or runs == uncompressed_rle(m)["counts"] + [0]
     assert sum(runs) == h * w

@@ -8,7 +8,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from decal.dali_pipes.coco_reader import _box_mask, _decode_rle_string
+from decal.dali_pipes.coco_reader import _box_mask, decode_rle_string
 from decal.kernels.instance_masks import build_descriptors, rasterize_instances
 from decal.kernels.mask_geometry import apply_geometry, sample_geometry, source_columns, source_rows
 from decal.kernels.rle_decode import (
@@ -50,7 +50,7 @@ def test_compressed_string_decodes_to_the_same_mask() -> None:
     rng = np.random.default_rng(0)
     m = (rng.random((23, 17)) < 0.4).astype(np.uint8)
     enc = mask_utils.encode(np.asfortranarray(m))
-    counts = _decode_rle_string(enc["counts"].decode())
+    counts = decode_rle_string(enc["counts"].decode())
     back = counts_from_toggles(toggles_from_counts(counts, 23, 17), 23, 17)
     np.testing.assert_array_equal(mask_utils.decode(mask_utils.frPyObjects({"size": [23, 17], "counts": back}, 23, 17)), m)
 

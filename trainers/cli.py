@@ -8,7 +8,7 @@ The face's CLI (``decal/cli.py``) mounts it with::
 Importing this module is cheap (no torch, no DALI): each trainer's module is imported only
 when its command runs. Every trainer takes the same common flags (below); a trainer adds
 its own in :data:`TRAINERS`. A trainer's ``main(args)`` builds its config with
-:func:`common_updates` (flags → config keys) and
+:func:`~decal.trainers.common.config.common_updates` (flags → config keys) and
 :func:`decal.trainers.common.config.load_config`.
 
 Common flags and the config keys they set (flags win over ``--set``, which wins over the
@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 
 from ..dali_pipes.backend import parse_device
 from ..dali_pipes.cli_support import CliParser, UsageError, add_device_flag, run_handler, split_debug
+from .common.config import common_updates
 
 __all__ = ["TRAINERS", "add_train_parser", "add_common_arguments", "common_updates", "main"]
 
@@ -119,39 +120,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="'auto' (latest in the run directory) or a checkpoint path")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-
-
-def common_updates(args: argparse.Namespace) -> dict[str, Any]:
-    """The common flags as a nested dict of config updates (only the flags given)."""
-    updates: dict[str, dict[str, Any]] = {}
-
-    def put(section: str, key: str, value: Any) -> None:
-        if value is not None:
-            updates.setdefault(section, {})[key] = value
-
-    put("data", "train_annotations", args.annotations)
-    put("data", "train_images", args.images)
-    put("data", "val_annotations", args.val_annotations)
-    put("data", "val_images", args.val_images)
-    if args.sample:
-        put("data", "use_sample", True)
-    put("data", "remote", args.remote)
-    put("data", "remote_dataset", args.remote_dataset)
-    put("run", "out_dir", args.out_dir)
-    put("run", "epochs", args.epochs)
-    put("run", "max_iters", args.max_iters)
-    put("loader", "batch_size", args.batch_size)
-    put("loader", "output_size", args.output_size)
-    put("run", "seed", args.seed)
-    put("loader", "seed", args.seed)
-    if args.device is not None:
-        device = parse_device(args.device, "--device")
-        put("run", "device", {"gpu": "cuda"}.get(device.kind, device.kind))
-        put("loader", "device", None if device.kind == "auto" else device.kind)
-    put("run", "resume", args.resume)
-    if args.no_progress:
-        put("run", "progress", False)
-    return updates
 
 
 def _select_cuda_device(device: str | None) -> None:

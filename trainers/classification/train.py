@@ -218,7 +218,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: ClassificationConfig, *, us
 
 def load_classification_config(args: argparse.Namespace) -> ClassificationConfig:
     """The config of ``decal train classify`` from its parsed arguments."""
-    from ..cli import common_updates
+    from ..common.config import common_updates
 
     updates = common_updates(args)
     model: dict[str, Any] = {}

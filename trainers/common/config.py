@@ -27,6 +27,7 @@ This module also holds the configuration sections that every trainer shares:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import tomllib
@@ -35,6 +36,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
+
+from ...dali_pipes.options import ConfigError
 
 __all__ = [
     "ConfigError",
@@ -49,13 +52,10 @@ __all__ = [
     "parse_overrides",
     "load_config",
     "save_config",
+    "common_updates",
 ]
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that does not fit the trainer's config model."""
 
 
 # --------------------------------------------------------------------------- sections
@@ -416,3 +416,39 @@ def save_config(config: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
     return path
+
+
+def common_updates(args: argparse.Namespace) -> dict[str, Any]:
+    """The common trainer flags (``trainers/cli.py``, ``add_common_arguments``) as a nested
+    dict of config updates (only the flags given)."""
+    from ...dali_pipes.backend import parse_device
+
+    updates: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            updates.setdefault(section, {})[key] = value
+
+    put("data", "train_annotations", args.annotations)
+    put("data", "train_images", args.images)
+    put("data", "val_annotations", args.val_annotations)
+    put("data", "val_images", args.val_images)
+    if args.sample:
+        put("data", "use_sample", True)
+    put("data", "remote", args.remote)
+    put("data", "remote_dataset", args.remote_dataset)
+    put("run", "out_dir", args.out_dir)
+    put("run", "epochs", args.epochs)
+    put("run", "max_iters", args.max_iters)
+    put("loader", "batch_size", args.batch_size)
+    put("loader", "output_size", args.output_size)
+    put("run", "seed", args.seed)
+    put("loader", "seed", args.seed)
+    if args.device is not None:
+        device = parse_device(args.device, "--device")
+        put("run", "device", {"gpu": "cuda"}.get(device.kind, device.kind))
+        put("loader", "device", None if device.kind == "auto" else device.kind)
+    put("run", "resume", args.resume)
+    if args.no_progress:
+        put("run", "progress", False)
+    return updates

@@ -1,5 +1,5 @@
-"""A periodic evaluation hook for the training loop (used by the CP² fine-tuning and
-classification trainers; the detection trainer has its own, with the same behaviour).
+"""A periodic evaluation hook for the training loop (used by every trainer; the detection
+trainer's ``EvalHook`` supplies its COCO evaluation to this one).
 
 The trainer supplies ``evaluate(loop) -> {name: value}`` (collective under DDP: every rank
 calls it and the function reduces over ranks); the hook calls it every ``every_epochs``

@@ -326,7 +326,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: CP2FinetuneConfig) -> dict[
 
 
 def _updates(args: argparse.Namespace) -> dict[str, Any]:
-    from ..cli import common_updates
+    from ..common.config import common_updates
 
     updates = common_updates(args)
     model: dict[str, Any] = {}

@@ -41,6 +41,7 @@ from ..common.distributed import (
     wrap_model,
 )
 from ..common.ema import ModelEma
+from ..common.evaluation import EvalHook as CommonEvalHook
 from ..common.loop import Hook, TrainLoop, planned_steps, resume_and_run
 from ..common.metrics import MetricLogger
 from ..common.optim import build_optimizer, build_scheduler
@@ -56,31 +57,24 @@ __all__ = ["train", "evaluate_checkpoint", "EvalHook", "FasaHook", "load_detecti
 # --------------------------------------------------------------------------- hooks
 
 
-class EvalHook(Hook):
-    """COCO evaluation every ``every_epochs`` epochs and at the end of training.
+class EvalHook(CommonEvalHook):
+    """COCO evaluation every ``cfg.eval.every_epochs`` epochs and at the end of training
+    (:class:`~decal.trainers.common.evaluation.EvalHook` with the detector's evaluation).
 
     Evaluates the EMA weights when the loop has an EMA and ``evaluate_ema``; logs the
     metrics (split ``"eval"``) and writes ``<out_dir>/eval/step_<n>.json`` (main rank).
     """
 
-    name = "eval"
-
     def __init__(self, cfg: DetectionConfig, data: DataConfig, label_map: LabelMap, logger: MetricLogger) -> None:
         self.cfg = cfg
         self.data = data
         self.label_map = label_map
-        self.logger = logger
-        self.history: list[dict[str, Any]] = []
-        self._last_step = -1
+        super().__init__(self._coco_metrics, logger=logger, out_dir=cfg.run.out_dir, every_epochs=cfg.eval.every_epochs)
 
-    @property
-    def last_metrics(self) -> dict[str, float]:
-        return self.history[-1]["metrics"] if self.history else {}
-
-    def evaluate(self, loop: TrainLoop) -> dict[str, float]:
+    def _coco_metrics(self, loop: TrainLoop) -> dict[str, float]:
         cfg = self.cfg
         model = loop.eval_model if (cfg.ema.enabled and cfg.ema.evaluate_ema) else loop.model_without_ddp
-        metrics = evaluate_detector(
+        return evaluate_detector(
             model,
             self.data.val_annotations,
             self.data.val_images,
@@ -95,29 +89,6 @@ class EvalHook(Hook):
             info=loop.info,
             progress=cfg.run.progress,
         )
-        self._last_step = loop.step
-        self.history.append({"step": loop.step, "epoch": loop.epoch, "metrics": metrics})
-        self.logger.log("eval", loop.step, metrics, epoch=loop.epoch)
-        if loop.info.is_main:
-            out = Path(cfg.run.out_dir) / "eval" / f"step_{loop.step:08d}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"step": loop.step, "metrics": metrics}, indent=2))
-        return metrics
-
-    def after_epoch(self, loop: TrainLoop, epoch: int) -> None:
-        every = self.cfg.eval.every_epochs
-        if every > 0 and (epoch + 1) % every == 0:
-            self.evaluate(loop)
-
-    def after_train(self, loop: TrainLoop) -> None:
-        if self._last_step != loop.step:
-            self.evaluate(loop)
-
-    def state_dict(self) -> Any:
-        return {"history": self.history}
-
-    def load_state_dict(self, state: Any) -> None:
-        self.history = list(state.get("history", []))
 
 
 @contextlib.contextmanager
@@ -395,7 +366,7 @@ def evaluate_checkpoint(
 def load_detection_config(args: argparse.Namespace) -> DetectionConfig:
     """The config of ``decal train detection`` from its parsed arguments (see
     :func:`decal.trainers.cli.add_train_parser`)."""
-    from ..cli import common_updates
+    from ..common.config import common_updates
 
     updates = common_updates(args)
     st: dict[str, Any] = {}
