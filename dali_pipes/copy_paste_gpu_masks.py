@@ -63,7 +63,7 @@ from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, _decode_rle_string
 from .copy_paste_pipeline import OUTPUT_NAMES
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
-from .parallel_source import BatchInfoSource, check_workers, planned_batches
+from .parallel_source import BatchInfoSource, check_workers, expect_worker_batches
 from .scale_jitter import draw_geometry
 from .torch_iterator import CopyPasteLoader
 
@@ -417,8 +417,5 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
         """As :meth:`~decal.dali_pipes.loader_base.PipelineLoader._recover`; with workers, the
         suspects are the batches they may have made since the last delivered one."""
         if self.source_workers:
-            cfg = self.config
-            ahead = cfg.prefetch_queue_depth + max(2, self.source_workers) + 1
-            self.source.restart(self._position)
-            self.source.produced.extend(planned_batches(self.source, self._position, ahead))
+            expect_worker_batches(self.source, self._position, self.config.prefetch_queue_depth, self.source_workers)
         super()._recover(error)

@@ -34,7 +34,7 @@ import numpy as np
 
 from .epoch_source import EpochBatchSource, LoaderPosition, ProducedBatch
 
-__all__ = ["BatchInfoSource", "START_METHODS", "check_workers", "planned_batches"]
+__all__ = ["BatchInfoSource", "START_METHODS", "check_workers", "expect_worker_batches", "planned_batches"]
 
 #: ``py_start_method`` values DALI accepts.
 START_METHODS = ("fork", "spawn")
@@ -107,3 +107,13 @@ def planned_batches(source: EpochBatchSource, start: LoaderPosition, count: int)
             break
         out.append(ProducedBatch(batch, tuple(int(i) for i in items)))
     return out
+
+
+def expect_worker_batches(source: EpochBatchSource, position: LoaderPosition, prefetch_queue_depth: int, workers: int) -> None:
+    """Before error recovery with ``workers`` > 0: restart ``source`` at the last delivered
+    ``position`` and record as produced every batch the workers may have made since (the
+    pipeline's queue, the parallel source's own queue of ``max(2, workers)``, one in flight),
+    so that recovery decodes them to find a corrupt file."""
+    ahead = prefetch_queue_depth + max(2, workers) + 1
+    source.restart(position)
+    source.produced.extend(planned_batches(source, position, ahead))

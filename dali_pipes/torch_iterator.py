@@ -28,6 +28,7 @@ from .batch import Batch
 from .copy_paste_source import CopyPasteSource
 from .loader_config import check_loader_config
 from .loader_base import PipelineLoader, check_options, dense, position_after
+from .parallel_source import check_workers, expect_worker_batches
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
 
@@ -59,6 +60,15 @@ class CopyPasteLoaderConfig:
         device_id: CUDA device index.
         num_threads: DALI CPU threads.
         prefetch_queue_depth: batches prepared ahead.
+        step_threads: threads of the copy-paste step on the CPU backend (per-sample chunks,
+            the same batches bit for bit, :mod:`~decal.kernels.parallel_batch`); None: as
+            many as ``num_threads``.
+        source_workers: 0 calls the source in DALI's thread; N > 0 runs it (file reads and
+            the mask raster) in N worker processes, DALI's parallel external source
+            (:mod:`~decal.dali_pipes.parallel_source`): the same batches; needs
+            ``on_error="raise"``.
+        source_start_method: the workers' ``"fork"`` or ``"spawn"``; None: ``"fork"`` on the
+            CPU backend, ``"spawn"`` on the GPU (a CUDA context forbids forking).
     """
 
     batch_size: int = 8
@@ -83,6 +93,9 @@ class CopyPasteLoaderConfig:
     device_id: int = 0
     num_threads: int = 2
     prefetch_queue_depth: int = 2
+    step_threads: int | None = None
+    source_workers: int = 0
+    source_start_method: str | None = None
 
     def __post_init__(self) -> None:
         check_loader_config(self)
@@ -218,6 +231,7 @@ class CopyPasteLoader(CocoPipelineLoader):
             paste_by_box=cfg.paste_by_box,
         )
         self._copy_paste = cfg.copy_paste_params()
+        check_workers(cfg.source_workers, cfg.source_start_method or "fork", cfg.on_error)
 
     # -- internals ---------------------------------------------------------------------
     def _paste_step(self) -> Any:
@@ -237,7 +251,18 @@ class CopyPasteLoader(CocoPipelineLoader):
             num_threads=cfg.num_threads,
             prefetch_queue_depth=cfg.prefetch_queue_depth,
             step=self._paste_step(),
+            step_threads=cfg.step_threads or cfg.num_threads,
+            source_workers=cfg.source_workers,
+            source_start_method=cfg.source_start_method or ("spawn" if self.backend == "gpu" else "fork"),
         )
+
+    def _recover(self, error: RuntimeError) -> None:
+        """As :meth:`~decal.dali_pipes.loader_base.PipelineLoader._recover`; with source
+        workers, the suspects are the batches they may have made since the last delivered one."""
+        cfg = self.config
+        if cfg.source_workers:
+            expect_worker_batches(self.source, self._position, cfg.prefetch_queue_depth, cfg.source_workers)
+        super()._recover(error)
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
         named = dict(zip(OUTPUT_NAMES, outputs))
