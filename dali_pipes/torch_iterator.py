@@ -241,6 +241,9 @@ class CopyPasteLoader(CocoPipelineLoader):
 
     def _build_pipeline(self) -> Any:
         cfg = self.config
+        step = self._paste_step()
+        # the default step drops instances left empty by the window: the source may drop them first
+        self.source.prune_window_size = cfg.output_size if step is None else None
         return build_copy_paste_pipeline(
             self.source,
             output_size=cfg.output_size,
@@ -250,7 +253,7 @@ class CopyPasteLoader(CocoPipelineLoader):
             device_id=cfg.device_id,
             num_threads=cfg.num_threads,
             prefetch_queue_depth=cfg.prefetch_queue_depth,
-            step=self._paste_step(),
+            step=step,
             step_threads=cfg.step_threads or cfg.num_threads,
             source_workers=cfg.source_workers,
             source_start_method=cfg.source_start_method or ("spawn" if self.backend == "gpu" else "fork"),
