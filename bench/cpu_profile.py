@@ -3,12 +3,14 @@
 Each stage is timed on its own, in one thread, over the same batches of the bench data
 (``bench/data.py``), as CPU seconds per image (``time.process_time`` of this process):
 
-* ``source``: ``CopyPasteSource`` calls (file bytes + pycocotools raster at the original size),
-  with the raster alone reported too;
+* ``source``: ``CopyPasteSource`` calls (file bytes + pycocotools raster at the original size,
+  instances outside the window dropped as the loader does), with the raster alone reported too;
 * ``decode``: DALI's CPU JPEG decoder on the batch's bytes (``num_threads=1``);
-* ``geometry``: decode + resize + crop + flip of images and masks (``num_threads=1``) minus decode;
+* ``geometry``: decode + resize + crop + flip of images and masks (``num_threads=1``) minus
+  decode; ``geometry_unpruned`` the same with every instance kept (the loader before issue 13);
 * ``copy_paste_step``: :class:`~decal.dali_pipes.copy_paste_pipeline.CopyPasteStep` on the
-  geometry's outputs (NumPy), serial, then with ``--step-threads`` threads (wall seconds);
+  geometry's outputs (NumPy): CPU seconds of the batched twins (the step before issue 13), then
+  wall seconds of the batched twins, of the chunked step in one thread, and in ``--step-threads``;
 * ``iterator``: the loader's ``_to_batch`` (DLPack to torch, the target dicts).
 
 Run: ``python -m decal.bench.cpu_profile --data out/bench-data --batches 6`` (prints JSON).
@@ -51,6 +53,7 @@ def profile_stages(data: tuple[Path, Path], *, batch_size: int, output_size: int
 
     from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
     from decal.dali_pipes.copy_paste_source import CopyPasteSource
+    from decal.dali_pipes.epoch_source import LoaderPosition
     from decal.dali_pipes.torch_iterator import CopyPasteLoader
     from decal.kernels.copy_paste import CopyPasteParams
 
@@ -60,6 +63,10 @@ def profile_stages(data: tuple[Path, Path], *, batch_size: int, output_size: int
     images = batches * batch_size
     result: dict[str, Any] = {"batch_size": batch_size, "output_size": output_size, "batches": batches}
 
+    source.prune_window_size = None
+    _, unpruned = _cpu(source, batches)
+    source.restart(LoaderPosition())
+    source.prune_window_size = output_size
     source_cpu, columns = _cpu(source, batches)
     result["source"] = source_cpu / images
     dataset = loader.dataset
@@ -68,20 +75,21 @@ def profile_stages(data: tuple[Path, Path], *, batch_size: int, output_size: int
     result["source_raster"] = raster_cpu / images
 
     class Replay:
-        def __init__(self) -> None:
+        def __init__(self, columns: list[Any]) -> None:
+            self.columns = columns
             self.k = 0
 
         def __call__(self) -> tuple[list[Any], ...]:
-            batch = columns[self.k % len(columns)]
+            batch = self.columns[self.k % len(self.columns)]
             self.k += 1
             return batch
 
-    def graph(geometry: bool) -> Any:
+    def graph(geometry: bool, columns: list[Any]) -> Any:
         @pipeline_def(batch_size=batch_size, num_threads=1, device_id=None, prefetch_queue_depth=1,
                       exec_async=False, exec_pipelined=False)
         def pipe():
             enc, masks, labels, iscrowd, _, scale, cx, cy, flip, position = fn.external_source(
-                source=Replay(), num_outputs=len(CopyPasteSource.column_names), batch=True,
+                source=Replay(columns), num_outputs=len(CopyPasteSource.column_names), batch=True,
                 layout=["", "HWC", "", "", "", "", "", "", "", ""])
             img = fn.decoders.image(enc, device="cpu", output_type=types.RGB)
             if not geometry:
@@ -98,18 +106,22 @@ def profile_stages(data: tuple[Path, Path], *, batch_size: int, output_size: int
         p.build()
         return p
 
-    decode_pipe = graph(False)
+    decode_pipe = graph(False, columns)
     decode_cpu, _ = _cpu(decode_pipe.run, batches)
     result["decode"] = decode_cpu / images
-    geom_pipe = graph(True)
+    geom_pipe = graph(True, columns)
     geom_cpu, outs = _cpu(geom_pipe.run, batches)
     result["geometry"] = max(0.0, geom_cpu - decode_cpu) / images
+    unpruned_cpu, _ = _cpu(graph(True, unpruned).run, batches)
+    result["geometry_unpruned"] = max(0.0, unpruned_cpu - decode_cpu) / images
 
     host = [[[np.array(t) for t in out] for out in o] for o in outs]
     serial = CopyPasteStep(CopyPasteParams())
     step_cpu, _ = _cpu(lambda: [serial(*b) for b in host], 1)
     result["copy_paste_step"] = step_cpu / images
     result["copy_paste_step_wall_serial"] = _wall(lambda: [serial(*b) for b in host], 1) / images
+    one = CopyPasteStep(CopyPasteParams(), threads=1)
+    result["copy_paste_step_wall_1_thread"] = _wall(lambda: [one(*b) for b in host], 1) / images
     threaded = CopyPasteStep(CopyPasteParams(), threads=step_threads)
     result["copy_paste_step_wall_threads"] = _wall(lambda: [threaded(*b) for b in host], 1) / images
     result["step_threads"] = step_threads
