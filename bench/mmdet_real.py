@@ -11,7 +11,8 @@ allow_negative_crop=True)`` → ``FilterAnnotations(min_gt_bbox_wh=(0.01, 0.01))
 ``RandomFlip(prob=0.5)`` → ``Pad(size=(S, S), pad_val=114)``, wrapped in
 ``MultiImageMixDataset`` with ``CopyPaste(max_num_pasted=100)`` (the partner image goes through
 the same load pipeline) and ``PackDetInputs``; batches from a torch ``DataLoader`` with one
-worker process per core (``pseudo_collate``, as mmengine's runner does).
+worker process per core (``pseudo_collate``), with the process set up as mmengine's runner sets
+it up (``set_multi_processing``: fork, OpenCV threads 0, ``OMP_NUM_THREADS=1``).
 
 ``mmcv-lite`` (mmcv without compiled ops, what installs without a CUDA build) lacks
 ``mmcv.ops``, which ``mmdet.structures.mask`` imports for ``roi_align`` only (used by
@@ -76,8 +77,10 @@ def make_mmdet_loader(annotation_file: str | Path, image_dir: str | Path, *, out
     """A torch DataLoader over mmdetection's LSJ + Copy-Paste dataset (module docstring)."""
     import torch
     from mmengine.dataset import pseudo_collate
+    from mmengine.utils.dl_utils import set_multi_processing
     from mmdet.registry import DATASETS
 
+    set_multi_processing(mp_start_method="fork", opencv_num_threads=0, distributed=False)
     size = (output_size, output_size)
     classes = tuple(c["name"] for c in json.loads(Path(annotation_file).read_text())["categories"])
     load_pipeline = [

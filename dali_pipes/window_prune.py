@@ -46,9 +46,14 @@ def instances_in_window(
     masks: np.ndarray, scale: float, crop_x: float, crop_y: float, flip: int, output_size: int
 ) -> np.ndarray:
     """(N,) bool: which of the H×W×N uint8 ``masks`` (source size, one channel per instance)
-    have a pixel in the output window's source region (:func:`window_region`)."""
+    have a pixel in the output window's source region (:func:`window_region`); all True when
+    that region is the whole image (an instance with no pixel at all is then kept: the step
+    drops it, as before)."""
     height, width, count = masks.shape
     region = window_region(height, width, scale, crop_x, crop_y, flip, output_size)
     if region is None:
         return np.zeros(count, dtype=bool)
-    return masks[region[0], region[1], :].any(axis=(0, 1))
+    if region == (slice(0, height), slice(0, width)):
+        return np.ones(count, dtype=bool)  # the window sees the whole image: nothing to drop
+    # OR over rows, then over columns: contiguous inner loops (a nonzero byte survives an OR)
+    return np.bitwise_or.reduce(np.bitwise_or.reduce(masks[region[0], region[1], :], axis=0), axis=0) != 0
