@@ -184,6 +184,8 @@ def time_batches(batches: Callable[[], Any], count: int, warmup: int, sync: Call
 def _batch_len(batch: Any) -> int:
     if hasattr(batch, "images"):
         return int(batch.images.shape[0])
+    if isinstance(batch, dict) and "inputs" in batch:  # mmengine's pseudo_collate: lists per key
+        return len(batch["inputs"])
     if isinstance(batch, tuple) and hasattr(batch[0], "shape"):
         return int(batch[0].shape[0])
     if isinstance(batch, (list, tuple)) and batch and hasattr(batch[0], "shape"):

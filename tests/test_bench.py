@@ -116,7 +116,7 @@ def test_mmdet_row_runs_or_says_why_and_scaling_interleaves(bench_data, tmp_path
     out = tmp_path / "out"
     code = main([
         "--cpu", "--modes", "mmdet,cpu_scaling", "--data", str(bench_data[0].parent), "--num-images", "8",
-        "--cpu-batch-size", "2", "--cpu-batches", "1", "--warmup", "0", "--output-size", "64", "--cores", "1",
+        "--cpu-batch-size", "3", "--cpu-batches", "1", "--warmup", "0", "--output-size", "64", "--cores", "1",
         "--rounds", "1", "--out", str(out), "--append-results", str(tmp_path / "RESULTS.md"),
     ])
     assert code == 0
@@ -124,7 +124,7 @@ def test_mmdet_row_runs_or_says_why_and_scaling_interleaves(bench_data, tmp_path
     row, scaling = result["modes"]["mmdet"], result["modes"]["cpu_scaling"]
     reason = mmdet_real.skip_reason()
     if reason is None:
-        assert row["images_per_s"] > 0 and row["images"] == 2 and row["versions"].startswith("mmdet 3.")
+        assert row["images_per_s"] > 0 and row["images"] == 3 and row["versions"].startswith("mmdet 3.")
         assert scaling["rows"][0]["decal_over_mmdet"] > 0
     else:
         assert row == {"skipped": reason, "wall_s": row["wall_s"]} and "pip install mmdet" in reason
