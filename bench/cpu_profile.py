@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["profile_stages", "main"]
+__all__ = ["add_data_arguments", "profile_stages", "main"]
 
 
 def _cpu(fn: Callable[[], Any], repeats: int) -> tuple[float, list[Any]]:
@@ -137,13 +137,18 @@ def profile_stages(data: tuple[Path, Path], *, batch_size: int, output_size: int
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The CPU scripts' shared flags: bench data folder and size, batch, output size, batches."""
     p.add_argument("--data", type=Path, default=Path("out/bench-data"))
     p.add_argument("--num-images", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--output-size", type=int, default=1024)
     p.add_argument("--batches", type=int, default=6)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arguments(p)
     p.add_argument("--step-threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     from .data import make_bench_dataset

@@ -627,11 +627,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"Data: {results['dataset']['kind']}; {results['dataset']['images']} images; output {results['output_size']}².  ",
         f"Load average (1, 5, 15 min) before / after: {results.get('load_average_before')} / {results.get('load_average_after')}.",
         "",
-        "| mode | images/s | batch | notes |",
-        "| --- | ---: | ---: | --- |",
     ]
+    tabled = [mode for mode in results["modes"] if mode not in ("kernels", "masks", "peers", "cpu_scaling")]
+    if tabled:
+        lines += ["| mode | images/s | batch | notes |", "| --- | ---: | ---: | --- |"]
     for mode, r in results["modes"].items():
-        if mode in ("kernels", "masks", "peers", "cpu_scaling"):
+        if mode not in tabled:
             continue
         notes = []
         for key in ("error", "skipped", "note"):
