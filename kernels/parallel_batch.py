@@ -55,7 +55,7 @@ def shared_pool(threads: int) -> ThreadPoolExecutor:
     """One process-wide pool of ``threads`` threads (reused by every step that asks for it)."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"decal-step{threads}")
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"paste-step{threads}")
 
 
 def row_chunks(count: int, threads: int) -> list[slice]:
