@@ -15,6 +15,12 @@ Modes (``--modes``, comma-separated; ``--cpu`` = the CPU half, the default witho
 ``baseline`` (d)              torch DataLoader, one worker per core, OpenCV decode,
                               mmdetection-style per-image LSJ + CopyPaste
                               (:mod:`bench.mmdet_baseline`)
+``mmdet`` (e)                 mmdetection 3.x's own LSJ + CopyPaste pipeline in a DataLoader,
+                              one worker per core (:mod:`bench.mmdet_real`); skipped, with
+                              the reason, when mmdetection is not importable
+``cpu_scaling``               (c), (d) and (e) at 1, 2, … cores (``--cores``): DALI and step
+                              threads and source workers for (c), DataLoader workers for
+                              (d) and (e), interleaved in one run; decal / mmdetection ratios
 ``kernels``                   each CUDA step on a realistic device batch (B, S²), CUDA
                               events, against ``cupy`` device-to-device copy bandwidth
 ``masks``                     (CPU) subpixel vs exact rasterisation disagreement on the data;
@@ -50,9 +56,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 ALL_MODES = (
-    "decode_gpu", "pipeline_gpu", "pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "kernels", "masks", "peers", "host",
+    "decode_gpu", "pipeline_gpu", "pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "mmdet", "kernels", "masks", "peers",
+    "host", "cpu_scaling",
 )
-CPU_MODES = ("pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "masks")
+CPU_MODES = ("pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "mmdet", "masks")
 GPU_MODES = ("decode_gpu", "pipeline_gpu", "kernels")
 LABELS = {
     "decode_gpu": "(a) decode only, GPU",
@@ -60,6 +67,7 @@ LABELS = {
     "pipeline_cpu": "(c) DALI CPU pipeline",
     "pipeline_cpu_gpumasks": "(c') GPU-mask pipeline on DALI CPU",
     "baseline": "(d) DataLoader + mmdet-style NumPy",
+    "mmdet": "(e) DataLoader + mmdetection's own pipeline",
     "host": "host: GPU-mask source alone, per CPU second (bench/host.py)",
 }
 
@@ -79,6 +87,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-batches", type=int, default=4, help="timed batches per CPU mode (after warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="DALI threads / DataLoader workers")
+    p.add_argument("--source-workers", type=int, default=None,
+                   help="(c): source worker processes (default: --threads)")
+    p.add_argument("--cores", type=str, default=None,
+                   help="cpu_scaling: comma-separated core counts (default 1..all cores)")
+    p.add_argument("--rounds", type=int, default=2, help="cpu_scaling: rounds of the interleaved rows")
     p.add_argument("--host-batches", type=int, default=40, help="host mode: timed batches of the GPU-mask source")
     p.add_argument("--host-workers", default="1,2", help="host mode: comma-separated source worker counts")
     p.add_argument("--seed", type=int, default=0)
@@ -171,6 +184,8 @@ def time_batches(batches: Callable[[], Any], count: int, warmup: int, sync: Call
 def _batch_len(batch: Any) -> int:
     if hasattr(batch, "images"):
         return int(batch.images.shape[0])
+    if isinstance(batch, dict) and "inputs" in batch:  # mmengine's pseudo_collate: lists per key
+        return len(batch["inputs"])
     if isinstance(batch, tuple) and hasattr(batch[0], "shape"):
         return int(batch[0].shape[0])
     if isinstance(batch, (list, tuple)) and batch and hasattr(batch[0], "shape"):
@@ -232,6 +247,11 @@ def _loader_options(args: argparse.Namespace, device: str, batch_size: int) -> d
                 device=device, num_threads=args.threads, drop_last=True)
 
 
+def _source_workers(args: argparse.Namespace, threads: int) -> int:
+    chosen = getattr(args, "source_workers", None)
+    return threads if chosen is None else chosen
+
+
 def mode_pipeline_gpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
     import cupy
 
@@ -256,9 +276,10 @@ def mode_pipeline_gpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
 def mode_pipeline_cpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
     from decal.dali_pipes.torch_iterator import CopyPasteLoader
 
-    loader = CopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size))
-    result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI))
-    result.update(batch_size=args.cpu_batch_size, threads=args.threads)
+    workers = _source_workers(args, args.threads)
+    loader = CopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size), source_workers=workers)
+    result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI + workers))
+    result.update(batch_size=args.cpu_batch_size, threads=args.threads, workers=workers)
     return result
 
 
@@ -279,6 +300,53 @@ def mode_baseline(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str
     result = time_batches(lambda: loader, args.cpu_batches, _drain(args, 2 * args.threads))
     result.update(batch_size=args.cpu_batch_size, workers=args.threads, decoder=mb.decoder_name())
     return result
+
+
+def mode_mmdet(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
+    """(e): mmdetection's own pipeline (:mod:`bench.mmdet_real`), or the reason it is skipped."""
+    from . import mmdet_real
+
+    reason = mmdet_real.skip_reason()
+    if reason:
+        return {"skipped": reason}
+    versions = mmdet_real.import_mmdet()
+    loader = mmdet_real.make_mmdet_loader(*data, output_size=args.output_size, batch_size=args.cpu_batch_size,
+                                          workers=args.threads, seed=args.seed)
+    result = time_batches(lambda: loader, args.cpu_batches, _drain(args, 2 * args.threads))
+    result.update(batch_size=args.cpu_batch_size, workers=args.threads,
+                  versions=f"mmdet {versions['mmdet']}, mmcv {versions['mmcv']}, mmengine {versions['mmengine']}",
+                  **({"note": versions["notes"]} if versions["notes"] else {}))
+    return result
+
+
+def mode_cpu_scaling(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
+    """(c), (d), (e) at each of ``--cores`` (threads / workers), ``--rounds`` interleaved rounds
+    in this run; per core count the best round of each row and decal's ratio to the others."""
+    cores = [int(c) for c in args.cores.split(",")] if args.cores else list(range(1, (os.cpu_count() or 1) + 1))
+    rows: dict[str, dict[int, list[float]]] = {"pipeline_cpu": {}, "baseline": {}, "mmdet": {}}
+    skipped: dict[str, str] = {}
+    for _ in range(args.rounds):
+        for count in cores:
+            sub = argparse.Namespace(**{**vars(args), "threads": count, "source_workers": _source_workers(args, count)})
+            for mode, run_mode in (("pipeline_cpu", mode_pipeline_cpu), ("baseline", mode_baseline), ("mmdet", mode_mmdet)):
+                if mode in skipped:
+                    continue
+                figures = run_mode(sub, data)
+                if "skipped" in figures:
+                    skipped[mode] = figures["skipped"]
+                    continue
+                rows[mode].setdefault(count, []).append(figures["images_per_s"])
+    table = []
+    for count in cores:
+        best = {mode: max(runs[count]) for mode, runs in rows.items() if count in runs}
+        entry: dict[str, Any] = {"cores": count, **{f"{m}_images_per_s": v for m, v in best.items()},
+                                 **{f"{m}_rounds": rows[m][count] for m in best}}
+        for other in ("baseline", "mmdet"):
+            if other in best and "pipeline_cpu" in best:
+                entry[f"decal_over_{other}"] = round(best["pipeline_cpu"] / best[other], 2)
+        table.append(entry)
+    return {"batch_size": args.cpu_batch_size, "rounds": args.rounds, "rows": table, "skipped": skipped,
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
 def _device_batch(args: argparse.Namespace, data: tuple[Path, Path]):
@@ -450,6 +518,8 @@ MODES: dict[str, Callable[[argparse.Namespace, tuple[Path, Path]], dict[str, Any
     "pipeline_cpu": mode_pipeline_cpu,
     "pipeline_cpu_gpumasks": mode_pipeline_cpu_gpumasks,
     "baseline": mode_baseline,
+    "mmdet": mode_mmdet,
+    "cpu_scaling": mode_cpu_scaling,
     "kernels": mode_kernels,
     "masks": mode_masks,
     "peers": mode_peers,
@@ -533,12 +603,14 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def ratios(modes: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The targets' ratios, where their figures exist: (b)/(a) and (b)/best of (c), (c'), (d)."""
+    """The targets' ratios, where their figures exist: (b)/(a), (b)/best of (c), (c'), (d), (e), and (c)/(e)."""
     ips = {k: v.get("images_per_s") for k, v in modes.items() if isinstance(v, dict) and v.get("images_per_s")}
     out: dict[str, float] = {}
     if "pipeline_gpu" in ips and "decode_gpu" in ips:
         out["b_over_a"] = round(ips["pipeline_gpu"] / ips["decode_gpu"], 3)
-    cpu_best = max((ips[k] for k in ("pipeline_cpu", "pipeline_cpu_gpumasks", "baseline") if k in ips), default=None)
+    cpu_best = max((ips[k] for k in ("pipeline_cpu", "pipeline_cpu_gpumasks", "baseline", "mmdet") if k in ips), default=None)
+    if "pipeline_cpu" in ips and "mmdet" in ips:
+        out["c_over_e"] = round(ips["pipeline_cpu"] / ips["mmdet"], 2)
     if "pipeline_gpu" in ips and cpu_best:
         out["b_over_best_cpu"] = round(ips["pipeline_gpu"] / cpu_best, 1)
     return out
@@ -555,16 +627,18 @@ def markdown(results: dict[str, Any]) -> str:
         f"Data: {results['dataset']['kind']}; {results['dataset']['images']} images; output {results['output_size']}².  ",
         f"Load average (1, 5, 15 min) before / after: {results.get('load_average_before')} / {results.get('load_average_after')}.",
         "",
-        "| mode | images/s | batch | notes |",
-        "| --- | ---: | ---: | --- |",
     ]
+    tabled = [mode for mode in results["modes"] if mode not in ("kernels", "masks", "peers", "cpu_scaling")]
+    if tabled:
+        lines += ["| mode | images/s | batch | notes |", "| --- | ---: | ---: | --- |"]
     for mode, r in results["modes"].items():
-        if mode in ("kernels", "masks", "peers"):
+        if mode not in tabled:
             continue
         notes = []
-        if "error" in r:
-            notes.append(r["error"])
-        for key in ("threads", "workers", "decoder", "device_memory_gib"):
+        for key in ("error", "skipped", "note"):
+            if key in r:
+                notes.append(r[key])
+        for key in ("threads", "workers", "decoder", "versions", "device_memory_gib"):
             if key in r:
                 notes.append(f"{key}={r[key]}")
         lines.append(f"| {LABELS.get(mode, mode)} | {r.get('images_per_s', '—')} | {r.get('batch_size', '—')} | {'; '.join(notes)} |")
@@ -585,6 +659,7 @@ def markdown(results: dict[str, Any]) -> str:
                       + f" (fused saves {100 * m['fused_saving_vs_unfused']:.0f} %, bit-packed a further "
                         f"{100 * m['bitpacked_saving_vs_fused']:.0f} %)."]
     lines += peers_markdown(results["modes"].get("peers"))
+    lines += scaling_markdown(results["modes"].get("cpu_scaling"))
     if results.get("ratios"):
         lines += ["", "Ratios: " + ", ".join(f"{k2} = {v}" for k2, v in results["ratios"].items())]
     return "\n".join(lines)
@@ -601,6 +676,22 @@ def peers_markdown(peers: dict[str, Any] | None) -> list[str]:
     for row in peers["rows"]:
         lines.append(f"| {row['name']} | {row.get('ms', '—')} | {row.get('images_per_s', '—')} | "
                      f"{row.get('device_memory_gib', '—')} | {row.get('skipped') or row.get('error') or row.get('note', '')} |")
+    return lines
+
+
+def scaling_markdown(scaling: dict[str, Any] | None) -> list[str]:
+    """The ``cpu_scaling`` mode's table as Markdown lines ([] when the mode did not run)."""
+    if not scaling or "rows" not in scaling:
+        return [] if not scaling else ["", f"CPU scaling: {scaling.get('error', 'no rows')}."]
+    lines = ["", f"CPU scaling, batch {scaling['batch_size']}, best of {scaling['rounds']} interleaved rounds "
+                 f"(images/s; load average after {scaling['load_average']}):", "",
+             "| cores | (c) decal CPU | (d) mmdet-style | (e) mmdetection | decal / (d) | decal / (e) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in scaling["rows"]:
+        cells = [row.get(f"{m}_images_per_s", "—") for m in ("pipeline_cpu", "baseline", "mmdet")]
+        cells += [row.get(f"decal_over_{m}", "—") for m in ("baseline", "mmdet")]
+        lines.append(f"| {row['cores']} | " + " | ".join(str(c) for c in cells) + " |")
+    lines += [f"\n{mode} skipped: {why}" for mode, why in scaling.get("skipped", {}).items()]
     return lines
 
 

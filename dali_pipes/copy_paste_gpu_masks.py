@@ -63,7 +63,7 @@ from .coco_index import CocoIndex, batch_descriptors
 from .coco_reader import CocoDataset, ImageRecord, decode_rle_string
 from .copy_paste_pipeline import OUTPUT_NAMES, CopyPasteOutputs
 from .copy_paste_source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
-from .parallel_source import BatchInfoSource, check_workers, planned_batches
+from .parallel_source import BatchInfoSource, check_workers, expect_worker_batches
 from .scale_jitter import draw_geometry
 from .torch_iterator import CopyPasteLoader
 
@@ -360,8 +360,8 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
     * ``source_workers`` (int, default 0): run the source in that many worker processes
       (DALI's parallel external source, :mod:`~decal.dali_pipes.parallel_source`); the
       batches are the same as with 0; needs ``on_error="raise"``;
-    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"fork"`` on
-      the CPU backend, ``"spawn"`` on the GPU, where a CUDA context forbids forking).
+    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"spawn"``; see
+      :mod:`~decal.dali_pipes.parallel_source` for why not ``"fork"``).
     """
 
     def __init__(
@@ -380,7 +380,7 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
         base = self.source
         self.subpixel = subpixel
         self.source_workers = source_workers
-        self.source_start_method = source_start_method or ("spawn" if self.backend == "gpu" else "fork")
+        self.source_start_method = source_start_method or "spawn"
         check_workers(source_workers, self.source_start_method, cfg.on_error)
         self.source = GpuMaskCopyPasteSource(
             self.dataset,
@@ -417,8 +417,5 @@ class GpuMaskCopyPasteLoader(CopyPasteLoader):
         """As :meth:`~decal.dali_pipes.loader_base.PipelineLoader._recover`; with workers, the
         suspects are the batches they may have made since the last delivered one."""
         if self.source_workers:
-            cfg = self.config
-            ahead = cfg.prefetch_queue_depth + max(2, self.source_workers) + 1
-            self.source.restart(self._position)
-            self.source.produced.extend(planned_batches(self.source, self._position, ahead))
+            expect_worker_batches(self.source, self._position, self.config.prefetch_queue_depth, self.source_workers)
         super()._recover(error)

@@ -56,4 +56,20 @@ COPY_PASTE_OPTIONS: tuple[Option, ...] = (
     DROP_LAST,
     ON_ERROR,
     *DEVICE_OPTIONS,
+    Option(
+        "step_threads", int | None, None,
+        "CPU backend: threads of the copy-paste step (per-sample chunks, same batches bit for bit); None = `num_threads`",
+        low=1,
+    ),
+    Option(
+        "source_workers", int, 0,
+        "worker processes of the source (file reads, mask raster; DALI's parallel external source, same batches); "
+        '`on_error="raise"` only',
+        low=0,
+    ),
+    Option(
+        "source_start_method", str | None, None,
+        'the workers\' `"fork"` or `"spawn"`; None = spawn (fork is faster to start but may deadlock a worker forked while other threads hold locks)',
+        choices=("fork", "spawn"),
+    ),
 )  # fmt: skip

@@ -19,12 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
 from ..kernels.array_module import to_host
 from ..kernels.copy_paste import CopyPasteParams, copy_paste_batch
+from ..kernels.parallel_batch import BatchOps, shared_pool
 from .copy_paste_source import CopyPasteSource, copy_paste_rng
+from .parallel_source import BatchInfoSource, check_workers
 from .step_io import split_result, stack_batch
 
 #: Names of the pipeline's outputs, in order.
@@ -65,12 +68,24 @@ class CopyPasteStep:
     labels (N,) int64, iscrowd (N,) uint8, position (5,) int64. NumPy on the CPU backend,
     CuPy on the GPU backend. With ``params=None`` nothing is pasted, but masks are still
     transposed, empty instances dropped and boxes re-derived.
+
+    ``threads``: on the CPU backend, run the per-sample work in chunks on that many threads
+    (:mod:`~decal.kernels.parallel_batch`, 1: in this thread; the same batch bit for bit);
+    None: the batched kernels, one call each.
+    Ignored for CuPy inputs (one launch per kernel already).
     """
 
     params: CopyPasteParams | None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"step threads must be an integer >= 1 or None, got {self.threads!r}")
 
     def __call__(self, images, masks, labels, iscrowd, positions):
-        batch = stack_batch(images, masks, labels, iscrowd)
+        pool = shared_pool(self.threads) if self.threads else None
+        batch = stack_batch(images, masks, labels, iscrowd, pool)
+        on_host = pool is not None and batch.xp is np
         result = copy_paste_batch(
             batch.images,
             batch.masks,
@@ -79,6 +94,7 @@ class CopyPasteStep:
             batch.iscrowd,
             self.params or CopyPasteParams(max_num_pasted=0),
             copy_paste_rng(to_host(positions[0])),
+            ops=BatchOps.threaded(pool) if on_host else None,
         )
         return split_result(batch.xp, result, len(images))
 
@@ -94,6 +110,9 @@ def build_copy_paste_pipeline(
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
     step: Any = None,
+    step_threads: int | None = None,
+    source_workers: int = 0,
+    source_start_method: str = "fork",
 ) -> Pipeline:
     """Build (not yet run) the pipeline over ``source``; outputs are :data:`OUTPUT_NAMES`.
 
@@ -111,6 +130,12 @@ def build_copy_paste_pipeline(
             ``CopyPasteStep(copy_paste)``: same inputs (images, masks with the dummy channel,
             labels, iscrowd, position) and the same seven outputs. Balanced and
             self-training Copy-Paste plug in here.
+        step_threads: threads of ``CopyPasteStep`` on the CPU backend (see its docstring);
+            unused when ``step`` is given.
+        source_workers: 0 calls ``source`` in DALI's thread; N runs it in N worker processes
+            (DALI's parallel external source, :mod:`~decal.dali_pipes.parallel_source`, from
+            ``source.position``), the same batches.
+        source_start_method: the workers' ``"fork"`` or ``"spawn"``.
     """
     if output_size < 1:
         raise ValueError(f"output_size must be >= 1, got {output_size}")
@@ -118,22 +143,29 @@ def build_copy_paste_pipeline(
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    check_workers(source_workers, source_start_method, source.on_error)
     on_gpu = device == "gpu"
-    step = CopyPasteStep(copy_paste) if step is None else step
+    step = CopyPasteStep(copy_paste, step_threads) if step is None else step
 
     @pipeline_def(
         batch_size=source.batch_size,
         num_threads=num_threads,
         device_id=device_id if on_gpu else None,
         prefetch_queue_depth=prefetch_queue_depth,
+        py_num_workers=source_workers,
+        py_start_method=source_start_method,
     )
     def copy_paste_pipeline():
-        encoded, masks, labels, iscrowd, image_id, scale, crop_x, crop_y, flip, position = fn.external_source(
-            source=source,
-            num_outputs=len(CopyPasteSource.column_names),
-            batch=True,
-            layout=["", "HWC", "", "", "", "", "", "", "", ""],
-        )
+        layout = ["", "HWC", "", "", "", "", "", "", "", ""]
+        columns = len(CopyPasteSource.column_names)
+        if source_workers:
+            outputs = fn.external_source(
+                source=BatchInfoSource(source, source.position), num_outputs=columns, layout=layout,
+                batch=True, batch_info=True, parallel=True, prefetch_queue_depth=max(2, source_workers),
+            )
+        else:
+            outputs = fn.external_source(source=source, num_outputs=columns, batch=True, layout=layout)
+        encoded, masks, labels, iscrowd, image_id, scale, crop_x, crop_y, flip, position = outputs
         images = fn.decoders.image(
             encoded, device="mixed" if on_gpu else "cpu", output_type=types.RGB, adjust_orientation=False
         )

@@ -25,6 +25,7 @@ import numpy as np
 from .coco_reader import CocoDataset
 from .epoch_source import POSITION_FIELDS, EpochBatchSource, EpochSampler, LoaderPosition, PositionRow
 from .scale_jitter import ScaleJitter, draw_geometry
+from .window_prune import instances_in_window
 
 __all__ = ["CopyPasteSource", "LoaderPosition", "POSITION_FIELDS", "copy_paste_rng"]
 
@@ -90,6 +91,11 @@ class CopyPasteSource(EpochBatchSource):
         self.jitter = jitter
         self.flip_prob = flip_prob
         self.paste_by_box = paste_by_box
+        #: the output size S to drop instances that cannot show in their S×S output window
+        #: (:mod:`~decal.dali_pipes.window_prune`), or None to keep every instance; set by
+        #: loaders whose step drops empty instances anyway (the default Copy-Paste step), so
+        #: that the output is unchanged
+        self.prune_window_size: int | None = None
 
     def read(self, dataset: CocoDataset, index: int) -> tuple[int, np.ndarray, np.ndarray]:
         """(index, encoded bytes, masks H×W×(N+1)) of one image; DatasetError if unreadable."""
@@ -104,11 +110,23 @@ class CopyPasteSource(EpochBatchSource):
     ) -> tuple[tuple[list[Any], ...], tuple]:
         records = [self.dataset[p[0]] for p in payloads]
         geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
+        masks = [p[2] for p in payloads]
+        labels = [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records]
+        iscrowd = [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records]
+        if self.prune_window_size is not None:
+            for i, m in enumerate(masks):
+                keep = instances_in_window(
+                    m[..., :-1], geometry.scale[i], geometry.crop_x[i], geometry.crop_y[i], geometry.flip[i],
+                    self.prune_window_size,
+                )
+                if not keep.all():
+                    masks[i] = np.ascontiguousarray(m[..., np.append(keep, True)])  # the dummy channel stays
+                    labels[i], iscrowd[i] = labels[i][keep], iscrowd[i][keep]
         columns = (
             [p[1] for p in payloads],
-            [p[2] for p in payloads],
-            [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records],
-            [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records],
+            masks,
+            labels,
+            iscrowd,
             [np.array([r.image_id], dtype=np.int64) for r in records],
             list(geometry.scale),
             list(geometry.crop_x),

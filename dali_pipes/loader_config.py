@@ -18,7 +18,7 @@ from .options import OptionError, check_fields, check_range
 __all__ = ["check_loader_config"]
 
 #: Fields that must be at least 1 wherever a config has them.
-_POSITIVE = ("batch_size", "output_size", "num_shards", "num_threads", "prefetch_queue_depth", "stride")
+_POSITIVE = ("batch_size", "output_size", "num_shards", "num_threads", "prefetch_queue_depth", "stride", "step_threads")
 #: Probabilities, in [0, 1].
 _PROBABILITIES = ("flip_prob", "prob", "switch_prob", "mosaic_prob", "jitter_prob", "grayscale_prob", "blur_prob")
 
@@ -34,7 +34,7 @@ def check_loader_config(config: Any) -> None:
     check_fields(config, owner)
     names = {f.name for f in dataclasses.fields(config)}
     for name in _POSITIVE:
-        if name in names:
+        if name in names and getattr(config, name) is not None:  # None: "the default" where typed so
             check_range(owner, name, getattr(config, name), low=1)
     for name in _PROBABILITIES:
         if name in names:

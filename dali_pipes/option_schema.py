@@ -127,12 +127,15 @@ def check_bounds(config: Any, owner: str) -> None:
     """Check the bounds of every option a :func:`with_options` config declares.
 
     Raises:
-        OptionError: ``"{owner}: option '{name}' must be in [low, high], got {value!r}"``.
+        OptionError: ``"{owner}: option '{name}' must be in [low, high], got {value!r}"``, or
+            ``"... must be one of a, b, got {value!r}"`` for an option with ``choices``.
     """
     for option in getattr(type(config), "__options__", ()):
+        value = getattr(config, option.name)
+        if option.choices and value is not None and value not in option.choices:
+            raise OptionError(f"{owner}: option '{option.name}' must be one of {', '.join(option.choices)}, got {value!r}")
         if option.low is None and option.high is None:
             continue
-        value = getattr(config, option.name)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if not in_bounds(option, value):

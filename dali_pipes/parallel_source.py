@@ -24,6 +24,9 @@ those images never enter the epoch order).
 Start method: ``"fork"`` is fast and shares the parent's memory, but DALI refuses it once the
 process holds a CUDA context; ``"spawn"`` pickles the source into fresh interpreters (a
 memory-mapped :class:`~decal.dali_pipes.coco_index.CocoIndex` travels as its directory).
+The loaders default to ``"spawn"``: a pipeline rebuilt in a process that already runs threads
+(the copy-paste step's pool, an earlier pipeline's, gRPC's) forks workers that can inherit a
+held lock and hang; the test suite saw that once with ``"fork"``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 
 from .epoch_source import EpochBatchSource, LoaderPosition, ProducedBatch
 
-__all__ = ["BatchInfoSource", "START_METHODS", "check_workers", "planned_batches"]
+__all__ = ["BatchInfoSource", "START_METHODS", "check_workers", "expect_worker_batches", "planned_batches"]
 
 #: ``py_start_method`` values DALI accepts.
 START_METHODS = ("fork", "spawn")
@@ -107,3 +110,13 @@ def planned_batches(source: EpochBatchSource, start: LoaderPosition, count: int)
             break
         out.append(ProducedBatch(batch, tuple(int(i) for i in items)))
     return out
+
+
+def expect_worker_batches(source: EpochBatchSource, position: LoaderPosition, prefetch_queue_depth: int, workers: int) -> None:
+    """Before error recovery with ``workers`` > 0: restart ``source`` at the last delivered
+    ``position`` and record as produced every batch the workers may have made since (the
+    pipeline's queue, the parallel source's own queue of ``max(2, workers)``, one in flight),
+    so that recovery decodes them to find a corrupt file."""
+    ahead = prefetch_queue_depth + max(2, workers) + 1
+    source.restart(position)
+    source.produced.extend(planned_batches(source, position, ahead))

@@ -10,11 +10,13 @@ last channel, see ARCHITECTURE.md "DALI pitfalls").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..kernels.array_module import get_array_module, to_host
+from ..kernels.parallel_batch import run_chunks
 
 __all__ = ["StackedBatch", "stack_batch", "split_result", "to_host"]
 
@@ -32,16 +34,36 @@ class StackedBatch:
     iscrowd: np.ndarray
 
 
-def stack_batch(images: Sequence[Any], masks: Sequence[Any], labels: Sequence[Any], iscrowd: Sequence[Any]) -> StackedBatch:
-    """Stack a batch: images to (B, H, W, 3); masks H×W×(N+1) to (M, H, W), dummy dropped."""
+def stack_batch(
+    images: Sequence[Any],
+    masks: Sequence[Any],
+    labels: Sequence[Any],
+    iscrowd: Sequence[Any],
+    pool: ThreadPoolExecutor | None = None,
+) -> StackedBatch:
+    """Stack a batch: images to (B, H, W, 3); masks H×W×(N+1) to (M, H, W), dummy dropped.
+    With a ``pool`` (NumPy inputs), the per-sample copies run on its threads."""
     xp = get_array_module(images[0])
     counts = np.array([m.shape[2] - 1 for m in masks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     height, width = images[0].shape[:2]
-    stacked_images = xp.stack(images)
     stacked_masks = xp.empty((int(offsets[-1]), height, width), dtype=xp.uint8)
-    for b, m in enumerate(masks):  # one strided copy per sample: HWC → CHW, dummy dropped
-        stacked_masks[offsets[b] : offsets[b + 1]] = xp.moveaxis(m[..., :-1], 2, 0)
+
+    def copy_masks(b: int) -> None:  # one strided copy per sample: HWC → CHW, dummy dropped
+        stacked_masks[offsets[b] : offsets[b + 1]] = xp.moveaxis(masks[b][..., :-1], 2, 0)
+
+    if pool is None or xp is not np:
+        stacked_images = xp.stack(images)
+        for b in range(len(masks)):
+            copy_masks(b)
+    else:
+        stacked_images = np.empty((len(images),) + tuple(images[0].shape), dtype=images[0].dtype)
+
+        def copy_sample(b: int) -> None:
+            stacked_images[b] = images[b]
+            copy_masks(b)
+
+        run_chunks(pool, copy_sample, range(len(images)))
     host_labels = np.concatenate([to_host(x) for x in labels]).astype(np.int64) if len(labels) else np.empty(0, np.int64)
     host_crowd = np.concatenate([to_host(x) for x in iscrowd]).astype(bool) if len(iscrowd) else np.empty(0, bool)
     return StackedBatch(xp, stacked_images, stacked_masks, offsets, host_labels, host_crowd)

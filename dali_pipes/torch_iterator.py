@@ -31,6 +31,7 @@ from .loader_config import check_loader_config
 from .loader_parts import epoch_sampler, pipeline_device_options, source_options
 from .option_schema import with_options
 from .loader_base import PipelineLoader, check_options, dense, position_after
+from .parallel_source import check_workers, expect_worker_batches
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class CopyPasteLoader(CocoPipelineLoader):
             **source_options(cfg),
         )
         self._copy_paste = cfg.copy_paste_params()
+        check_workers(cfg.source_workers, cfg.source_start_method or "spawn", cfg.on_error)
 
     # -- internals ---------------------------------------------------------------------
     def _paste_step(self) -> Any:
@@ -172,14 +174,28 @@ class CopyPasteLoader(CocoPipelineLoader):
 
     def _build_pipeline(self) -> Any:
         cfg = self.config
+        step = self._paste_step()
+        # the default step drops instances left empty by the window: the source may drop them first
+        self.source.prune_window_size = cfg.output_size if step is None else None
         return build_copy_paste_pipeline(
             self.source,
             output_size=cfg.output_size,
             copy_paste=self._copy_paste,
             pad_value=cfg.pad_value,
             **pipeline_device_options(cfg, self.backend),
-            step=self._paste_step(),
+            step=step,
+            step_threads=cfg.step_threads or cfg.num_threads,
+            source_workers=cfg.source_workers,
+            source_start_method=cfg.source_start_method or "spawn",
         )
+
+    def _recover(self, error: RuntimeError) -> None:
+        """As :meth:`~decal.dali_pipes.loader_base.PipelineLoader._recover`; with source
+        workers, the suspects are the batches they may have made since the last delivered one."""
+        cfg = self.config
+        if cfg.source_workers:
+            expect_worker_batches(self.source, self._position, cfg.prefetch_queue_depth, cfg.source_workers)
+        super()._recover(error)
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
         named = CopyPasteOutputs(*outputs)

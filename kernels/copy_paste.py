@@ -30,12 +30,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ._cuda import get_array_module, to_host
-from .composite import composite
-from .gaussian_blur import gaussian_blur
-from .mask_boxes import mask_boxes
-from .occlusion_update import occlusion_keep, occlusion_update
+from .occlusion_update import occlusion_keep
 from .output_order import output_order
-from .paste_alpha import paste_alpha
+from .parallel_batch import BatchOps
 from .paste_plan import PastePlan, draw_paste_plan
 
 
@@ -106,6 +103,7 @@ def copy_paste_batch(
     rng: np.random.Generator,
     *,
     draw_plan: Callable[..., PastePlan] = draw_paste_plan,
+    ops: BatchOps | None = None,
 ) -> CopyPasteResult:
     """Copy-Paste over a whole batch; the partner of each image is another image of it.
 
@@ -122,8 +120,12 @@ def copy_paste_batch(
             ``draw_plan(rng, instance_offsets, pasteable, max_num_pasted)``;
             :func:`~decal.kernels.paste_plan.draw_paste_plan` by default (self-training
             Copy-Paste restricts the partners to the labelled images of the batch).
+        ops: the pixel operations; :meth:`BatchOps.serial` (the batched kernels) by default,
+            :meth:`BatchOps.threaded` to run the NumPy twins in chunks on a thread pool (same
+            result, bit for bit; NumPy arrays only).
     """
     xp = get_array_module(images)
+    ops = BatchOps.serial() if ops is None else ops
     instance_offsets = np.asarray(instance_offsets, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
     iscrowd = np.asarray(iscrowd, dtype=bool)
@@ -136,17 +138,17 @@ def copy_paste_batch(
         )
     instance_sample = np.repeat(np.arange(batch_size, dtype=np.int64), counts)
 
-    areas_before, boxes_before = mask_boxes(masks)
+    areas_before, boxes_before = ops.mask_boxes(masks)
     nonempty = to_host(areas_before) > 0
     plan = draw_plan(rng, instance_offsets, nonempty & ~iscrowd, params.max_num_pasted)
 
-    alpha_hard = paste_alpha(
+    alpha_hard = ops.paste_alpha(
         masks, xp.asarray(plan.paste_offsets), xp.asarray(plan.paste_indices), batch_size
     )
-    alpha = gaussian_blur(alpha_hard, params.blend_sigma) if params.blend_sigma > 0 else alpha_hard
-    out_images = composite(images, images, xp.asarray(plan.partner), alpha)
+    alpha = ops.gaussian_blur(alpha_hard, params.blend_sigma) if params.blend_sigma > 0 else alpha_hard
+    out_images = ops.composite(images, images, xp.asarray(plan.partner), alpha)
 
-    updated, areas_after, boxes_after = occlusion_update(masks, xp.asarray(instance_sample), alpha_hard)
+    updated, areas_after, boxes_after = ops.occlusion_update(masks, xp.asarray(instance_sample), alpha_hard)
     keep = to_host(
         occlusion_keep(
             areas_before,
@@ -169,8 +171,8 @@ def copy_paste_batch(
     out_areas = xp.empty(total, dtype=xp.int64)
     kept_dest_x, paste_dest_x = xp.asarray(kept_dest), xp.asarray(paste_dest)
     kept_rows_x, paste_rows_x = xp.asarray(kept_rows), xp.asarray(plan.paste_indices)
-    out_masks[kept_dest_x] = updated[kept_rows_x]
-    out_masks[paste_dest_x] = masks[paste_rows_x]
+    ops.copy_rows(out_masks, kept_dest_x, updated, kept_rows_x)
+    ops.copy_rows(out_masks, paste_dest_x, masks, paste_rows_x)
     out_boxes[kept_dest_x] = boxes_after[kept_rows_x]
     out_boxes[paste_dest_x] = boxes_before[paste_rows_x]
     out_areas[kept_dest_x] = areas_after[kept_rows_x]

@@ -108,3 +108,31 @@ def test_a_stopped_run_keeps_the_finished_modes(bench_data, tmp_path, monkeypatc
     partial = json.loads((out / "throughput-cpu.json").read_text())
     assert partial["partial"] is True and list(partial["modes"]) == ["masks"]
     assert partial["modes"]["masks"]["subpixel_vs_exact"]["object_pixels"] > 0
+
+
+def test_mmdet_row_runs_or_says_why_and_scaling_interleaves(bench_data, tmp_path) -> None:
+    from bench import mmdet_real
+
+    out = tmp_path / "out"
+    code = main([
+        "--cpu", "--modes", "mmdet,cpu_scaling", "--data", str(bench_data[0].parent), "--num-images", "8",
+        "--cpu-batch-size", "3", "--cpu-batches", "1", "--warmup", "0", "--output-size", "64", "--cores", "1",
+        "--rounds", "1", "--out", str(out), "--append-results", str(tmp_path / "RESULTS.md"),
+    ])
+    assert code == 0
+    result = json.loads((out / "throughput-cpu.json").read_text())
+    row, scaling = result["modes"]["mmdet"], result["modes"]["cpu_scaling"]
+    reason = mmdet_real.skip_reason()
+    if reason is None:
+        assert row["images_per_s"] > 0 and row["images"] == 3 and row["versions"].startswith("mmdet 3.")
+        assert scaling["rows"][0]["decal_over_mmdet"] > 0
+    else:
+        assert row == {"skipped": reason, "wall_s": row["wall_s"]} and "pip install mmdet" in reason
+        assert scaling["skipped"] == {"mmdet": reason}
+    first = scaling["rows"][0]
+    assert first["cores"] == 1 and first["pipeline_cpu_images_per_s"] > 0 and first["baseline_images_per_s"] > 0
+    assert len(first["pipeline_cpu_rounds"]) == 1 and first["decal_over_baseline"] > 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| (e) DataLoader + mmdetection's own pipeline |" in text
+    assert "| cores | (c) decal CPU | (d) mmdet-style | (e) mmdetection | decal / (d) | decal / (e) |" in text
+    assert f"| 1 | {first['pipeline_cpu_images_per_s']} | {first['baseline_images_per_s']} |" in text

@@ -140,3 +140,10 @@ def test_an_option_declared_once_becomes_a_checked_field() -> None:
         FreshConfig(strength=1.5)
     with pytest.raises(OptionError, match=r"Fresh: option 'strength' must be a number"):
         FreshConfig(strength="high")
+
+
+def test_an_option_with_choices_refuses_other_values() -> None:
+    """``choices`` are checked by the loader config too, not only by the server."""
+    with pytest.raises(OptionError, match=r"option 'source_start_method' must be one of fork, spawn, got 'thread'"):
+        CopyPasteLoaderConfig(source_start_method="thread")
+    assert CopyPasteLoaderConfig(source_start_method="spawn").source_start_method == "spawn"

@@ -1,5 +1,6 @@
-"""The GPU-mask source in DALI's parallel external source (worker processes): the very same
-batches, positions, resume and sharding as the in-thread source."""
+"""The GPU-mask and the default copy-paste sources in DALI's parallel external source (worker
+processes): the very same batches, positions, resume and sharding as the in-thread source; and
+the default loader's threaded copy-paste step: the batches of the batched kernels."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 
 from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
+from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
+from decal.dali_pipes.torch_iterator import CopyPasteLoader
 from decal.dali_pipes.epoch_source import LoaderPosition
 from decal.dali_pipes.parallel_source import BatchInfoSource, check_workers
 
@@ -91,14 +94,57 @@ def test_worker_options_are_checked(coco) -> None:
     check_workers(0, "fork", "skip")  # in-thread: any on_error
 
 
-def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path) -> None:
+@pytest.mark.parametrize("loader_type", [GpuMaskCopyPasteLoader, CopyPasteLoader], ids=["gpu-masks", "default"])
+def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path, loader_type) -> None:
     from decal.dali_pipes.errors import DatasetError
 
     from test_copy_paste_loader import corrupt_dataset
 
     json_path, image_dir, victim = corrupt_dataset(tmp_path)
-    loader = GpuMaskCopyPasteLoader(json_path, image_dir, source_workers=2, **dict(KW, batch_size=2))
+    loader = loader_type(json_path, image_dir, source_workers=2, **dict(KW, batch_size=2))
     with pytest.raises(DatasetError) as caught:
         for _ in loader:
             pass
     assert victim.name in str(caught.value) and caught.value.image_id == 4
+
+
+# -- the default (host-mask) loader: source workers and the threaded copy-paste step ----------
+
+
+class _BatchedKernelLoader(CopyPasteLoader):
+    """The loader as it was: its step runs each batched NumPy twin once, in one thread."""
+
+    def _paste_step(self):
+        return CopyPasteStep(self._copy_paste)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(drop_last=True, blend_sigma=1.5), dict(shard_id=1, num_shards=2)],
+                         ids=["default", "drop-last-blurred", "shard-1-of-2"])
+def test_copy_paste_loader_threads_and_workers_give_the_serial_batches(coco, options) -> None:
+    kw = dict(KW, num_threads=2, **options)
+    serial = _BatchedKernelLoader(*coco, **kw)
+    threaded = CopyPasteLoader(*coco, **kw)  # step_threads defaults to num_threads
+    workers = CopyPasteLoader(*coco, source_workers=2, step_threads=3, **kw)
+    for _ in range(2):
+        want = list(serial)
+        assert any(bool(t["pasted"].any()) for b in want for t in b.targets)
+        _same(want, list(threaded))
+        _same(want, list(workers))
+    assert workers.state_dict() == serial.state_dict()
+
+
+def test_copy_paste_loader_resumes_with_workers(coco) -> None:
+    epoch0 = list(CopyPasteLoader(*coco, **KW))
+    loader = CopyPasteLoader(*coco, source_workers=1, **KW)
+    it = iter(loader)
+    next(it)
+    resumed = CopyPasteLoader(*coco, source_workers=2, **KW)
+    resumed.load_state_dict(loader.state_dict())
+    _same(epoch0[1:], list(resumed))
+
+
+def test_copy_paste_loader_worker_options_are_checked(coco) -> None:
+    with pytest.raises(ValueError, match="needs on_error='raise'"):
+        CopyPasteLoader(*coco, source_workers=2, on_error="skip", **KW)
+    with pytest.raises(ValueError, match="step_threads"):
+        CopyPasteLoader(*coco, step_threads=0, **KW)
