@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/decal demo --out out/preview.png
 
+# A per-test limit (tests/conftest.py) so that a hung test fails instead of eating CI's time.
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --per-test-timeout 600 $(PYTEST_ARGS)
 
 # On a machine with a CUDA GPU (NVIDIA driver >= 525.60 for the cuda12 extra).
 test-gpu: install
