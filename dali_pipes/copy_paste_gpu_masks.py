@@ -274,7 +274,7 @@ def build_gpu_mask_pipeline(
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
     source_workers: int = 0,
-    source_start_method: str = "fork",
+    source_start_method: str = "spawn",
 ) -> Pipeline:
     """Build (not yet run) the GPU-mask copy-paste pipeline over ``source``; outputs are
     :data:`~decal.dali_pipes.copy_paste_pipeline.OUTPUT_NAMES`. The output size is the

@@ -112,7 +112,7 @@ def build_copy_paste_pipeline(
     step: Any = None,
     step_threads: int | None = None,
     source_workers: int = 0,
-    source_start_method: str = "fork",
+    source_start_method: str = "spawn",
 ) -> Pipeline:
     """Build (not yet run) the pipeline over ``source``; outputs are :data:`OUTPUT_NAMES`.
 
