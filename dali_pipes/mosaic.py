@@ -24,9 +24,11 @@ after the LVIS 2021 challenge reports: the four images are drawn by repeat-facto
 * Masks travel with their image (nearest-neighbour resize, then the same shift and clip);
   instances clipped to nothing are dropped, and boxes are re-derived from the masks.
 
-The image composition runs in DALI (``fn.slice`` with gray padding for image 0, which also
-makes the canvas, then ``fn.multi_paste`` of images 1–3); :func:`compose_images_numpy` is its
-twin. The masks are placed by :class:`MosaicStep`, the same code on both backends.
+The images are composed and the masks placed by :class:`MosaicStep`, the same code on both
+backends (:func:`compose_images` and :func:`place_masks`: a few strided copies per sample);
+:func:`compose_images_numpy` is the composition's NumPy twin. DALI's ``fn.multi_paste`` is not
+used: on the GPU backend (DALI 2.4, H200) it returned wrong canvases for this graph's inputs
+(tiles of different sizes, 8×8 placeholders with empty regions), while the CPU backend was right.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "draw_mosaic_plan",
     "quadrant_regions",
     "crop_regions",
+    "compose_images",
     "compose_images_numpy",
     "place_masks",
     "MosaicStep",
@@ -176,27 +179,32 @@ def draw_mosaic_plan(
     )
 
 
-def compose_images_numpy(
-    tiles: Sequence[np.ndarray],
+def compose_images(
+    xp: Any,
+    tiles: Sequence[Any],
     start0: np.ndarray,
     regions: np.ndarray,
     output_size: int,
     pad_value: int,
     flip: int,
-) -> np.ndarray:
-    """NumPy twin of the DALI image composition of one sample.
+) -> Any:
+    """The image of one mosaic sample on its S×S canvas (NumPy or CuPy, same code).
 
     Args:
+        xp: ``numpy`` or ``cupy`` (the module of ``tiles``).
         tiles: the four resized tiles (h_k, w_k, 3) uint8 (unused ones are ignored).
-        start0: (2,) (y, x) of the S×S window on tile 0 (``fn.slice`` with gray padding).
-        regions: (4, 6) tile regions; tiles 1–3 are pasted over the canvas in order
-            (``fn.multi_paste``); tile 0's region lies inside its window by construction.
+        start0: (2,) (y, x) of the S×S window on tile 0 (gray padding where it leaves tile 0).
+        regions: (4, 6) tile regions; tiles 1–3 are pasted over the canvas in order;
+            tile 0's region lies inside its window by construction.
         output_size: S.
         pad_value: gray level where no tile lands.
         flip: 1 to flip the result horizontally.
+
+    Returns:
+        (S, S, 3) uint8 on the device of ``tiles``.
     """
     s = int(output_size)
-    canvas = np.full((s, s, 3), pad_value, dtype=np.uint8)
+    canvas = xp.full((s, s, 3), pad_value, dtype=xp.uint8)
     y0, x0 = int(start0[0]), int(start0[1])
     t0 = tiles[0]
     ys, xs = slice(max(y0, 0), min(y0 + s, t0.shape[0])), slice(max(x0, 0), min(x0 + s, t0.shape[1]))
@@ -206,7 +214,20 @@ def compose_images_numpy(
         in_y, in_x, out_y, out_x, h, w = (int(v) for v in regions[k])
         if h > 0 and w > 0:
             canvas[out_y : out_y + h, out_x : out_x + w] = tiles[k][in_y : in_y + h, in_x : in_x + w]
-    return canvas[:, ::-1].copy() if flip else canvas
+    return xp.ascontiguousarray(canvas[:, ::-1]) if flip else canvas
+
+
+def compose_images_numpy(
+    tiles: Sequence[np.ndarray],
+    start0: np.ndarray,
+    regions: np.ndarray,
+    output_size: int,
+    pad_value: int,
+    flip: int,
+) -> np.ndarray:
+    """NumPy twin of the image composition of one sample: :func:`compose_images` with NumPy
+    (the arguments and result as there)."""
+    return compose_images(np, tiles, start0, regions, output_size, pad_value, flip)
 
 
 def place_masks(
@@ -260,31 +281,43 @@ def _host(array: Any) -> np.ndarray:
 
 
 class MosaicStep:
-    """The ``fn.python_function`` body (batch mode): masks onto the canvas, boxes from masks.
+    """The ``fn.python_function`` body (batch mode): the images composed, masks onto the
+    canvas, boxes from masks.
 
-    Inputs per sample: the four resized tile masks (h_k, w_k, N_k + 1) uint8 (last channel a
-    dummy), regions (4, 6) int64, counts (4,) int64, flip () int32, labels (N,) int64,
-    iscrowd (N,) uint8 (N = counts.sum(), tile by tile). Outputs per sample: masks (N', S, S)
-    uint8, boxes (N', 4) float32, areas (N',) int64, labels (N',), iscrowd (N',), tile (N',)
-    int64 (which tile each instance came from) and tiles (4, 4) int32 (each tile's box on
-    the canvas); N' drops the instances clipped to nothing.
+    Inputs per sample: the four resized tiles (h_k, w_k, 3) uint8, the four resized tile masks
+    (h_k, w_k, N_k + 1) uint8 (last channel a dummy), start0 (2,) float32, regions (4, 6)
+    int64, counts (4,) int64, flip () int32, labels (N,) int64, iscrowd (N,) uint8
+    (N = counts.sum(), tile by tile). Outputs per sample: image (S, S, 3) uint8, masks
+    (N', S, S) uint8, boxes (N', 4) float32, areas (N',) int64, labels (N',), iscrowd (N',),
+    tile (N',) int64 (which tile each instance came from) and tiles (4, 4) int32 (each tile's
+    box on the canvas); N' drops the instances clipped to nothing.
     """
 
-    def __init__(self, output_size: int) -> None:
+    def __init__(self, output_size: int, pad_value: int = 114) -> None:
         self.output_size = int(output_size)
+        self.pad_value = int(pad_value)
 
-    def __call__(self, masks0, masks1, masks2, masks3, regions, counts, flips, labels, iscrowd):
+    def __call__(
+        self, tiles0, tiles1, tiles2, tiles3, masks0, masks1, masks2, masks3, start0, regions, counts, flips, labels, iscrowd
+    ):
         xp = np if isinstance(masks0[0], np.ndarray) else cupy_module()
         batch_size = len(masks0)
         # the small per-sample inputs come to the host in one transfer each
+        host_start0 = _host(xp.stack(list(start0))).reshape(batch_size, 2)
         host_regions = _host(xp.stack(list(regions))).reshape(batch_size, NUM_TILES, REGION_FIELDS)
         host_counts = _host(xp.stack(list(counts))).reshape(batch_size, NUM_TILES).astype(np.int64)
         host_flips = _host(xp.stack([xp.reshape(f, (1,)) for f in flips])).reshape(batch_size).astype(np.int64)
         host_labels = _host(xp.concatenate([xp.reshape(x, (-1,)) for x in labels])).astype(np.int64)
         host_crowd = _host(xp.concatenate([xp.reshape(x, (-1,)) for x in iscrowd])).astype(np.uint8)
-        placed, tiles, boxes_of_tiles = [], [], []
+        images, placed, tiles, boxes_of_tiles = [], [], [], []
         for b in range(batch_size):  # a few strided copies per sample
             flip = int(host_flips[b])
+            images.append(
+                compose_images(
+                    xp, (tiles0[b], tiles1[b], tiles2[b], tiles3[b]), host_start0[b], host_regions[b],
+                    self.output_size, self.pad_value, flip,
+                )
+            )  # fmt: skip
             m, t = place_masks(
                 xp, (masks0[b], masks1[b], masks2[b], masks3[b]), host_counts[b], host_regions[b], self.output_size, flip
             )
@@ -308,6 +341,6 @@ class MosaicStep:
             out[4].append(xp.asarray(host_crowd[rows]))
             out[5].append(xp.asarray(host_tile[rows]))
             out[6].append(xp.asarray(boxes_of_tiles[b]))
-        return out
+        return (images, *out)
 
 

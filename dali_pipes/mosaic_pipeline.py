@@ -8,10 +8,9 @@ Graph (one per loader)::
     external_source(MosaicSource)        4 × (encoded, masks H×W×(N+1)), sizes, regions, ...
       ├─ decoders.image × 4  (mixed on GPU, cpu)
       ├─ resize × 4 to the planned tile sizes   linear + antialias; masks nearest
-      ├─ slice(tile 0, S×S window, pad gray)    the canvas (tile 0 in place, gray elsewhere)
-      ├─ multi_paste(canvas, tiles 1–3)         regions from the plan (empty when no mosaic)
-      ├─ flip(horizontal)
-      └─ python_function(MosaicStep)            masks onto the canvas, boxes from masks
+      └─ python_function(MosaicStep)            the canvas (tile 0's window, tiles 1–3 pasted
+                                                over it, gray elsewhere, flipped), masks onto
+                                                the canvas, boxes from masks
            → images 3×S×S, masks N×S×S, boxes N×4, labels, iscrowd, tile, tiles, ...
 
 Every draw is made on the host (:func:`~decal.dali_pipes.mosaic.draw_mosaic_plan`) from the
@@ -116,9 +115,6 @@ class MosaicSource(CopyPasteSource):
     masks0..3        (H_k, W_k, N_k + 1), last channel a dummy         uint8
     size0..3         (2,) resized (h, w) of tile k                     float32
     start0           (2,) (y, x) of the S×S window on tile 0           float32
-    in_anchors       (4, 2) multi_paste: canvas, tiles 1–3 (y, x)      int32
-    out_anchors      (4, 2)                                            int32
-    shapes           (4, 2)                                            int32
     regions          (4, 6) every tile's region (see mosaic.py)        int64
     counts           (4,) instances per tile                           int64
     labels           (N,) category ids, tile by tile                   int64
@@ -134,7 +130,7 @@ class MosaicSource(CopyPasteSource):
         [f"encoded{k}" for k in range(NUM_TILES)]
         + [f"masks{k}" for k in range(NUM_TILES)]
         + [f"size{k}" for k in range(NUM_TILES)]
-        + ["start0", "in_anchors", "out_anchors", "shapes", "regions", "counts", "labels", "iscrowd",
+        + ["start0", "regions", "counts", "labels", "iscrowd",
            "image_id", "tile_image_ids", "flip", "position"]
     )  # fmt: skip
 
@@ -226,11 +222,6 @@ class MosaicSource(CopyPasteSource):
                 regions = np.zeros((NUM_TILES, 6), dtype=np.int64)
                 _, regions[0] = crop_regions((int(sizes[0, 0]), int(sizes[0, 1])), tuple(plan.crop_pos[i]), s)
             start0 = regions[0, :2] - regions[0, 2:4]
-            in_anchors = np.zeros((NUM_TILES, 2), dtype=np.int32)
-            out_anchors = np.zeros((NUM_TILES, 2), dtype=np.int32)
-            shapes = np.zeros((NUM_TILES, 2), dtype=np.int32)
-            shapes[0] = (s, s)  # region 0: the canvas onto itself
-            in_anchors[1:], out_anchors[1:], shapes[1:] = regions[1:, 0:2], regions[1:, 2:4], regions[1:, 4:6]
             labels, crowd, counts = [], [], np.zeros(NUM_TILES, dtype=np.int64)
             for k, rec in enumerate(records):
                 if rec is not None:
@@ -242,9 +233,6 @@ class MosaicSource(CopyPasteSource):
                 cols[f"masks{k}"].append(t[2])
                 cols[f"size{k}"].append(sizes[k].astype(np.float32))
             cols["start0"].append(start0.astype(np.float32))
-            cols["in_anchors"].append(in_anchors)
-            cols["out_anchors"].append(out_anchors)
-            cols["shapes"].append(shapes)
             cols["regions"].append(regions)
             cols["counts"].append(counts)
             cols["labels"].append(np.array(labels, dtype=np.int64))
@@ -275,7 +263,7 @@ def build_mosaic_pipeline(
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     on_gpu = device == "gpu"
     s = source.output_size
-    step = MosaicStep(s)
+    step = MosaicStep(s, source.pad_value)
     names = source.column_names
 
     @pipeline_def(
@@ -296,20 +284,11 @@ def build_mosaic_pipeline(
             m = col[f"masks{k}"].gpu() if on_gpu else col[f"masks{k}"]
             tiles.append(fn.resize(image, size=col[f"size{k}"], antialias=True))
             masks.append(fn.resize(m, size=col[f"size{k}"], interp_type=types.INTERP_NN, antialias=False))
-        canvas = fn.slice(
-            tiles[0], col["start0"], [float(s), float(s)], axis_names="HW", out_of_bounds_policy="pad",
-            fill_values=float(source.pad_value), normalized_anchor=False, normalized_shape=False,
-        )  # fmt: skip
-        images = fn.multi_paste(
-            canvas, tiles[1], tiles[2], tiles[3],
-            in_anchors=col["in_anchors"], out_anchors=col["out_anchors"], shapes=col["shapes"], output_size=[s, s],
-        )  # fmt: skip
-        images = fn.flip(images, horizontal=col["flip"])
-        small = [col[n] for n in ("regions", "counts", "flip", "labels", "iscrowd")]
+        small = [col[n] for n in ("start0", "regions", "counts", "flip", "labels", "iscrowd")]
         if on_gpu:
             small = [x.gpu() for x in small]
-        out_masks, boxes, areas, labels, iscrowd, tile, tile_boxes = fn.python_function(
-            *masks, *small, function=step, batch_processing=True, num_outputs=7, device=device,
+        images, out_masks, boxes, areas, labels, iscrowd, tile, tile_boxes = fn.python_function(
+            *tiles, *masks, *small, function=step, batch_processing=True, num_outputs=8, device=device,
         )  # fmt: skip
         images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
         outputs = tuple(

@@ -231,6 +231,51 @@ def test_dali_composition_equals_the_numpy_twin(solid) -> None:
     assert kinds == {0, 1}  # both mosaics and single images were checked
 
 
+def test_composition_twin_matches_dali_cpu_slice_and_multi_paste() -> None:
+    """An anchor outside decal's code: DALI's CPU ``fn.slice`` (gray padding) and
+    ``fn.multi_paste`` compose the same canvas as :func:`compose_images_numpy`, on random
+    tiles and plans, mosaics and single images. (The loader composes in its step because
+    DALI 2.4's GPU ``multi_paste`` returned wrong canvases for these inputs on an H200.)"""
+    from nvidia.dali import fn, pipeline_def
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for i in range(12):
+        sizes = rng.integers(8, 90, size=(4, 2))
+        tiles = [rng.integers(0, 255, (int(h), int(w), 3), dtype=np.uint8) for h, w in sizes]
+        if i % 3:
+            regions = quadrant_regions(sizes, tuple(int(v) for v in rng.integers(S // 4, 3 * S // 4 + 1, 2)), S)
+        else:  # a single image: tile 0's window, the other tiles unused (8×8, empty regions)
+            regions = np.zeros((4, 6), np.int64)
+            _, regions[0] = crop_regions((int(sizes[0, 0]), int(sizes[0, 1])), tuple(rng.random(2)), S)
+            tiles[1:] = [np.full((8, 8, 3), 114, np.uint8)] * 3
+        cases.append((tiles, (regions[0, :2] - regions[0, 2:4]).astype(np.float32), regions))
+    anchors_in = [np.concatenate([[[0, 0]], r[1:, 0:2]]).astype(np.int32) for _, _, r in cases]
+    anchors_out = [np.concatenate([[[0, 0]], r[1:, 2:4]]).astype(np.int32) for _, _, r in cases]
+    shapes = [np.concatenate([[[S, S]], r[1:, 4:6]]).astype(np.int32) for _, _, r in cases]
+
+    @pipeline_def(batch_size=len(cases), num_threads=1, device_id=None)
+    def reference():
+        def column(values, layout=None):  # DALI passes an argument to a callable that takes one
+            return fn.external_source(source=lambda: values, batch=True, layout=layout)
+
+        tiles = [column([c[0][k] for c in cases], "HWC") for k in range(4)]
+        canvas = fn.slice(
+            tiles[0], column([c[1] for c in cases]), [float(S), float(S)], axis_names="HW", out_of_bounds_policy="pad",
+            fill_values=114.0, normalized_anchor=False, normalized_shape=False,
+        )  # fmt: skip
+        return fn.multi_paste(
+            canvas, *tiles[1:], in_anchors=column(anchors_in), out_anchors=column(anchors_out),
+            shapes=column(shapes), output_size=[S, S],
+        )  # fmt: skip
+
+    pipe = reference()
+    pipe.build()
+    (out,) = pipe.run()
+    for i, (tiles, start0, regions) in enumerate(cases):
+        np.testing.assert_array_equal(compose_images_numpy(tiles, start0, regions, S, 114, 0), np.array(out[i]))
+
+
 def test_zero_instance_images(tmp_path: Path) -> None:
     empty = solid_dataset(tmp_path / "empty", SIZES[:4], [None] * 4)
     for batch in loader_on(empty, mosaic_prob=0.5):
