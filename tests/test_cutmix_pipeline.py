@@ -191,7 +191,12 @@ def test_options_are_checked(folder: Path) -> None:
 @pytest.mark.gpu
 def test_gpu_matches_cpu(folder: Path) -> None:
     """Same seed: identical draws and targets; images equal up to the JPEG decoders'
-    rounding (nvJPEG vs libjpeg-turbo); the GPU mix equals the NumPy twin on the GPU's crops."""
+    disagreement (nvJPEG vs libjpeg-turbo, measured on the same files: ~2.7 levels on an H200,
+    so a fixed bound of 2 failed there); the GPU mix equals the NumPy twin on the GPU's crops."""
+    from decoder_baseline import mean_decoder_difference
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    bound = 1.25 * mean_decoder_difference(files) + 0.25  # crops and resizing average it down
     options = dict(normalize=False, return_unmixed=True, mode="elem", mixup_alpha=0.8)
     cpu = list(loader_on(folder, **options))
     gpu = list(loader_on(folder, **{**options, "device": "gpu"}))
@@ -200,7 +205,7 @@ def test_gpu_matches_cpu(folder: Path) -> None:
         assert g.images.is_cuda and g.targets.is_cuda
         torch.testing.assert_close(g.targets.cpu(), c.targets, rtol=0, atol=0)
         torch.testing.assert_close(g.lam.cpu(), c.lam, rtol=0, atol=0)
-        assert (g.unmixed.cpu().float() - c.unmixed.float()).abs().mean() < 2.0
+        assert (g.unmixed.cpu().float() - c.unmixed.float()).abs().mean() < bound
         params = draw_mix_params(
             np.random.default_rng([0, g.position.epoch, 0, g.position.batch_index - 1, 1]), len(g), S, S, cpu_mix(folder)
         )
