@@ -102,7 +102,8 @@ def columns_thread_rate(source: Any, batches: int) -> dict[str, Any]:
 
 def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) -> dict[str, Any]:
     """Wall-clock images/s of a DALI pipeline that only runs ``source`` (in DALI's thread with
-    ``workers=0``, else in that many forked worker processes)."""
+    ``workers=0``, else in that many worker processes, started by spawn: the bench runs this mode
+    after the GPU modes, and DALI refuses to fork once CUDA is initialised)."""
     from nvidia.dali import fn, pipeline_def
 
     from decal.dali_pipes.epoch_source import LoaderPosition
@@ -112,7 +113,7 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
     n = len(source.column_names)
 
     @pipeline_def(batch_size=source.batch_size, num_threads=1, device_id=None, prefetch_queue_depth=2,
-                  py_num_workers=workers, py_start_method="fork")
+                  py_num_workers=workers, py_start_method="spawn")
     def only_source():
         if workers:
             outs = fn.external_source(source=BatchInfoSource(source, LoaderPosition()), num_outputs=n, batch=True,
