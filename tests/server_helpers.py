@@ -35,7 +35,7 @@ from decal.dali_pipes.copy_paste_source import LoaderPosition
 from decal.dali_pipes.torch_iterator import Batch
 from decal.proto import decal_pb2 as pb
 from decal.server.app import DecalServer
-from decal.server.config import DatasetEntry, Limits, ServerConfig
+from decal.server.config import DatasetEntry, Limits, PipelineRuntime, ServerConfig
 from decal.server.stream_service import INFO_METHOD, STREAM_METHOD
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,9 @@ def make_config(datasets: dict[str, tuple[Path, Path]], **kwargs: Any) -> Server
     kwargs.setdefault("http_port", -1)
     kwargs.setdefault("grace_seconds", 1.0)
     kwargs.setdefault("defaults", {"copy-paste": dict(FAST)})
+    # The tests compare served batches bit for bit with a local CPU loader's; "auto" would run
+    # the server's pipelines on a GPU where there is one (nvJPEG then decodes differently).
+    kwargs.setdefault("pipeline", PipelineRuntime(device="cpu"))
     return ServerConfig(datasets=entries, limits=limits, **kwargs)
 
 
