@@ -129,6 +129,13 @@ run_step() {
 # (no setuptools on the machine), a package folder of links lets every later step import
 # decal from this tree (versions.txt then shows that pythonpath).
 install() {
+  # Wheels carried in .whl/ (e.g. grpcio and protobuf newer than the machine's: bench/README.md)
+  # go into the first PYTHONPATH folder, where the unpacked DALI lives.
+  local wheels=("$ROOT"/.whl/*.whl) site=${PYTHONPATH%%:*}
+  if [ -e "${wheels[0]}" ] && [ -n "$site" ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${wheels[@]}" || return 1
+    echo "gpu_check: installed ${#wheels[@]} carried wheels into $site"
+  fi
   if "$PY" -c "import decal, os, sys; sys.exit(os.path.dirname(decal.__file__) != '$ROOT/decal')" 2>/dev/null; then
     echo "gpu_check: decal is already installed from $ROOT"
     return 0
