@@ -53,8 +53,9 @@ def folder_stream_bytes(*, batch_size: int, output_size: int, bytes_per_pixel: i
     """Bytes of ``depth`` batches in flight of an image-folder family (CutMix, CP²), whose
     buffers are fixed-size S×S planes: ``batch_size * S**2 * bytes_per_pixel * depth``.
 
-    ``bytes_per_pixel`` sums a sample's planes: CutMix 3 uint8 crop + 3×4 float32 image (+3
-    with ``return_unmixed``) = 15 (18); CP² 4 uint8 views (12) + 2 float32 images (24) + 2
-    masks (2) = 38. Decoded source images before the crop are not counted (they are
-    released per sample by the decoder)."""
+    ``bytes_per_pixel`` sums a sample's planes: CutMix 3 uint8 crop + 3×4 float32 image (3
+    uint8 with ``normalize=False``; +3 with ``return_unmixed``) = 15 (18); CP² 4 uint8 views
+    (12) + 2 float32 images (24; 6 uint8 with ``normalize=False``) + 2 masks (2) = 38 (+12
+    with ``return_views``, the views held in the output too). Decoded source images before
+    the crop are not counted (they are released per sample by the decoder)."""
     return int(batch_size) * int(output_size) ** 2 * int(bytes_per_pixel) * int(depth)

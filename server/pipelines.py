@@ -214,7 +214,7 @@ def _cutmix_bytes(options: Mapping[str, Any]) -> int:
 
 
 def _cp2_bytes(options: Mapping[str, Any]) -> int:
-    return 12 + (24 if options.get("normalize", True) else 6) + 2 + 2 + (12 if options.get("return_views") else 0)
+    return 12 + (24 if options.get("normalize", True) else 6) + 2 + (12 if options.get("return_views") else 0)
 
 
 COPY_PASTE = PipelineKind(

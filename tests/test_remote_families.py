@@ -23,12 +23,14 @@ from decal.dali_pipes.batch import Batch
 from decal.dali_pipes.folder_batches import ClassificationBatch, CP2Batch
 from decal.dali_pipes.loader_protocol import Loader
 from decal.proto import decal_pb2 as pb
+from decal.server.config import Limits
+from decal.server.memory import stream_memory_bytes
 from decal.server.pipelines import PIPELINES
 from decal.server.remote_loader import RemoteLoader
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
-from server_helpers import first_status, make_config, running_server
+from server_helpers import first_status, info, make_config, running_server
 
 LOCAL = {"device": "cpu", "num_threads": 1}
 
@@ -184,3 +186,84 @@ def test_another_familys_params_are_refused(server, family: Family) -> None:
     code, details = first_status(server.grpc_address, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("copy_paste: parameters of another pipeline"), details
+
+
+# ----------------------------------------------------------------------------- requests and Info
+
+
+def _request(family: str, dataset: str, **params: Any) -> pb.StreamRequest:
+    kind = PIPELINES[family]
+    request = pb.StreamRequest(dataset=dataset, pipeline=family, batch_size=2)
+    target = getattr(request, kind.params_field)
+    target.SetInParent()
+    for name, value in params.items():
+        setattr(target, name, value)
+    return request
+
+
+def test_info_lists_every_family_and_the_stream_memory_limit(server) -> None:
+    reply = info(server.grpc_address)
+    assert [p.name for p in reply.pipelines] == list(PIPELINES)
+    cutmix = next(p for p in reply.pipelines if p.name == "cutmix")
+    assert json.loads(cutmix.defaults["mixup_alpha"]) == 0.0 and json.loads(cutmix.defaults["scale"]) == [0.08, 1.0]
+    assert reply.limits.max_stream_bytes == server.config.limits.max_stream_bytes > 0
+
+
+def test_a_pipeline_given_a_dataset_of_the_wrong_format_names_the_dataset(server) -> None:
+    code, details = first_status(server.grpc_address, _request("mosaic", "folder", output_size=64))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("dataset: 'folder' is an image folder without annotations; pipeline 'mosaic' needs"), details
+
+
+def test_the_second_set_is_a_registered_dataset_name(server) -> None:
+    for second, code, start in [
+        ("", grpc.StatusCode.INVALID_ARGUMENT, "self_training.second_dataset: required"),
+        ("missing", grpc.StatusCode.NOT_FOUND, "self_training.second_dataset: no dataset named 'missing'"),
+        ("/data/unlabelled", grpc.StatusCode.INVALID_ARGUMENT, "self_training.second_dataset: expected a registered dataset name"),
+    ]:
+        got, details = first_status(server.grpc_address, _request("self-training", "synth", output_size=64, second_dataset=second))
+        assert (got, details[: len(start)]) == (code, start), details
+    assert first_status(server.grpc_address, _request("self-training", "synth", output_size=64, second_dataset="unlabelled"))[0] == grpc.StatusCode.OK
+
+
+def test_float_images_are_not_sent_as_jpeg(server, paths) -> None:
+    request = _request("cp2", "folder", output_size=32)
+    request.wire.image_codec = pb.IMAGE_CODEC_JPEG
+    code, details = first_status(server.grpc_address, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("wire.image_codec: IMAGE_CODEC_JPEG carries uint8"), details
+    family = next(f for f in FAMILIES if f.pipeline == "cutmix")
+    with remote(server, family, normalize=False, image_encoding="jpeg") as loader:
+        batch = next(iter(loader))
+    want = next(iter(family.local(paths, {**family.options, "normalize": False})))
+    assert batch.images.dtype == torch.uint8 and batch.images.shape == want.images.shape
+    assert torch.equal(batch.targets, want.targets) and torch.equal(batch.lam, want.lam)
+
+
+@pytest.mark.parametrize(
+    "family,params,per_pixel",
+    [("cutmix", {"output_size": 64}, 15), ("cp2", {"output_size": 64, "return_views": True}, 50)],
+)
+def test_a_folder_stream_over_max_stream_bytes_is_refused_with_the_figure(paths, family, params, per_pixel) -> None:
+    depth = 2 + 2  # the default prefetch_queue_depth + prefetch_batches
+    needed = 2 * 64 * 64 * per_pixel * depth
+    limits = Limits(max_streams=8, max_batch_size=16, max_output_size=512, max_stream_bytes=needed - 1)
+    with running_server(make_config(paths, limits=limits)) as small:
+        code, details = first_status(small.grpc_address, _request(family, "folder", **params))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.startswith(f"max_stream_bytes: this request needs about 0.00 GiB ({needed} bytes"), details
+        params = dict(params, output_size=32)
+        assert first_status(small.grpc_address, _request(family, "folder", **params))[0] == grpc.StatusCode.OK
+
+
+def test_instance_family_estimates_count_mosaic_tiles_and_the_bank() -> None:
+    class Dataset:
+        records = [type("R", (), {"annotations": [0, 1, 2]})()]
+
+    loader = type("L", (), {"dataset": Dataset()})()
+    options = {"batch_size": 2, "output_size": 64}
+    plain, _ = PIPELINES["copy-paste"].memory({**options, "jitter": "none"}, loader, 4)
+    assert plain == stream_memory_bytes(batch_size=2, output_size=64, max_scale=1.0, instances=3, depth=4)
+    mosaic, _ = PIPELINES["mosaic"].memory({**options, "jitter": "none"}, loader, 4)
+    assert mosaic == stream_memory_bytes(batch_size=2, output_size=64, max_scale=1.0, instances=12, depth=4)
+    balanced, what = PIPELINES["balanced-copy-paste"].memory({**options, "jitter": "none", "bank_max_bytes": 1000}, loader, 4)
+    assert balanced == plain + 1000 and "bank" in what
