@@ -65,7 +65,8 @@ __all__ = ["BatchServicer", "LoaderFactory", "SERVICE_NAME", "STREAM_METHOD", "I
 log = logging.getLogger("decal.server")
 
 
-#: (dataset entry, loader options) → a loader: CopyPasteLoader by default (tests inject fakes).
+#: (dataset entry, loader options) → a loader: the plan's family's loader by default
+#: (``PipelineKind.build_loader``; tests inject fakes).
 LoaderFactory = Callable[[DatasetEntry, Mapping[str, Any]], Any]
 
 _POLL_S = 0.1
