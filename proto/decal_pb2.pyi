@@ -154,90 +154,34 @@ class Range(_message.Message):
     def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class BalancedCopyPasteParams(_message.Message):
-    __slots__ = ("output_size", "jitter_preset", "jitter_range", "flip_prob", "pad_value", "copy_paste", "max_num_pasted", "blend_sigma", "mask_occluded_thr", "bbox_occluded_thr", "paste_by_box", "shuffle", "repeat_factor_threshold", "drop_last", "on_error", "bank_capacity", "bank_max_bytes", "bank_weighting", "bank_power", "bank_repeat_threshold", "bank_min_area")
-    OUTPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
-    JITTER_PRESET_FIELD_NUMBER: _ClassVar[int]
-    JITTER_RANGE_FIELD_NUMBER: _ClassVar[int]
-    FLIP_PROB_FIELD_NUMBER: _ClassVar[int]
-    PAD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("copy_paste", "bank_capacity", "bank_max_bytes", "bank_weighting", "bank_power", "bank_repeat_threshold", "bank_min_area")
     COPY_PASTE_FIELD_NUMBER: _ClassVar[int]
-    MAX_NUM_PASTED_FIELD_NUMBER: _ClassVar[int]
-    BLEND_SIGMA_FIELD_NUMBER: _ClassVar[int]
-    MASK_OCCLUDED_THR_FIELD_NUMBER: _ClassVar[int]
-    BBOX_OCCLUDED_THR_FIELD_NUMBER: _ClassVar[int]
-    PASTE_BY_BOX_FIELD_NUMBER: _ClassVar[int]
-    SHUFFLE_FIELD_NUMBER: _ClassVar[int]
-    REPEAT_FACTOR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    DROP_LAST_FIELD_NUMBER: _ClassVar[int]
-    ON_ERROR_FIELD_NUMBER: _ClassVar[int]
     BANK_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     BANK_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     BANK_WEIGHTING_FIELD_NUMBER: _ClassVar[int]
     BANK_POWER_FIELD_NUMBER: _ClassVar[int]
     BANK_REPEAT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BANK_MIN_AREA_FIELD_NUMBER: _ClassVar[int]
-    output_size: int
-    jitter_preset: str
-    jitter_range: JitterRange
-    flip_prob: float
-    pad_value: int
-    copy_paste: bool
-    max_num_pasted: int
-    blend_sigma: float
-    mask_occluded_thr: int
-    bbox_occluded_thr: float
-    paste_by_box: bool
-    shuffle: bool
-    repeat_factor_threshold: float
-    drop_last: bool
-    on_error: str
+    copy_paste: CopyPasteParams
     bank_capacity: int
     bank_max_bytes: int
     bank_weighting: str
     bank_power: float
     bank_repeat_threshold: float
     bank_min_area: int
-    def __init__(self, output_size: _Optional[int] = ..., jitter_preset: _Optional[str] = ..., jitter_range: _Optional[_Union[JitterRange, _Mapping]] = ..., flip_prob: _Optional[float] = ..., pad_value: _Optional[int] = ..., copy_paste: _Optional[bool] = ..., max_num_pasted: _Optional[int] = ..., blend_sigma: _Optional[float] = ..., mask_occluded_thr: _Optional[int] = ..., bbox_occluded_thr: _Optional[float] = ..., paste_by_box: _Optional[bool] = ..., shuffle: _Optional[bool] = ..., repeat_factor_threshold: _Optional[float] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ..., bank_capacity: _Optional[int] = ..., bank_max_bytes: _Optional[int] = ..., bank_weighting: _Optional[str] = ..., bank_power: _Optional[float] = ..., bank_repeat_threshold: _Optional[float] = ..., bank_min_area: _Optional[int] = ...) -> None: ...
+    def __init__(self, copy_paste: _Optional[_Union[CopyPasteParams, _Mapping]] = ..., bank_capacity: _Optional[int] = ..., bank_max_bytes: _Optional[int] = ..., bank_weighting: _Optional[str] = ..., bank_power: _Optional[float] = ..., bank_repeat_threshold: _Optional[float] = ..., bank_min_area: _Optional[int] = ...) -> None: ...
 
 class SelfTrainingParams(_message.Message):
-    __slots__ = ("output_size", "jitter_preset", "jitter_range", "flip_prob", "pad_value", "copy_paste", "max_num_pasted", "blend_sigma", "mask_occluded_thr", "bbox_occluded_thr", "paste_by_box", "shuffle", "repeat_factor_threshold", "drop_last", "on_error", "second_ratio", "paste_into_labelled", "second_dataset")
-    OUTPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
-    JITTER_PRESET_FIELD_NUMBER: _ClassVar[int]
-    JITTER_RANGE_FIELD_NUMBER: _ClassVar[int]
-    FLIP_PROB_FIELD_NUMBER: _ClassVar[int]
-    PAD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("copy_paste", "second_ratio", "paste_into_labelled", "second_dataset")
     COPY_PASTE_FIELD_NUMBER: _ClassVar[int]
-    MAX_NUM_PASTED_FIELD_NUMBER: _ClassVar[int]
-    BLEND_SIGMA_FIELD_NUMBER: _ClassVar[int]
-    MASK_OCCLUDED_THR_FIELD_NUMBER: _ClassVar[int]
-    BBOX_OCCLUDED_THR_FIELD_NUMBER: _ClassVar[int]
-    PASTE_BY_BOX_FIELD_NUMBER: _ClassVar[int]
-    SHUFFLE_FIELD_NUMBER: _ClassVar[int]
-    REPEAT_FACTOR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    DROP_LAST_FIELD_NUMBER: _ClassVar[int]
-    ON_ERROR_FIELD_NUMBER: _ClassVar[int]
     SECOND_RATIO_FIELD_NUMBER: _ClassVar[int]
     PASTE_INTO_LABELLED_FIELD_NUMBER: _ClassVar[int]
     SECOND_DATASET_FIELD_NUMBER: _ClassVar[int]
-    output_size: int
-    jitter_preset: str
-    jitter_range: JitterRange
-    flip_prob: float
-    pad_value: int
-    copy_paste: bool
-    max_num_pasted: int
-    blend_sigma: float
-    mask_occluded_thr: int
-    bbox_occluded_thr: float
-    paste_by_box: bool
-    shuffle: bool
-    repeat_factor_threshold: float
-    drop_last: bool
-    on_error: str
+    copy_paste: CopyPasteParams
     second_ratio: float
     paste_into_labelled: bool
     second_dataset: str
-    def __init__(self, output_size: _Optional[int] = ..., jitter_preset: _Optional[str] = ..., jitter_range: _Optional[_Union[JitterRange, _Mapping]] = ..., flip_prob: _Optional[float] = ..., pad_value: _Optional[int] = ..., copy_paste: _Optional[bool] = ..., max_num_pasted: _Optional[int] = ..., blend_sigma: _Optional[float] = ..., mask_occluded_thr: _Optional[int] = ..., bbox_occluded_thr: _Optional[float] = ..., paste_by_box: _Optional[bool] = ..., shuffle: _Optional[bool] = ..., repeat_factor_threshold: _Optional[float] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ..., second_ratio: _Optional[float] = ..., paste_into_labelled: _Optional[bool] = ..., second_dataset: _Optional[str] = ...) -> None: ...
+    def __init__(self, copy_paste: _Optional[_Union[CopyPasteParams, _Mapping]] = ..., second_ratio: _Optional[float] = ..., paste_into_labelled: _Optional[bool] = ..., second_dataset: _Optional[str] = ...) -> None: ...
 
 class MosaicParams(_message.Message):
     __slots__ = ("output_size", "jitter_preset", "jitter_range", "flip_prob", "pad_value", "mosaic_prob", "center_range", "paste_by_box", "repeat_factor_threshold", "shuffle", "drop_last", "on_error")

@@ -37,6 +37,7 @@ __all__ = [
 
 #: The options a copy-paste request may carry, by name (``dali_pipes/copy_paste_options.py``).
 SCHEMA = options_by_name(served(COPY_PASTE_OPTIONS))
+_COPY_PASTE_SERVED = frozenset(SCHEMA)
 MIN_OUTPUT_SIZE = int(SCHEMA["output_size"].server_low)
 
 
@@ -183,6 +184,9 @@ class PipelineKind:
         memory: (options, loader, batches in flight) → (estimated bytes, what they hold).
         needs_annotations: the dataset must be a COCO json (else an image folder will do).
         second_dataset: the params name a second registered dataset (``second_dataset``).
+        nested: the field of the params message that carries the copy-paste options (a
+            ``CopyPasteParams``), for the families that extend copy-paste; None when every
+            served option is a field of the params message itself.
     """
 
     name: str
@@ -194,11 +198,29 @@ class PipelineKind:
     memory: Callable[[Mapping[str, Any], Any, int], tuple[int, str]]
     needs_annotations: bool = True
     second_dataset: bool = False
+    nested: str | None = None
+
+    def _in_nested(self, name: str) -> bool:
+        return self.nested is not None and name in _COPY_PASTE_SERVED
+
+    def holder(self, params: Any, name: str) -> Any:
+        """The message of ``params`` (this kind's params message) that carries option ``name``."""
+        return getattr(params, self.nested) if self._in_nested(name) else params
 
     def to_options(self, params: Any, defaults: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
         """The params message (validated against the schema, ``defaults`` and ``limits``) →
         the loader's keyword options."""
-        return request_options(self.schema, params, defaults, limits, field=self.params_field, family=self.name)
+        if self.nested is None:
+            return request_options(self.schema, params, defaults, limits, field=self.params_field, family=self.name)
+        inner = tuple(o for o in self.schema if self._in_nested(o.name))
+        outer = tuple(o for o in self.schema if not self._in_nested(o.name))
+        options = request_options(
+            inner, getattr(params, self.nested), {k: v for k, v in defaults.items() if self._in_nested(k)}, limits,
+            field=f"{self.params_field}.{self.nested}", family=self.name,
+        )  # fmt: skip
+        outer_defaults = {k: v for k, v in defaults.items() if not self._in_nested(k)}
+        options.update(request_options(outer, params, outer_defaults, limits, field=self.params_field, family=self.name))
+        return options
 
     def float_images(self, options: Mapping[str, Any]) -> bool:
         """Whether the batches' images are float32 (normalised) rather than uint8."""
@@ -234,6 +256,7 @@ BALANCED_COPY_PASTE = PipelineKind(
     build_loader=balanced_copy_paste_loader,
     payload=Payload.INSTANCES,
     memory=_instance_memory(_default(BALANCED_COPY_PASTE_OPTIONS, "jitter"), bank=True),
+    nested="copy_paste",
 )
 SELF_TRAINING = PipelineKind(
     name="self-training",
@@ -244,6 +267,7 @@ SELF_TRAINING = PipelineKind(
     payload=Payload.INSTANCES,
     memory=_instance_memory(_default(SELF_TRAINING_OPTIONS, "jitter")),
     second_dataset=True,
+    nested="copy_paste",
 )
 MOSAIC = PipelineKind(
     name="mosaic",

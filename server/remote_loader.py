@@ -193,9 +193,11 @@ class _Spec:
 def _params_message(kind: PipelineKind, options: Mapping[str, Any], second_dataset: str | None = None) -> Any:
     """The ``kind``'s params message holding ``options`` (served option names only)."""
     params = getattr(pb.StreamRequest(), kind.params_field)
+    params.SetInParent()
     schema = {option.name: option for option in served(kind.schema)}
     for name, value in options.items():
         option: Option = schema[name]
+        holder = kind.holder(params, name)
         if value is None:
             if option.default is not None:
                 raise TypeError(
@@ -206,15 +208,15 @@ def _params_message(kind: PipelineKind, options: Mapping[str, Any], second_datas
         try:
             if name == "jitter":
                 if isinstance(value, str):
-                    params.jitter_preset = value
+                    holder.jitter_preset = value
                 else:
                     low, high = value
-                    params.jitter_range.min_scale, params.jitter_range.max_scale = float(low), float(high)
+                    holder.jitter_range.min_scale, holder.jitter_range.max_scale = float(low), float(high)
             elif is_pair(option):
                 low, high = value
-                getattr(params, name).min, getattr(params, name).max = float(low), float(high)
+                getattr(holder, name).min, getattr(holder, name).max = float(low), float(high)
             else:
-                setattr(params, name, value)
+                setattr(holder, name, value)
         except (TypeError, ValueError) as error:
             raise TypeError(f"RemoteLoader option {name}={value!r}: {error}") from None
     if kind.second_dataset:

@@ -83,11 +83,18 @@ def _scalar(option: Option) -> type:
 def test_proto_message_carries_exactly_the_served_options(kind: PipelineKind) -> None:
     """Every served option is a field of the family's message of the same name: a scalar with
     presence and the matching type, a ``Range`` for a pair, the ``jitter`` oneof for jitter;
-    nothing else but the family's request fields."""
+    nothing else but the family's request fields. The copy-paste variants carry the
+    copy-paste options in a nested ``CopyPasteParams`` (checked by test_option_schema.py)."""
     descriptor = getattr(pb.StreamRequest(), kind.params_field).DESCRIPTOR
     proto_fields = {f.name: f for f in descriptor.fields}
     expected = set(REQUEST_FIELDS.get(kind.name, ()))
+    copy_paste = {o.name for o in served(COPY_PASTE.schema)}
+    if kind.nested is not None:
+        assert proto_fields[kind.nested].message_type is pb.CopyPasteParams.DESCRIPTOR
+        expected.add(kind.nested)
     for option in served(kind.schema):
+        if kind.nested is not None and option.name in copy_paste:
+            continue
         if option.name == "jitter":
             assert set(descriptor.oneofs_by_name["jitter"].fields) == {proto_fields["jitter_preset"], proto_fields["jitter_range"]}
             expected |= {"jitter_preset", "jitter_range"}
@@ -147,23 +154,27 @@ def _bounded(kind: PipelineKind) -> list[Option]:
 )
 def test_server_refuses_just_over_the_bound_and_accepts_the_bound(kind: PipelineKind, option: Option) -> None:
     """Every bounded served option: just over ``high`` is INVALID_ARGUMENT naming
-    ``<params>.<option>`` (``.min`` of a pair); ``high`` itself is accepted."""
+    ``<params>.<option>`` (``.min`` of a pair; ``<params>.copy_paste.<option>`` for a
+    copy-paste option of a variant); ``high`` itself is accepted."""
     params = getattr(pb.StreamRequest(), kind.params_field)
+    holder = kind.holder(params, option.name)
+    prefix = kind.params_field + ("" if holder is params else f".{kind.nested}")
     if is_pair(option):
-        getattr(params, option.name).min, getattr(params, option.name).max = _over(option), _over(option)
-        where = f"{kind.params_field}.{option.name}.min"
+        getattr(holder, option.name).min, getattr(holder, option.name).max = _over(option), _over(option)
+        where = f"{prefix}.{option.name}.min"
     else:
-        setattr(params, option.name, _over(option))
-        where = f"{kind.params_field}.{option.name}"
+        setattr(holder, option.name, _over(option))
+        where = f"{prefix}.{option.name}"
     with pytest.raises(RequestError, match=rf"^{re.escape(where)}: must be") as raised:
         kind.to_options(params, {}, Limits())
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     params.Clear()
+    holder = kind.holder(params, option.name)
     if is_pair(option):
-        getattr(params, option.name).min, getattr(params, option.name).max = option.high, option.high
+        getattr(holder, option.name).min, getattr(holder, option.name).max = option.high, option.high
         assert kind.to_options(params, {}, Limits())[option.name] == (option.high, option.high)
     else:
-        setattr(params, option.name, option.high)
+        setattr(holder, option.name, option.high)
         assert kind.to_options(params, {}, Limits())[option.name] == option.high
 
 
@@ -188,6 +199,19 @@ def test_server_defaults_of_a_family_are_checked_and_unknown_keys_refused() -> N
         kind.to_options(pb.MosaicParams(), {"tiles": 4}, Limits())
     with pytest.raises(RequestError, match=r"^defaults\.mosaic\.mosaic_prob: must be"):
         kind.to_options(pb.MosaicParams(), {"mosaic_prob": 2.0}, Limits())
+
+
+def test_a_copy_paste_variant_takes_copy_paste_options_in_its_nested_message() -> None:
+    """``balanced_copy_paste.copy_paste.max_num_pasted`` (the balanced default 10 unless
+    given), server defaults of both kinds in one ``[defaults.balanced-copy-paste]`` table."""
+    kind = PIPELINES["balanced-copy-paste"]
+    params = pb.BalancedCopyPasteParams(copy_paste=pb.CopyPasteParams(flip_prob=0.0), bank_power=2.0)
+    options = kind.to_options(params, {"blend_sigma": 1.0, "bank_min_area": 4}, Limits())
+    assert options == {"output_size": 1024, "flip_prob": 0.0, "blend_sigma": 1.0, "bank_power": 2.0, "bank_min_area": 4}
+    with pytest.raises(RequestError, match=r"^balanced_copy_paste\.copy_paste\.max_num_pasted: must be in \[0, 10\], got 11"):
+        kind.to_options(pb.BalancedCopyPasteParams(copy_paste=pb.CopyPasteParams(max_num_pasted=11)), {}, Limits(max_num_pasted=10))
+    with pytest.raises(RequestError, match=r"^defaults\.balanced-copy-paste\.bank_size: unknown parameter"):
+        kind.to_options(params, {"bank_size": 4}, Limits())
 
 
 def test_the_request_value_wins_over_the_server_default() -> None:

@@ -168,15 +168,15 @@ def test_an_out_of_bounds_value_is_invalid_argument_naming_the_field(server, fam
     name, value = family.out_of_bounds
     request = pb.StreamRequest(dataset=family.dataset, pipeline=family.pipeline, batch_size=2)
     params = getattr(request, kind.params_field)
-    params.output_size = family.options["output_size"]
-    setattr(params, name, value)
+    kind.holder(params, "output_size").output_size = family.options["output_size"]
+    setattr(kind.holder(params, name), name, value)
     if kind.second_dataset:
         params.second_dataset = "unlabelled"
     code, details = first_status(server.grpc_address, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert details.startswith(f"{kind.params_field}.{name}: must be"), details
     # the server goes on serving
-    setattr(params, name, dict(family.options).get(name, next(o.default for o in kind.schema if o.name == name)))
+    setattr(kind.holder(params, name), name, dict(family.options).get(name, next(o.default for o in kind.schema if o.name == name)))
     assert first_status(server.grpc_address, request) == (grpc.StatusCode.OK, "")
 
 
@@ -197,7 +197,7 @@ def _request(family: str, dataset: str, **params: Any) -> pb.StreamRequest:
     target = getattr(request, kind.params_field)
     target.SetInParent()
     for name, value in params.items():
-        setattr(target, name, value)
+        setattr(target if name == "second_dataset" else kind.holder(target, name), name, value)
     return request
 
 
