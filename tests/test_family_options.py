@@ -10,11 +10,9 @@ import dataclasses
 import math
 import re
 import typing
-from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.descriptor import FieldDescriptor
 
 from decal.dali_pipes import (
     BalancedCopyPasteLoaderConfig,
@@ -31,7 +29,8 @@ from decal.server.params import is_pair
 from decal.server.pipelines import COPY_PASTE, PIPELINES, PipelineKind, RequestError
 from decal.server.remote_loader import forwarded_options
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from test_option_schema import _PROTO_TYPES, _readme_rows, _scalar
+
 
 CONFIGS: dict[str, type] = {
     "copy-paste": CopyPasteLoaderConfig,
@@ -62,21 +61,6 @@ def test_config_fields_are_the_schema_in_order(kind: PipelineKind) -> None:
         default = field.default_factory() if field.default is dataclasses.MISSING else field.default
         assert default == option.default, option.name
         assert hints[field.name] == option.type, option.name
-
-
-_PROTO_TYPES = {
-    int: FieldDescriptor.TYPE_INT64,
-    float: FieldDescriptor.TYPE_DOUBLE,
-    bool: FieldDescriptor.TYPE_BOOL,
-    str: FieldDescriptor.TYPE_STRING,
-}
-
-
-def _scalar(option: Option) -> type:
-    if option.choices:
-        return str
-    args = [a for a in typing.get_args(option.type) if a is not type(None)]
-    return args[0] if args else option.type
 
 
 @pytest.mark.parametrize("kind", FAMILIES, ids=lambda k: k.name)
@@ -114,26 +98,13 @@ def test_remote_loader_forwards_exactly_the_served_options(kind: PipelineKind) -
     assert forwarded_options(kind.name) == tuple(o.name for o in served(kind.schema))
 
 
-def _readme_rows(kind: PipelineKind) -> dict[str, tuple[str, str]]:
-    text = README.read_text()
-    start = text.index(f"#### `{kind.name}` (`{kind.params_field}`")
-    rows: dict[str, tuple[str, str]] = {}
-    for line in text[start:].splitlines()[1:]:
-        if rows and not line.startswith("|"):
-            break
-        match = re.fullmatch(r"\| `(\w+)` \| (.+?) \| (.+) \|", line)
-        if match:
-            rows[match[1]] = (match[2], match[3])
-    return rows
-
-
 @pytest.mark.parametrize("kind", FAMILIES, ids=lambda k: k.name)
 def test_readme_table_matches_the_schema(kind: PipelineKind) -> None:
     """The README's table of a family lists its served options (those beyond copy-paste's for
     the copy-paste variants), in order, with the schema's default and help text."""
     shared = {o.name for o in served(COPY_PASTE.schema)} if kind.name in ("balanced-copy-paste", "self-training") else set()
     options = [o for o in served(kind.schema) if o.name not in shared]
-    rows = _readme_rows(kind)
+    rows = _readme_rows(f"#### `{kind.name}` (`{kind.params_field}`")
     assert list(rows) == [o.name for o in options]
     for option in options:
         default, meaning = rows[option.name]
