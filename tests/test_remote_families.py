@@ -267,3 +267,14 @@ def test_instance_family_estimates_count_mosaic_tiles_and_the_bank() -> None:
     assert mosaic == stream_memory_bytes(batch_size=2, output_size=64, max_scale=1.0, instances=12, depth=4)
     balanced, what = PIPELINES["balanced-copy-paste"].memory({**options, "jitter": "none", "bank_max_bytes": 1000}, loader, 4)
     assert balanced == plain + 1000 and "bank" in what
+
+
+def test_decal_stream_pulls_any_family(server, capsys) -> None:
+    from decal.server.smoke import main
+
+    address = f"127.0.0.1:{server.grpc_port}"
+    assert main([address, "--dataset", "folder", "--pipeline", "cp2", "--output-size", "32", "--batches", "2", "--device", "cpu"]) == 0
+    assert "2 batches, 4 images" in capsys.readouterr().out
+    argv = [address, "--dataset", "synth", "--pipeline", "self-training", "--second-dataset", "unlabelled", "--output-size", "64"]
+    assert main([*argv, "--batches", "1", "--device", "cpu"]) == 0
+    assert "max_stream_bytes=" in capsys.readouterr().out
