@@ -278,3 +278,14 @@ def test_decal_stream_pulls_any_family(server, capsys) -> None:
     argv = [address, "--dataset", "synth", "--pipeline", "self-training", "--second-dataset", "unlabelled", "--output-size", "64"]
     assert main([*argv, "--batches", "1", "--device", "cpu"]) == 0
     assert "max_stream_bytes=" in capsys.readouterr().out
+
+
+def test_the_client_refuses_a_missing_or_misplaced_second_dataset_and_unsendable_none() -> None:
+    with pytest.raises(TypeError, match=r"pipeline='self-training'\) needs second_dataset"):
+        RemoteLoader("127.0.0.1:1", "synth", pipeline="self-training")
+    with pytest.raises(TypeError, match=r"second_dataset is an option of the self-training pipeline, not of 'mosaic'"):
+        RemoteLoader("127.0.0.1:1", "synth", pipeline="mosaic", second_dataset="unlabelled")
+    with pytest.raises(TypeError, match=r"repeat_factor_threshold=None: not sendable for pipeline 'mosaic'"):
+        RemoteLoader("127.0.0.1:1", "synth", pipeline="mosaic", repeat_factor_threshold=None)
+    with pytest.raises(ValueError, match=r"pipeline: expected one of copy-paste, .*cp2, got 'segment'"):
+        RemoteLoader("127.0.0.1:1", "synth", pipeline="segment")
