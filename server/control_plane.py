@@ -168,7 +168,7 @@ def create_app(server: "DecalServer") -> FastAPI:
         except HTTPException:
             raise
         except Exception as error:  # DatasetError (409 naming the dataset), memory, a bug
-            return error_response(error, plan.dataset, http)
+            return error_response(error, plan.dataset_of(error), http)
         finally:
             preview_lock.release()
 

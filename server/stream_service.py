@@ -234,7 +234,7 @@ class BatchServicer:
         context.abort(code, message)
 
     def _reject_error(self, context: grpc.ServicerContext, error: BaseException, plan: StreamPlan | None) -> None:
-        status: ErrorStatus = error_status(error, plan.dataset if plan else None, where=f"stream from {context.peer()}")
+        status: ErrorStatus = error_status(error, plan.dataset_of(error) if plan else None, where=f"stream from {context.peer()}")
         self._reject(context, status.code, status.message)
 
     def check_memory(self, plan: StreamPlan, loader: Any, state: StreamState | None = None) -> None:
@@ -440,7 +440,7 @@ class BatchServicer:
                 if not self._put(state, (pb.StreamResponse(epoch_end=end).SerializeToString(), 0, {})):
                     return
         except Exception as error:  # DatasetError: FAILED_PRECONDITION; anything else INTERNAL with an id
-            status = error_status(error, plan.dataset, where=f"stream {state.stream_id}")
+            status = error_status(error, plan.dataset_of(error), where=f"stream {state.stream_id}")
             self._put(state, _Failure(status.code, status.message))
         finally:
             if iterator is not None and hasattr(iterator, "close"):

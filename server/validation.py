@@ -41,6 +41,17 @@ class StreamPlan:
     #: self-training: the registered dataset of the second set
     second_dataset: DatasetEntry | None = None
 
+    def dataset_of(self, error: BaseException) -> DatasetEntry:
+        """The dataset an error is about: the second set's when the error names one of its
+        files (self-training), else the request's dataset."""
+        file = str(getattr(error, "file", ""))
+        second = self.second_dataset
+        if second is not None and file:
+            inside = [second.images] + ([second.annotations] if second.annotations is not None else [])
+            if any(file == str(path) or file.startswith(str(path) + "/") for path in inside):
+                return second
+        return self.dataset
+
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.dataset.name, "pipeline": self.pipeline.name, **{k: self.options[k] for k in ("batch_size", "seed", "shard_id", "num_shards")}}
 

@@ -289,3 +289,13 @@ def test_the_client_refuses_a_missing_or_misplaced_second_dataset_and_unsendable
         RemoteLoader("127.0.0.1:1", "synth", pipeline="mosaic", repeat_factor_threshold=None)
     with pytest.raises(ValueError, match=r"pipeline: expected one of copy-paste, .*cp2, got 'segment'"):
         RemoteLoader("127.0.0.1:1", "synth", pipeline="segment")
+
+
+def test_a_bad_second_set_is_failed_precondition_naming_it_without_server_paths(paths, tmp_path) -> None:
+    empty = tmp_path / "empty-second"
+    empty.mkdir()
+    with running_server(make_config({**paths, "empty": (None, empty)})) as s:
+        code, details = first_status(s.grpc_address, _request("self-training", "synth", output_size=64, second_dataset="empty"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.startswith("dataset 'empty': "), details
+    assert str(tmp_path) not in details and "no readable JPEG or PNG image" in details
