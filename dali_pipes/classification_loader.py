@@ -16,14 +16,11 @@ and sharding as in ``CopyPasteLoader``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from .backend import resolve_backend
-from .epoch_source import LoaderPosition
 from .cutmix import MixConfig
 from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .cutmix_pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
@@ -34,6 +31,7 @@ from .loader_parts import pipeline_device_options, run_options
 from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
+from .folder_batches import ClassificationBatch
 
 __all__ = ["CutMixLoaderConfig", "ClassificationBatch", "CutMixLoader"]
 
@@ -113,36 +111,6 @@ class CutMixLoaderConfig:
             correct_lam=self.correct_lam,
             label_smoothing=self.label_smoothing,
         )
-
-
-@dataclass
-class ClassificationBatch:
-    """One batch.
-
-    Attributes:
-        images: (B, 3, S, S) float32 normalised (uint8 with ``normalize=False``), on the
-            pipeline's device.
-        targets: (B, C) float32 soft targets (rows sum to 1), on the images' device.
-        labels: (B,) int64 class of each image before mixing (on the host).
-        lam: (B,) float32 weight of each image's own label (1 = not mixed; on the host).
-        position: where the loader stands after this batch.
-        unmixed: (B, S, S, 3) uint8 crops before mixing (``return_unmixed`` only).
-    """
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    labels: torch.Tensor
-    lam: torch.Tensor
-    position: LoaderPosition = field(default_factory=LoaderPosition)
-    unmixed: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def partner(self) -> torch.Tensor:
-        """(B,) the sample mixed into each one: ``B - 1 - i`` (timm's flipped batch)."""
-        return torch.arange(len(self) - 1, -1, -1)
 
 
 class CutMixLoader(FolderLoaderBase):

@@ -16,14 +16,11 @@ same augmentation, each view pasted onto its background through an independent r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .backend import resolve_backend
-from .epoch_source import LoaderPosition
 from .cp2 import CP2MaskConfig, CP2ViewConfig, feature_size
 from .cp2_pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
 from .normalization import IMAGENET_MEAN, IMAGENET_STD
@@ -34,6 +31,7 @@ from .loader_parts import pipeline_device_options, run_options
 from .option_schema import with_options
 from .loader_base import check_options, dense, position_after
 from .image_folder import ImageFolder
+from .folder_batches import CP2Batch
 
 __all__ = ["CP2LoaderConfig", "CP2Batch", "CP2Loader"]
 
@@ -111,32 +109,6 @@ class CP2LoaderConfig:
 
     def mask_config(self) -> CP2MaskConfig:
         return CP2MaskConfig(area=tuple(self.mask_area), ratio=tuple(self.mask_ratio), stride=self.stride)
-
-
-@dataclass
-class CP2Batch:
-    """One batch of B compositions, on the pipeline's device.
-
-    Attributes:
-        image_q, image_k: (B, 3, S, S) float32 normalised (uint8 with ``normalize=False``).
-        mask_q, mask_k: (B, S, S) uint8, 1 where the foreground was pasted.
-        mask_q_feat, mask_k_feat: (B, S', S') uint8, the masks at the feature stride
-            (``mask[:, s//2::s, s//2::s]``, 14 × 14 for 224 and 16).
-        position: where the loader stands after this batch.
-        views: ``return_views`` only: ``fg_q``, ``fg_k``, ``bg_q``, ``bg_k`` (B, S, S, 3) uint8.
-    """
-
-    image_q: torch.Tensor
-    image_k: torch.Tensor
-    mask_q: torch.Tensor
-    mask_k: torch.Tensor
-    mask_q_feat: torch.Tensor
-    mask_k_feat: torch.Tensor
-    position: LoaderPosition = field(default_factory=LoaderPosition)
-    views: dict[str, torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return self.image_q.shape[0]
 
 
 class CP2Loader(FolderLoaderBase):

@@ -2,7 +2,8 @@
 pipelines to remote training processes, its FastAPI control plane, and the client loader.
 
 Modules (one concept each): ``config`` (typed TOML config), ``wire`` (tensors and batches
-on the wire), ``validation`` and ``pipelines`` (request → loader options), ``streams`` (the
+on the wire), ``validation``, ``params`` and ``pipelines`` (request → loader options, one
+``PipelineKind`` per served family), ``memory`` (a stream's memory estimate), ``streams`` (the
 live-stream registry), ``stream_service`` (the servicer), ``auth`` (bearer tokens),
 ``metrics`` (Prometheus), ``control_plane`` (FastAPI), ``app`` (``DecalServer``: both in one
 process), ``serve`` (``decal serve``), ``remote_loader`` (``RemoteLoader``), ``smoke``

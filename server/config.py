@@ -34,6 +34,10 @@ the TOML file's folder)::
     images = "/data/coco/train2017"
     description = "COCO 2017 train"
 
+    [datasets.imagenet-train] # an image folder without annotations: for the cutmix and
+    format = "image-folder"   # cp2 pipelines, and as a self-training second set
+    images = "/data/imagenet/train"
+
     [defaults.copy-paste]     # server-side defaults for parameters a client leaves unset
     output_size = 1024
     jitter = "lsj"
@@ -61,14 +65,19 @@ __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerCo
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 SAMPLE_DATASET = "sample"
+#: What ``[datasets.NAME] format`` may say: a COCO/LVIS json + images (the default), or an
+#: image folder alone (the CutMix and CP² pipelines; a self-training second set).
+DATASET_FORMATS = ("coco", "image-folder")
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A dataset the server may stream: a COCO/LVIS json and its image folder."""
+    """A dataset the server may stream: a COCO/LVIS json and its image folder, or an image
+    folder alone (``annotations`` None: the CutMix and CP² pipelines read it; CutMix needs a
+    class-per-directory tree)."""
 
     name: str
-    annotations: Path
+    annotations: Path | None
     images: Path
     description: str = ""
 
@@ -217,13 +226,19 @@ class ServerConfig:
         for name, entry in dict(data.get("datasets", {})).items():
             if not isinstance(entry, Mapping):
                 raise ConfigError(f"datasets.{name}: must be a table with 'annotations' and 'images'")
-            _only(entry, ("annotations", "images", "description"), f"datasets.{name}.")
-            for key in ("annotations", "images"):
+            _only(entry, ("annotations", "images", "description", "format"), f"datasets.{name}.")
+            folder = entry.get("format", DATASET_FORMATS[0])
+            if folder not in DATASET_FORMATS:
+                raise ConfigError(f"datasets.{name}.format: must be one of {', '.join(DATASET_FORMATS)}, got {folder!r}")
+            folder = folder == "image-folder"
+            if folder and "annotations" in entry:
+                raise ConfigError(f"datasets.{name}.annotations: an image-folder dataset has no annotations (drop the key or the format)")
+            for key in ("images",) if folder else ("annotations", "images"):
                 if key not in entry:
                     raise ConfigError(f"datasets.{name}.{key}: required")
             datasets[name] = DatasetEntry(
                 name,
-                _path(entry["annotations"], base, f"datasets.{name}.annotations"),
+                None if folder else _path(entry["annotations"], base, f"datasets.{name}.annotations"),
                 _path(entry["images"], base, f"datasets.{name}.images"),
                 str(entry.get("description", "")),
             )

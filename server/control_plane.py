@@ -28,6 +28,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
@@ -36,7 +38,7 @@ from ..kernels.version import VERSION
 from ..proto import decal_pb2 as pb
 from .auth import check_bearer
 from .config import DatasetEntry
-from .pipelines import PIPELINES
+from .pipelines import PIPELINES, Payload, RequestError
 from .status import error_status
 from .validation import DEFAULT_PIPELINE, MAX_SEED, validate_request
 
@@ -52,7 +54,7 @@ _MAX_QUERY_SIZE = 2**31 - 1
 
 def unavailable_reason(entry: DatasetEntry) -> str | None:
     """Why ``entry`` cannot be streamed now (no server path in it), or None."""
-    if not entry.annotations.is_file():
+    if entry.annotations is not None and not entry.annotations.is_file():
         return f"annotation file {entry.annotations.name!r} not found"
     if not entry.images.is_dir():
         return f"image directory {entry.images.name!r} not found"
@@ -152,9 +154,13 @@ def create_app(server: "DecalServer") -> FastAPI:
     ) -> Response:
         name = dataset if dataset is not None else next(iter(config.datasets), "")
         request = pb.StreamRequest(dataset=name, pipeline=pipeline, batch_size=batch_size, seed=seed)
-        if pipeline == "copy-paste":
-            request.copy_paste.output_size = output_size
+        kind = PIPELINES.get(pipeline)
+        if kind is not None:
+            getattr(request, kind.params_field).output_size = output_size
         plan = validate_request(request, config)  # RequestError → its status (middleware)
+        if plan.pipeline.payload is not Payload.INSTANCES:
+            instance = ", ".join(k.name for k in PIPELINES.values() if k.payload is Payload.INSTANCES)
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"pipeline: the preview renders instance pipelines only ({instance})")
         if not preview_lock.acquire(timeout=60):
             raise HTTPException(status_code=503, detail="preview: busy, retry")
         try:
@@ -162,7 +168,7 @@ def create_app(server: "DecalServer") -> FastAPI:
         except HTTPException:
             raise
         except Exception as error:  # DatasetError (409 naming the dataset), memory, a bug
-            return error_response(error, plan.dataset, http)
+            return error_response(error, plan.dataset_of(error), http)
         finally:
             preview_lock.release()
 

@@ -1,9 +1,10 @@
 """The pipeline kinds a server offers, and how a request's parameters become loader options.
 
 A kind has a name (what ``StreamRequest.pipeline`` says), the ``params`` oneof field that
-carries its parameters, a converter from that message (plus server defaults and limits) to
-the keyword options of its loader, and a factory that builds the loader. Only
-``copy-paste`` exists today; CutMix / CP² / Mosaic register here when their loaders land.
+carries its parameters, the family's option schema (``dali_pipes/<family>_options.py``) from
+which the request's validation is derived (:func:`~decal.server.params.request_options`), a
+factory that builds the loader, what its batches put on the wire (:class:`Payload`), and its
+memory estimate (``server/memory.py``).
 
 Conversion errors are :class:`RequestError` naming the field (``copy_paste.output_size``).
 """
@@ -11,153 +12,49 @@ Conversion errors are :class:`RequestError` naming the field (``copy_paste.outpu
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-import grpc
-
+from ..dali_pipes.balanced_options import BALANCED_COPY_PASTE_OPTIONS
 from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
+from ..dali_pipes.cp2_options import CP2_OPTIONS
+from ..dali_pipes.cutmix_options import CUTMIX_OPTIONS
+from ..dali_pipes.mosaic_options import MOSAIC_OPTIONS
 from ..dali_pipes.option_schema import Option, options_by_name, served
+from ..dali_pipes.self_training_options import SELF_TRAINING_OPTIONS
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, Limits
+from .memory import folder_stream_bytes, max_instances, max_jitter_scale, stream_memory_bytes
+from .params import JITTER_PRESETS, MAX_JITTER_SCALE, RequestError, checked, invalid, request_options, short
 
-__all__ = ["RequestError", "PipelineKind", "PIPELINES", "COPY_PASTE", "short"]
+__all__ = [
+    "RequestError", "PipelineKind", "Payload", "PIPELINES", "COPY_PASTE", "BALANCED_COPY_PASTE", "SELF_TRAINING",
+    "MOSAIC", "CUTMIX", "CP2", "short", "invalid", "checked", "copy_paste_options", "JITTER_PRESETS", "MAX_JITTER_SCALE",
+]  # fmt: skip
 
-
-class RequestError(Exception):
-    """A request the server refuses: a gRPC status code and a message naming the field."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def short(value: Any, limit: int = 64) -> str:
-    """repr() of a client-supplied value, truncated (error messages echo it)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def invalid(field_name: str, reason: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field_name}: {reason}")
-
-
-def _int_in(name: str, value: int, low: int, high: int) -> int:
-    if not low <= value <= high:
-        raise invalid(name, f"must be in [{low}, {high}], got {value}")
-    return int(value)
-
-
-def _float_in(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> float:
-    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise invalid(name, f"must be a finite number in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
-
-
-JITTER_PRESETS = ("lsj", "ssj", "none")
 #: The options a copy-paste request may carry, by name (``dali_pipes/copy_paste_options.py``).
 SCHEMA = options_by_name(served(COPY_PASTE_OPTIONS))
+_COPY_PASTE_SERVED = frozenset(SCHEMA)
 MIN_OUTPUT_SIZE = int(SCHEMA["output_size"].server_low)
-MAX_JITTER_SCALE = 10.0
+
+
+class Payload(Enum):
+    """What a family's batches put on the wire (``server/wire.py``)."""
+
+    INSTANCES = "instances"  # Batch: images + per-image targets (decal.dali_pipes.batch.Batch)
+    MIXED = "mixed"  # ClassificationBatch: images + soft targets, labels, lam
+    CP2 = "cp2"  # CP2Batch: two composed views and their masks
 
 
 def copy_paste_options(params: pb.CopyPasteParams, defaults: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
-    """CopyPasteParams (validated) → CopyPasteLoader keyword options.
-
-    Unset fields take ``defaults`` (the server config's ``[defaults.copy-paste]``), else the
-    loader's own defaults. ``defaults`` are checked against the same limits.
-    """
-    p = "copy_paste."
-    options: dict[str, Any] = {}
-    merged: dict[str, Any] = dict(defaults)
-
-    def pick(name: str) -> Any:
-        if params.HasField(name):
-            return getattr(params, name), p + name
-        if name in merged:
-            return merged[name], f"defaults.copy-paste.{name}"
-        return None, None
-
-    value, where = pick("output_size")
-    options["output_size"] = checked(SCHEMA["output_size"], where, value, limits) if where else None
-    if options["output_size"] is None:
-        default = SCHEMA["output_size"].default
-        if not MIN_OUTPUT_SIZE <= default <= limits.max_output_size:
-            raise invalid(
-                "copy_paste.output_size",
-                f"not given, and the loader default {default} is over limits.max_output_size={limits.max_output_size} "
-                "(set [defaults.copy-paste] output_size in the server config)",
-            )
-        options["output_size"] = default
-
-    kind = params.WhichOneof("jitter")
-    if kind == "jitter_preset" or (kind is None and isinstance(merged.get("jitter"), str)):
-        name = params.jitter_preset if kind else merged["jitter"]
-        where = p + "jitter_preset" if kind else "defaults.copy-paste.jitter"
-        if name.lower() not in JITTER_PRESETS:
-            raise invalid(where, f"must be one of {', '.join(JITTER_PRESETS)}, got {short(name)}")
-        options["jitter"] = name.lower()
-    elif kind == "jitter_range" or (kind is None and "jitter" in merged):
-        if kind:
-            low, high, where = params.jitter_range.min_scale, params.jitter_range.max_scale, p + "jitter_range"
-        else:
-            try:
-                low, high = (float(v) for v in merged["jitter"])
-            except (TypeError, ValueError):
-                raise invalid("defaults.copy-paste.jitter", f"expected a preset or [min, max], got {short(merged['jitter'])}") from None
-            where = "defaults.copy-paste.jitter"
-        _float_in(where + ".min_scale", low, 0.0, MAX_JITTER_SCALE, low_open=True)
-        _float_in(where + ".max_scale", high, 0.0, MAX_JITTER_SCALE, low_open=True)
-        if low > high:
-            raise invalid(where, f"min_scale {low} > max_scale {high}")
-        options["jitter"] = (float(low), float(high))
-
-    for option in served(COPY_PASTE_OPTIONS):
-        if option.name in ("output_size", "jitter"):
-            continue
-        value, where = pick(option.name)
-        if where is not None:
-            options[option.name] = checked(option, where, value, limits)
-    unknown = set(merged) - {option.name for option in served(COPY_PASTE_OPTIONS)}
-    if unknown:
-        raise invalid(f"defaults.copy-paste.{sorted(unknown)[0]}", "unknown parameter")
-    return options
+    """CopyPasteParams (validated) → CopyPasteLoader keyword options (see :data:`COPY_PASTE`)."""
+    return COPY_PASTE.to_options(params, defaults, limits)
 
 
-def checked(option: Option, where: str, value: Any, limits: Limits) -> Any:
-    """``value`` of a served ``option`` (from a request field or a server default at ``where``)
-    checked against the option's bounds, its choices and the server's ``limits``.
-
-    Raises:
-        RequestError: INVALID_ARGUMENT starting with ``where``.
-    """
-    if option.choices:
-        if value not in option.choices:
-            raise invalid(where, f"must be {' or '.join(repr(c) for c in option.choices)}, got {short(value)}")
-        return value
-    kind = option.type if option.type in (int, float, bool) else float
-    if kind is bool:
-        return bool(value)
-    low = option.low if option.server_low is None else option.server_low
-    high = getattr(limits, option.limit) if option.limit else option.high
-    if kind is int:
-        return _int_in(where, int(value), low, high)
-    return _float_in(where, float(value), low, high, low_open=option.low_open)
-
-
-def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
-    from ..dali_pipes.torch_iterator import CopyPasteLoader
-
-    dataset = parsed_dataset(
-        str(entry.annotations), str(entry.images), options.get("on_error", "raise"), not options.get("paste_by_box", False)
-    )
-    return CopyPasteLoader(entry.annotations, entry.images, dataset=dataset, **options)
+# ------------------------------------------------------------------------------ datasets
 
 
 @lru_cache(maxsize=32)
@@ -185,28 +82,222 @@ def parsed_dataset(annotations: str, images: str, on_error: str, require_segment
     return _parse_dataset(annotations, images, on_error, require_segmentation, mtime_ns)
 
 
+def _shared_dataset(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    return parsed_dataset(str(entry.annotations), str(entry.images), options.get("on_error", "raise"), not options.get("paste_by_box", False))
+
+
+# ------------------------------------------------------------------------------ loaders
+
+
+def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    from ..dali_pipes import CopyPasteLoader
+
+    return CopyPasteLoader(entry.annotations, entry.images, dataset=_shared_dataset(entry, options), **options)
+
+
+def balanced_copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    from ..dali_pipes import BalancedCopyPasteLoader
+
+    return BalancedCopyPasteLoader(entry.annotations, entry.images, dataset=_shared_dataset(entry, options), **options)
+
+
+def self_training_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    """``options["second_dataset"]`` is the second set's :class:`DatasetEntry` (its json =
+    pseudo labels; an image-folder entry = unlabelled images)."""
+    from ..dali_pipes import SelfTrainingLoader
+
+    options = dict(options)
+    second: DatasetEntry = options.pop("second_dataset")
+    return SelfTrainingLoader(
+        entry.annotations, entry.images, second_images=second.images, second_annotations=second.annotations, **options
+    )
+
+
+def mosaic_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    from ..dali_pipes import MosaicLoader
+
+    return MosaicLoader(entry.annotations, entry.images, **options)
+
+
+def cutmix_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    from ..dali_pipes import CutMixLoader
+
+    return CutMixLoader(entry.images, **options)
+
+
+def cp2_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
+    from ..dali_pipes import CP2Loader
+
+    return CP2Loader(entry.images, **options)
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+def _instance_memory(default_jitter: Any, tiles: int = 1, bank: bool = False) -> Callable[[Mapping[str, Any], Any, int], tuple[int, str]]:
+    def estimate(options: Mapping[str, Any], loader: Any, depth: int) -> tuple[int, str]:
+        scale = max_jitter_scale(options.get("jitter") or default_jitter)
+        needed = stream_memory_bytes(
+            batch_size=options["batch_size"],
+            output_size=options["output_size"],
+            max_scale=scale,
+            instances=tiles * max_instances(getattr(loader, "dataset", None)),
+            depth=depth,
+        )
+        what = f"images up to {options['output_size']} x {scale:g} jitter scale with their masks"
+        if bank:
+            bank_bytes = int(options.get("bank_max_bytes", _default(BALANCED_COPY_PASTE_OPTIONS, "bank_max_bytes")))
+            needed += bank_bytes
+            what += f", plus the instance bank's {bank_bytes} bytes"
+        return needed, what
+
+    return estimate
+
+
+def _folder_memory(bytes_per_pixel: Callable[[Mapping[str, Any]], int], planes: str) -> Callable[[Mapping[str, Any], Any, int], tuple[int, str]]:
+    def estimate(options: Mapping[str, Any], loader: Any, depth: int) -> tuple[int, str]:
+        per_pixel = bytes_per_pixel(options)
+        needed = folder_stream_bytes(batch_size=options["batch_size"], output_size=options["output_size"], bytes_per_pixel=per_pixel, depth=depth)
+        return needed, f"{planes} of {options['output_size']}x{options['output_size']} ({per_pixel} bytes per pixel)"
+
+    return estimate
+
+
+def _default(schema: Sequence[Option], name: str) -> Any:
+    return options_by_name(schema)[name].default
+
+
+# ------------------------------------------------------------------------------ kinds
+
+
 @dataclass(frozen=True)
 class PipelineKind:
-    """One pipeline a client can ask for."""
+    """One pipeline a client can ask for.
+
+    Attributes:
+        name: ``StreamRequest.pipeline``.
+        params_field: the ``params`` oneof field of its parameters message.
+        schema: the family's options (``dali_pipes/<family>_options.py``); the served ones
+            are the message's fields.
+        build_loader: (dataset entry, loader keyword options) → the loader.
+        payload: what its batches carry on the wire.
+        memory: (options, loader, batches in flight) → (estimated bytes, what they hold).
+        needs_annotations: the dataset must be a COCO json (else an image folder will do).
+        second_dataset: the params name a second registered dataset (``second_dataset``).
+        nested: the field of the params message that carries the copy-paste options (a
+            ``CopyPasteParams``), for the families that extend copy-paste; None when every
+            served option is a field of the params message itself.
+    """
 
     name: str
     description: str
     params_field: str
-    to_options: Callable[[Any, Mapping[str, Any], Limits], dict[str, Any]]
+    schema: tuple[Option, ...]
     build_loader: Callable[[DatasetEntry, Mapping[str, Any]], Any]
+    payload: Payload
+    memory: Callable[[Mapping[str, Any], Any, int], tuple[int, str]]
+    needs_annotations: bool = True
+    second_dataset: bool = False
+    nested: str | None = None
+
+    def _in_nested(self, name: str) -> bool:
+        return self.nested is not None and name in _COPY_PASTE_SERVED
+
+    def holder(self, params: Any, name: str) -> Any:
+        """The message of ``params`` (this kind's params message) that carries option ``name``."""
+        return getattr(params, self.nested) if self._in_nested(name) else params
+
+    def to_options(self, params: Any, defaults: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
+        """The params message (validated against the schema, ``defaults`` and ``limits``) →
+        the loader's keyword options."""
+        if self.nested is None:
+            return request_options(self.schema, params, defaults, limits, field=self.params_field, family=self.name)
+        inner = tuple(o for o in self.schema if self._in_nested(o.name))
+        outer = tuple(o for o in self.schema if not self._in_nested(o.name))
+        options = request_options(
+            inner, getattr(params, self.nested), {k: v for k, v in defaults.items() if self._in_nested(k)}, limits,
+            field=f"{self.params_field}.{self.nested}", family=self.name,
+        )  # fmt: skip
+        outer_defaults = {k: v for k, v in defaults.items() if not self._in_nested(k)}
+        options.update(request_options(outer, params, outer_defaults, limits, field=self.params_field, family=self.name))
+        return options
+
+    def float_images(self, options: Mapping[str, Any]) -> bool:
+        """Whether the batches' images are float32 (normalised) rather than uint8."""
+        return self.payload is not Payload.INSTANCES and bool(options.get("normalize", _default(self.schema, "normalize")))
 
     def defaults_json(self) -> dict[str, str]:
         """Parameter name → the loader's default, JSON-encoded (for Info and /pipelines)."""
-        return {option.name: json.dumps(option.default) for option in served(COPY_PASTE_OPTIONS)}
+        return {option.name: json.dumps(option.default) for option in served(self.schema)}
+
+
+def _cutmix_bytes(options: Mapping[str, Any]) -> int:
+    return 3 + (12 if options.get("normalize", True) else 3) + (3 if options.get("return_unmixed") else 0)
+
+
+def _cp2_bytes(options: Mapping[str, Any]) -> int:
+    return 12 + (24 if options.get("normalize", True) else 6) + 2 + (12 if options.get("return_views") else 0)
 
 
 COPY_PASTE = PipelineKind(
     name="copy-paste",
     description="Simple Copy-Paste (Ghiasi et al. 2021) with LSJ/SSJ scale jitter and flip; COCO/LVIS instance masks",
     params_field="copy_paste",
-    to_options=copy_paste_options,
+    schema=COPY_PASTE_OPTIONS,
     build_loader=copy_paste_loader,
+    payload=Payload.INSTANCES,
+    memory=_instance_memory(_default(COPY_PASTE_OPTIONS, "jitter")),
+)
+BALANCED_COPY_PASTE = PipelineKind(
+    name="balanced-copy-paste",
+    description="Copy-Paste from a class-balanced bank of recent instances (LVIS 2021 challenge report)",
+    params_field="balanced_copy_paste",
+    schema=BALANCED_COPY_PASTE_OPTIONS,
+    build_loader=balanced_copy_paste_loader,
+    payload=Payload.INSTANCES,
+    memory=_instance_memory(_default(BALANCED_COPY_PASTE_OPTIONS, "jitter"), bank=True),
+    nested="copy_paste",
+)
+SELF_TRAINING = PipelineKind(
+    name="self-training",
+    description="Self-training Copy-Paste: labelled images mixed with a second registered dataset (Ghiasi et al. §4.4)",
+    params_field="self_training",
+    schema=SELF_TRAINING_OPTIONS,
+    build_loader=self_training_loader,
+    payload=Payload.INSTANCES,
+    memory=_instance_memory(_default(SELF_TRAINING_OPTIONS, "jitter")),
+    second_dataset=True,
+    nested="copy_paste",
+)
+MOSAIC = PipelineKind(
+    name="mosaic",
+    description="Balanced Mosaic: 2x2 grids of repeat-factor-drawn images (YOLOv4; LVIS 2021 report)",
+    params_field="mosaic",
+    schema=MOSAIC_OPTIONS,
+    build_loader=mosaic_loader,
+    payload=Payload.INSTANCES,
+    memory=_instance_memory(_default(MOSAIC_OPTIONS, "jitter"), tiles=4),
+)
+CUTMIX = PipelineKind(
+    name="cutmix",
+    description="CutMix/MixUp classification batches with soft targets (timm Mixup semantics) from an image folder",
+    params_field="cutmix",
+    schema=CUTMIX_OPTIONS,
+    build_loader=cutmix_loader,
+    payload=Payload.MIXED,
+    memory=_folder_memory(_cutmix_bytes, "crops and images"),
+    needs_annotations=False,
+)
+CP2 = PipelineKind(
+    name="cp2",
+    description="CP² compositions: two views of a foreground pasted onto two backgrounds, with masks (Wang et al. 2022)",
+    params_field="cp2",
+    schema=CP2_OPTIONS,
+    build_loader=cp2_loader,
+    payload=Payload.CP2,
+    memory=_folder_memory(_cp2_bytes, "views, composed images and masks"),
+    needs_annotations=False,
 )
 
 #: name → kind, what this server can stream.
-PIPELINES: dict[str, PipelineKind] = {COPY_PASTE.name: COPY_PASTE}
+PIPELINES: dict[str, PipelineKind] = {k.name: k for k in (COPY_PASTE, BALANCED_COPY_PASTE, SELF_TRAINING, MOSAIC, CUTMIX, CP2)}

@@ -10,9 +10,12 @@
             ...
         torch.save({"loader": loader.state_dict(), ...}, ckpt)
 
-It yields the same :class:`~decal.dali_pipes.torch_iterator.Batch` objects as
-``CopyPasteLoader`` under the same seed, shard and options (bit-exact with lossless wire
-options; ``image_encoding="jpeg"`` changes pixels only), with the same epoch semantics:
+It yields what the local loader of its ``pipeline`` yields under the same seed, shard and
+options: :class:`~decal.dali_pipes.batch.Batch` for ``"copy-paste"`` (``CopyPasteLoader``),
+``"balanced-copy-paste"``, ``"self-training"`` and ``"mosaic"``;
+:class:`~decal.dali_pipes.folder_batches.ClassificationBatch` for ``"cutmix"``;
+:class:`~decal.dali_pipes.folder_batches.CP2Batch` for ``"cp2"`` (bit-exact with lossless
+wire options; ``image_encoding="jpeg"`` changes pixels only), with the same epoch semantics:
 iterating yields one epoch; ``state_dict()`` / ``load_state_dict()`` continue exactly after
 the last delivered batch.
 
@@ -50,14 +53,16 @@ import torch
 
 from ..dali_pipes.backend import parse_device
 from ..dali_pipes.batch import TARGET_FIELDS, Batch
-from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
-from ..dali_pipes.option_schema import served
 from ..dali_pipes.epoch_source import LoaderPosition
+from ..dali_pipes.folder_batches import ClassificationBatch, CP2Batch
+from ..dali_pipes.option_schema import Option, served
 from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
-from .wire import IMAGE_CODECS, INFO_METHOD, MASK_CODECS, STREAM_METHOD, WireFormatError, decode_batch
+from .params import is_pair
+from .pipelines import COPY_PASTE, PIPELINES, PipelineKind
+from .wire import CP2_FIELDS, IMAGE_CODECS, INFO_METHOD, MASK_CODECS, STREAM_METHOD, WireFormatError, decode_batch
 
-__all__ = ["RemoteLoader", "RemoteLoaderError", "RETRYABLE", "is_transient"]
+__all__ = ["RemoteLoader", "RemoteLoaderError", "RETRYABLE", "is_transient", "forwarded_options"]
 
 #: Status codes after which the reader reconnects and resumes (RESOURCE_EXHAUSTED only for
 #: "max_streams": a server full now may have room soon; a batch over the message limit, or a
@@ -79,10 +84,15 @@ def is_transient(code: grpc.StatusCode | None, details: str) -> bool:
         return any(mark in lowered for mark in _CUT_CONNECTION)
     return False
 
-#: Pipeline parameters a RemoteLoader forwards: the served options of
-#: ``dali_pipes/copy_paste_options.py`` (CopyPasteParams fields; jitter maps to
-#: jitter_preset or jitter_range).
-PIPELINE_OPTIONS: tuple[str, ...] = tuple(option.name for option in served(COPY_PASTE_OPTIONS))
+def forwarded_options(pipeline: str) -> tuple[str, ...]:
+    """The parameters a RemoteLoader of ``pipeline`` forwards: the served options of the
+    family's schema (``dali_pipes/<family>_options.py``; fields of its params message, jitter
+    as jitter_preset or jitter_range, pairs as a Range)."""
+    return tuple(option.name for option in served(PIPELINES[pipeline].schema))
+
+
+#: Copy-paste's forwarded parameters (:func:`forwarded_options` of ``"copy-paste"``).
+PIPELINE_OPTIONS: tuple[str, ...] = forwarded_options(COPY_PASTE.name)
 
 
 class RemoteLoaderError(RuntimeError):
@@ -144,42 +154,77 @@ class _Spec:
             request.resume.CopyFrom(pb.Position(epoch=position.epoch, cursor=position.cursor, batch_index=position.batch_index))
         return request
 
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A decoded array → a torch tensor on ``device`` (pinned first when asked)."""
+        t = torch.from_numpy(array)
+        if self.pin_memory:
+            t = t.pin_memory()
+        if self.device.type != "cpu":
+            t = t.to(self.device, non_blocking=True)
+        return t
+
     def convert(self, decoded: Any) -> Any:
-        """DecodedBatch (NumPy) → the local iterator's Batch, on ``device``."""
-
-        def tensor(array: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(array)
-            if self.pin_memory:
-                t = t.pin_memory()
-            if self.device.type != "cpu":
-                t = t.to(self.device, non_blocking=True)
-            return t
-
+        """DecodedBatch (NumPy) → the local loader's batch type, on ``device``."""
+        p = decoded.position
+        position = LoaderPosition(p.epoch, p.cursor, p.batch_index)
+        tensor = self.tensor
+        if decoded.mixed is not None:  # CutMix: labels and lam stay on the host, as locally
+            mixed = decoded.mixed
+            unmixed = mixed.get("unmixed")
+            return ClassificationBatch(
+                images=tensor(decoded.images),
+                targets=tensor(mixed["targets"]),
+                labels=torch.from_numpy(mixed["labels"]),
+                lam=torch.from_numpy(mixed["lam"]),
+                position=position,
+                unmixed=tensor(unmixed) if unmixed is not None else None,
+            )
+        if decoded.cp2 is not None:
+            views = {name: tensor(value) for name, value in sorted(decoded.views.items())} or None
+            return CP2Batch(**{name: tensor(decoded.cp2[name]) for name in CP2_FIELDS}, position=position, views=views)
         targets = []
         for target in decoded.targets:
-            entry = {name: tensor(target[name]) for name in TARGET_FIELDS}
+            entry = {name: tensor(value) for name, value in target.items() if name != "image_id"}
             entry["image_id"] = torch.tensor(int(target["image_id"]), dtype=torch.int64, device=self.device)
             targets.append(entry)
-        p = decoded.position
-        return Batch(images=tensor(decoded.images), targets=targets, position=LoaderPosition(p.epoch, p.cursor, p.batch_index))
+        return Batch(images=tensor(decoded.images), targets=targets, position=position)
 
 
-def _params_message(options: Mapping[str, Any]) -> pb.CopyPasteParams:
-    params = pb.CopyPasteParams()
+def _params_message(kind: PipelineKind, options: Mapping[str, Any], second_dataset: str | None = None) -> Any:
+    """The ``kind``'s params message holding ``options`` (served option names only)."""
+    params = getattr(pb.StreamRequest(), kind.params_field)
+    params.SetInParent()
+    schema = {option.name: option for option in served(kind.schema)}
     for name, value in options.items():
+        option: Option = schema[name]
+        holder = kind.holder(params, name)
         if value is None:
+            if option.default is not None:
+                raise TypeError(
+                    f"RemoteLoader option {name}=None: not sendable for pipeline {kind.name!r} (leave it out for the "
+                    f"server's default, {option.default!r})"
+                )
             continue
-        if name == "jitter":
-            if isinstance(value, str):
-                params.jitter_preset = value
-            else:
+        try:
+            if name == "jitter":
+                if isinstance(value, str):
+                    holder.jitter_preset = value
+                else:
+                    low, high = value
+                    holder.jitter_range.min_scale, holder.jitter_range.max_scale = float(low), float(high)
+            elif is_pair(option):
                 low, high = value
-                params.jitter_range.min_scale, params.jitter_range.max_scale = float(low), float(high)
-        else:
-            try:
-                setattr(params, name, value)
-            except (TypeError, ValueError) as error:
-                raise TypeError(f"RemoteLoader option {name}={value!r}: {error}") from None
+                getattr(holder, name).min, getattr(holder, name).max = float(low), float(high)
+            else:
+                setattr(holder, name, value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"RemoteLoader option {name}={value!r}: {error}") from None
+    if kind.second_dataset:
+        if not second_dataset:
+            raise TypeError(f"RemoteLoader(pipeline={kind.name!r}) needs second_dataset: a dataset name registered on the server")
+        params.second_dataset = second_dataset
+    elif second_dataset is not None:
+        raise TypeError(f"RemoteLoader: second_dataset is an option of the self-training pipeline, not of {kind.name!r}")
     return params
 
 
@@ -397,8 +442,11 @@ class RemoteLoader:
     Args:
         address: ``host:port`` of the server's gRPC port.
         dataset: a dataset name registered on the server (see :meth:`info`).
-        batch_size, seed, shard_id, num_shards: as for ``CopyPasteLoader``.
-        pipeline: the pipeline kind, ``"copy-paste"``.
+        batch_size, seed, shard_id, num_shards: as for the local loader.
+        pipeline: the pipeline kind: ``"copy-paste"``, ``"balanced-copy-paste"``,
+            ``"self-training"``, ``"mosaic"`` (COCO datasets), ``"cutmix"`` or ``"cp2"``
+            (image-folder datasets); see :func:`forwarded_options` for each one's parameters.
+        second_dataset: ``"self-training"`` only: the registered dataset of the second set.
         token: bearer token if the server needs one.
         image_encoding: ``"raw"`` (lossless), ``"zlib"`` (lossless, smaller with padding) or
             ``"jpeg"`` (lossy; for slow links).
@@ -416,8 +464,8 @@ class RemoteLoader:
         tls_client_cert, tls_client_key: PEM paths for mTLS.
         channel_options: extra gRPC channel arguments.
         **pipeline_options: pipeline parameters (``output_size``, ``jitter``, ``flip_prob``,
-            ...: the fields of ``CopyPasteLoaderConfig`` that describe the augmentation);
-            unset ones take the server's defaults.
+            ...: the served fields of the family's config, :func:`forwarded_options`); unset
+            ones take the server's defaults.
     """
 
     def __init__(
@@ -430,6 +478,7 @@ class RemoteLoader:
         shard_id: int = 0,
         num_shards: int = 1,
         pipeline: str = "copy-paste",
+        second_dataset: str | None = None,
         token: str | None = None,
         image_encoding: str = "raw",
         mask_encoding: str = "bitpack+zlib",
@@ -447,9 +496,13 @@ class RemoteLoader:
         channel_options: Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> None:
-        unknown = set(pipeline_options) - set(PIPELINE_OPTIONS)
+        kind = PIPELINES.get(pipeline)
+        if kind is None:
+            raise ValueError(f"pipeline: expected one of {', '.join(PIPELINES)}, got {pipeline!r}")
+        allowed = forwarded_options(pipeline)
+        unknown = set(pipeline_options) - set(allowed)
         if unknown:
-            raise TypeError(f"RemoteLoader got unknown options {sorted(unknown)} (pipeline options: {', '.join(PIPELINE_OPTIONS)})")
+            raise TypeError(f"RemoteLoader got unknown options {sorted(unknown)} (pipeline options of {pipeline!r}: {', '.join(allowed)})")
         if image_encoding not in IMAGE_CODECS:
             raise ValueError(f"image_encoding: expected one of {sorted(IMAGE_CODECS)}, got {image_encoding!r}")
         if mask_encoding not in MASK_CODECS:
@@ -475,7 +528,7 @@ class RemoteLoader:
             dataset=dataset, pipeline=pipeline, batch_size=self.batch_size, seed=self.seed,
             shard_id=self.shard_id, num_shards=self.num_shards, wire=wire,
         )  # fmt: skip
-        template.copy_paste.CopyFrom(_params_message(pipeline_options))
+        getattr(template, kind.params_field).CopyFrom(_params_message(kind, pipeline_options, second_dataset))
         self._spec = _Spec(
             address=address,
             credentials=_tls_credentials(tls, tls_client_cert, tls_client_key),

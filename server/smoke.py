@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..dali_pipes.backend import parse_device
 from ..dali_pipes.cli_support import CliParser, add_device_flag, run_handler, split_debug
+from .pipelines import PIPELINES, Payload
 
 __all__ = ["add_stream_arguments", "run_stream", "main"]
 
@@ -26,6 +27,8 @@ __all__ = ["add_stream_arguments", "run_stream", "main"]
 def add_stream_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("address", help="host:port of the server's gRPC port")
     parser.add_argument("--dataset", default="sample", help="a dataset name registered on the server")
+    parser.add_argument("--pipeline", default="copy-paste", choices=list(PIPELINES), help="the pipeline family to stream")
+    parser.add_argument("--second-dataset", help="self-training: the registered dataset of the second set")
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--output-size", type=int, help="default: the server's")
@@ -50,6 +53,8 @@ def run_stream(args: argparse.Namespace) -> int:
     loader = RemoteLoader(
         args.address,
         args.dataset,
+        pipeline=args.pipeline,
+        second_dataset=args.second_dataset,
         batch_size=args.batch_size,
         seed=args.seed,
         shard_id=args.shard_id,
@@ -70,7 +75,7 @@ def run_stream(args: argparse.Namespace) -> int:
         return 1
     print(f"server {args.address}: decal {info.version}, backend {info.backend}, datasets {[d.name for d in info.datasets]}")
     print(f"  limits: max_streams={info.limits.max_streams} max_batch_size={info.limits.max_batch_size} "
-          f"max_output_size={info.limits.max_output_size}")  # fmt: skip
+          f"max_output_size={info.limits.max_output_size} max_stream_bytes={info.limits.max_stream_bytes}")  # fmt: skip
     shown = []
     images = batches = 0
     first_at = None
@@ -82,7 +87,8 @@ def run_stream(args: argparse.Namespace) -> int:
                     first_at = time.perf_counter()
                 batches += 1
                 images += len(batch)
-                shown += [(batch.images[i], batch.targets[i]) for i in range(len(batch))][: max(0, 8 - len(shown))]
+                if PIPELINES[args.pipeline].payload is Payload.INSTANCES:  # the preview draws instances
+                    shown += [(batch.images[i], batch.targets[i]) for i in range(len(batch))][: max(0, 8 - len(shown))]
                 if batches >= args.batches:
                     break
         received = loader.bytes_received

@@ -68,7 +68,8 @@ def _relative(path: str, entry: DatasetEntry | None) -> str:
 def _scrub(text: str, entry: DatasetEntry | None) -> str:
     if entry is None:
         return text
-    for folder in sorted({str(entry.images), str(entry.annotations.parent)}, key=len, reverse=True):
+    folders = {str(entry.images)} | ({str(entry.annotations.parent)} if entry.annotations is not None else set())
+    for folder in sorted(folders, key=len, reverse=True):
         text = text.replace(folder + "/", "").replace(folder, Path(folder).name)
     return text
 

@@ -43,20 +43,30 @@ import numpy as np
 from ..kernels.version import VERSION
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, ServerConfig
-from .memory import max_instances, max_jitter_scale, stream_memory_bytes
 from .metrics import ServerMetrics
-from .pipelines import PIPELINES, RequestError
+from .pipelines import COPY_PASTE, PIPELINES, Payload, RequestError
 from .status import ErrorStatus, error_status
 from .streams import StreamRegistry, StreamState
 from .validation import StreamPlan, validate_request
-from .wire import INFO_METHOD, SERVICE_NAME, STREAM_METHOD, batch_part_bytes, encode_batch, position_to_proto
+from .wire import (
+    CP2_FIELDS,
+    INFO_METHOD,
+    SERVICE_NAME,
+    STREAM_METHOD,
+    batch_part_bytes,
+    encode_batch,
+    encode_cp2_batch,
+    encode_mixed_batch,
+    position_to_proto,
+)
 
 __all__ = ["BatchServicer", "LoaderFactory", "SERVICE_NAME", "STREAM_METHOD", "INFO_METHOD", "add_to_server"]
 
 log = logging.getLogger("decal.server")
 
 
-#: (dataset entry, loader options) → a loader: CopyPasteLoader by default (tests inject fakes).
+#: (dataset entry, loader options) → a loader: the plan's family's loader by default
+#: (``PipelineKind.build_loader``; tests inject fakes).
 LoaderFactory = Callable[[DatasetEntry, Mapping[str, Any]], Any]
 
 _POLL_S = 0.1
@@ -122,19 +132,33 @@ def release_device_memory() -> None:
 
 
 def encode_response(batch: Any, plan: StreamPlan) -> tuple[bytes, int, dict[str, int]]:
-    """A loader Batch → (serialized StreamResponse, images in it, bytes per part). Nothing of
-    the batch survives the call: the tensors view DALI's output buffers."""
-    images, targets = batch_to_numpy(batch)
-    message = encode_batch(images, targets, batch.position, plan.wire)
+    """A loader's batch → (serialized StreamResponse, images in it, bytes per part), in the
+    layout of the plan's family payload. Nothing of the batch survives the call: the tensors
+    view DALI's output buffers."""
+    payload = plan.pipeline.payload
+    if payload is Payload.MIXED:
+        mixed = {name: host(getattr(batch, name)) for name in ("targets", "labels", "lam")}
+        mixed["unmixed"] = host(batch.unmixed) if batch.unmixed is not None else None
+        images = host(batch.images)
+        message = encode_mixed_batch(images, mixed, batch.position, plan.wire)
+    elif payload is Payload.CP2:
+        fields = {name: host(getattr(batch, name)) for name in CP2_FIELDS}
+        views = {name: host(value) for name, value in batch.views.items()} if batch.views is not None else None
+        images = fields["image_q"]
+        message = encode_cp2_batch(fields, views, batch.position, plan.wire)
+    else:
+        images, targets = batch_to_numpy(batch)
+        message = encode_batch(images, targets, batch.position, plan.wire)
     return pb.StreamResponse(batch=message).SerializeToString(), int(images.shape[0]), batch_part_bytes(message)
 
 
+def host(tensor: Any) -> np.ndarray:
+    """A torch tensor (CPU or GPU) or array → a NumPy array on the host."""
+    return tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+
+
 def batch_to_numpy(batch: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """A loader Batch (torch tensors, CPU or GPU) → NumPy images and targets."""
-
-    def host(t: Any) -> np.ndarray:
-        return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
-
+    """An instance Batch (torch tensors, CPU or GPU) → NumPy images and targets."""
     targets = [{k: (int(host(v)) if k == "image_id" else host(v)) for k, v in t.items()} for t in batch.targets]
     return host(batch.images), targets
 
@@ -157,7 +181,11 @@ class BatchServicer:
         self.loader_factory = loader_factory
         self.draining = threading.Event()
         self._backend = backend
-        for kind in PIPELINES.values():  # server defaults are checked once, at start
+        # server defaults are checked once, at start (copy-paste's always: its loader defaults
+        # must fit the limits; another family's when the config sets defaults for it)
+        for kind in PIPELINES.values():
+            if kind is not COPY_PASTE and kind.name not in config.defaults:
+                continue
             try:
                 kind.to_options(getattr(pb.StreamRequest(), kind.params_field), config.defaults.get(kind.name, {}), config.limits)
             except (RequestError, TypeError, ValueError) as error:
@@ -190,6 +218,7 @@ class BatchServicer:
                 max_message_bytes=limits.max_message_bytes,
                 prefetch_batches=limits.prefetch_batches,
                 max_num_pasted=limits.max_num_pasted,
+                max_stream_bytes=limits.max_stream_bytes,
             ),
             auth_required=self.config.token is not None,
             backend=self.backend,
@@ -205,39 +234,32 @@ class BatchServicer:
         context.abort(code, message)
 
     def _reject_error(self, context: grpc.ServicerContext, error: BaseException, plan: StreamPlan | None) -> None:
-        status: ErrorStatus = error_status(error, plan.dataset if plan else None, where=f"stream from {context.peer()}")
+        status: ErrorStatus = error_status(error, plan.dataset_of(error) if plan else None, where=f"stream from {context.peer()}")
         self._reject(context, status.code, status.message)
 
     def check_memory(self, plan: StreamPlan, loader: Any, state: StreamState | None = None) -> None:
-        """RESOURCE_EXHAUSTED (as a RequestError) when the stream's estimated memory is over
-        ``limits.max_stream_bytes``."""
+        """RESOURCE_EXHAUSTED (as a RequestError) when the stream's estimated memory (the
+        family's estimate, ``server/memory.py``) is over ``limits.max_stream_bytes``."""
         limits = self.config.limits
         depth = self.config.pipeline.prefetch_queue_depth + limits.prefetch_batches
-        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
-
         options = plan.options
-        scale = max_jitter_scale(options.get("jitter") or CopyPasteLoaderConfig.jitter)
-        needed = stream_memory_bytes(
-            batch_size=options["batch_size"],
-            output_size=options["output_size"],
-            max_scale=scale,
-            instances=max_instances(getattr(loader, "dataset", None)),
-            depth=depth,
-        )
+        needed, what = plan.pipeline.memory(options, loader, depth)
         if state is not None:
             state.memory_estimate = needed
         if needed > limits.max_stream_bytes:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"max_stream_bytes: this request needs about {needed / 2**30:.2f} GiB ({needed} bytes: batch_size "
-                f"{options['batch_size']} x images up to {options['output_size']} x {scale:g} jitter scale with their masks x "
-                f"{depth} batches in flight), over this server's limit of {limits.max_stream_bytes} bytes; ask for fewer "
-                "images per batch, a smaller output_size or a smaller jitter max_scale",
+                f"{options['batch_size']} x {what} x {depth} batches in flight), over this server's limit of "
+                f"{limits.max_stream_bytes} bytes; ask for fewer images per batch, a smaller output_size"
+                + (" or a smaller jitter max_scale" if "jitter" in what else ""),
             )
 
     def build_loader(self, plan: StreamPlan) -> Any:
         """The plan's loader, resumed at its position (reads the dataset, builds no pipeline)."""
         options = {**plan.options, **self.config.pipeline.loader_options()}
+        if plan.second_dataset is not None:
+            options["second_dataset"] = plan.second_dataset
         factory = self.loader_factory or plan.pipeline.build_loader
         return factory(plan.dataset, options)
 
@@ -334,7 +356,9 @@ class BatchServicer:
             batches_in_epoch=len(loader),
             categories_json=json.dumps({str(k): v for k, v in categories.items()}, default=str),
             backend=str(getattr(loader, "backend", self.backend)),
-            options_json=json.dumps(plan.options, default=str),
+            options_json=json.dumps(
+                {**plan.options, **({"second_dataset": plan.second_dataset.name} if plan.second_dataset else {})}, default=str
+            ),
         )
         return loader, header
 
@@ -416,7 +440,7 @@ class BatchServicer:
                 if not self._put(state, (pb.StreamResponse(epoch_end=end).SerializeToString(), 0, {})):
                     return
         except Exception as error:  # DatasetError: FAILED_PRECONDITION; anything else INTERNAL with an id
-            status = error_status(error, plan.dataset, where=f"stream {state.stream_id}")
+            status = error_status(error, plan.dataset_of(error), where=f"stream {state.stream_id}")
             self._put(state, _Failure(status.code, status.message))
         finally:
             if iterator is not None and hasattr(iterator, "close"):

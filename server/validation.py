@@ -17,7 +17,7 @@ import grpc
 
 from ..proto import decal_pb2 as pb
 from .config import DATASET_NAME, DatasetEntry, ServerConfig
-from .pipelines import PIPELINES, PipelineKind, RequestError, invalid, short
+from .pipelines import PIPELINES, Payload, PipelineKind, RequestError, invalid, short
 from .wire import WireOptions
 
 __all__ = ["StreamPlan", "validate_request", "DEFAULT_PIPELINE", "MAX_EPOCH"]
@@ -38,27 +38,40 @@ class StreamPlan:
     resume: pb.Position | None
     wire: WireOptions
     max_batches: int
+    #: self-training: the registered dataset of the second set
+    second_dataset: DatasetEntry | None = None
+
+    def dataset_of(self, error: BaseException) -> DatasetEntry:
+        """The dataset an error is about: the second set's when the error names one of its
+        files (self-training), else the request's dataset."""
+        file = str(getattr(error, "file", ""))
+        second = self.second_dataset
+        if second is not None and file:
+            inside = [second.images] + ([second.annotations] if second.annotations is not None else [])
+            if any(file == str(path) or file.startswith(str(path) + "/") for path in inside):
+                return second
+        return self.dataset
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.dataset.name, "pipeline": self.pipeline.name, **{k: self.options[k] for k in ("batch_size", "seed", "shard_id", "num_shards")}}
 
 
-def check_dataset_name(name: str, datasets: Mapping[str, DatasetEntry]) -> DatasetEntry:
-    """The registered entry for ``name``, or a RequestError naming the field ``dataset``."""
+def check_dataset_name(name: str, datasets: Mapping[str, DatasetEntry], field: str = "dataset") -> DatasetEntry:
+    """The registered entry for ``name``, or a RequestError naming ``field``."""
     if not name:
-        raise invalid("dataset", "required: the name of a dataset registered on the server")
+        raise invalid(field, "required: the name of a dataset registered on the server")
     if any(mark in name for mark in _PATH_MARKS) or name.startswith("."):
         raise invalid(
-            "dataset",
+            field,
             f"expected a registered dataset name, not a path ({short(name)}); clients never send paths, "
             "the server streams only the datasets in its config",
         )
     if not DATASET_NAME.fullmatch(name):
-        raise invalid("dataset", f"{short(name)} is not a valid dataset name ({DATASET_NAME.pattern})")
+        raise invalid(field, f"{short(name)} is not a valid dataset name ({DATASET_NAME.pattern})")
     entry = datasets.get(name)
     if entry is None:
         known = ", ".join(sorted(datasets)) or "none"
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"dataset: no dataset named {short(name)} on this server (registered: {known})")
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"{field}: no dataset named {short(name)} on this server (registered: {known})")
     return entry
 
 
@@ -77,6 +90,13 @@ def validate_request(request: pb.StreamRequest, config: ServerConfig) -> StreamP
     given = request.WhichOneof("params")
     if given is not None and given != kind.params_field:
         raise invalid(given, f"parameters of another pipeline given for pipeline {name!r} (expected {kind.params_field})")
+
+    if kind.needs_annotations and entry.annotations is None:
+        raise invalid(
+            "dataset",
+            f"{entry.name!r} is an image folder without annotations; pipeline {name!r} needs a COCO/LVIS json dataset "
+            f"(image-folder pipelines: {', '.join(k.name for k in PIPELINES.values() if not k.needs_annotations)})",
+        )
 
     if request.batch_size < 1 or request.batch_size > limits.max_batch_size:
         raise invalid("batch_size", f"must be in [1, {limits.max_batch_size}], got {request.batch_size}")
@@ -115,10 +135,20 @@ def validate_request(request: pb.StreamRequest, config: ServerConfig) -> StreamP
 
     params = getattr(request, kind.params_field)
     options = kind.to_options(params, config.defaults.get(kind.name, {}), limits)
+    second = None
+    if kind.second_dataset:
+        second = check_dataset_name(params.second_dataset, config.datasets, f"{kind.params_field}.second_dataset")
     size = options["output_size"]
     wire_options = WireOptions.from_proto(wire)
+    if wire_options.image_codec == pb.IMAGE_CODEC_JPEG and kind.float_images(options):
+        raise invalid(
+            "wire.image_codec",
+            f"IMAGE_CODEC_JPEG carries uint8 images, and pipeline {name!r} yields float32 normalised images; "
+            f"ask for IMAGE_CODEC_RAW or IMAGE_CODEC_ZLIB, or set {kind.params_field}.normalize=false",
+        )
     if wire_options.image_codec != pb.IMAGE_CODEC_JPEG:
-        image_bytes = request.batch_size * 3 * size * size
+        per_sample = 2 if kind.payload is Payload.CP2 else 1  # CP²: two composed views
+        image_bytes = request.batch_size * per_sample * 3 * size * size * (4 if kind.float_images(options) else 1)
         if image_bytes > limits.max_message_bytes:
             raise invalid(
                 "batch_size",
@@ -139,4 +169,5 @@ def validate_request(request: pb.StreamRequest, config: ServerConfig) -> StreamP
         resume=resume,
         wire=wire_options,
         max_batches=int(request.max_batches),
+        second_dataset=second,
     )

@@ -19,6 +19,12 @@ cannot be bit-packed; it falls back to ZLIB (lossless either way). Images go RAW
 (lossless; the gray padding of LSJ compresses well) or JPEG (lossy, the client's choice when
 the link is the bottleneck). Boxes, labels, areas and flags are small and go RAW.
 
+A batch message has one layout per family payload (``proto/decal.proto``, ``Batch``): the
+instance families fill ``images`` + ``targets`` (a family's own per-image keys, e.g. Mosaic's
+``tile``, in ``Target.extra``); CutMix fills ``images`` + ``mixed`` (soft targets, labels,
+lam); CP² fills ``cp2`` (two composed views, their masks under the mask codec, the
+feature-stride masks). Float32 images (CutMix, CP² normalised) go RAW or ZLIB only.
+
 This module depends on NumPy, PIL and the generated stubs only (no torch, no gRPC).
 """
 
@@ -43,7 +49,11 @@ __all__ = [
     "encode_images",
     "encode_masks",
     "encode_batch",
+    "encode_mixed_batch",
+    "encode_cp2_batch",
     "decode_batch",
+    "CP2_FIELDS",
+    "CP2_MASKS",
     "position_to_proto",
     "position_from_proto",
     "IMAGE_CODECS",
@@ -261,19 +271,33 @@ def position_from_proto(message: pb.Position):
 # ------------------------------------------------------------------------------ batches
 
 
+#: CP²'s per-batch tensors (``CP2Views`` fields = ``CP2Batch`` attributes), and those of
+#: them that are 0/1 masks (sent under the mask codec).
+CP2_FIELDS = ("image_q", "image_k", "mask_q", "mask_k", "mask_q_feat", "mask_k_feat")
+CP2_MASKS = ("mask_q", "mask_k", "mask_q_feat", "mask_k_feat")
+#: CutMix's per-batch tensors besides the images (``MixedTargets`` fields).
+MIXED_FIELDS = ("targets", "labels", "lam")
+
+
 @dataclass
 class DecodedBatch:
     """A batch as NumPy arrays: what :func:`decode_batch` returns.
 
-    ``targets`` are dicts with ``boxes``, ``labels``, ``masks``, ``area``, ``iscrowd``,
-    ``pasted`` arrays and ``image_id`` an int; ``position`` a Position message.
+    Instance families: ``images`` and ``targets``, dicts with ``boxes``, ``labels``,
+    ``masks``, ``area``, ``iscrowd``, ``pasted`` arrays, the family's extra keys, and
+    ``image_id`` an int. CutMix: ``images`` and ``mixed`` (``targets``, ``labels``, ``lam``,
+    optionally ``unmixed``). CP²: ``cp2`` (:data:`CP2_FIELDS`) and ``views`` (empty unless
+    asked for). ``position`` is a Position message.
     """
 
-    images: np.ndarray
+    images: np.ndarray | None
     targets: list[dict[str, Any]]
     position: pb.Position
     nbytes: int = 0
     part_bytes: dict[str, int] = field(default_factory=dict)
+    mixed: dict[str, np.ndarray] | None = None
+    cp2: dict[str, np.ndarray] | None = None
+    views: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def encode_batch(
@@ -282,8 +306,9 @@ def encode_batch(
     position: Any,
     options: WireOptions = WireOptions(),
 ) -> pb.Batch:
-    """Encode one batch given as NumPy arrays (``images`` (B, 3, S, S) uint8; ``targets`` B
-    dicts with the :data:`TARGET_FIELDS` arrays and ``image_id``) and its position."""
+    """Encode one instance batch given as NumPy arrays (``images`` (B, 3, S, S) uint8;
+    ``targets`` B dicts with the :data:`TARGET_FIELDS` arrays, ``image_id`` and any extra
+    per-image arrays of the family, sent RAW in ``Target.extra``) and its position."""
     images = np.asarray(images)
     if images.ndim != 4 or len(targets) != images.shape[0]:
         raise WireFormatError(f"encode_batch: images {images.shape} with {len(targets)} targets")
@@ -300,19 +325,69 @@ def encode_batch(
             else:
                 encoded = encode_tensor(value, pb.CODEC_RAW)
             getattr(entry, name).CopyFrom(encoded)
+        for name in sorted(set(target) - set(TARGET_FIELDS) - {"image_id"}):
+            entry.extra[name].CopyFrom(encode_tensor(target[name], pb.CODEC_RAW))
     return message
+
+
+def encode_mixed_batch(
+    images: Any, mixed: Mapping[str, Any], position: Any, options: WireOptions = WireOptions()
+) -> pb.Batch:
+    """Encode one CutMix batch: ``images`` (B, 3, S, S) float32 or uint8, ``mixed`` with
+    ``targets`` (B, C) float32, ``labels`` (B,) int64, ``lam`` (B,) float32 and optionally
+    ``unmixed`` (B, S, S, 3) uint8 (None = not asked for)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or np.asarray(mixed["targets"]).shape[:1] != images.shape[:1]:
+        raise WireFormatError(f"encode_mixed_batch: images {images.shape} with targets {np.asarray(mixed['targets']).shape}")
+    message = pb.Batch(
+        position=position_to_proto(position),
+        images=encode_images(images, options.image_codec, jpeg_quality=options.jpeg_quality, zlib_level=options.zlib_level),
+    )
+    for name in MIXED_FIELDS:
+        getattr(message.mixed, name).CopyFrom(encode_tensor(mixed[name], pb.CODEC_RAW))
+    if mixed.get("unmixed") is not None:
+        message.mixed.unmixed.CopyFrom(encode_tensor(mixed["unmixed"], _lossless_image_codec(options), zlib_level=options.zlib_level))
+    return message
+
+
+def encode_cp2_batch(
+    fields: Mapping[str, Any], views: Mapping[str, Any] | None, position: Any, options: WireOptions = WireOptions()
+) -> pb.Batch:
+    """Encode one CP² batch: ``fields`` the :data:`CP2_FIELDS` arrays (images (B, 3, S, S),
+    masks (B, S, S) and (B, S', S') uint8 0/1), ``views`` the ``return_views`` arrays or None."""
+    message = pb.Batch(position=position_to_proto(position))
+    for name in CP2_FIELDS:
+        value = fields[name]
+        if name in CP2_MASKS:
+            encoded = encode_masks(value, options.mask_codec, zlib_level=options.zlib_level)
+        else:
+            encoded = encode_images(value, options.image_codec, jpeg_quality=options.jpeg_quality, zlib_level=options.zlib_level)
+        getattr(message.cp2, name).CopyFrom(encoded)
+    for name, value in (views or {}).items():
+        message.cp2.views[name].CopyFrom(encode_tensor(value, _lossless_image_codec(options), zlib_level=options.zlib_level))
+    return message
+
+
+def _lossless_image_codec(options: WireOptions) -> int:
+    """The tensor codec of side images (unmixed crops, CP² views): ZLIB when the images go
+    ZLIB, else RAW (they are HWC, which the JPEG codec does not take)."""
+    return pb.CODEC_ZLIB if options.image_codec == pb.IMAGE_CODEC_ZLIB else pb.CODEC_RAW
 
 
 def batch_part_bytes(message: pb.Batch) -> dict[str, int]:
     """Serialized bytes of the images, the masks and everything else in a Batch message."""
-    images = message.images.ByteSize()
-    masks = sum(t.masks.ByteSize() for t in message.targets)
+    images = message.images.ByteSize() + message.cp2.image_q.ByteSize() + message.cp2.image_k.ByteSize()
+    masks = sum(t.masks.ByteSize() for t in message.targets) + sum(getattr(message.cp2, name).ByteSize() for name in CP2_MASKS)
     total = message.ByteSize()
     return {"images": images, "masks": masks, "other": total - images - masks, "total": total}
 
 
 def decode_batch(message: pb.Batch) -> DecodedBatch:
-    """Decode a Batch message, checking that the parts fit together."""
+    """Decode a Batch message (any family's layout), checking that the parts fit together."""
+    if message.HasField("cp2"):
+        return _decode_cp2(message)
+    if message.HasField("mixed"):
+        return _decode_mixed(message)
     images = decode_tensor(message.images)
     if images.ndim != 4 or images.shape[0] != len(message.targets):
         raise WireFormatError(f"batch: images of shape {images.shape} with {len(message.targets)} targets")
@@ -328,6 +403,34 @@ def decode_batch(message: pb.Batch) -> DecodedBatch:
             raise WireFormatError(
                 f"batch: target {i} has {count} labels, masks {target['masks'].shape}, boxes {target['boxes'].shape}"
             )
+        for name, tensor in entry.extra.items():
+            target[name] = decode_tensor(tensor)
         target["image_id"] = int(entry.image_id)
         targets.append(target)
     return DecodedBatch(images=images, targets=targets, position=message.position, nbytes=message.ByteSize())
+
+
+def _required(message: Any, name: str, where: str) -> np.ndarray:
+    if not message.HasField(name):
+        raise WireFormatError(f"batch: {where} has no field '{name}'")
+    return decode_tensor(getattr(message, name))
+
+
+def _decode_mixed(message: pb.Batch) -> DecodedBatch:
+    images = _required(message, "images", "batch")
+    mixed = {name: _required(message.mixed, name, "mixed") for name in MIXED_FIELDS}
+    if message.mixed.HasField("unmixed"):
+        mixed["unmixed"] = decode_tensor(message.mixed.unmixed)
+    count = images.shape[0] if images.ndim == 4 else -1
+    if count < 0 or any(mixed[name].shape[:1] != (count,) for name in MIXED_FIELDS):
+        raise WireFormatError(f"batch: images {images.shape} with mixed {', '.join(f'{k} {v.shape}' for k, v in mixed.items())}")
+    return DecodedBatch(images=images, targets=[], position=message.position, nbytes=message.ByteSize(), mixed=mixed)
+
+
+def _decode_cp2(message: pb.Batch) -> DecodedBatch:
+    fields = {name: _required(message.cp2, name, "cp2") for name in CP2_FIELDS}
+    count = fields["image_q"].shape[0] if fields["image_q"].ndim == 4 else -1
+    if count < 0 or any(value.shape[:1] != (count,) for value in fields.values()):
+        raise WireFormatError(f"batch: cp2 parts of {', '.join(f'{k} {v.shape}' for k, v in fields.items())}")
+    views = {name: decode_tensor(tensor) for name, tensor in message.cp2.views.items()}
+    return DecodedBatch(images=None, targets=[], position=message.position, nbytes=message.ByteSize(), cp2=fields, views=views)

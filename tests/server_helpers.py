@@ -46,7 +46,9 @@ FAST = {"output_size": 64}
 
 def make_config(datasets: dict[str, tuple[Path, Path]], **kwargs: Any) -> ServerConfig:
     limits = kwargs.pop("limits", Limits(max_streams=8, max_batch_size=16, max_output_size=512))
-    entries = {name: DatasetEntry(name, Path(j), Path(d), f"test dataset {name}") for name, (j, d) in datasets.items()}
+    entries = {  # (None, folder): an image-folder dataset
+        name: DatasetEntry(name, Path(j) if j is not None else None, Path(d), f"test dataset {name}") for name, (j, d) in datasets.items()
+    }
     kwargs.setdefault("host", "127.0.0.1")
     kwargs.setdefault("grpc_port", 0)
     kwargs.setdefault("http_port", -1)

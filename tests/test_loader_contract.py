@@ -39,18 +39,22 @@ def _factories(synth: Any, server: Any) -> dict[str, Callable[[], Any]]:
         "balanced": lambda: BalancedCopyPasteLoader(*synth, **OPTIONS, **LOCAL),
         "mosaic": lambda: MosaicLoader(*synth, **OPTIONS, **LOCAL),
         "remote": lambda: RemoteLoader(f"127.0.0.1:{server.grpc_port}", "synth", prefetch=1, **OPTIONS),
+        "remote-balanced": lambda: RemoteLoader(
+            f"127.0.0.1:{server.grpc_port}", "synth", pipeline="balanced-copy-paste", prefetch=1, **OPTIONS
+        ),
+        "remote-mosaic": lambda: RemoteLoader(f"127.0.0.1:{server.grpc_port}", "synth", pipeline="mosaic", prefetch=1, **OPTIONS),
     }
 
 
-KINDS = ("copy-paste", "balanced", "mosaic", "remote")
+KINDS = ("copy-paste", "balanced", "mosaic", "remote", "remote-balanced", "remote-mosaic")
 #: Loaders whose resume restores the images' sampling but not every pixel: the balanced bank
 #: starts empty again after load_state_dict (dali_pipes/balanced_copy_paste.py, module docstring).
-SAMPLING_ONLY_RESUME = {"balanced"}
+SAMPLING_ONLY_RESUME = {"balanced", "remote-balanced"}
 
 
 @pytest.fixture(params=KINDS)
 def make(request, synth) -> Callable[[], Any]:
-    server = request.getfixturevalue("server") if request.param == "remote" else None
+    server = request.getfixturevalue("server") if request.param.startswith("remote") else None
     factory = _factories(synth, server)[request.param]
     factory.kind = request.param  # type: ignore[attr-defined]
     return factory

@@ -74,9 +74,10 @@ def test_proto_message_carries_exactly_the_served_options() -> None:
         assert field.type == _PROTO_TYPES[_scalar(option)], option.name
 
 
-def _readme_rows() -> dict[str, tuple[str, str]]:
+def _readme_rows(heading: str = "### Parameters (`CopyPasteLoader(") -> dict[str, tuple[str, str]]:
+    """option → (default, meaning) of the README table after the line starting ``heading``."""
     text = README.read_text()
-    start = text.index("### Parameters (`CopyPasteLoader(")
+    start = text.index(heading)
     rows: dict[str, tuple[str, str]] = {}
     for line in text[start:].splitlines()[1:]:
         if rows and not line.startswith("|"):

@@ -150,3 +150,16 @@ def test_streams_share_one_parsed_dataset(tmp_path) -> None:
     assert copy_paste_loader(entry, {"batch_size": 2, "device": "cpu"}).dataset is not first.dataset
     ids = [int(t["image_id"]) for b in second for t in b.targets]
     assert sorted(ids) == [1, 2, 3]
+
+
+def test_an_image_folder_dataset_has_a_format_and_no_annotations(tmp_path) -> None:
+    """``format = "image-folder"``: no annotations (the CutMix and CP² pipelines read it); a
+    COCO dataset (the default format) still needs its annotations."""
+    config = ServerConfig.from_dict({"datasets": {"folder": {"format": "image-folder", "images": "imgs"}}}, base_dir=tmp_path)
+    assert config.datasets["folder"].annotations is None and config.datasets["folder"].images == tmp_path / "imgs"
+    with pytest.raises(ConfigError, match=r"datasets\.folder\.annotations: an image-folder dataset has no annotations"):
+        ServerConfig.from_dict({"datasets": {"folder": {"format": "image-folder", "images": "i", "annotations": "a.json"}}})
+    with pytest.raises(ConfigError, match=r"datasets\.folder\.format: must be one of coco, image-folder, got 'voc'"):
+        ServerConfig.from_dict({"datasets": {"folder": {"format": "voc", "images": "i"}}})
+    with pytest.raises(ConfigError, match=r"datasets\.coco\.annotations: required"):
+        ServerConfig.from_dict({"datasets": {"coco": {"format": "coco", "images": "i"}}})

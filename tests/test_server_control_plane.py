@@ -129,7 +129,8 @@ def test_preview_png(server) -> None:
 @pytest.mark.parametrize(
     "query,status,field",
     [
-        ("pipeline=mosaic", 404, "pipeline"),
+        ("pipeline=segment", 404, "pipeline"),
+        ("pipeline=cutmix", 422, "pipeline"),
         ("dataset=elsewhere", 404, "dataset"),
         ("dataset=/etc", 422, "dataset"),
         ("output_size=100000", 422, "copy_paste.output_size"),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from decal.proto import decal_pb2 as pb
 from decal.server.config import Limits
-from decal.server.pipelines import RequestError
+from decal.server.pipelines import PIPELINES, RequestError
 from decal.server.validation import validate_request
 
 from coco_factory import write_coco_dataset
@@ -297,7 +297,7 @@ def stream_requests(draw) -> pb.StreamRequest:
 
     r = pb.StreamRequest(
         dataset=pick(st.just(REGISTERED), st.one_of(st.sampled_from(["nope", "", "/data/x.json", "../synth", "s y"]), st.text(max_size=12))),
-        pipeline=pick(st.sampled_from(["", "copy-paste"]), st.one_of(st.just("cutmix"), st.text(max_size=8))),
+        pipeline=pick(st.sampled_from(["", "copy-paste"]), st.one_of(st.just("segment"), st.text(max_size=8))),
         batch_size=pick(st.integers(1, 4), INT64),
         seed=pick(st.integers(0, 2**63 - 1), INT64),
         max_batches=pick(st.integers(0, 3), INT64),

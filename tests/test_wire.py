@@ -152,3 +152,89 @@ def test_corrupt_messages_are_refused() -> None:
 def test_unsupported_dtype_is_named() -> None:
     with pytest.raises(wire.WireFormatError, match="complex"):
         wire.encode_tensor(np.zeros(2, np.complex64))
+
+
+def test_instance_targets_carry_a_familys_extra_keys() -> None:
+    """Mosaic's ``tile``/``tiles``/``tile_image_ids`` and self-training's ``domain`` travel in
+    ``Target.extra`` and come back with their dtype and shape (a 0-d ``domain`` too)."""
+    images, targets = _batch_arrays(np.random.default_rng(4), batch=2)
+    for i, target in enumerate(targets):
+        n = target["labels"].shape[0]
+        target["tile"] = np.arange(n, dtype=np.int64)
+        target["tiles"] = np.full((4, 4), i, dtype=np.int32)
+        target["domain"] = np.array(i, dtype=np.uint8)
+    decoded = wire.decode_batch(pb.Batch.FromString(wire.encode_batch(images, targets, {"epoch": 0, "cursor": 2, "batch_index": 1}).SerializeToString()))
+    for got, want in zip(decoded.targets, targets):
+        assert set(got) == set(want)
+        for key in ("tile", "tiles", "domain"):
+            assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, key
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+@pytest.mark.parametrize("image_codec", [pb.IMAGE_CODEC_RAW, pb.IMAGE_CODEC_ZLIB])
+def test_mixed_batch_round_trip(image_codec) -> None:
+    rng = np.random.default_rng(5)
+    images = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    mixed = {
+        "targets": rng.random((3, 5)).astype(np.float32),
+        "labels": np.array([0, 4, 2], np.int64),
+        "lam": np.array([1.0, 0.25, 0.5], np.float32),
+        "unmixed": rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8),
+    }
+    options = wire.WireOptions(image_codec=image_codec)
+    message = wire.encode_mixed_batch(images, mixed, {"epoch": 1, "cursor": 3, "batch_index": 1}, options)
+    decoded = wire.decode_batch(pb.Batch.FromString(message.SerializeToString()))
+    assert decoded.cp2 is None and decoded.targets == []
+    np.testing.assert_array_equal(decoded.images, images)
+    assert decoded.images.dtype == np.float32
+    for key, value in mixed.items():
+        assert decoded.mixed[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(decoded.mixed[key], value)
+    without = wire.encode_mixed_batch(images, {**mixed, "unmixed": None}, {"epoch": 1, "cursor": 3, "batch_index": 1})
+    assert "unmixed" not in wire.decode_batch(without).mixed
+
+
+@pytest.mark.parametrize("mask_codec", [pb.MASK_CODEC_BITPACK_ZLIB, pb.MASK_CODEC_RAW])
+def test_cp2_batch_round_trip(mask_codec) -> None:
+    rng = np.random.default_rng(6)
+    fields = {
+        "image_q": rng.standard_normal((2, 3, 16, 16)).astype(np.float32),
+        "image_k": rng.standard_normal((2, 3, 16, 16)).astype(np.float32),
+        "mask_q": (rng.random((2, 16, 16)) > 0.4).astype(np.uint8),
+        "mask_k": (rng.random((2, 16, 16)) > 0.4).astype(np.uint8),
+        "mask_q_feat": (rng.random((2, 2, 2)) > 0.4).astype(np.uint8),
+        "mask_k_feat": (rng.random((2, 2, 2)) > 0.4).astype(np.uint8),
+    }
+    views = {name: rng.integers(0, 256, (2, 16, 16, 3)).astype(np.uint8) for name in ("fg_q", "fg_k", "bg_q", "bg_k")}
+    message = wire.encode_cp2_batch(fields, views, {"epoch": 0, "cursor": 2, "batch_index": 1}, wire.WireOptions(mask_codec=mask_codec))
+    decoded = wire.decode_batch(pb.Batch.FromString(message.SerializeToString()))
+    assert decoded.images is None and decoded.mixed is None
+    for key, value in fields.items():
+        assert decoded.cp2[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(decoded.cp2[key], value)
+    assert set(decoded.views) == set(views)
+    for key, value in views.items():
+        np.testing.assert_array_equal(decoded.views[key], value)
+    parts = wire.batch_part_bytes(message)
+    assert parts["images"] > 0 and parts["masks"] > 0 and parts["total"] == message.ByteSize()
+
+
+def test_a_familys_batch_with_missing_or_mismatched_parts_is_refused() -> None:
+    images = np.zeros((2, 3, 4, 4), np.float32)
+    mixed = {"targets": np.zeros((2, 3), np.float32), "labels": np.zeros(2, np.int64), "lam": np.ones(2, np.float32)}
+    message = wire.encode_mixed_batch(images, mixed, {"epoch": 0, "cursor": 2, "batch_index": 1})
+    message.mixed.ClearField("lam")
+    with pytest.raises(wire.WireFormatError, match="mixed has no field 'lam'"):
+        wire.decode_batch(message)
+    message.mixed.lam.CopyFrom(wire.encode_tensor(np.ones(3, np.float32)))
+    with pytest.raises(wire.WireFormatError, match="lam"):
+        wire.decode_batch(message)
+    cp2 = wire.encode_cp2_batch(
+        {name: np.zeros((2, 3, 4, 4) if name.startswith("image") else (2, 4, 4), np.uint8) for name in wire.CP2_FIELDS},
+        None, {"epoch": 0, "cursor": 2, "batch_index": 1},
+    )  # fmt: skip
+    cp2.cp2.mask_k.CopyFrom(wire.encode_masks(np.zeros((3, 4, 4), np.uint8)))
+    with pytest.raises(wire.WireFormatError, match="mask_k"):
+        wire.decode_batch(cp2)
+    with pytest.raises(wire.WireFormatError, match="JPEG needs"):
+        wire.encode_mixed_batch(images, mixed, {"epoch": 0, "cursor": 2, "batch_index": 1}, wire.WireOptions(image_codec=pb.IMAGE_CODEC_JPEG))
