@@ -5,7 +5,7 @@ An RLE ``counts = [c0, c1, ...]`` (column-major runs, starting with background) 
 the device as its *toggle positions* ``q = cumsum(counts)[:-1]``: the column-major pixel
 indices where the value flips (int32, ascending, zero-length runs simply repeat a position).
 Compressed COCO strings are turned into counts on the host (they are a few hundred bytes;
-``decal.dali_pipes.coco_reader`` parses them), and :func:`toggles_from_counts` gives ``q``.
+``decal.dali_pipes.coco.reader`` parses them), and :func:`toggles_from_counts` gives ``q``.
 Nothing of size H×W is built on the host.
 
 Faces (the argument layout is that of :mod:`.rasterize_polygons`, with ``toggles`` (Q,) int32

@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping
 
 import grpc
 
-from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
-from ..dali_pipes.option_schema import Option, options_by_name, served
+from ..dali_pipes.copy_paste.options import COPY_PASTE_OPTIONS
+from ..dali_pipes.core.option_schema import Option, options_by_name, served
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, Limits
 
@@ -61,7 +61,7 @@ def _float_in(name: str, value: float, low: float, high: float, *, low_open: boo
 
 
 JITTER_PRESETS = ("lsj", "ssj", "none")
-#: The options a copy-paste request may carry, by name (``dali_pipes/copy_paste_options.py``).
+#: The options a copy-paste request may carry, by name (``dali_pipes/copy_paste/options.py``).
 SCHEMA = options_by_name(served(COPY_PASTE_OPTIONS))
 MIN_OUTPUT_SIZE = int(SCHEMA["output_size"].server_low)
 MAX_JITTER_SCALE = 10.0
@@ -152,7 +152,7 @@ def checked(option: Option, where: str, value: Any, limits: Limits) -> Any:
 
 
 def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
-    from ..dali_pipes.torch_iterator import CopyPasteLoader
+    from ..dali_pipes.copy_paste.loader import CopyPasteLoader
 
     dataset = parsed_dataset(
         str(entry.annotations), str(entry.images), options.get("on_error", "raise"), not options.get("paste_by_box", False)
@@ -162,7 +162,7 @@ def copy_paste_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
 
 @lru_cache(maxsize=32)
 def _parse_dataset(annotations: str, images: str, on_error: str, require_segmentation: bool, mtime_ns: int) -> Any:
-    from ..dali_pipes.coco_reader import CocoDataset
+    from ..dali_pipes.coco.reader import CocoDataset
 
     return CocoDataset(annotations, images, on_error=on_error, require_segmentation=require_segmentation)
 
@@ -176,7 +176,7 @@ def parsed_dataset(annotations: str, images: str, on_error: str, require_segment
         DatasetError: field ``"annotations"`` when the json cannot be stat'ed (gone since the
             server started), or whatever the reader finds wrong in it.
     """
-    from ..dali_pipes.errors import DatasetError
+    from ..dali_pipes.core.errors import DatasetError
 
     try:
         mtime_ns = os.stat(annotations).st_mtime_ns

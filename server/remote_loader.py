@@ -6,11 +6,11 @@
                           shard_id=rank, num_shards=world, output_size=1024,
                           device=f"cuda:{local_rank}", image_encoding="raw")
     for epoch in range(epochs):
-        for batch in loader:          # one epoch of decal.dali_pipes.torch_iterator.Batch
+        for batch in loader:          # one epoch of decal.dali_pipes.copy_paste.loader.Batch
             ...
         torch.save({"loader": loader.state_dict(), ...}, ckpt)
 
-It yields the same :class:`~decal.dali_pipes.torch_iterator.Batch` objects as
+It yields the same :class:`~decal.dali_pipes.copy_paste.loader.Batch` objects as
 ``CopyPasteLoader`` under the same seed, shard and options (bit-exact with lossless wire
 options; ``image_encoding="jpeg"`` changes pixels only), with the same epoch semantics:
 iterating yields one epoch; ``state_dict()`` / ``load_state_dict()`` continue exactly after
@@ -48,11 +48,11 @@ import grpc
 import numpy as np
 import torch
 
-from ..dali_pipes.backend import parse_device
-from ..dali_pipes.batch import TARGET_FIELDS, Batch
-from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
-from ..dali_pipes.option_schema import served
-from ..dali_pipes.epoch_source import LoaderPosition
+from ..dali_pipes.core.backend import parse_device
+from ..dali_pipes.core.batch import TARGET_FIELDS, Batch
+from ..dali_pipes.copy_paste.options import COPY_PASTE_OPTIONS
+from ..dali_pipes.core.option_schema import served
+from ..dali_pipes.core.epoch_source import LoaderPosition
 from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
 from .wire import IMAGE_CODECS, INFO_METHOD, MASK_CODECS, STREAM_METHOD, WireFormatError, decode_batch
@@ -80,7 +80,7 @@ def is_transient(code: grpc.StatusCode | None, details: str) -> bool:
     return False
 
 #: Pipeline parameters a RemoteLoader forwards: the served options of
-#: ``dali_pipes/copy_paste_options.py`` (CopyPasteParams fields; jitter maps to
+#: ``dali_pipes/copy_paste/options.py`` (CopyPasteParams fields; jitter maps to
 #: jitter_preset or jitter_range).
 PIPELINE_OPTIONS: tuple[str, ...] = tuple(option.name for option in served(COPY_PASTE_OPTIONS))
 

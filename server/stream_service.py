@@ -169,7 +169,7 @@ class BatchServicer:
     @property
     def backend(self) -> str:
         if self._backend is None:
-            from ..dali_pipes.backend import resolve_backend
+            from ..dali_pipes.core.backend import resolve_backend
 
             try:
                 self._backend = resolve_backend(self.config.pipeline.loader_options()["device"])
@@ -213,7 +213,7 @@ class BatchServicer:
         ``limits.max_stream_bytes``."""
         limits = self.config.limits
         depth = self.config.pipeline.prefetch_queue_depth + limits.prefetch_batches
-        from ..dali_pipes.torch_iterator import CopyPasteLoaderConfig
+        from ..dali_pipes.copy_paste.loader import CopyPasteLoaderConfig
 
         options = plan.options
         scale = max_jitter_scale(options.get("jitter") or CopyPasteLoaderConfig.jitter)
@@ -293,7 +293,7 @@ class BatchServicer:
         """Build the plan's loader and check its memory estimate. Raises DatasetError (the
         dataset), RequestError (parameters the loader refuses, memory, a backend this server
         cannot run), or anything else (a server bug)."""
-        from ..dali_pipes.errors import DatasetError
+        from ..dali_pipes.core.errors import DatasetError
 
         try:
             loader = self.build_loader(plan)

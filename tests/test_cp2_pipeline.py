@@ -12,11 +12,11 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from decal.dali_pipes.cp2 import compose_cp2, draw_view_params, random_erasing_rects
-from decal.dali_pipes.cp2_loader import CP2Loader
-from decal.dali_pipes.cp2_pipeline import BG_PICK_STREAM, BG_VIEW_STREAM, FG_VIEW_STREAM, MASK_STREAM
-from decal.dali_pipes.errors import DatasetError
-from decal.dali_pipes.sample_data import ensure_sample_dataset
+from decal.dali_pipes.cp2.twin import compose_cp2, draw_view_params, random_erasing_rects
+from decal.dali_pipes.cp2.loader import CP2Loader
+from decal.dali_pipes.cp2.pipeline import BG_PICK_STREAM, BG_VIEW_STREAM, FG_VIEW_STREAM, MASK_STREAM
+from decal.dali_pipes.core.errors import DatasetError
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 
 from folder_factory import corrupt_jpeg, write_image_folder
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from decal.dali_pipes.sample_data import ensure_sample_dataset
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 from decal.trainers.cli import main as cli_main
 from decal.trainers.common.checkpoint import Checkpointer, load_checkpoint
 from decal.trainers.common.config import ConfigError, deep_merge, load_config

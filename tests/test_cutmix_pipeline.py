@@ -13,12 +13,12 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from decal.dali_pipes.classification_loader import CutMixLoader
-from decal.dali_pipes.cutmix import apply_mix, draw_mix_params, mix_targets
-from decal.dali_pipes.cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
-from decal.dali_pipes.errors import DatasetError
-from decal.dali_pipes.folder_source import random_resized_crop_params
-from decal.dali_pipes.image_folder import ensure_demo_image_folder
+from decal.dali_pipes.cutmix.loader import CutMixLoader
+from decal.dali_pipes.cutmix.twin import apply_mix, draw_mix_params, mix_targets
+from decal.dali_pipes.cutmix.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from decal.dali_pipes.core.errors import DatasetError
+from decal.dali_pipes.folder.source import random_resized_crop_params
+from decal.dali_pipes.folder.image_folder import ensure_demo_image_folder
 
 from folder_factory import corrupt_jpeg, write_image_folder
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from decal.dali_pipes.sample_data import ensure_sample_dataset
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 from decal.trainers.cli import main as cli_main
 from decal.trainers.common.checkpoint import Checkpointer, load_checkpoint
 from decal.trainers.common.config import deep_merge, load_config
@@ -232,7 +232,7 @@ def test_merge_coco_renumbers_and_rebases(tmp_path: Path) -> None:
     assert all((root / im["file_name"]).is_file() for im in merged["images"])
     ids = [ann["id"] for ann in merged["annotations"]]
     assert ids == list(range(1, len(ids) + 1))
-    from decal.dali_pipes.coco_reader import CocoDataset
+    from decal.dali_pipes.coco.reader import CocoDataset
 
     assert len(CocoDataset(out, root)) == 5
 
@@ -241,7 +241,7 @@ def test_merge_coco_keeps_lvis_split_folders(tmp_path: Path) -> None:
     """LVIS images (``coco_url``, no ``file_name``) resolve to ``split/name`` as the reader does."""
     from coco_factory import build_coco_dict, write_images, write_json
 
-    from decal.dali_pipes.coco_reader import CocoDataset
+    from decal.dali_pipes.coco.reader import CocoDataset
 
     coco = build_coco_dict(num_images=2, seed=4)
     for image in coco["images"]:

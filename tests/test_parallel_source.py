@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
-from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
-from decal.dali_pipes.epoch_source import LoaderPosition
-from decal.dali_pipes.parallel_source import BatchInfoSource, check_workers
+from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader
+from decal.dali_pipes.copy_paste.pipeline import CopyPasteStep
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
+from decal.dali_pipes.core.epoch_source import LoaderPosition
+from decal.dali_pipes.core.parallel_source import BatchInfoSource, check_workers
 
 from coco_factory import write_coco_dataset
 
@@ -96,7 +96,7 @@ def test_worker_options_are_checked(coco) -> None:
 
 @pytest.mark.parametrize("loader_type", [GpuMaskCopyPasteLoader, CopyPasteLoader], ids=["gpu-masks", "default"])
 def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path, loader_type) -> None:
-    from decal.dali_pipes.errors import DatasetError
+    from decal.dali_pipes.core.errors import DatasetError
 
     from test_copy_paste_loader import corrupt_dataset
 

@@ -11,7 +11,7 @@ import pycocotools.mask as mask_utils
 import pytest
 from PIL import Image
 
-from decal.dali_pipes.self_training import (
+from decal.dali_pipes.self_training.loader import (
     ImageDirectoryDataset,
     SelfTrainingLoader,
     draw_labelled_paste_plan,

@@ -1,4 +1,4 @@
-"""Instances outside the output window dropped in the source (dali_pipes/window_prune.py): only
+"""Instances outside the output window dropped in the source (dali_pipes/copy_paste/window_prune.py): only
 instances the geometry leaves empty, and the loader's batches stay the same bit for bit."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
-from decal.dali_pipes.window_prune import instances_in_window, window_region
+from decal.dali_pipes.copy_paste.pipeline import CopyPasteStep
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
+from decal.dali_pipes.copy_paste.window_prune import instances_in_window, window_region
 from decal.kernels.mask_geometry import apply_geometry, sample_geometry, source_columns, source_rows
 
 from coco_factory import write_coco_dataset

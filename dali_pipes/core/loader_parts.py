@@ -1,0 +1,58 @@
+"""The parts a loader builds from its config the same way in every family: the epoch
+sampler and the keyword options of its :class:`~decal.dali_pipes.core.epoch_source.EpochBatchSource`
+(instance families: copy-paste, balanced, self-training, mosaic), the run options of any
+source (image-folder families too: CutMix, CP²), and the device options of its DALI graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .samplers import RepeatFactorSampler, UniformSampler
+from ..copy_paste.scale_jitter import ScaleJitter
+
+__all__ = ["epoch_sampler", "source_options", "run_options", "pipeline_device_options"]
+
+
+def epoch_sampler(dataset: Any, cfg: Any) -> RepeatFactorSampler | UniformSampler:
+    """LVIS repeat-factor sampling when ``cfg.repeat_factor_threshold`` is set, else the
+    uniform sampler (shuffled with ``cfg.shuffle``); both seeded with ``cfg.seed``."""
+    if cfg.repeat_factor_threshold is not None:
+        return RepeatFactorSampler.from_dataset(dataset, seed=cfg.seed, threshold=cfg.repeat_factor_threshold)
+    return UniformSampler(len(dataset), seed=cfg.seed, shuffle=cfg.shuffle)
+
+
+def run_options(cfg: Any) -> dict[str, Any]:
+    """The source keyword options of the run (``dali_pipes/core/common_options.py``) plus the
+    batch size: ``batch_size``, ``seed``, ``shard_id``, ``num_shards``, ``drop_last``,
+    ``on_error``."""
+    return dict(
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        shard_id=cfg.shard_id,
+        num_shards=cfg.num_shards,
+        drop_last=cfg.drop_last,
+        on_error=cfg.on_error,
+    )
+
+
+def source_options(cfg: Any) -> dict[str, Any]:
+    """The source keyword options an instance loader's config sets: :func:`run_options` plus
+    ``jitter`` (parsed to a :class:`ScaleJitter`), ``flip_prob`` and ``paste_by_box``."""
+    return dict(
+        run_options(cfg),
+        jitter=ScaleJitter.parse(cfg.jitter),
+        flip_prob=cfg.flip_prob,
+        paste_by_box=cfg.paste_by_box,
+    )
+
+
+def pipeline_device_options(cfg: Any, backend: str) -> dict[str, Any]:
+    """The graph builder's device options: ``device`` (the resolved ``backend``, ``"cpu"`` or
+    ``"gpu"``), ``device_id``, ``num_threads``, ``prefetch_queue_depth``."""
+    return dict(
+        device=backend,
+        device_id=cfg.device_id,
+        num_threads=cfg.num_threads,
+        prefetch_queue_depth=cfg.prefetch_queue_depth,
+    )

@@ -1,0 +1,197 @@
+"""``CP2Loader``: CP² copy-paste contrastive pretraining batches from an image folder.
+
+Example::
+
+    loader = CP2Loader("train/", batch_size=64, seed=0)        # unlabelled: any tree of images
+    for batch in loader:
+        q = encoder_q(batch.image_q)                            # (B, 3, 224, 224) float32
+        k = encoder_k(batch.image_k)
+        m_q, m_k = batch.mask_q_feat.float(), batch.mask_k_feat.float()   # (B, 14, 14)
+
+Each sample: one foreground image, two MoCo v2 views of it, two background images with the
+same augmentation, each view pasted onto its background through an independent rectangle of
+50–80 % of the area (aspect 0.8–1.25). Semantics and references in
+:mod:`decal.dali_pipes.cp2.twin`; epochs, resume and sharding as in ``CopyPasteLoader``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.backend import resolve_backend
+from ..core.epoch_source import LoaderPosition
+from .twin import CP2MaskConfig, CP2ViewConfig, feature_size
+from .pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
+from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..folder.loader import FolderLoaderBase
+from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
+from ..core.loader_config import check_loader_config
+from ..core.loader_parts import pipeline_device_options, run_options
+from ..core.option_schema import with_options
+from ..core.loader_base import check_options, dense, position_after
+from ..folder.image_folder import ImageFolder
+
+__all__ = ["CP2LoaderConfig", "CP2Batch", "CP2Loader"]
+
+
+@dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
+class CP2LoaderConfig:
+    """Every parameter of :class:`CP2Loader`, with its default (CP2's).
+
+    Attributes:
+        batch_size: foreground images per batch.
+        output_size: S (224 in CP2).
+        stride: the encoder's output stride s; the feature masks are (S/s) × (S/s).
+        scale, ratio: ``RandomResizedCrop`` of every view ((0.2, 1), torchvision's ratio).
+        brightness, contrast, saturation, hue, jitter_prob: ``ColorJitter`` (0.4, 0.4, 0.4,
+            0.1) applied with p 0.8.
+        grayscale_prob: 0.2. blur_prob, blur_sigma: 0.5, (0.1, 2.0). flip_prob: 0.5.
+        mask_area, mask_ratio: the rectangle's area fraction (0.5, 0.8) and aspect h/w
+            (0.8, 1.25).
+        labelled: read ``root`` as a class-per-directory ImageFolder (labels unused) rather
+            than as any tree of images.
+        background_root: a second folder for the backgrounds (default: ``root``).
+        normalize, mean, std: float32 normalised output (ImageNet), or uint8 when False.
+        seed, shuffle, shard_id, num_shards, drop_last, on_error, verify, device, device_id,
+            num_threads, prefetch_queue_depth: as in ``CutMixLoader``.
+        return_views: also yield the four augmented views (uint8 HWC) before compositing.
+    """
+
+    batch_size: int = 32
+    output_size: int = 224
+    stride: int = 16
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    flip_prob: float = 0.5
+    mask_area: tuple[float, float] = (0.5, 0.8)
+    mask_ratio: tuple[float, float] = (0.8, 1.25)
+    labelled: bool = False
+    background_root: str | None = None
+    normalize: bool = True
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    verify: bool = False
+    return_views: bool = False
+
+    def __post_init__(self) -> None:
+        check_loader_config(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def view_config(self) -> CP2ViewConfig:
+        return CP2ViewConfig(
+            output_size=self.output_size,
+            scale=tuple(self.scale),
+            ratio=tuple(self.ratio),
+            brightness=self.brightness,
+            contrast=self.contrast,
+            saturation=self.saturation,
+            hue=self.hue,
+            jitter_prob=self.jitter_prob,
+            grayscale_prob=self.grayscale_prob,
+            blur_prob=self.blur_prob,
+            blur_sigma=tuple(self.blur_sigma),
+            flip_prob=self.flip_prob,
+        )
+
+    def mask_config(self) -> CP2MaskConfig:
+        return CP2MaskConfig(area=tuple(self.mask_area), ratio=tuple(self.mask_ratio), stride=self.stride)
+
+
+@dataclass
+class CP2Batch:
+    """One batch of B compositions, on the pipeline's device.
+
+    Attributes:
+        image_q, image_k: (B, 3, S, S) float32 normalised (uint8 with ``normalize=False``).
+        mask_q, mask_k: (B, S, S) uint8, 1 where the foreground was pasted.
+        mask_q_feat, mask_k_feat: (B, S', S') uint8, the masks at the feature stride
+            (``mask[:, s//2::s, s//2::s]``, 14 × 14 for 224 and 16).
+        position: where the loader stands after this batch.
+        views: ``return_views`` only: ``fg_q``, ``fg_k``, ``bg_q``, ``bg_k`` (B, S, S, 3) uint8.
+    """
+
+    image_q: torch.Tensor
+    image_k: torch.Tensor
+    mask_q: torch.Tensor
+    mask_k: torch.Tensor
+    mask_q_feat: torch.Tensor
+    mask_k_feat: torch.Tensor
+    position: LoaderPosition = field(default_factory=LoaderPosition)
+    views: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return self.image_q.shape[0]
+
+
+class CP2Loader(FolderLoaderBase):
+    """Iterate over CP² batches of an image folder. Keyword arguments are the fields of
+    :class:`CP2LoaderConfig`."""
+
+    def __init__(self, root: str | Path, **options: Any) -> None:
+        super().__init__()
+        check_options("CP2Loader", options, CP2LoaderConfig.field_names())
+        self.config = cfg = CP2LoaderConfig(**options)
+        view, mask = cfg.view_config(), cfg.mask_config()
+        if feature_size(cfg.output_size, cfg.stride) < 1:
+            raise ValueError(f"output_size {cfg.output_size} is smaller than half the stride {cfg.stride}")
+        self.backend = resolve_backend(cfg.device)
+        self.dataset = ImageFolder(root, labelled=cfg.labelled, on_error=cfg.on_error, verify=cfg.verify)
+        self.backgrounds = (
+            ImageFolder(cfg.background_root, labelled=False, on_error=cfg.on_error, verify=cfg.verify)
+            if cfg.background_root is not None
+            else self.dataset
+        )
+        self.source = CP2Source(
+            self.dataset,
+            view=view,
+            mask=mask,
+            backgrounds=self.backgrounds,
+            shuffle=cfg.shuffle,
+            **run_options(cfg),
+        )
+
+    @property
+    def feature_size(self) -> int:
+        """S' = the side of the feature-stride masks."""
+        return feature_size(self.config.output_size, self.config.stride)
+
+    def _build_pipeline(self) -> Any:
+        cfg = self.config
+        return build_cp2_pipeline(
+            self.source,
+            normalize=cfg.normalize,
+            mean=tuple(cfg.mean),
+            std=tuple(cfg.std),
+            return_views=cfg.return_views,
+            **pipeline_device_options(cfg, self.backend),
+        )
+
+    def _to_batch(self, outputs: tuple[Any, ...]) -> CP2Batch:
+        named = CP2Outputs(*outputs)
+        views = {k: dense(getattr(named, k)) for k in VIEW_NAMES} if named.fg_q is not None else None
+        return CP2Batch(
+            image_q=dense(named.image_q),
+            image_k=dense(named.image_k),
+            mask_q=dense(named.mask_q),
+            mask_k=dense(named.mask_k),
+            mask_q_feat=dense(named.mask_q_feat),
+            mask_k_feat=dense(named.mask_k_feat),
+            position=position_after(named.position),
+            views=views,
+        )
