@@ -142,7 +142,7 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
 
 
 def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tuple[Any, Any]:
-    from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
     from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     options = dict(batch_size=batch_size, output_size=output_size, device="cpu", seed=0)
@@ -202,7 +202,7 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
         out["index_bytes"] = sum(f.stat().st_size for f in (Path(cache_dir) / key).iterdir())
     elif kind == "reopen":
         from decal.dali_pipes.coco.index import batch_descriptors, open_index
-        from decal.dali_pipes.copy_paste.scale_jitter import ScaleJitter, draw_geometry
+        from decal.dali_pipes.core.scale_jitter import ScaleJitter, draw_geometry
         from decal.kernels.mask_geometry import sample_geometry
 
         index = open_index(json_path, image_dir, cache_dir=cache_dir)

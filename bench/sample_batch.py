@@ -38,7 +38,7 @@ def sample_batch(data: tuple[Path, Path], batch_size: int, side: int, seed: int)
     describe their instances."""
     from decal.dali_pipes.coco.reader import CocoDataset
     from decal.dali_pipes.copy_paste.gpu_masks import record_instances
-    from decal.dali_pipes.copy_paste.scale_jitter import ScaleJitter, draw_geometry
+    from decal.dali_pipes.core.scale_jitter import ScaleJitter, draw_geometry
     from decal.kernels.instance_masks import build_descriptors
     from decal.kernels.mask_geometry import sample_geometry
 

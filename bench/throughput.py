@@ -255,7 +255,7 @@ def _source_workers(args: argparse.Namespace, threads: int) -> int:
 def mode_pipeline_gpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
     import cupy
 
-    from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 
     free0, total = cupy.cuda.runtime.memGetInfo()
     loader = GpuMaskCopyPasteLoader(*data, **_loader_options(args, "gpu", args.batch_size))
@@ -284,7 +284,7 @@ def mode_pipeline_cpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
 
 
 def mode_pipeline_cpu_gpumasks(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
-    from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 
     loader = GpuMaskCopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size))
     result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI))
@@ -440,7 +440,7 @@ def mode_masks(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, A
     and the copy-paste traffic model for a B-image batch of this data at S²."""
     from decal.dali_pipes.coco.reader import CocoDataset
     from decal.dali_pipes.copy_paste.gpu_masks import record_instances
-    from decal.dali_pipes.copy_paste.scale_jitter import ScaleJitter, draw_geometry
+    from decal.dali_pipes.core.scale_jitter import ScaleJitter, draw_geometry
     from decal.kernels.copy_paste import CopyPasteParams
     from decal.kernels.copy_paste_fused import copy_paste_batch_fused, traffic_model
     from decal.kernels.instance_masks import build_descriptors, rasterize_instances

@@ -178,11 +178,11 @@ def _render_instance_preview(args: argparse.Namespace, options: dict[str, Any]) 
     """Balanced copy-paste, Mosaic or self-training preview on --annotations/--images (or
     the embedded sample)."""
     if args.pipeline == "balanced":
-        from .dali_pipes.balanced.loader import preview_balanced_copy_paste as render
+        from .dali_pipes.preview.balanced import preview_balanced_copy_paste as render
     elif args.pipeline == "mosaic":
-        from .dali_pipes.mosaic.pipeline import preview_mosaic as render
+        from .dali_pipes.preview.mosaic import preview_mosaic as render
     else:
-        from .dali_pipes.self_training.loader import preview_self_training as render
+        from .dali_pipes.preview.self_training import preview_self_training as render
     return render(args.out, args.annotations, args.images, **options)
 
 

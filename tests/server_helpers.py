@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from decal.dali_pipes.copy_paste.source import LoaderPosition
-from decal.dali_pipes.copy_paste.loader import Batch
+from decal.dali_pipes.core.batch import Batch
 from decal.proto import decal_pb2 as pb
 from decal.server.app import DecalServer
 from decal.server.config import DatasetEntry, Limits, ServerConfig

@@ -286,7 +286,7 @@ def test_load_rejects_an_incomplete_or_old_index(tmp_path) -> None:
 def _gpu_source(ds: CocoDataset, **kw):
     from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteSource
     from decal.dali_pipes.core.samplers import UniformSampler
-    from decal.dali_pipes.copy_paste.scale_jitter import ScaleJitter
+    from decal.dali_pipes.core.scale_jitter import ScaleJitter
 
     return GpuMaskCopyPasteSource(ds, UniformSampler(len(ds), seed=3), output_size=40, batch_size=3, seed=3,
                                   jitter=ScaleJitter.parse("lsj"), **kw)
@@ -299,7 +299,7 @@ def test_gpu_mask_source_columns_from_a_cached_index(tmp_path, subpixel, paste_b
     are those of ``build_descriptors`` over the reader's records with the same draws."""
     from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteSource
     from decal.dali_pipes.copy_paste.source import GEOMETRY_STREAM
-    from decal.dali_pipes.copy_paste.scale_jitter import draw_geometry
+    from decal.dali_pipes.core.scale_jitter import draw_geometry
 
     ds = _dataset(tmp_path, "factory")
     index = open_index(ds.annotation_file, ds.image_dir, cache_dir=tmp_path / "cache")

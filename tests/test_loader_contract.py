@@ -11,7 +11,7 @@ import pytest
 from decal.dali_pipes.balanced.loader import BalancedCopyPasteLoader
 from decal.dali_pipes.core.batch import Batch
 from decal.dali_pipes.core.loader_protocol import Loader
-from decal.dali_pipes.mosaic.pipeline import MosaicLoader
+from decal.dali_pipes.mosaic.loader import MosaicLoader
 from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.server.remote_loader import RemoteLoader
 

@@ -10,10 +10,10 @@ import pytest
 from decal.dali_pipes.core.backend import Device, gpu_available, parse_device, resolve_backend
 from decal.dali_pipes.cutmix.loader import CutMixLoaderConfig
 from decal.dali_pipes.cp2.loader import CP2LoaderConfig
-from decal.dali_pipes.mosaic.pipeline import MosaicLoaderConfig
+from decal.dali_pipes.mosaic.loader import MosaicLoaderConfig
 from decal.dali_pipes.core.options import OptionError
 from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
-from decal.dali_pipes.copy_paste.scale_jitter import ScaleJitter
+from decal.dali_pipes.core.scale_jitter import ScaleJitter
 from decal.dali_pipes.copy_paste.loader import CopyPasteLoader, CopyPasteLoaderConfig
 
 

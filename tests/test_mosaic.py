@@ -19,9 +19,11 @@ from decal.dali_pipes.mosaic.twin import (
     quadrant_regions,
     resized_size,
 )
-from decal.dali_pipes.mosaic.pipeline import MosaicLoader, MosaicSource, build_mosaic_pipeline, preview_mosaic
+from decal.dali_pipes.mosaic.loader import MosaicLoader
+from decal.dali_pipes.mosaic.pipeline import MosaicSource, build_mosaic_pipeline
+from decal.dali_pipes.preview.mosaic import preview_mosaic
 from decal.dali_pipes.core.samplers import UniformSampler
-from decal.dali_pipes.copy_paste.scale_jitter import ScaleJitter
+from decal.dali_pipes.core.scale_jitter import ScaleJitter
 
 from coco_factory import write_coco_dataset, write_json
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
-from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader, record_instances
+from decal.dali_pipes.copy_paste.gpu_masks import record_instances
+from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.kernels.instance_masks import (
     MaskDescriptors,

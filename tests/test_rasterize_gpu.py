@@ -213,7 +213,7 @@ def test_gpu_pipeline_equals_cpu_pipeline(tmp_path, fmt, batch_size) -> None:
     import torch
 
     from coco_factory import write_coco_dataset
-    from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
     from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     coco = write_coco_dataset(tmp_path, num_images=9, size=(96, 128), instances_per_image=(0, 6), seed=4)

@@ -15,9 +15,9 @@ from decal.dali_pipes.self_training.loader import (
     ImageDirectoryDataset,
     SelfTrainingLoader,
     draw_labelled_paste_plan,
-    preview_self_training,
     split_counts,
 )
+from decal.dali_pipes.preview.self_training import preview_self_training
 
 from coco_factory import CATEGORIES, build_coco_dict, write_images, write_json
 

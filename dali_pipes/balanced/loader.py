@@ -23,23 +23,27 @@ the bank.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.instance_bank import BankParams, InstanceBank, bank_copy_paste_batch
+from ..coco.loader import CocoPipelineLoader, coco_dataset
+from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, copy_paste_source
 from ..copy_paste.source import copy_paste_rng
+from ..core.assembly import assemble
 from ..core.samplers import RepeatFactorSampler
 from ..core.step_io import split_result, stack_batch, to_host
-from ..copy_paste.loader import CopyPasteLoader, CopyPasteLoaderConfig
 
 __all__ = [
+    "BALANCED",
     "BalancedCopyPasteStep",
     "BalancedCopyPasteLoader",
     "BalancedCopyPasteLoaderConfig",
+    "BankSteps",
     "category_repeat_factors",
-    "preview_balanced_copy_paste",
 ]
 
 
@@ -134,7 +138,61 @@ class BalancedCopyPasteLoaderConfig(CopyPasteLoaderConfig):
     bank_min_area: int = 16
 
 
-class BalancedCopyPasteLoader(CopyPasteLoader):
+class BankSteps:
+    """The instance bank of one balanced loader and the step of each of its pipelines (the
+    family's ``steps`` part, see :class:`~decal.dali_pipes.core.assembly.Family`).
+
+    Calling it retires the current step (a pipeline being replaced must not touch the bank
+    any more) and returns a new one over the same bank, lock and per-category counts.
+    """
+
+    def __init__(self, config: BalancedCopyPasteLoaderConfig, dataset: Any) -> None:
+        weights = None
+        if config.bank_weighting == "repeat_factor":
+            weights = category_repeat_factors(dataset, config.bank_repeat_threshold)
+        self.bank = InstanceBank(
+            BankParams(
+                capacity=config.bank_capacity,
+                max_bytes=config.bank_max_bytes,
+                weighting=config.bank_weighting,
+                power=config.bank_power,
+                class_weights=weights,
+                min_area=config.bank_min_area,
+            )
+        )
+        self.params = config.copy_paste_params()
+        self.lock = threading.Lock()
+        #: pasted instances per category so far, over every step
+        self.pasted_per_category: dict[int, int] = {}
+        self.step = self._new_step()
+
+    def _new_step(self) -> BalancedCopyPasteStep:
+        return BalancedCopyPasteStep(self.bank, self.params, lock=self.lock, pasted_per_category=self.pasted_per_category)
+
+    def __call__(self) -> BalancedCopyPasteStep:
+        self.step.retire()
+        self.step = self._new_step()
+        return self.step
+
+    def clear(self) -> None:
+        """Retire the current step and empty the bank (a resume starts with an empty bank)."""
+        self.step.retire()  # the dropped pipeline may still be prefetching
+        with self.lock:
+            self.bank.clear()
+
+
+#: The balanced family: copy-paste's parts with the config, the bank's steps, and a source
+#: that keeps every instance (the bank takes them whole).
+BALANCED = replace(
+    COPY_PASTE,
+    name="BalancedCopyPasteLoader",
+    config_type=BalancedCopyPasteLoaderConfig,
+    source=partial(copy_paste_source, prune_window=False),
+    steps=BankSteps,
+)
+
+
+class BalancedCopyPasteLoader(CocoPipelineLoader):
     """Copy-Paste whose pasted instances come from a class-balanced bank of recent instances.
 
     Example::
@@ -145,102 +203,46 @@ class BalancedCopyPasteLoader(CopyPasteLoader):
         for batch in loader:          # a decal.Batch, as CopyPasteLoader yields
             batch.targets[0]["pasted"]
 
-    Keyword arguments are the fields of :class:`BalancedCopyPasteLoaderConfig`; they are parsed
-    into it by the copy-paste constructor (``config_type``), so the paste parameters come from
-    the balanced defaults (``max_num_pasted=10``).
+    Keyword arguments are the fields of :class:`BalancedCopyPasteLoaderConfig` (parsed once,
+    into it, so the paste parameters come from the balanced defaults: ``max_num_pasted=10``),
+    plus ``dataset`` as in :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoader`.
     """
 
     config: BalancedCopyPasteLoaderConfig
-    config_type = BalancedCopyPasteLoaderConfig
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, **options: Any) -> None:
-        super().__init__(annotation_file, image_dir, **options)
-        cfg = self.config
-        weights = None
-        if cfg.bank_weighting == "repeat_factor":
-            weights = category_repeat_factors(self.dataset, cfg.bank_repeat_threshold)
-        self.bank = InstanceBank(
-            BankParams(
-                capacity=cfg.bank_capacity,
-                max_bytes=cfg.bank_max_bytes,
-                weighting=cfg.bank_weighting,
-                power=cfg.bank_power,
-                class_weights=weights,
-                min_area=cfg.bank_min_area,
-            )
-        )
-        self._bank_lock = threading.Lock()
-        self._pasted_per_category: dict[int, int] = {}
-        self.step = self._new_step()
+        dataset = coco_dataset(annotation_file, image_dir, options.pop("dataset", None))
+        super().__init__(assemble(BALANCED, options, dataset))
+        self.steps: BankSteps = self.parts.steps  # type: ignore[assignment]
 
-    def _new_step(self) -> BalancedCopyPasteStep:
-        return BalancedCopyPasteStep(
-            self.bank, self._copy_paste, lock=self._bank_lock, pasted_per_category=self._pasted_per_category
-        )
+    @property
+    def bank(self) -> InstanceBank:
+        """The instance bank (shared by every pipeline of this loader)."""
+        return self.steps.bank
+
+    @property
+    def step(self) -> BalancedCopyPasteStep:
+        """The step of the current (or next) pipeline."""
+        return self.steps.step
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """As :meth:`CopyPasteLoader.load_state_dict`; the bank starts empty again (see the
+        """As :meth:`PipelineLoader.load_state_dict`; the bank starts empty again (see the
         module docstring)."""
         super().load_state_dict(state)
-        self.step.retire()  # the dropped pipeline may still be prefetching
-        with self._bank_lock:
-            self.bank.clear()
+        self.steps.clear()
 
     @property
     def stats(self) -> dict[str, Any]:
         """The copy-paste loader's stats plus the bank's (size, bytes, added, evicted,
         rejected) and the pasted instances per category so far."""
         base = dict(super().stats)
+        bank = self.bank
         base["bank"] = {
-            "instances": len(self.bank),
-            "bytes": self.bank.nbytes,
-            "added": self.bank.added,
-            "evicted": self.bank.evicted,
-            "rejected": self.bank.rejected,
+            "instances": len(bank),
+            "bytes": bank.nbytes,
+            "added": bank.added,
+            "evicted": bank.evicted,
+            "rejected": bank.rejected,
         }
-        base["pasted_per_category"] = dict(self._pasted_per_category)
+        base["pasted_per_category"] = dict(self.steps.pasted_per_category)
         return base
-
-    def _paste_step(self) -> BalancedCopyPasteStep:
-        self.step.retire()  # a pipeline being replaced must not touch the bank any more
-        self.step = self._new_step()
-        return self.step
-
-
-def preview_balanced_copy_paste(
-    path: str | Path,
-    annotation_file: str | Path | None = None,
-    image_dir: str | Path | None = None,
-    *,
-    warmup_batches: int = 3,
-    images: int = 8,
-    tile_size: int = 320,
-    **options: Any,
-) -> Path:
-    """Write a PNG grid of balanced Copy-Paste batches (destination instances green, pasted
-    ones magenta). The first ``warmup_batches`` batches fill the bank and are not drawn.
-    Defaults to the embedded sample dataset."""
-    from ..preview.instances import render_grid
-    from ..coco.sample_data import ensure_sample_dataset
-
-    if annotation_file is None:
-        annotation_file, image_dir = ensure_sample_dataset()
-    defaults = dict(batch_size=2, output_size=384, jitter="lsj", seed=0, bank_min_area=64, max_num_pasted=4)
-    loader = BalancedCopyPasteLoader(annotation_file, image_dir, **{**defaults, **options})
-    shown: list[tuple[Any, dict]] = []
-    seen = 0
-    while len(shown) < images:
-        for batch in loader:
-            seen += 1
-            if seen <= warmup_batches:
-                continue
-            shown.extend(zip(batch.images, batch.targets))
-            if len(shown) >= images:
-                break
-    names = {cid: str(c.get("name", cid)) for cid, c in loader.categories.items()}
-    bank = loader.stats["bank"]
-    title = (
-        f"balanced copy-paste ({loader.config.bank_weighting}); bank {bank['instances']} instances, "
-        f"{bank['bytes'] / 1024:.0f} KiB"
-    )
-    return render_grid(shown[:images], path, category_names=names, tile_size=tile_size, title=title)

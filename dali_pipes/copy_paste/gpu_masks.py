@@ -1,6 +1,6 @@
 """The copy-paste pipeline with masks made where they are used: descriptors in, masks out.
 
-The default pipeline (:mod:`.copy_paste_pipeline`) rasterises every instance on the host at
+The default pipeline (:mod:`.pipeline`) rasterises every instance on the host at
 the image's original size, ships an H×W×(N+1) byte stack through DALI, and lets DALI resize,
 crop and flip it. This variant ships only the *descriptions* of the masks: polygon vertices on
 pycocotools' 5× grid, RLE toggle positions, and one geometry table per sample
@@ -63,16 +63,15 @@ from ..coco.index import CocoIndex, batch_descriptors
 from ..coco.reader import CocoDataset, ImageRecord, decode_rle_string
 from .pipeline import OUTPUT_NAMES, CopyPasteOutputs
 from .source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
-from ..core.parallel_source import BatchInfoSource, check_workers, expect_worker_batches
-from .scale_jitter import draw_geometry
-from .loader import CopyPasteLoader
+from ..core.parallel_source import BatchInfoSource, check_workers
+from ..core.scale_jitter import draw_geometry
+from ..core.backend import check_backend
 
 __all__ = [
     "record_instances",
     "GpuMaskCopyPasteSource",
     "GpuMaskCopyPasteStep",
     "build_gpu_mask_pipeline",
-    "GpuMaskCopyPasteLoader",
     "OUTPUT_NAMES",
 ]
 
@@ -287,8 +286,7 @@ def build_gpu_mask_pipeline(
     output_size = source.output_size
     if not 0 <= pad_value <= 255:
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    check_backend(device)
     on_gpu = device == "gpu"
     step = GpuMaskCopyPasteStep(copy_paste)
     n_desc = len(DESCRIPTOR_COLUMNS)
@@ -344,78 +342,3 @@ def build_gpu_mask_pipeline(
         )  # fmt: skip
 
     return gpu_mask_pipeline()
-
-
-class GpuMaskCopyPasteLoader(CopyPasteLoader):
-    """:class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoader` over the GPU-mask pipeline.
-
-    Same options and batches (:class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig`),
-    plus:
-
-    * ``subpixel`` (bool, default False): rasterise polygons at the output resolution instead
-      of reproducing the default pipeline's masks bit for bit;
-    * ``index`` (:class:`~decal.dali_pipes.coco.index.CocoIndex`, default None): the compiled
-      index of this dataset, e.g. :func:`~decal.dali_pipes.coco.index.open_index`'s
-      memory-mapped one; compiled from the dataset when None;
-    * ``source_workers`` (int, default 0): run the source in that many worker processes
-      (DALI's parallel external source, :mod:`~decal.dali_pipes.core.parallel_source`); the
-      batches are the same as with 0; needs ``on_error="raise"``;
-    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"spawn"``; see
-      :mod:`~decal.dali_pipes.core.parallel_source` for why not ``"fork"``).
-    """
-
-    def __init__(
-        self,
-        annotation_file: str | Path,
-        image_dir: str | Path,
-        *,
-        subpixel: bool = False,
-        index: CocoIndex | None = None,
-        source_workers: int = 0,
-        source_start_method: str | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(annotation_file, image_dir, **options)
-        cfg = self.config
-        base = self.source
-        self.subpixel = subpixel
-        self.source_workers = source_workers
-        self.source_start_method = source_start_method or "spawn"
-        check_workers(source_workers, self.source_start_method, cfg.on_error)
-        self.source = GpuMaskCopyPasteSource(
-            self.dataset,
-            self.sampler,
-            output_size=cfg.output_size,
-            subpixel=subpixel,
-            batch_size=base.batch_size,
-            seed=base.seed,
-            jitter=base.jitter,
-            flip_prob=base.flip_prob,
-            shard_id=base.shard_id,
-            num_shards=base.num_shards,
-            drop_last=base.drop_last,
-            on_error=base.on_error,
-            paste_by_box=base.paste_by_box,
-            index=index if index is not None else CocoIndex.from_dataset(self.dataset),
-        )
-
-    def _build_pipeline(self) -> Any:
-        cfg = self.config
-        return build_gpu_mask_pipeline(
-            self.source,
-            copy_paste=self._copy_paste,
-            pad_value=cfg.pad_value,
-            device=self.backend,
-            device_id=cfg.device_id,
-            num_threads=cfg.num_threads,
-            prefetch_queue_depth=cfg.prefetch_queue_depth,
-            source_workers=self.source_workers,
-            source_start_method=self.source_start_method,
-        )
-
-    def _recover(self, error: RuntimeError) -> None:
-        """As :meth:`~decal.dali_pipes.core.loader_base.PipelineLoader._recover`; with workers, the
-        suspects are the batches they may have made since the last delivered one."""
-        if self.source_workers:
-            expect_worker_batches(self.source, self._position, self.config.prefetch_queue_depth, self.source_workers)
-        super()._recover(error)

@@ -1,4 +1,5 @@
-"""``CopyPasteLoader``: the torch iterator over the copy-paste pipeline's ragged outputs.
+"""``CopyPasteLoader`` (and ``GpuMaskCopyPasteLoader``): the torch iterator over the copy-paste
+pipeline's ragged outputs, and the copy-paste family's parts (:data:`COPY_PASTE`).
 
 A batch is what torchvision's detection models take: ``images`` as one (B, 3, S, S) uint8
 tensor and ``targets`` as a list of B dicts (``boxes``, ``labels``, ``masks``, ``area``,
@@ -13,25 +14,41 @@ batch, and ``load_state_dict()`` on a fresh loader, continue exactly after that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from ...kernels.copy_paste import CopyPasteParams
-from ..core.backend import resolve_backend
+from ..coco.index import CocoIndex
+from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
 from ..coco.reader import CocoDataset
-from .pipeline import CopyPasteOutputs, build_copy_paste_pipeline
+from ..core.assembly import Family, assemble
+from ..core.backend import Backend
 from ..core.batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
-from .options import COPY_PASTE_OPTIONS
-from .source import CopyPasteSource
+from ..core.loader_base import dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
-from ..core.loader_base import PipelineLoader, check_options, dense, position_after
-from ..core.parallel_source import check_workers, expect_worker_batches
+from ..core.parallel_source import check_workers
+from .gpu_masks import GpuMaskCopyPasteSource, build_gpu_mask_pipeline
+from .options import COPY_PASTE_OPTIONS
+from .pipeline import CopyPasteOutputs, build_copy_paste_pipeline
+from .source import CopyPasteSource
+
+__all__ = [
+    "COPY_PASTE",
+    "CopyPasteLoader",
+    "CopyPasteLoaderConfig",
+    "GpuMaskCopyPasteLoader",
+    "copy_paste_graph",
+    "copy_paste_source",
+    "instance_batch",
+    "instance_targets",
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,7 @@ class CopyPasteLoaderConfig:
     of :data:`~decal.dali_pipes.copy_paste.options.COPY_PASTE_OPTIONS`, in that order.
 
     ``jitter`` is ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
-    (min, max) pair, or a :class:`~decal.dali_pipes.copy_paste.scale_jitter.ScaleJitter`; r is the resized longer side over S.
+    (min, max) pair, or a :class:`~decal.dali_pipes.core.scale_jitter.ScaleJitter`; r is the resized longer side over S.
     ``max_num_pasted``, ``blend_sigma``, ``mask_occluded_thr``, ``bbox_occluded_thr`` and
     ``paste_by_box`` are those of :class:`~decal.kernels.copy_paste.CopyPasteParams`
     (mmdetection defaults). A run is a function of (seed, epoch, shard, position).
@@ -92,26 +109,82 @@ def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, .
     return targets
 
 
-class CocoPipelineLoader(PipelineLoader):
-    """A :class:`PipelineLoader` over a :class:`CocoDataset` (``self.dataset``): its skip and
-    drop statistics and its categories."""
+def copy_paste_source(
+    config: CopyPasteLoaderConfig,
+    dataset: CocoDataset,
+    sampler: Any,
+    backend: Backend,
+    *,
+    masks: Literal["host", "descriptors"] = "host",
+    prune_window: bool = True,
+    subpixel: bool = False,
+    index: CocoIndex | None = None,
+) -> CopyPasteSource:
+    """The source of a copy-paste-family loader: the one place that chooses it.
 
-    dataset: CocoDataset
+    ``masks="host"``: a :class:`CopyPasteSource` (masks rasterised on the host, H×W×(N+1)
+    uint8 per image); with ``prune_window`` (the default step only) it drops instances that
+    cannot show in their output window (``dali_pipes/copy_paste/window_prune.py``).
+    ``masks="descriptors"``: a :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource`
+    (polygon and RLE descriptions, rasterised by the step; ``subpixel`` and ``index`` are
+    its own). :func:`copy_paste_graph` follows the source it is given. ``backend`` is the
+    resolved DALI backend; both sources serve both backends today.
+    """
+    check_workers(config.source_workers, config.source_start_method or "spawn", config.on_error)
+    if masks == "descriptors":
+        return GpuMaskCopyPasteSource(
+            dataset, sampler, output_size=config.output_size, subpixel=subpixel, index=index, **source_options(config)
+        )
+    source = CopyPasteSource(dataset, sampler, **source_options(config))
+    source.prune_window_size = config.output_size if prune_window else None
+    return source
 
-    @property
-    def stats(self) -> dict[str, Any]:
-        """What was skipped or dropped so far: the reader's counts and the loader's."""
-        reader = self.dataset.stats
-        return {
-            "skipped_images": {**reader.skipped_images, **self.source.skipped},
-            "dropped_instances": dict(reader.dropped_instances),
-            "clipped_instances": reader.clipped_instances,
-        }
 
-    @property
-    def categories(self) -> dict[int, dict]:
-        """Category id → the json category entry."""
-        return self.dataset.categories
+def copy_paste_graph(source: CopyPasteSource, config: CopyPasteLoaderConfig, backend: Backend, step: Any) -> Any:
+    """The copy-paste DALI graph over ``source`` (not yet built): the GPU-mask graph for a
+    :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource` (its own step),
+    else :func:`~decal.dali_pipes.copy_paste.pipeline.build_copy_paste_pipeline` with
+    ``step`` (None: ``CopyPasteStep`` with the config's paste parameters)."""
+    workers = dict(source_workers=config.source_workers, source_start_method=config.source_start_method or "spawn")
+    if isinstance(source, GpuMaskCopyPasteSource):
+        return build_gpu_mask_pipeline(
+            source,
+            copy_paste=config.copy_paste_params(),
+            pad_value=config.pad_value,
+            **pipeline_device_options(config, backend),
+            **workers,
+        )
+    return build_copy_paste_pipeline(
+        source,
+        output_size=config.output_size,
+        copy_paste=config.copy_paste_params(),
+        pad_value=config.pad_value,
+        **pipeline_device_options(config, backend),
+        step=step,
+        step_threads=config.step_threads or config.num_threads,
+        **workers,
+    )
+
+
+def instance_batch(outputs: tuple[Any, ...], config: Any = None) -> Batch:
+    """The :class:`Batch` of one run of a copy-paste graph (:class:`CopyPasteOutputs`)."""
+    named = CopyPasteOutputs(*outputs)
+    images = dense(named.images)
+    targets = instance_targets(named._asdict(), images.shape[0])
+    return Batch(images=images, targets=targets, position=position_after(named.position))
+
+
+#: The copy-paste family: COCO dataset, epoch sampler, :func:`copy_paste_source`,
+#: :func:`copy_paste_graph`, the graph's own step, :func:`instance_batch`.
+COPY_PASTE = Family(
+    name="CopyPasteLoader",
+    config_type=CopyPasteLoaderConfig,
+    source=copy_paste_source,
+    graph=copy_paste_graph,
+    to_batch=instance_batch,
+    stats=coco_stats,
+    sampler=epoch_sampler,
+)
 
 
 class CopyPasteLoader(CocoPipelineLoader):
@@ -127,15 +200,10 @@ class CopyPasteLoader(CocoPipelineLoader):
 
     Keyword arguments are the fields of :class:`CopyPasteLoaderConfig`, plus ``dataset``: an
     already parsed :class:`CocoDataset` of ``annotation_file`` to share between loaders (a
-    server's streams, say) instead of parsing the json again.
-
-    A variant with more options (balanced Copy-Paste) names its config class in
-    ``config_type``; the options are parsed once, into that class, before anything is built
-    from them, so every part (source, paste parameters, step) sees the variant's defaults.
+    server's streams, say) instead of parsing the json again. The loader is the
+    :data:`COPY_PASTE` family's parts, put together by
+    :func:`~decal.dali_pipes.core.assembly.assemble`.
     """
-
-    #: the config class the keyword options are parsed into (a :class:`CopyPasteLoaderConfig`)
-    config_type: ClassVar[type[CopyPasteLoaderConfig]] = CopyPasteLoaderConfig
 
     def __init__(
         self,
@@ -145,60 +213,45 @@ class CopyPasteLoader(CocoPipelineLoader):
         dataset: CocoDataset | None = None,
         **options: Any,
     ) -> None:
-        super().__init__()
-        check_options(type(self).__name__, options, self.config_type.field_names())
-        self.config = self.config_type(**options)
-        cfg = self.config
-        self.backend = resolve_backend(cfg.device)
-        if dataset is None:
-            dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
-        elif dataset.on_error != cfg.on_error:
-            raise ValueError(
-                f"dataset was loaded with on_error={dataset.on_error!r} but the loader has on_error={cfg.on_error!r}"
-            )
-        self.dataset = dataset
-        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
-        self.source = CopyPasteSource(
-            self.dataset,
-            sampler,
-            **source_options(cfg),
+        super().__init__(assemble(COPY_PASTE, options, coco_dataset(annotation_file, image_dir, dataset)))
+
+
+class GpuMaskCopyPasteLoader(CocoPipelineLoader):
+    """:class:`CopyPasteLoader` over the GPU-mask pipeline (``dali_pipes/copy_paste/gpu_masks.py``).
+
+    Same options and batches (:class:`CopyPasteLoaderConfig`), plus:
+
+    * ``subpixel`` (bool, default False): rasterise polygons at the output resolution instead
+      of reproducing the default pipeline's masks bit for bit;
+    * ``index`` (:class:`~decal.dali_pipes.coco.index.CocoIndex`, default None): the compiled
+      index of this dataset, e.g. :func:`~decal.dali_pipes.coco.index.open_index`'s
+      memory-mapped one; compiled from the dataset when None;
+    * ``source_workers`` (int, default 0): run the source in that many worker processes
+      (DALI's parallel external source, :mod:`~decal.dali_pipes.core.parallel_source`); the
+      batches are the same as with 0; needs ``on_error="raise"``;
+    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"spawn"``; see
+      :mod:`~decal.dali_pipes.core.parallel_source` for why not ``"fork"``).
+    """
+
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        subpixel: bool = False,
+        index: CocoIndex | None = None,
+        source_workers: int = 0,
+        source_start_method: str | None = None,
+        **options: Any,
+    ) -> None:
+        # the worker options' own messages (the config's schema would phrase them otherwise)
+        check_workers(source_workers, source_start_method or "spawn", options.get("on_error", "raise"))
+        family = replace(
+            COPY_PASTE,
+            name="GpuMaskCopyPasteLoader",
+            source=partial(copy_paste_source, masks="descriptors", subpixel=subpixel, index=index),
         )
-        self._copy_paste = cfg.copy_paste_params()
-        check_workers(cfg.source_workers, cfg.source_start_method or "spawn", cfg.on_error)
-
-    # -- internals ---------------------------------------------------------------------
-    def _paste_step(self) -> Any:
-        """The batch step of the next pipeline: None for ``CopyPasteStep(copy_paste)``;
-        balanced and self-training Copy-Paste return their own."""
-        return None
-
-    def _build_pipeline(self) -> Any:
-        cfg = self.config
-        step = self._paste_step()
-        # the default step drops instances left empty by the window: the source may drop them first
-        self.source.prune_window_size = cfg.output_size if step is None else None
-        return build_copy_paste_pipeline(
-            self.source,
-            output_size=cfg.output_size,
-            copy_paste=self._copy_paste,
-            pad_value=cfg.pad_value,
-            **pipeline_device_options(cfg, self.backend),
-            step=step,
-            step_threads=cfg.step_threads or cfg.num_threads,
-            source_workers=cfg.source_workers,
-            source_start_method=cfg.source_start_method or "spawn",
-        )
-
-    def _recover(self, error: RuntimeError) -> None:
-        """As :meth:`~decal.dali_pipes.core.loader_base.PipelineLoader._recover`; with source
-        workers, the suspects are the batches they may have made since the last delivered one."""
-        cfg = self.config
-        if cfg.source_workers:
-            expect_worker_batches(self.source, self._position, cfg.prefetch_queue_depth, cfg.source_workers)
-        super()._recover(error)
-
-    def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
-        named = CopyPasteOutputs(*outputs)
-        images = dense(named.images)
-        targets = instance_targets(named._asdict(), images.shape[0])
-        return Batch(images=images, targets=targets, position=position_after(named.position))
+        dataset = coco_dataset(annotation_file, image_dir, options.pop("dataset", None))
+        options.update(source_workers=source_workers, source_start_method=source_start_method)
+        super().__init__(assemble(family, options, dataset))
+        self.subpixel = subpixel

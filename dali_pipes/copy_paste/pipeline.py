@@ -29,6 +29,7 @@ from ...kernels.parallel_batch import BatchOps, shared_pool
 from .source import CopyPasteSource, copy_paste_rng
 from ..core.parallel_source import BatchInfoSource, check_workers
 from ..core.step_io import split_result, stack_batch
+from ..core.backend import check_backend
 
 #: Names of the pipeline's outputs, in order.
 class CopyPasteOutputs(NamedTuple):
@@ -141,8 +142,7 @@ def build_copy_paste_pipeline(
         raise ValueError(f"output_size must be >= 1, got {output_size}")
     if not 0 <= pad_value <= 255:
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    check_backend(device)
     check_workers(source_workers, source_start_method, source.on_error)
     on_gpu = device == "gpu"
     step = CopyPasteStep(copy_paste, step_threads) if step is None else step

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..coco.reader import CocoDataset
 from ..core.epoch_source import POSITION_FIELDS, EpochBatchSource, EpochSampler, LoaderPosition, PositionRow
-from .scale_jitter import ScaleJitter, draw_geometry
+from ..core.scale_jitter import ScaleJitter, draw_geometry
 from .window_prune import instances_in_window
 
 __all__ = ["CopyPasteSource", "LoaderPosition", "POSITION_FIELDS", "copy_paste_rng"]

@@ -21,7 +21,7 @@ from .options import OptionError
 
 Backend = Literal["cpu", "gpu"]
 
-__all__ = ["Backend", "Device", "DEVICE_CHOICES", "gpu_available", "parse_device", "resolve_backend"]
+__all__ = ["Backend", "Device", "DEVICE_CHOICES", "check_backend", "gpu_available", "parse_device", "resolve_backend"]
 
 #: What a ``--device`` flag's help shows.
 DEVICE_CHOICES = "auto | cpu | gpu | cuda | cuda:N"
@@ -88,3 +88,14 @@ def resolve_backend(device: str | None) -> Backend:
             raise OptionError(f"device={device!r} was asked for, but no CUDA device is usable (CuPy sees none); use device='cpu'")
         return "gpu"
     return "cpu"
+
+
+def check_backend(device: str) -> Backend:
+    """``device`` of a graph builder, a resolved backend: ``"cpu"`` or ``"gpu"``.
+
+    Raises:
+        ValueError: for anything else (a builder takes no ``"auto"`` or ``"cuda:N"``).
+    """
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    return device  # type: ignore[return-value]

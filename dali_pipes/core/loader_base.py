@@ -1,5 +1,10 @@
 """What every decal torch iterator shares (``CopyPasteLoader``, ``CutMixLoader``,
-``CP2Loader``): epochs, resume, error recovery, and DLPack conversion of DALI outputs.
+``CP2Loader``, ...): epochs, resume, error recovery, and DLPack conversion of DALI outputs.
+
+A loader is its parts (:class:`~decal.dali_pipes.core.assembly.LoaderParts`, made by
+:func:`~decal.dali_pipes.core.assembly.assemble`); :class:`PipelineLoader` iterates over them.
+The public loader classes pass it their parts and add accessors only (as DALI's
+``_DaliBaseIterator`` subclasses add only ``__next__``).
 
 Epochs follow DALI's convention: iterating the loader yields one epoch; iterate again for
 the next. ``len(loader)`` is the number of batches in the coming epoch. ``state_dict()``
@@ -15,15 +20,11 @@ from typing import Any, Iterator
 
 import torch
 
+from .assembly import LoaderParts
 from .epoch_source import EpochBatchSource, LoaderPosition, PositionRow
+from .parallel_source import expect_worker_batches
 
-__all__ = ["PipelineLoader", "position_after", "dense", "check_options"]
-
-
-def check_options(name: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = set(options) - set(allowed)
-    if unknown:
-        raise TypeError(f"{name} got unknown options {sorted(unknown)}")
+__all__ = ["PipelineLoader", "position_after", "dense"]
 
 
 def dense(output: Any, device: torch.device | None = None) -> torch.Tensor:
@@ -39,20 +40,28 @@ def position_after(position_output: Any) -> LoaderPosition:
 
 
 class PipelineLoader:
-    """Iteration, resume and recovery over a DALI pipeline fed by an :class:`EpochBatchSource`.
+    """Iteration, resume and recovery over a loader's ``parts``: a DALI pipeline (the family's
+    ``graph``, built again at every start or resume) fed by an :class:`EpochBatchSource`.
 
-    Subclasses set ``self.config`` (with ``seed``, ``shard_id``, ``num_shards``,
-    ``on_error``), ``self.source`` and ``self.backend``, and implement
-    :meth:`_build_pipeline` and :meth:`_to_batch`.
+    Attributes (from ``parts``): ``config`` (with ``seed``, ``shard_id``, ``num_shards``,
+    ``on_error``), ``backend`` (``"cpu"`` or ``"gpu"``), ``dataset``, ``sampler`` (None
+    where the source orders the epoch itself) and ``source``.
     """
 
-    config: Any
-    source: EpochBatchSource
-    backend: str
-
-    def __init__(self) -> None:
+    def __init__(self, parts: LoaderParts) -> None:
+        self.parts = parts
+        self.config: Any = parts.config
+        self.backend: str = parts.backend
+        self.dataset: Any = parts.dataset
+        self.sampler: Any = parts.sampler
+        self.source: EpochBatchSource = parts.source
         self._pipeline: Any = None
         self._position = LoaderPosition()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What was skipped or dropped so far (the family's counters; JSON-serialisable)."""
+        return self.parts.family.stats(self.dataset, self.source)
 
     # -- what a server streaming this loader reads ------------------------------------
     def epoch_length(self, epoch: int) -> int:
@@ -137,10 +146,11 @@ class PipelineLoader:
         return self._pipeline
 
     def _build_pipeline(self) -> Any:
-        raise NotImplementedError
+        parts = self.parts
+        return parts.family.graph(self.source, self.config, self.backend, parts.steps())
 
     def _to_batch(self, outputs: tuple[Any, ...]) -> Any:
-        raise NotImplementedError
+        return self.parts.family.to_batch(outputs, self.config)
 
     def _recover(self, error: RuntimeError) -> None:
         """A DALI failure (a corrupt file whose header parsed): find and name the file.
@@ -148,7 +158,12 @@ class PipelineLoader:
         Every image of the batches produced since the last restart is decoded with PIL. With
         ``on_error="skip"`` the culprit is skipped, counted as ``"corrupt image"`` and the
         pipeline rebuilt at the last delivered position; otherwise its DatasetError is raised.
+        With source workers (``config.source_workers``), the suspects are the batches they may
+        have made since the last delivered one.
         """
+        workers = getattr(self.config, "source_workers", 0)
+        if workers:
+            expect_worker_batches(self.source, self._position, self.config.prefetch_queue_depth, workers)
         self._pipeline = None
         suspects = self.source.suspects()
         for dataset, index in suspects:

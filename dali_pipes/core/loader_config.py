@@ -43,7 +43,7 @@ def check_loader_config(config: Any) -> None:
         raise OptionError(f"{owner}: option 'shard_id' must be in [0, num_shards={config.num_shards}), got {config.shard_id}")
     check_bounds(config, owner)
     if "jitter" in names:
-        from ..copy_paste.scale_jitter import ScaleJitter
+        from .scale_jitter import ScaleJitter
 
         try:
             ScaleJitter.parse(config.jitter)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .samplers import RepeatFactorSampler, UniformSampler
-from ..copy_paste.scale_jitter import ScaleJitter
+from .scale_jitter import ScaleJitter
 
 __all__ = ["epoch_sampler", "source_options", "run_options", "pipeline_device_options"]
 

@@ -11,7 +11,7 @@ loader, by a TOML ``[loader]`` table, or by the server), never deep inside a pip
 Rules follow the annotations: ``int`` refuses floats, strings and bools; ``float`` accepts
 ints; ``bool`` accepts only bools; ``Literal[...]`` only its values; ``tuple[float, float]``
 a list or tuple of that length; ``X | None`` also None; ``Any`` anything (checked by the
-field's own parser, e.g. :meth:`~decal.dali_pipes.copy_paste.scale_jitter.ScaleJitter.parse`).
+field's own parser, e.g. :meth:`~decal.dali_pipes.core.scale_jitter.ScaleJitter.parse`).
 """
 
 from __future__ import annotations

@@ -16,26 +16,28 @@ same augmentation, each view pasted onto its background through an independent r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..core.backend import resolve_backend
-from ..core.epoch_source import LoaderPosition
-from .twin import CP2MaskConfig, CP2ViewConfig, feature_size
-from .pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
-from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
-from ..folder.loader import FolderLoaderBase
+from ..core.assembly import Family, assemble
+from ..core.backend import Backend
 from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
+from ..core.epoch_source import LoaderPosition
+from ..core.loader_base import PipelineLoader, dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import pipeline_device_options, run_options
+from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
-from ..core.loader_base import check_options, dense, position_after
 from ..folder.image_folder import ImageFolder
+from ..folder.loader import folder_dataset, folder_stats
+from .pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
+from .twin import CP2MaskConfig, CP2ViewConfig, feature_size
 
-__all__ = ["CP2LoaderConfig", "CP2Batch", "CP2Loader"]
+
+__all__ = ["CP2", "CP2LoaderConfig", "CP2Batch", "CP2Loader", "cp2_source", "cp2_graph", "cp2_batch"]
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,9 @@ class CP2LoaderConfig:
 
     def __post_init__(self) -> None:
         check_loader_config(self)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        self.view_config(), self.mask_config()  # their own checks
+        if feature_size(self.output_size, self.stride) < 1:
+            raise ValueError(f"output_size {self.output_size} is smaller than half the stride {self.stride}")
 
     def view_config(self) -> CP2ViewConfig:
         return CP2ViewConfig(
@@ -139,59 +140,80 @@ class CP2Batch:
         return self.image_q.shape[0]
 
 
-class CP2Loader(FolderLoaderBase):
+def cp2_source(config: CP2LoaderConfig, dataset: ImageFolder, sampler: Any, backend: Backend) -> CP2Source:
+    """The family's source: foregrounds from ``dataset``, backgrounds from
+    ``config.background_root`` (the same folder when None)."""
+    backgrounds = (
+        ImageFolder(config.background_root, labelled=False, on_error=config.on_error, verify=config.verify)
+        if config.background_root is not None
+        else dataset
+    )
+    return CP2Source(
+        dataset,
+        view=config.view_config(),
+        mask=config.mask_config(),
+        backgrounds=backgrounds,
+        shuffle=config.shuffle,
+        **run_options(config),
+    )
+
+
+def cp2_graph(source: CP2Source, config: CP2LoaderConfig, backend: Backend, step: Any) -> Any:
+    """The CP² graph over ``source`` (its step is built in)."""
+    return build_cp2_pipeline(
+        source,
+        normalize=config.normalize,
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        return_views=config.return_views,
+        **pipeline_device_options(config, backend),
+    )
+
+
+def cp2_batch(outputs: tuple[Any, ...], config: Any = None) -> CP2Batch:
+    """The :class:`CP2Batch` of one run of the CP² graph."""
+    named = CP2Outputs(*outputs)
+    views = {k: dense(getattr(named, k)) for k in VIEW_NAMES} if named.fg_q is not None else None
+    return CP2Batch(
+        image_q=dense(named.image_q),
+        image_k=dense(named.image_k),
+        mask_q=dense(named.mask_q),
+        mask_k=dense(named.mask_k),
+        mask_q_feat=dense(named.mask_q_feat),
+        mask_k_feat=dense(named.mask_k_feat),
+        position=position_after(named.position),
+        views=views,
+    )
+
+
+#: The CP² family: an image folder (no sampler: the source shuffles), :func:`cp2_source`,
+#: :func:`cp2_graph`, :func:`cp2_batch`.
+CP2 = Family(
+    name="CP2Loader",
+    config_type=CP2LoaderConfig,
+    source=cp2_source,
+    graph=cp2_graph,
+    to_batch=cp2_batch,
+    stats=folder_stats,
+)
+
+
+class CP2Loader(PipelineLoader):
     """Iterate over CP² batches of an image folder. Keyword arguments are the fields of
     :class:`CP2LoaderConfig`."""
 
+    dataset: ImageFolder
+    source: CP2Source
+
     def __init__(self, root: str | Path, **options: Any) -> None:
-        super().__init__()
-        check_options("CP2Loader", options, CP2LoaderConfig.field_names())
-        self.config = cfg = CP2LoaderConfig(**options)
-        view, mask = cfg.view_config(), cfg.mask_config()
-        if feature_size(cfg.output_size, cfg.stride) < 1:
-            raise ValueError(f"output_size {cfg.output_size} is smaller than half the stride {cfg.stride}")
-        self.backend = resolve_backend(cfg.device)
-        self.dataset = ImageFolder(root, labelled=cfg.labelled, on_error=cfg.on_error, verify=cfg.verify)
-        self.backgrounds = (
-            ImageFolder(cfg.background_root, labelled=False, on_error=cfg.on_error, verify=cfg.verify)
-            if cfg.background_root is not None
-            else self.dataset
-        )
-        self.source = CP2Source(
-            self.dataset,
-            view=view,
-            mask=mask,
-            backgrounds=self.backgrounds,
-            shuffle=cfg.shuffle,
-            **run_options(cfg),
-        )
+        super().__init__(assemble(CP2, options, folder_dataset(root)))
+
+    @property
+    def backgrounds(self) -> ImageFolder:
+        """The background images (the foreground folder unless ``background_root``)."""
+        return self.source.backgrounds
 
     @property
     def feature_size(self) -> int:
         """S' = the side of the feature-stride masks."""
         return feature_size(self.config.output_size, self.config.stride)
-
-    def _build_pipeline(self) -> Any:
-        cfg = self.config
-        return build_cp2_pipeline(
-            self.source,
-            normalize=cfg.normalize,
-            mean=tuple(cfg.mean),
-            std=tuple(cfg.std),
-            return_views=cfg.return_views,
-            **pipeline_device_options(cfg, self.backend),
-        )
-
-    def _to_batch(self, outputs: tuple[Any, ...]) -> CP2Batch:
-        named = CP2Outputs(*outputs)
-        views = {k: dense(getattr(named, k)) for k in VIEW_NAMES} if named.fg_q is not None else None
-        return CP2Batch(
-            image_q=dense(named.image_q),
-            image_k=dense(named.image_k),
-            mask_q=dense(named.mask_q),
-            mask_k=dense(named.mask_k),
-            mask_q_feat=dense(named.mask_q_feat),
-            mask_k_feat=dense(named.mask_k_feat),
-            position=position_after(named.position),
-            views=views,
-        )

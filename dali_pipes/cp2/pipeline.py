@@ -32,6 +32,7 @@ from ..core.errors import DatasetError
 from ..folder.source import FolderBatchSource, Payload
 from ..folder.image_folder import ImageFolder
 from ...kernels.array_module import cupy_module
+from ..core.backend import check_backend
 
 __all__ = ["CP2Outputs", "OUTPUT_NAMES", "VIEW_NAMES", "CP2Source", "CP2Step", "build_cp2_pipeline"]
 
@@ -203,8 +204,7 @@ def build_cp2_pipeline(
 ) -> Pipeline:
     """Build (not yet run) the pipeline over ``source``; outputs are :data:`OUTPUT_NAMES`
     (the four uint8 HWC views only with ``return_views``)."""
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    check_backend(device)
     on_gpu = device == "gpu"
     size = source.output_size
     step = CP2Step(source.mask.stride)

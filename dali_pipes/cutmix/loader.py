@@ -16,26 +16,27 @@ and sharding as in ``CopyPasteLoader``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from ..core.backend import resolve_backend
-from ..core.epoch_source import LoaderPosition
-from .twin import MixConfig
-from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
-from .pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
-from ..folder.loader import FolderLoaderBase
+from ..core.assembly import Family, assemble
+from ..core.backend import Backend
 from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
+from ..core.epoch_source import LoaderPosition
+from ..core.loader_base import PipelineLoader, dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import pipeline_device_options, run_options
+from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
-from ..core.loader_base import check_options, dense, position_after
 from ..folder.image_folder import ImageFolder
+from ..folder.loader import folder_dataset, folder_stats
+from .pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
+from .twin import MixConfig
 
-__all__ = ["CutMixLoaderConfig", "ClassificationBatch", "CutMixLoader"]
+__all__ = ["CUTMIX", "CutMixLoaderConfig", "ClassificationBatch", "CutMixLoader", "cutmix_source", "cutmix_graph", "cutmix_batch"]
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,6 @@ class CutMixLoaderConfig:
     def __post_init__(self) -> None:
         check_loader_config(self)
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
     def mix_config(self, num_classes: int) -> MixConfig | None:
         if not self.mix:
             return None
@@ -145,61 +142,92 @@ class ClassificationBatch:
         return torch.arange(len(self) - 1, -1, -1)
 
 
-class CutMixLoader(FolderLoaderBase):
+def num_classes_of(config: CutMixLoaderConfig, dataset: ImageFolder) -> int:
+    """The targets' width: ``config.num_classes``, or the folder's classes when None (never
+    fewer than the folder has)."""
+    num_classes = config.num_classes if config.num_classes is not None else dataset.num_classes
+    if num_classes < dataset.num_classes:
+        raise ValueError(f"num_classes={num_classes} but the folder has {dataset.num_classes} classes")
+    return num_classes
+
+
+def cutmix_source(config: CutMixLoaderConfig, dataset: ImageFolder, sampler: Any, backend: Backend) -> CutMixSource:
+    """The family's source: the folder's images in its own epoch order, with the batch's
+    CutMix/MixUp draws (:meth:`CutMixLoaderConfig.mix_config`)."""
+    return CutMixSource(
+        dataset,
+        mix=config.mix_config(num_classes_of(config, dataset)),
+        output_size=config.output_size,
+        scale=tuple(config.scale),
+        ratio=tuple(config.ratio),
+        flip_prob=config.flip_prob,
+        label_smoothing=config.label_smoothing,
+        shuffle=config.shuffle,
+        **run_options(config),
+    )
+
+
+def cutmix_graph(source: CutMixSource, config: CutMixLoaderConfig, backend: Backend, step: Any) -> Any:
+    """The CutMix graph over ``source`` (its step is built in)."""
+    return build_cutmix_pipeline(
+        source,
+        normalize=config.normalize,
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        return_unmixed=config.return_unmixed,
+        **pipeline_device_options(config, backend),
+    )
+
+
+def cutmix_batch(outputs: tuple[Any, ...], config: Any = None) -> ClassificationBatch:
+    """The :class:`ClassificationBatch` of one run of the CutMix graph."""
+    named = CutMixOutputs(*outputs)
+    images = dense(named.images)
+    return ClassificationBatch(
+        images=images,
+        targets=dense(named.targets, images.device),
+        labels=dense(named.labels).reshape(-1),
+        lam=dense(named.lam).reshape(-1),
+        position=position_after(named.position),
+        unmixed=dense(named.unmixed) if named.unmixed is not None else None,
+    )
+
+
+#: The CutMix family: a labelled image folder (no sampler: the source shuffles),
+#: :func:`cutmix_source`, :func:`cutmix_graph`, :func:`cutmix_batch`.
+CUTMIX = Family(
+    name="CutMixLoader",
+    config_type=CutMixLoaderConfig,
+    source=cutmix_source,
+    graph=cutmix_graph,
+    to_batch=cutmix_batch,
+    stats=folder_stats,
+)
+
+
+class CutMixLoader(PipelineLoader):
     """Iterate over CutMix/MixUp batches of an ImageFolder tree (class = sub-directory).
 
     Keyword arguments are the fields of :class:`CutMixLoaderConfig`.
     """
 
+    dataset: ImageFolder
+    source: CutMixSource
+
     def __init__(self, root: str | Path, **options: Any) -> None:
-        super().__init__()
-        check_options("CutMixLoader", options, CutMixLoaderConfig.field_names())
-        self.config = cfg = CutMixLoaderConfig(**options)
-        if cfg.output_size < 1:
-            raise ValueError(f"output_size must be >= 1, got {cfg.output_size}")
-        self.backend = resolve_backend(cfg.device)
-        self.dataset = ImageFolder(root, labelled=True, on_error=cfg.on_error, verify=cfg.verify)
-        num_classes = cfg.num_classes if cfg.num_classes is not None else self.dataset.num_classes
-        if num_classes < self.dataset.num_classes:
-            raise ValueError(f"num_classes={num_classes} but the folder has {self.dataset.num_classes} classes")
-        self.num_classes = num_classes
-        self.mix = cfg.mix_config(num_classes)
-        self.source = CutMixSource(
-            self.dataset,
-            mix=self.mix,
-            output_size=cfg.output_size,
-            scale=tuple(cfg.scale),
-            ratio=tuple(cfg.ratio),
-            flip_prob=cfg.flip_prob,
-            label_smoothing=cfg.label_smoothing,
-            shuffle=cfg.shuffle,
-            **run_options(cfg),
-        )
+        super().__init__(assemble(CUTMIX, options, folder_dataset(root, labelled=True)))
+
+    @property
+    def num_classes(self) -> int:
+        """Width of the targets."""
+        return num_classes_of(self.config, self.dataset)
+
+    @property
+    def mix(self) -> MixConfig | None:
+        """The CutMix/MixUp parameters (None without mixing)."""
+        return self.source.mix
 
     @property
     def classes(self) -> list[str]:
         """Class names (sorted sub-directory names); index = class id."""
         return list(self.dataset.classes)
-
-    def _build_pipeline(self) -> Any:
-        cfg = self.config
-        return build_cutmix_pipeline(
-            self.source,
-            normalize=cfg.normalize,
-            mean=tuple(cfg.mean),
-            std=tuple(cfg.std),
-            return_unmixed=cfg.return_unmixed,
-            **pipeline_device_options(cfg, self.backend),
-        )
-
-    def _to_batch(self, outputs: tuple[Any, ...]) -> ClassificationBatch:
-        named = CutMixOutputs(*outputs)
-        images = dense(named.images)
-        return ClassificationBatch(
-            images=images,
-            targets=dense(named.targets, images.device),
-            labels=dense(named.labels).reshape(-1),
-            lam=dense(named.lam).reshape(-1),
-            position=position_after(named.position),
-            unmixed=dense(named.unmixed) if named.unmixed is not None else None,
-        )

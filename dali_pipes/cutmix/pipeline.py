@@ -37,6 +37,7 @@ from .twin import MixConfig, apply_mix, draw_mix_params, mix_targets
 from ..folder.source import FolderBatchSource, Payload, random_resized_crop_params
 from ..folder.image_folder import ImageFolder
 from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..core.backend import check_backend
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -205,8 +206,7 @@ def build_cutmix_pipeline(
         device: ``"gpu"`` decodes with nvJPEG (``device="mixed"``) and runs every later step
             on the GPU; ``"cpu"`` uses DALI's CPU backend throughout.
     """
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    check_backend(device)
     on_gpu = device == "gpu"
     size = source.output_size
     if size < 1:

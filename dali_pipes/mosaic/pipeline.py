@@ -1,4 +1,4 @@
-"""The balanced Mosaic DALI pipeline, its source and its torch iterator (``MosaicLoader``).
+"""The balanced Mosaic DALI pipeline and its source (the loader: ``dali_pipes/mosaic/loader.py``).
 
 Semantics: :mod:`decal.dali_pipes.mosaic.twin` (YOLOv4 Mosaic; balanced after the LVIS 2021
 challenge reports: the four images are drawn by repeat-factor sampling).
@@ -25,39 +25,21 @@ empty regions, so that every sample has the same four inputs (decoding 8×8 pixe
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, fields
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from ..core.backend import resolve_backend
 from ..coco.reader import CocoDataset
 from ..copy_paste.source import CopyPasteSource
 from ..core.epoch_source import LoaderPosition
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
-from ..core.loader_config import check_loader_config
-from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
-from ..core.option_schema import with_options
-from ..core.loader_base import check_options, dense, position_after
 from .twin import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
-from ..core.samplers import RepeatFactorSampler
-from ..copy_paste.loader import Batch, CocoPipelineLoader, instance_targets
+from ..core.backend import check_backend
 
-__all__ = [
-    "MosaicSource",
-    "MosaicLoader",
-    "MosaicLoaderConfig",
-    "build_mosaic_pipeline",
-    "MosaicOutputs",
-    "OUTPUT_NAMES",
-    "preview_mosaic",
-    "render_mosaic_grid",
-]
+
+__all__ = ["MosaicSource", "build_mosaic_pipeline", "MosaicOutputs", "OUTPUT_NAMES"]
 
 GEOMETRY_STREAM = 0
 MOSAIC_STREAM = 2
@@ -271,8 +253,7 @@ def build_mosaic_pipeline(
     :data:`OUTPUT_NAMES` (then, with ``return_tiles``, the four resized tiles and the
     ``start0``, ``regions`` and ``flip`` columns, for the twin test). Output size and gray
     level come from the source."""
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    check_backend(device)
     on_gpu = device == "gpu"
     s = source.output_size
     step = MosaicStep(s)
@@ -324,164 +305,3 @@ def build_mosaic_pipeline(
         return outputs
 
     return mosaic_pipeline()
-
-
-@dataclass(frozen=True)
-@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
-class MosaicLoaderConfig:
-    """Every parameter of :class:`MosaicLoader`, with its default.
-
-    Attributes:
-        batch_size, output_size, flip_prob, pad_value, paste_by_box, seed, shuffle,
-        shard_id, num_shards, drop_last, on_error, device, device_id, num_threads,
-        prefetch_queue_depth: as :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig`.
-        jitter: range of r; a tile's longer side is r·S/2 in a mosaic, r·S alone
-            (``"none"``, ``"ssj"``, ``"lsj"`` or a (min, max) pair).
-        mosaic_prob: probability that a sample is a mosaic (0.5).
-        center_range: the mosaic centre is uniform in this range times S, per axis.
-        repeat_factor_threshold: t of repeat-factor sampling (0.001, LVIS), which draws
-            the epoch order and weighs the three extra images by r(i); None for uniform.
-    """
-
-    batch_size: int = 8
-    output_size: int = 640
-    jitter: Any = "none"
-    flip_prob: float = 0.5
-    pad_value: int = 114
-    mosaic_prob: float = 0.5
-    center_range: tuple[float, float] = (0.25, 0.75)
-    paste_by_box: bool = False
-    repeat_factor_threshold: float | None = 0.001
-
-    def __post_init__(self) -> None:
-        check_loader_config(self)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-
-class MosaicLoader(CocoPipelineLoader):
-    """Iterate over balanced-Mosaic batches of a COCO/LVIS instance dataset.
-
-    Yields :class:`~decal.dali_pipes.copy_paste.loader.Batch` objects; each target carries,
-    besides ``boxes``, ``labels``, ``masks``, ``area``, ``iscrowd``, ``pasted`` (all zeros)
-    and ``image_id`` (tile 0's): ``tile`` (N,) int64 the tile each instance came from,
-    ``tiles`` (4, 4) int32 each tile's box on the canvas (zeros when unused) and
-    ``tile_image_ids`` (4,) int64 (-1 when unused; only tile 0 is used when the sample is not
-    a mosaic).
-
-    Keyword arguments are the fields of :class:`MosaicLoaderConfig`.
-    """
-
-    def __init__(self, annotation_file: str | Path, image_dir: str | Path, **options: Any) -> None:
-        super().__init__()
-        check_options("MosaicLoader", options, MosaicLoaderConfig.field_names())
-        self.config = MosaicLoaderConfig(**options)
-        cfg = self.config
-        self.backend = resolve_backend(cfg.device)
-        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
-        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
-        weights = sampler.repeat_factors if isinstance(sampler, RepeatFactorSampler) else np.ones(len(self.dataset))
-        self.source = MosaicSource(
-            self.dataset,
-            sampler,
-            output_size=cfg.output_size,
-            prob=cfg.mosaic_prob,
-            center_range=tuple(cfg.center_range),
-            pad_value=cfg.pad_value,
-            item_weights=weights,
-            **source_options(cfg),
-        )
-
-    def _build_pipeline(self) -> Any:
-        cfg = self.config
-        return build_mosaic_pipeline(
-            self.source,
-            **pipeline_device_options(cfg, self.backend),
-        )
-
-    def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
-        named = MosaicOutputs(*outputs[: len(MosaicOutputs._fields)])
-        images = dense(named.images)
-        batch_size = images.shape[0]
-        targets = instance_targets(named._asdict(), batch_size, extra=("tile", "tiles"))
-        tile_ids = np.array(named.tile_image_ids.as_tensor()).reshape(batch_size, NUM_TILES)
-        for target, ids in zip(targets, tile_ids):
-            target["tile_image_ids"] = torch.from_numpy(ids.copy())
-        return Batch(images=images, targets=targets, position=position_after(named.position))
-
-
-def render_mosaic_grid(
-    samples: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
-    path: str | Path,
-    *,
-    category_names: dict[int, str] | None = None,
-    columns: int = 4,
-    tile_size: int = 320,
-    title: str = "",
-) -> Path:
-    """A PNG grid of Mosaic samples: instances as in the copy-paste preview (green), each
-    tile's region outlined in yellow with its number, and the mosaic centre marked."""
-    from PIL import Image, ImageDraw
-
-    from ..preview.instances import render_sample
-
-    if not samples:
-        raise ValueError("render_mosaic_grid: no samples to draw")
-    rendered = []
-    for image, target in samples:
-        picture = render_sample(image, target, category_names)
-        draw = ImageDraw.Draw(picture)
-        tiles = target["tiles"].cpu().numpy()
-        used = [k for k in range(NUM_TILES) if tiles[k, 2] > tiles[k, 0]]
-        for k in used:
-            x0, y0, x1, y1 = (int(v) for v in tiles[k])
-            draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 210, 0), width=2)
-            draw.text((x0 + 3, y0 + 2), f"tile {k}", fill=(255, 210, 0))
-        if len(used) > 1:  # the centre is the corner the four tiles share
-            cx = int(tiles[0, 0] if tiles[0, 0] == tiles[1, 2] else tiles[0, 2])
-            cy = int(tiles[0, 3])
-            draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], outline=(255, 60, 60), width=2)
-        rendered.append(picture.resize((tile_size, tile_size)))
-    columns = min(columns, len(rendered))
-    rows = -(-len(rendered) // columns)
-    header = 22
-    grid = Image.new("RGB", (columns * tile_size, rows * tile_size + header), (20, 20, 20))
-    ImageDraw.Draw(grid).text(
-        (6, 5), f"{title}   yellow: tile regions   red circle: mosaic centre   green: instances", fill=(230, 230, 230)
-    )
-    for k, tile in enumerate(rendered):
-        grid.paste(tile, ((k % columns) * tile_size, header + (k // columns) * tile_size))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
-
-
-def preview_mosaic(
-    path: str | Path,
-    annotation_file: str | Path | None = None,
-    image_dir: str | Path | None = None,
-    *,
-    images: int = 8,
-    tile_size: int = 320,
-    **options: Any,
-) -> Path:
-    """Write a PNG grid of balanced-Mosaic samples (defaults: the embedded sample dataset,
-    384 px, mosaic probability 0.5)."""
-    if annotation_file is None:
-        from ..coco.sample_data import ensure_sample_dataset
-
-        annotation_file, image_dir = ensure_sample_dataset()
-    defaults = dict(batch_size=4, output_size=384, seed=0)
-    loader = MosaicLoader(annotation_file, image_dir, **{**defaults, **options})
-    shown: list[tuple[Any, dict]] = []
-    while len(shown) < images:
-        for batch in loader:
-            shown.extend(zip(batch.images, batch.targets))
-            if len(shown) >= images:
-                break
-    names = {cid: str(c.get("name", cid)) for cid, c in loader.categories.items()}
-    title = f"balanced mosaic (p={loader.config.mosaic_prob})"
-    return render_mosaic_grid(shown[:images], path, category_names=names, tile_size=tile_size, title=title)

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...kernels.mask_boxes import mask_boxes
-from ...kernels.array_module import cupy_module
+from ...kernels.array_module import cupy_module, to_host
 
 __all__ = [
     "NUM_TILES",
@@ -150,13 +150,13 @@ def draw_mosaic_plan(
 ) -> MosaicPlan:
     """Draw a batch's plan. The single-image draws (scale, crop position, flip) come from
     ``geometry_rng`` exactly as the copy-paste source draws them
-    (:func:`~decal.dali_pipes.copy_paste.scale_jitter.draw_geometry`); the mosaic draws (coin, centre,
+    (:func:`~decal.dali_pipes.core.scale_jitter.draw_geometry`); the mosaic draws (coin, centre,
     three more images, their scales) from ``mosaic_rng``.
 
     ``item_weights`` (num_items,) are the draw weights of the extra images (the repeat
     factors with RFS, ones with the uniform sampler).
     """
-    from ..copy_paste.scale_jitter import ScaleJitter, draw_geometry
+    from ..core.scale_jitter import ScaleJitter, draw_geometry
 
     geometry = draw_geometry(geometry_rng, batch_size, ScaleJitter(*jitter), flip_prob)
     coin = mosaic_rng.random(batch_size) < prob
@@ -255,10 +255,6 @@ def tile_boxes(regions: np.ndarray, output_size: int, flip: int) -> np.ndarray:
     return boxes
 
 
-def _host(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()
-
-
 class MosaicStep:
     """The ``fn.python_function`` body (batch mode): masks onto the canvas, boxes from masks.
 
@@ -277,11 +273,11 @@ class MosaicStep:
         xp = np if isinstance(masks0[0], np.ndarray) else cupy_module()
         batch_size = len(masks0)
         # the small per-sample inputs come to the host in one transfer each
-        host_regions = _host(xp.stack(list(regions))).reshape(batch_size, NUM_TILES, REGION_FIELDS)
-        host_counts = _host(xp.stack(list(counts))).reshape(batch_size, NUM_TILES).astype(np.int64)
-        host_flips = _host(xp.stack([xp.reshape(f, (1,)) for f in flips])).reshape(batch_size).astype(np.int64)
-        host_labels = _host(xp.concatenate([xp.reshape(x, (-1,)) for x in labels])).astype(np.int64)
-        host_crowd = _host(xp.concatenate([xp.reshape(x, (-1,)) for x in iscrowd])).astype(np.uint8)
+        host_regions = to_host(xp.stack(list(regions))).reshape(batch_size, NUM_TILES, REGION_FIELDS)
+        host_counts = to_host(xp.stack(list(counts))).reshape(batch_size, NUM_TILES).astype(np.int64)
+        host_flips = to_host(xp.stack([xp.reshape(f, (1,)) for f in flips])).reshape(batch_size).astype(np.int64)
+        host_labels = to_host(xp.concatenate([xp.reshape(x, (-1,)) for x in labels])).astype(np.int64)
+        host_crowd = to_host(xp.concatenate([xp.reshape(x, (-1,)) for x in iscrowd])).astype(np.uint8)
         placed, tiles, boxes_of_tiles = [], [], []
         for b in range(batch_size):  # a few strided copies per sample
             flip = int(host_flips[b])
@@ -294,7 +290,7 @@ class MosaicStep:
         per_image = host_counts.sum(axis=1)
         all_masks = xp.concatenate(placed) if batch_size else xp.zeros((0, self.output_size, self.output_size), xp.uint8)
         areas, boxes = mask_boxes(all_masks)
-        keep = _host(areas) > 0
+        keep = to_host(areas) > 0
         offsets = np.concatenate([[0], np.cumsum(per_image)])
         host_tile = np.concatenate(tiles) if tiles else np.zeros(0, np.int64)
         out = tuple([] for _ in range(7))

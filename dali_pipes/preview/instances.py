@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..copy_paste.scale_jitter import Geometry, ScaleJitter, draw_geometry
+from ..core.scale_jitter import Geometry, ScaleJitter, draw_geometry
 
 DESTINATION_COLOUR = (40, 220, 90)
 PASTED_COLOUR = (235, 40, 220)
@@ -177,3 +177,24 @@ def render_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
     return path
+
+
+def first_samples(loader: Any, count: int, skip_batches: int = 0) -> list[tuple[torch.Tensor, dict]]:
+    """The first ``count`` (image, target) pairs of ``loader``'s batches after the first
+    ``skip_batches`` batches, crossing epochs as needed (a preview's samples)."""
+    shown: list[tuple[torch.Tensor, dict]] = []
+    seen = 0
+    while len(shown) < count:
+        for batch in loader:
+            seen += 1
+            if seen <= skip_batches:
+                continue
+            shown.extend(zip(batch.images, batch.targets))
+            if len(shown) >= count:
+                break
+    return shown[:count]
+
+
+def category_names(loader: Any) -> dict[int, str]:
+    """Category id → name (the id where the json gives none) of an instance loader."""
+    return {cid: str(c.get("name", cid)) for cid, c in loader.categories.items()}

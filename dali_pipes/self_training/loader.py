@@ -27,10 +27,10 @@ Each target carries ``domain`` () uint8: 0 for a labelled image, 1 for a second-
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -38,17 +38,19 @@ from PIL import Image, UnidentifiedImageError
 
 from ...kernels.copy_paste import CopyPasteParams, copy_paste_batch
 from ...kernels.paste_plan import PastePlan
-from ..core.backend import resolve_backend
+from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
 from ..coco.reader import CocoDataset, ImageRecord
+from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, instance_batch
+from ..core.scale_jitter import draw_geometry
 from ..copy_paste.source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
+from ..core.assembly import assemble
+from ..core.backend import Backend
+from ..core.batch import Batch
 from ..core.epoch_source import LoaderPosition, ProducedBatch
 from ..core.errors import DatasetError
-from ..core.loader_base import PipelineLoader, check_options
-from ..core.loader_parts import epoch_sampler, source_options
+from ..core.loader_parts import source_options
 from ..core.samplers import shard_indices
-from ..copy_paste.scale_jitter import draw_geometry
 from ..core.step_io import split_result, stack_batch, to_host
-from ..copy_paste.loader import Batch, CopyPasteLoader, CopyPasteLoaderConfig
 
 __all__ = [
     "split_counts",
@@ -58,7 +60,7 @@ __all__ = [
     "SelfTrainingStep",
     "SelfTrainingLoader",
     "SelfTrainingLoaderConfig",
-    "preview_self_training",
+    "SELF_TRAINING",
     "ensure_unlabelled_sample",
 ]
 
@@ -319,8 +321,88 @@ class SelfTrainingLoaderConfig(CopyPasteLoaderConfig):
     second_ratio: float = 0.5
     paste_into_labelled: bool = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_ratio(self.second_ratio)
 
-class SelfTrainingLoader(CopyPasteLoader):
+
+def second_dataset(
+    second_images: str | Path, second_annotations: str | Path | None, config: SelfTrainingLoaderConfig, labelled: CocoDataset
+) -> CocoDataset:
+    """The second set: a pseudo-labelled COCO json over ``second_images`` when
+    ``second_annotations`` is given (its category ids must be ``labelled``'s), else the
+    unlabelled images of the directory ``second_images``."""
+    if second_annotations is not None:
+        second = CocoDataset(
+            second_annotations, second_images, on_error=config.on_error, require_segmentation=not config.paste_by_box
+        )
+    else:
+        second = ImageDirectoryDataset(second_images, on_error=config.on_error)
+    unknown = {a.category_id for r in second.records for a in r.annotations} - set(labelled.categories)
+    if unknown:
+        raise ValueError(
+            f"the second set's annotations use category ids {sorted(unknown)} that the labelled json does not define"
+        )
+    return second
+
+
+def self_training_source(
+    config: SelfTrainingLoaderConfig,
+    dataset: CocoDataset,
+    sampler: Any,
+    backend: Backend,
+    *,
+    second_images: str | Path,
+    second_annotations: str | Path | None = None,
+) -> SelfTrainingSource:
+    """The family's source: the labelled ``dataset`` in ``sampler``'s order, mixed with the
+    second set (:func:`second_dataset`) at ``config.second_ratio``."""
+    second = second_dataset(second_images, second_annotations, config, dataset)
+    return SelfTrainingSource(dataset, sampler, second, ratio=config.second_ratio, **source_options(config))
+
+
+def self_training_steps(config: SelfTrainingLoaderConfig, dataset: Any) -> Callable[[], SelfTrainingStep]:
+    """One :class:`SelfTrainingStep` for every pipeline of the loader (it holds no state)."""
+    step = SelfTrainingStep(config.copy_paste_params(), config.second_ratio, config.paste_into_labelled)
+    return lambda: step
+
+
+def self_training_batch(outputs: tuple[Any, ...], config: SelfTrainingLoaderConfig) -> Batch:
+    """The copy-paste batch plus each target's ``domain`` () uint8: 0 labelled, 1 second set."""
+    batch = instance_batch(outputs)
+    n_labelled, _ = split_counts(len(batch), config.second_ratio)
+    for i, target in enumerate(batch.targets):
+        target["domain"] = torch.tensor(0 if i < n_labelled else 1, dtype=torch.uint8)
+    return batch
+
+
+def self_training_stats(dataset: CocoDataset, source: SelfTrainingSource) -> dict[str, Any]:
+    """The labelled set's counts (as copy-paste's) plus the second set's skips and drops."""
+    second = source.second.stats
+    return {
+        **coco_stats(dataset, source),
+        "second_set": {
+            "skipped_images": dict(second.skipped_images),
+            "dropped_instances": dict(second.dropped_instances),
+        },
+    }
+
+
+#: The self-training family: copy-paste's sampler and graph with its own source (labelled
+#: and second set), step (labelled partners only), batch (``domain``) and stats. The source
+#: keeps every instance: the step is not the default one.
+SELF_TRAINING = replace(
+    COPY_PASTE,
+    name="SelfTrainingLoader",
+    config_type=SelfTrainingLoaderConfig,
+    source=self_training_source,
+    to_batch=self_training_batch,
+    stats=self_training_stats,
+    steps=self_training_steps,
+)
+
+
+class SelfTrainingLoader(CocoPipelineLoader):
     """Self-training Copy-Paste batches: labelled and second-set images mixed in every batch
     at ``second_ratio``, ground-truth instances of the labelled images pasted into both.
 
@@ -339,6 +421,8 @@ class SelfTrainingLoader(CopyPasteLoader):
     the fields of :class:`SelfTrainingLoaderConfig`.
     """
 
+    source: SelfTrainingSource
+
     def __init__(
         self,
         annotation_file: str | Path,
@@ -348,52 +432,16 @@ class SelfTrainingLoader(CopyPasteLoader):
         second_annotations: str | Path | None = None,
         **options: Any,
     ) -> None:
-        PipelineLoader.__init__(self)
-        check_options("SelfTrainingLoader", options, SelfTrainingLoaderConfig.field_names())
-        self.config = SelfTrainingLoaderConfig(**options)
-        cfg = self.config
-        _check_ratio(cfg.second_ratio)
-        self.backend = resolve_backend(cfg.device)
-        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
-        if second_annotations is not None:
-            self.second = CocoDataset(second_annotations, second_images, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
-        else:
-            self.second = ImageDirectoryDataset(second_images, on_error=cfg.on_error)
-        unknown = {a.category_id for r in self.second.records for a in r.annotations} - set(self.dataset.categories)
-        if unknown:
-            raise ValueError(
-                f"the second set's annotations use category ids {sorted(unknown)} that the labelled json does not define"
-            )
-        self.sampler = sampler = epoch_sampler(self.dataset, cfg)
-        self.source = SelfTrainingSource(
-            self.dataset,
-            sampler,
-            self.second,
-            ratio=cfg.second_ratio,
-            **source_options(cfg),
+        family = replace(
+            SELF_TRAINING,
+            source=partial(self_training_source, second_images=second_images, second_annotations=second_annotations),
         )
-        self._copy_paste = cfg.copy_paste_params()
-        self.step = SelfTrainingStep(self._copy_paste, cfg.second_ratio, cfg.paste_into_labelled)
+        super().__init__(assemble(family, options, coco_dataset(annotation_file, image_dir)))
 
     @property
-    def stats(self) -> dict[str, Any]:
-        base = dict(super().stats)
-        second = self.second.stats
-        base["second_set"] = {
-            "skipped_images": dict(second.skipped_images),
-            "dropped_instances": dict(second.dropped_instances),
-        }
-        return base
-
-    def _paste_step(self) -> SelfTrainingStep:
-        return self.step
-
-    def _to_batch(self, outputs: tuple[Any, ...]) -> Batch:
-        batch = super()._to_batch(outputs)
-        n_labelled, _ = split_counts(len(batch), self.config.second_ratio)
-        for i, target in enumerate(batch.targets):
-            target["domain"] = torch.tensor(0 if i < n_labelled else 1, dtype=torch.uint8)
-        return batch
+    def second(self) -> CocoDataset:
+        """The second set (pseudo-labelled json or unlabelled image directory)."""
+        return self.source.second
 
 
 def ensure_unlabelled_sample(directory: str | Path | None = None) -> Path:
@@ -413,62 +461,3 @@ def ensure_unlabelled_sample(directory: str | Path | None = None) -> Path:
     for k, (x0, y0, x1, y1) in enumerate(boxes):
         Image.fromarray(photo[y0:y1, x0:x1]).save(root / f"unlabelled_{k}.jpg", quality=92)
     return root
-
-
-def preview_self_training(
-    path: str | Path,
-    annotation_file: str | Path | None = None,
-    image_dir: str | Path | None = None,
-    *,
-    second_images: str | Path | None = None,
-    second_annotations: str | Path | None = None,
-    images: int = 8,
-    tile_size: int = 320,
-    **options: Any,
-) -> Path:
-    """Write a PNG grid of self-training Copy-Paste batches, each tile captioned with its
-    source (labelled / second set). Defaults: the embedded sample dataset as the labelled
-    set, crops of an unlabelled photo as the second set, ratio 0.5."""
-    from PIL import ImageDraw
-
-    from ..preview.instances import render_sample
-
-    if annotation_file is None:
-        from ..coco.sample_data import ensure_sample_dataset
-
-        annotation_file, image_dir = ensure_sample_dataset()
-    if second_images is None:
-        second_images = ensure_unlabelled_sample()
-    defaults = dict(batch_size=4, output_size=384, jitter="ssj", seed=0, max_num_pasted=6)
-    loader = SelfTrainingLoader(
-        annotation_file, image_dir, second_images=second_images, second_annotations=second_annotations,
-        **{**defaults, **options},
-    )  # fmt: skip
-    shown: list[tuple[Any, dict]] = []
-    while len(shown) < images:
-        for batch in loader:
-            shown.extend(zip(batch.images, batch.targets))
-            if len(shown) >= images:
-                break
-    shown = shown[:images]
-    names = {cid: str(c.get("name", cid)) for cid, c in loader.categories.items()}
-    columns = min(4, len(shown))
-    rows = -(-len(shown) // columns)
-    header, caption = 22, 16
-    grid = Image.new("RGB", (columns * tile_size, header + rows * (tile_size + caption)), (20, 20, 20))
-    draw = ImageDraw.Draw(grid)
-    draw.text(
-        (6, 5),
-        f"self-training copy-paste, second-set ratio {loader.config.second_ratio}   "
-        "green: the image's own (pseudo) labels   magenta: pasted ground truth",
-        fill=(230, 230, 230),
-    )
-    for k, (image, target) in enumerate(shown):
-        x, y = (k % columns) * tile_size, header + (k // columns) * (tile_size + caption)
-        grid.paste(render_sample(image, target, names).resize((tile_size, tile_size)), (x, y))
-        domain = "labelled" if int(target["domain"]) == 0 else "second set"
-        draw.text((x + 4, y + tile_size + 2), f"{domain}: {int(target['pasted'].sum())} pasted", fill=(230, 230, 230))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
