@@ -61,11 +61,11 @@ from ...kernels.mask_geometry import sample_geometry
 from ...kernels.rle_decode import box_toggles, toggles_from_counts
 from ..coco.index import CocoIndex, batch_descriptors
 from ..coco.reader import CocoDataset, ImageRecord, decode_rle_string
-from .pipeline import OUTPUT_NAMES, CopyPasteOutputs
+from .pipeline import OUTPUT_NAMES, step_outputs
 from .source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
-from ..core.parallel_source import BatchInfoSource, check_workers
+from ..core.graph import pipeline_arguments, source_outputs
+from ..core.parallel_source import check_workers
 from ..core.scale_jitter import draw_geometry
-from ..core.backend import check_backend
 
 __all__ = [
     "record_instances",
@@ -195,10 +195,7 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
             [np.array(labels[b:e]) for b, e in ranges],
             [np.array(iscrowd[b:e]) for b, e in ranges],
             [np.array(image_ids[i : i + 1]) for i in images.tolist()],
-            list(geometry.scale),
-            list(geometry.crop_x),
-            list(geometry.crop_y),
-            list(geometry.flip),
+            *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )
         return columns, ()
@@ -286,29 +283,16 @@ def build_gpu_mask_pipeline(
     output_size = source.output_size
     if not 0 <= pad_value <= 255:
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
-    check_backend(device)
     on_gpu = device == "gpu"
     step = GpuMaskCopyPasteStep(copy_paste)
     n_desc = len(DESCRIPTOR_COLUMNS)
-
-    @pipeline_def(
-        batch_size=source.batch_size,
-        num_threads=num_threads,
-        device_id=device_id if on_gpu else None,
-        prefetch_queue_depth=prefetch_queue_depth,
-        py_num_workers=source_workers,
-        py_start_method=source_start_method,
+    arguments = pipeline_arguments(
+        source, device, device_id, num_threads, prefetch_queue_depth, source_workers, source_start_method
     )
+
+    @pipeline_def(**arguments)
     def gpu_mask_pipeline():
-        if source_workers:
-            outs = fn.external_source(
-                source=BatchInfoSource(source, source.position), num_outputs=len(GpuMaskCopyPasteSource.column_names),
-                batch=True, batch_info=True, parallel=True, prefetch_queue_depth=max(2, source_workers),
-            )
-        else:
-            outs = fn.external_source(
-                source=source, num_outputs=len(GpuMaskCopyPasteSource.column_names), batch=True
-            )
+        outs = source_outputs(source, len(GpuMaskCopyPasteSource.column_names), source_workers)
         encoded = outs[0]
         descriptors = list(outs[1 : 1 + n_desc])
         labels, iscrowd, image_id, scale, crop_x, crop_y, flip, position = outs[1 + n_desc :]
@@ -324,21 +308,6 @@ def build_gpu_mask_pipeline(
             out_of_bounds_policy="pad", fill_values=float(pad_value),
         )
         images = fn.flip(images, horizontal=flip)
-        images, masks, boxes, areas, labels_out, iscrowd_out, pasted = fn.python_function(
-            images,
-            *step_inputs,
-            function=step,
-            batch_processing=True,
-            num_outputs=7,
-            device=device,
-            output_layouts=["HWC", "NHW"],
-        )
-        images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        return tuple(
-            CopyPasteOutputs(
-                images=images, masks=masks, boxes=boxes, areas=areas, labels=labels_out,
-                iscrowd=iscrowd_out, pasted=pasted, image_id=image_id, position=position,
-            )
-        )  # fmt: skip
+        return step_outputs(step, device, images, step_inputs, image_id, position)
 
     return gpu_mask_pipeline()

@@ -177,13 +177,7 @@ def instance_batch(outputs: tuple[Any, ...], config: Any = None) -> Batch:
 #: The copy-paste family: COCO dataset, epoch sampler, :func:`copy_paste_source`,
 #: :func:`copy_paste_graph`, the graph's own step, :func:`instance_batch`.
 COPY_PASTE = Family(
-    name="CopyPasteLoader",
-    config_type=CopyPasteLoaderConfig,
-    source=copy_paste_source,
-    graph=copy_paste_graph,
-    to_batch=instance_batch,
-    stats=coco_stats,
-    sampler=epoch_sampler,
+    "CopyPasteLoader", CopyPasteLoaderConfig, copy_paste_source, copy_paste_graph, instance_batch, coco_stats, epoch_sampler
 )
 
 

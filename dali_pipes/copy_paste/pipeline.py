@@ -27,9 +27,9 @@ from ...kernels.array_module import to_host
 from ...kernels.copy_paste import CopyPasteParams, copy_paste_batch
 from ...kernels.parallel_batch import BatchOps, shared_pool
 from .source import CopyPasteSource, copy_paste_rng
-from ..core.parallel_source import BatchInfoSource, check_workers
+from ..core.graph import pipeline_arguments, source_outputs
+from ..core.parallel_source import check_workers
 from ..core.step_io import split_result, stack_batch
-from ..core.backend import check_backend
 
 #: Names of the pipeline's outputs, in order.
 class CopyPasteOutputs(NamedTuple):
@@ -85,19 +85,26 @@ class CopyPasteStep:
 
     def __call__(self, images, masks, labels, iscrowd, positions):
         pool = shared_pool(self.threads) if self.threads else None
-        batch = stack_batch(images, masks, labels, iscrowd, pool)
-        on_host = pool is not None and batch.xp is np
-        result = copy_paste_batch(
-            batch.images,
-            batch.masks,
-            batch.offsets,
-            batch.labels,
-            batch.iscrowd,
-            self.params or CopyPasteParams(max_num_pasted=0),
-            copy_paste_rng(to_host(positions[0])),
-            ops=BatchOps.threaded(pool) if on_host else None,
-        )
-        return split_result(batch.xp, result, len(images))
+        return paste_batch(images, masks, labels, iscrowd, positions, self.params, pool=pool)
+
+
+def paste_batch(
+    images: Any, masks: Any, labels: Any, iscrowd: Any, positions: Any, params: CopyPasteParams | None,
+    *, pool: Any = None, **options: Any,
+) -> tuple[list[Any], ...]:  # fmt: skip
+    """One batch of a copy-paste step: the per-sample inputs (as :class:`CopyPasteStep`'s)
+    stacked, :func:`~decal.kernels.copy_paste.copy_paste_batch` with ``params`` (None:
+    nothing pasted) and the batch's generator (:func:`copy_paste_rng` of its position), the
+    result split per sample. ``pool``: threads for the host twins' per-sample chunks;
+    ``options`` go to ``copy_paste_batch`` (``draw_plan``)."""
+    batch = stack_batch(images, masks, labels, iscrowd, pool)
+    if pool is not None and batch.xp is np:
+        options["ops"] = BatchOps.threaded(pool)
+    result = copy_paste_batch(
+        batch.images, batch.masks, batch.offsets, batch.labels, batch.iscrowd,
+        params or CopyPasteParams(max_num_pasted=0), copy_paste_rng(to_host(positions[0])), **options,
+    )  # fmt: skip
+    return split_result(batch.xp, result, len(images))
 
 
 def build_copy_paste_pipeline(
@@ -142,29 +149,17 @@ def build_copy_paste_pipeline(
         raise ValueError(f"output_size must be >= 1, got {output_size}")
     if not 0 <= pad_value <= 255:
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
-    check_backend(device)
     check_workers(source_workers, source_start_method, source.on_error)
     on_gpu = device == "gpu"
     step = CopyPasteStep(copy_paste, step_threads) if step is None else step
-
-    @pipeline_def(
-        batch_size=source.batch_size,
-        num_threads=num_threads,
-        device_id=device_id if on_gpu else None,
-        prefetch_queue_depth=prefetch_queue_depth,
-        py_num_workers=source_workers,
-        py_start_method=source_start_method,
+    arguments = pipeline_arguments(
+        source, device, device_id, num_threads, prefetch_queue_depth, source_workers, source_start_method
     )
+
+    @pipeline_def(**arguments)
     def copy_paste_pipeline():
         layout = ["", "HWC", "", "", "", "", "", "", "", ""]
-        columns = len(CopyPasteSource.column_names)
-        if source_workers:
-            outputs = fn.external_source(
-                source=BatchInfoSource(source, source.position), num_outputs=columns, layout=layout,
-                batch=True, batch_info=True, parallel=True, prefetch_queue_depth=max(2, source_workers),
-            )
-        else:
-            outputs = fn.external_source(source=source, num_outputs=columns, batch=True, layout=layout)
+        outputs = source_outputs(source, len(CopyPasteSource.column_names), source_workers, layout=layout)
         encoded, masks, labels, iscrowd, image_id, scale, crop_x, crop_y, flip, position = outputs
         images = fn.decoders.image(
             encoded, device="mixed" if on_gpu else "cpu", output_type=types.RGB, adjust_orientation=False
@@ -180,24 +175,24 @@ def build_copy_paste_pipeline(
         )
         images = fn.flip(fn.crop(images, fill_values=float(pad_value), **window), horizontal=flip)
         masks = fn.flip(fn.crop(masks, fill_values=0.0, **window), horizontal=flip)
-        images, masks, boxes, areas, labels, iscrowd, pasted = fn.python_function(
-            images,
-            masks,
-            labels,
-            iscrowd,
-            step_position,
-            function=step,
-            batch_processing=True,
-            num_outputs=7,
-            device=device,
-            output_layouts=["HWC", "NHW"],
-        )
-        images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        return tuple(
-            CopyPasteOutputs(
-                images=images, masks=masks, boxes=boxes, areas=areas, labels=labels,
-                iscrowd=iscrowd, pasted=pasted, image_id=image_id, position=position,
-            )
-        )  # fmt: skip
+        return step_outputs(step, device, images, [masks, labels, iscrowd, step_position], image_id, position)
 
     return copy_paste_pipeline()
+
+
+def step_outputs(step: Any, device: str, images: Any, inputs: list[Any], image_id: Any, position: Any) -> tuple[Any, ...]:
+    """The end of a copy-paste graph: ``step`` (a batched ``fn.python_function`` on
+    ``device``) over the S×S×3 ``images`` and its other ``inputs``, its seven outputs, the
+    images transposed to 3×S×S, as a :class:`CopyPasteOutputs` tuple with the source's
+    ``image_id`` and ``position`` columns."""
+    images, masks, boxes, areas, labels, iscrowd, pasted = fn.python_function(
+        images, *inputs, function=step, batch_processing=True, num_outputs=7, device=device,
+        output_layouts=["HWC", "NHW"],
+    )  # fmt: skip
+    images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
+    return tuple(
+        CopyPasteOutputs(
+            images=images, masks=masks, boxes=boxes, areas=areas, labels=labels,
+            iscrowd=iscrowd, pasted=pasted, image_id=image_id, position=position,
+        )
+    )  # fmt: skip

@@ -18,7 +18,7 @@ ARCHITECTURE.md "DALI pitfalls the code works around"; the dummy channel is remo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -66,28 +66,14 @@ class CopyPasteSource(EpochBatchSource):
         dataset: CocoDataset,
         sampler: EpochSampler,
         *,
-        batch_size: int,
-        seed: int,
         jitter: ScaleJitter,
         flip_prob: float = 0.5,
-        shard_id: int = 0,
-        num_shards: int = 1,
-        drop_last: bool = False,
-        on_error: Literal["raise", "skip"] = "raise",
         paste_by_box: bool = False,
-        position: LoaderPosition | None = None,
+        **run: Any,
     ) -> None:
-        super().__init__(
-            dataset,
-            sampler,
-            batch_size=batch_size,
-            seed=seed,
-            shard_id=shard_id,
-            num_shards=num_shards,
-            drop_last=drop_last,
-            on_error=on_error,
-            position=position,
-        )
+        """``run``: the options of :class:`EpochBatchSource` (``batch_size``, ``seed``,
+        ``shard_id``, ``num_shards``, ``drop_last``, ``on_error``, ``position``)."""
+        super().__init__(dataset, sampler, **run)
         self.jitter = jitter
         self.flip_prob = flip_prob
         self.paste_by_box = paste_by_box
@@ -128,10 +114,7 @@ class CopyPasteSource(EpochBatchSource):
             labels,
             iscrowd,
             [np.array([r.image_id], dtype=np.int64) for r in records],
-            list(geometry.scale),
-            list(geometry.crop_x),
-            list(geometry.crop_y),
-            list(geometry.flip),
+            *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )
         return columns, ()

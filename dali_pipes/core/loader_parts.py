@@ -11,7 +11,7 @@ from typing import Any
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
 
-__all__ = ["epoch_sampler", "source_options", "run_options", "pipeline_device_options"]
+__all__ = ["epoch_sampler", "source_options", "run_options", "pipeline_device_options", "folder_options", "output_options"]
 
 
 def epoch_sampler(dataset: Any, cfg: Any) -> RepeatFactorSampler | UniformSampler:
@@ -56,3 +56,15 @@ def pipeline_device_options(cfg: Any, backend: str) -> dict[str, Any]:
         num_threads=cfg.num_threads,
         prefetch_queue_depth=cfg.prefetch_queue_depth,
     )
+
+
+def folder_options(cfg: Any) -> dict[str, Any]:
+    """The source keyword options of an image-folder loader (CutMix, CP²): :func:`run_options`
+    plus ``shuffle`` (its source orders the epoch itself)."""
+    return dict(run_options(cfg), shuffle=cfg.shuffle)
+
+
+def output_options(cfg: Any) -> dict[str, Any]:
+    """The image-output options of an image-folder graph (CutMix, CP²): ``normalize``,
+    ``mean`` and ``std`` (tuples, per channel in [0, 1] units)."""
+    return dict(normalize=cfg.normalize, mean=tuple(cfg.mean), std=tuple(cfg.std))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,11 @@ class Geometry:
     crop_x: np.ndarray
     crop_y: np.ndarray
     flip: np.ndarray
+
+    def columns(self) -> list[list[Any]]:
+        """The source's ``scale``, ``crop_x``, ``crop_y`` and ``flip`` columns: one list
+        each of the batch's per-sample scalars."""
+        return [list(self.scale), list(self.crop_x), list(self.crop_y), list(self.flip)]
 
 
 def draw_geometry(rng: np.random.Generator, batch_size: int, jitter: ScaleJitter, flip_prob: float) -> Geometry:

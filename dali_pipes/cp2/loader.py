@@ -28,7 +28,7 @@ from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from ..core.epoch_source import LoaderPosition
 from ..core.loader_base import PipelineLoader, dense, position_after
 from ..core.loader_config import check_loader_config
-from ..core.loader_parts import pipeline_device_options, run_options
+from ..core.loader_parts import folder_options, output_options, pipeline_device_options
 from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
 from ..folder.image_folder import ImageFolder
@@ -153,20 +153,14 @@ def cp2_source(config: CP2LoaderConfig, dataset: ImageFolder, sampler: Any, back
         view=config.view_config(),
         mask=config.mask_config(),
         backgrounds=backgrounds,
-        shuffle=config.shuffle,
-        **run_options(config),
+        **folder_options(config),
     )
 
 
 def cp2_graph(source: CP2Source, config: CP2LoaderConfig, backend: Backend, step: Any) -> Any:
     """The CP² graph over ``source`` (its step is built in)."""
     return build_cp2_pipeline(
-        source,
-        normalize=config.normalize,
-        mean=tuple(config.mean),
-        std=tuple(config.std),
-        return_views=config.return_views,
-        **pipeline_device_options(config, backend),
+        source, return_views=config.return_views, **output_options(config), **pipeline_device_options(config, backend)
     )
 
 
@@ -188,14 +182,7 @@ def cp2_batch(outputs: tuple[Any, ...], config: Any = None) -> CP2Batch:
 
 #: The CP² family: an image folder (no sampler: the source shuffles), :func:`cp2_source`,
 #: :func:`cp2_graph`, :func:`cp2_batch`.
-CP2 = Family(
-    name="CP2Loader",
-    config_type=CP2LoaderConfig,
-    source=cp2_source,
-    graph=cp2_graph,
-    to_batch=cp2_batch,
-    stats=folder_stats,
-)
+CP2 = Family("CP2Loader", CP2LoaderConfig, cp2_source, cp2_graph, cp2_batch, folder_stats)
 
 
 class CP2Loader(PipelineLoader):

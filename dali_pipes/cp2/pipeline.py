@@ -32,7 +32,7 @@ from ..core.errors import DatasetError
 from ..folder.source import FolderBatchSource, Payload
 from ..folder.image_folder import ImageFolder
 from ...kernels.array_module import cupy_module
-from ..core.backend import check_backend
+from ..core.graph import pipeline_arguments
 
 __all__ = ["CP2Outputs", "OUTPUT_NAMES", "VIEW_NAMES", "CP2Source", "CP2Step", "build_cp2_pipeline"]
 
@@ -204,7 +204,7 @@ def build_cp2_pipeline(
 ) -> Pipeline:
     """Build (not yet run) the pipeline over ``source``; outputs are :data:`OUTPUT_NAMES`
     (the four uint8 HWC views only with ``return_views``)."""
-    check_backend(device)
+    arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
     on_gpu = device == "gpu"
     size = source.output_size
     step = CP2Step(source.mask.stride)
@@ -219,12 +219,7 @@ def build_cp2_pipeline(
         images = fn.gaussian_blur(images, sigma=blur[0], window_size=window)
         return fn.flip(images, horizontal=flip)
 
-    @pipeline_def(
-        batch_size=source.batch_size,
-        num_threads=num_threads,
-        device_id=device_id if on_gpu else None,
-        prefetch_queue_depth=prefetch_queue_depth,
-    )
+    @pipeline_def(**arguments)
     def cp2_pipeline():
         columns = fn.external_source(source=source, num_outputs=len(CP2Source.column_names), batch=True)
         named = dict(zip(CP2Source.column_names, columns))

@@ -28,7 +28,7 @@ from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from ..core.epoch_source import LoaderPosition
 from ..core.loader_base import PipelineLoader, dense, position_after
 from ..core.loader_config import check_loader_config
-from ..core.loader_parts import pipeline_device_options, run_options
+from ..core.loader_parts import folder_options, output_options, pipeline_device_options
 from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
 from ..folder.image_folder import ImageFolder
@@ -162,20 +162,14 @@ def cutmix_source(config: CutMixLoaderConfig, dataset: ImageFolder, sampler: Any
         ratio=tuple(config.ratio),
         flip_prob=config.flip_prob,
         label_smoothing=config.label_smoothing,
-        shuffle=config.shuffle,
-        **run_options(config),
+        **folder_options(config),
     )
 
 
 def cutmix_graph(source: CutMixSource, config: CutMixLoaderConfig, backend: Backend, step: Any) -> Any:
     """The CutMix graph over ``source`` (its step is built in)."""
     return build_cutmix_pipeline(
-        source,
-        normalize=config.normalize,
-        mean=tuple(config.mean),
-        std=tuple(config.std),
-        return_unmixed=config.return_unmixed,
-        **pipeline_device_options(config, backend),
+        source, return_unmixed=config.return_unmixed, **output_options(config), **pipeline_device_options(config, backend)
     )
 
 
@@ -195,14 +189,7 @@ def cutmix_batch(outputs: tuple[Any, ...], config: Any = None) -> Classification
 
 #: The CutMix family: a labelled image folder (no sampler: the source shuffles),
 #: :func:`cutmix_source`, :func:`cutmix_graph`, :func:`cutmix_batch`.
-CUTMIX = Family(
-    name="CutMixLoader",
-    config_type=CutMixLoaderConfig,
-    source=cutmix_source,
-    graph=cutmix_graph,
-    to_batch=cutmix_batch,
-    stats=folder_stats,
-)
+CUTMIX = Family("CutMixLoader", CutMixLoaderConfig, cutmix_source, cutmix_graph, cutmix_batch, folder_stats)
 
 
 class CutMixLoader(PipelineLoader):

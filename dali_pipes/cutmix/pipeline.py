@@ -37,7 +37,7 @@ from .twin import MixConfig, apply_mix, draw_mix_params, mix_targets
 from ..folder.source import FolderBatchSource, Payload, random_resized_crop_params
 from ..folder.image_folder import ImageFolder
 from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
-from ..core.backend import check_backend
+from ..core.graph import pipeline_arguments
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -206,19 +206,14 @@ def build_cutmix_pipeline(
         device: ``"gpu"`` decodes with nvJPEG (``device="mixed"``) and runs every later step
             on the GPU; ``"cpu"`` uses DALI's CPU backend throughout.
     """
-    check_backend(device)
+    arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
     on_gpu = device == "gpu"
     size = source.output_size
     if size < 1:
         raise ValueError(f"output_size must be >= 1, got {size}")
     step = CutMixStep()
 
-    @pipeline_def(
-        batch_size=source.batch_size,
-        num_threads=num_threads,
-        device_id=device_id if on_gpu else None,
-        prefetch_queue_depth=prefetch_queue_depth,
-    )
+    @pipeline_def(**arguments)
     def cutmix_pipeline():
         encoded, crop, flip, label, target, lam, partner, box, weight, position = fn.external_source(
             source=source, num_outputs=len(CutMixSource.column_names), batch=True

@@ -5,18 +5,18 @@ Determinism follows the copy-paste source: the epoch order is a function of (see
 sharded after sampling; batch ``k`` of an epoch draws its randomness from
 ``np.random.default_rng([seed, epoch, shard_id, k, stream])``, one ``stream`` per kind of
 draw (see the subclasses). So a run is a function of its seed, and a run resumed from a
-:class:`~decal.dali_pipes.copy_paste.source.LoaderPosition` continues exactly as it would
+:class:`~decal.dali_pipes.core.epoch_source.LoaderPosition` continues exactly as it would
 have. The draws depend on the image sizes (read from each file's header on the host), never
 on anything DALI computes.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.epoch_source import POSITION_FIELDS, EpochBatchSource, LoaderPosition
+from ..core.epoch_source import POSITION_FIELDS, EpochBatchSource
 from .image_folder import ImageFolder
 from ..core.samplers import UniformSampler
 
@@ -88,26 +88,13 @@ class FolderBatchSource(EpochBatchSource):
         self,
         dataset: ImageFolder,
         *,
-        batch_size: int,
         seed: int,
         shuffle: bool = True,
-        shard_id: int = 0,
-        num_shards: int = 1,
-        drop_last: bool = False,
-        on_error: Literal["raise", "skip"] = "raise",
-        position: LoaderPosition | None = None,
+        **run: Any,
     ) -> None:
-        super().__init__(
-            dataset,
-            UniformSampler(len(dataset), seed=seed, shuffle=shuffle),
-            batch_size=batch_size,
-            seed=seed,
-            shard_id=shard_id,
-            num_shards=num_shards,
-            drop_last=drop_last,
-            on_error=on_error,
-            position=position,
-        )
+        """``run``: the other options of :class:`EpochBatchSource` (``batch_size``,
+        ``shard_id``, ``num_shards``, ``drop_last``, ``on_error``, ``position``)."""
+        super().__init__(dataset, UniformSampler(len(dataset), seed=seed, shuffle=shuffle), seed=seed, **run)
 
     def read(self, dataset: ImageFolder, index: int) -> Payload:
         """(index, bytes, (h, w)) of one image; DatasetError for a bad file."""

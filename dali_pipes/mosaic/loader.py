@@ -96,15 +96,7 @@ def mosaic_batch(outputs: tuple[Any, ...], config: Any = None) -> Batch:
 
 #: The mosaic family: COCO dataset, epoch sampler, :func:`mosaic_source`, :func:`mosaic_graph`,
 #: :func:`mosaic_batch`.
-MOSAIC = Family(
-    name="MosaicLoader",
-    config_type=MosaicLoaderConfig,
-    source=mosaic_source,
-    graph=mosaic_graph,
-    to_batch=mosaic_batch,
-    stats=coco_stats,
-    sampler=epoch_sampler,
-)
+MOSAIC = Family("MosaicLoader", MosaicLoaderConfig, mosaic_source, mosaic_graph, mosaic_batch, coco_stats, epoch_sampler)
 
 
 class MosaicLoader(CocoPipelineLoader):

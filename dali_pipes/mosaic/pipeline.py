@@ -36,7 +36,7 @@ from ..coco.reader import CocoDataset
 from ..copy_paste.source import CopyPasteSource
 from ..core.epoch_source import LoaderPosition
 from .twin import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
-from ..core.backend import check_backend
+from ..core.graph import pipeline_arguments
 
 
 __all__ = ["MosaicSource", "build_mosaic_pipeline", "MosaicOutputs", "OUTPUT_NAMES"]
@@ -253,18 +253,13 @@ def build_mosaic_pipeline(
     :data:`OUTPUT_NAMES` (then, with ``return_tiles``, the four resized tiles and the
     ``start0``, ``regions`` and ``flip`` columns, for the twin test). Output size and gray
     level come from the source."""
-    check_backend(device)
+    arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
     on_gpu = device == "gpu"
     s = source.output_size
     step = MosaicStep(s)
     names = source.column_names
 
-    @pipeline_def(
-        batch_size=source.batch_size,
-        num_threads=num_threads,
-        device_id=device_id if on_gpu else None,
-        prefetch_queue_depth=prefetch_queue_depth,
-    )
+    @pipeline_def(**arguments)
     def mosaic_pipeline():
         layouts = ["HWC" if n.startswith("masks") else "" for n in names]
         col = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True, layout=layouts)))

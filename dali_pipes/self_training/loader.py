@@ -36,13 +36,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ...kernels.copy_paste import CopyPasteParams, copy_paste_batch
+from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.paste_plan import PastePlan
 from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
 from ..coco.reader import CocoDataset, ImageRecord
 from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, instance_batch
 from ..core.scale_jitter import draw_geometry
-from ..copy_paste.source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
+from ..copy_paste.pipeline import paste_batch
+from ..copy_paste.source import GEOMETRY_STREAM, CopyPasteSource
 from ..core.assembly import assemble
 from ..core.backend import Backend
 from ..core.batch import Batch
@@ -50,7 +51,6 @@ from ..core.epoch_source import LoaderPosition, ProducedBatch
 from ..core.errors import DatasetError
 from ..core.loader_parts import source_options
 from ..core.samplers import shard_indices
-from ..core.step_io import split_result, stack_batch, to_host
 
 __all__ = [
     "split_counts",
@@ -270,10 +270,7 @@ class SelfTrainingSource(CopyPasteSource):
             [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records],
             [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records],
             [np.array([r.image_id], dtype=np.int64) for r in records],
-            list(geometry.scale),
-            list(geometry.crop_x),
-            list(geometry.crop_y),
-            list(geometry.flip),
+            *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )
 
@@ -290,22 +287,10 @@ class SelfTrainingStep:
     paste_into_labelled: bool = True
 
     def __call__(self, images, masks, labels, iscrowd, positions):
-        batch = stack_batch(images, masks, labels, iscrowd)
         n_labelled, n_second = split_counts(len(images), self.ratio)
         is_labelled = np.r_[np.ones(n_labelled, bool), np.zeros(n_second, bool)]
-        result = copy_paste_batch(
-            batch.images,
-            batch.masks,
-            batch.offsets,
-            batch.labels,
-            batch.iscrowd,
-            self.params or CopyPasteParams(max_num_pasted=0),
-            copy_paste_rng(to_host(positions[0])),
-            draw_plan=partial(
-                draw_labelled_paste_plan, is_labelled=is_labelled, paste_into_labelled=self.paste_into_labelled
-            ),
-        )
-        return split_result(batch.xp, result, len(images))
+        draw_plan = partial(draw_labelled_paste_plan, is_labelled=is_labelled, paste_into_labelled=self.paste_into_labelled)
+        return paste_batch(images, masks, labels, iscrowd, positions, self.params, draw_plan=draw_plan)
 
 
 @dataclass(frozen=True)
