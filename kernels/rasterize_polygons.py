@@ -112,6 +112,16 @@ def _check(verts: Any, polys: Any, instances: Any, tables: Any, masks: Any, area
         raise ValueError(f"verts must be (V, 2), got {verts.shape}")
     if polys.ndim != 2 or polys.shape[1] != 2:
         raise ValueError(f"polys must be (NP, 2), got {polys.shape}")
+    check_raster_arrays(instances, tables, masks, areas, boxes)
+
+
+def check_raster_arrays(instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
+    """Check the arrays every mask rasteriser (polygons, RLE) shares: ``instances`` (I, 4),
+    ``masks`` (M, H, W), ``tables`` (T, H + W + 4), ``areas`` (M,) and ``boxes`` (M, 4).
+
+    Raises:
+        ValueError: naming the array and the shape it must have.
+    """
     if instances.ndim != 2 or instances.shape[1] != 4:
         raise ValueError(f"instances must be (I, 4), got {instances.shape}")
     if masks.ndim != 3:

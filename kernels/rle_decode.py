@@ -26,7 +26,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from . import _cuda
-from .rasterize_polygons import store_areas_and_boxes, launch_raster_kernel, split_table, toggles_to_output
+from .rasterize_polygons import check_raster_arrays, launch_raster_kernel, split_table, store_areas_and_boxes, toggles_to_output
 
 __all__ = [
     "toggles_from_counts",
@@ -71,15 +71,7 @@ def box_toggles(x0: int, y0: int, x1: int, y1: int, height: int) -> np.ndarray:
 def _check(toggles: Any, instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
     if toggles.ndim != 1:
         raise ValueError(f"toggles must be 1-D, got {toggles.shape}")
-    if instances.ndim != 2 or instances.shape[1] != 4:
-        raise ValueError(f"instances must be (I, 4), got {instances.shape}")
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (M, H, W), got {masks.shape}")
-    m, h, w = masks.shape
-    if tables.ndim != 2 or tables.shape[1] != h + w + 4:
-        raise ValueError(f"tables must be (T, {h + w + 4}), got {tables.shape}")
-    if areas.shape != (m,) or boxes.shape != (m, 4):
-        raise ValueError(f"areas {areas.shape} / boxes {boxes.shape} must be ({m},) / ({m}, 4)")
+    check_raster_arrays(instances, tables, masks, areas, boxes)
 
 
 def rle_decode_numpy(

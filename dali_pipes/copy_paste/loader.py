@@ -33,6 +33,7 @@ from ..core.loader_base import dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
+from ..core.options import fields_from
 from ..core.parallel_source import check_workers
 from .gpu_masks import GpuMaskCopyPasteSource, build_gpu_mask_pipeline
 from .options import COPY_PASTE_OPTIONS
@@ -70,13 +71,7 @@ class CopyPasteLoaderConfig:
     def copy_paste_params(self) -> CopyPasteParams | None:
         if not self.copy_paste:
             return None
-        return CopyPasteParams(
-            max_num_pasted=self.max_num_pasted,
-            blend_sigma=self.blend_sigma,
-            mask_occluded_thr=self.mask_occluded_thr,
-            bbox_occluded_thr=self.bbox_occluded_thr,
-            paste_by_box=self.paste_by_box,
-        )
+        return fields_from(self, CopyPasteParams)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -11,6 +11,9 @@ from typing import Any
 from .samplers import RepeatFactorSampler, UniformSampler
 from .scale_jitter import ScaleJitter
 
+#: The config fields every source takes (:class:`~decal.dali_pipes.core.epoch_source.EpochBatchSource`).
+RUN_FIELDS = ("batch_size", "seed", "shard_id", "num_shards", "drop_last", "on_error")
+
 __all__ = ["epoch_sampler", "source_options", "run_options", "pipeline_device_options", "folder_options", "output_options"]
 
 
@@ -26,14 +29,7 @@ def run_options(cfg: Any) -> dict[str, Any]:
     """The source keyword options of the run (``dali_pipes/core/common_options.py``) plus the
     batch size: ``batch_size``, ``seed``, ``shard_id``, ``num_shards``, ``drop_last``,
     ``on_error``."""
-    return dict(
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        shard_id=cfg.shard_id,
-        num_shards=cfg.num_shards,
-        drop_last=cfg.drop_last,
-        on_error=cfg.on_error,
-    )
+    return {name: getattr(cfg, name) for name in RUN_FIELDS}
 
 
 def source_options(cfg: Any) -> dict[str, Any]:

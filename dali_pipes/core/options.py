@@ -21,9 +21,11 @@ import numbers
 import types
 import typing
 from functools import lru_cache
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
-__all__ = ["OptionError", "ConfigError", "check_fields", "check_range"]
+__all__ = ["OptionError", "ConfigError", "check_fields", "check_range", "fields_from"]
+
+T = TypeVar("T")
 
 
 class OptionError(ValueError):
@@ -114,3 +116,13 @@ def check_range(owner: str, name: str, value: float, low: float | None = None, h
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
         raise OptionError(f"{owner}: option '{name}' must be {bounds}, got {value!r}")
+
+
+def fields_from(config: Any, target: type[T], **overrides: Any) -> T:
+    """The dataclass ``target`` made from the same-named fields of ``config`` (a list value,
+    as TOML or JSON gives one, becomes a tuple), ``overrides`` given or replacing some; e.g.
+    a loader config's kernel parameters."""
+    names = [f.name for f in dataclasses.fields(target) if f.name not in overrides]  # type: ignore[arg-type]
+    values = {name: getattr(config, name) for name in names}
+    return target(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, **overrides)
+

@@ -31,6 +31,7 @@ from ..core.loader_config import check_loader_config
 from ..core.loader_parts import folder_options, output_options, pipeline_device_options
 from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
+from ..core.options import fields_from
 from ..folder.image_folder import ImageFolder
 from ..folder.loader import folder_dataset, folder_stats
 from .pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
@@ -95,20 +96,7 @@ class CP2LoaderConfig:
             raise ValueError(f"output_size {self.output_size} is smaller than half the stride {self.stride}")
 
     def view_config(self) -> CP2ViewConfig:
-        return CP2ViewConfig(
-            output_size=self.output_size,
-            scale=tuple(self.scale),
-            ratio=tuple(self.ratio),
-            brightness=self.brightness,
-            contrast=self.contrast,
-            saturation=self.saturation,
-            hue=self.hue,
-            jitter_prob=self.jitter_prob,
-            grayscale_prob=self.grayscale_prob,
-            blur_prob=self.blur_prob,
-            blur_sigma=tuple(self.blur_sigma),
-            flip_prob=self.flip_prob,
-        )
+        return fields_from(self, CP2ViewConfig)
 
     def mask_config(self) -> CP2MaskConfig:
         return CP2MaskConfig(area=tuple(self.mask_area), ratio=tuple(self.mask_ratio), stride=self.stride)

@@ -31,6 +31,7 @@ from ..core.loader_config import check_loader_config
 from ..core.loader_parts import folder_options, output_options, pipeline_device_options
 from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
+from ..core.options import fields_from
 from ..folder.image_folder import ImageFolder
 from ..folder.loader import folder_dataset, folder_stats
 from .pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
@@ -99,17 +100,7 @@ class CutMixLoaderConfig:
     def mix_config(self, num_classes: int) -> MixConfig | None:
         if not self.mix:
             return None
-        return MixConfig(
-            num_classes=num_classes,
-            mixup_alpha=self.mixup_alpha,
-            cutmix_alpha=self.cutmix_alpha,
-            cutmix_minmax=None if self.cutmix_minmax is None else tuple(self.cutmix_minmax),
-            prob=self.prob,
-            switch_prob=self.switch_prob,
-            mode=self.mode,
-            correct_lam=self.correct_lam,
-            label_smoothing=self.label_smoothing,
-        )
+        return fields_from(self, MixConfig, num_classes=num_classes)
 
 
 @dataclass
