@@ -74,6 +74,17 @@ def resized_size(height: np.ndarray, width: np.ndarray, longer: np.ndarray) -> t
     )
 
 
+def _axis_span(centre: int, size: int, limit: int, before: bool) -> tuple[int, int, int]:
+    """Along one axis, a tile of ``size`` px at the mosaic centre: (start on the canvas,
+    extent, start in the tile). Before the centre (left, top) it ends there, else it starts
+    there; either way clipped to the canvas [0, ``limit``)."""
+    if before:
+        out = max(centre - size, 0)
+        extent = centre - out
+        return out, extent, size - extent
+    return centre, min(size, limit - centre), 0
+
+
 def quadrant_regions(sizes: np.ndarray, centre: tuple[int, int], output_size: int) -> np.ndarray:
     """(4, 6) regions of the four resized tiles ``sizes`` (4, 2) (h, w) around ``centre``
     (cx, cy) on an S×S canvas; see the module docstring. A tile whose region is empty gets
@@ -83,19 +94,8 @@ def quadrant_regions(sizes: np.ndarray, centre: tuple[int, int], output_size: in
     regions = np.zeros((NUM_TILES, REGION_FIELDS), dtype=np.int64)
     for k in range(NUM_TILES):  # four fixed cases: host arithmetic on 4 rows
         h, w = int(sizes[k][0]), int(sizes[k][1])
-        left, top = k in (0, 2), k in (0, 1)
-        if left:
-            out_x = max(cx - w, 0)
-            rw = cx - out_x
-            in_x = w - rw
-        else:
-            out_x, rw, in_x = cx, min(w, s - cx), 0
-        if top:
-            out_y = max(cy - h, 0)
-            rh = cy - out_y
-            in_y = h - rh
-        else:
-            out_y, rh, in_y = cy, min(h, s - cy), 0
+        out_x, rw, in_x = _axis_span(cx, w, s, before=k in (0, 2))  # left tiles
+        out_y, rh, in_y = _axis_span(cy, h, s, before=k in (0, 1))  # top tiles
         regions[k] = (in_y, in_x, out_y, out_x, max(rh, 0), max(rw, 0))
     return regions
 

@@ -164,18 +164,28 @@ def render_grid(
         render_sample(img, tgt, category_names, size=tile_size, caption=sample_caption(tgt) if captions is None else captions[k])
         for k, (img, tgt) in enumerate(samples)
     ]
+    legend = f"{title}   green: destination instances   magenta: pasted instances"
+    return tile_grid(tiles, path, tile_size=tile_size, columns=columns, legend=legend)
+
+
+def tile_grid(tiles: Sequence[Image.Image], path: str | Path, *, tile_size: int, columns: int, legend: str) -> Path:
+    """Write ``tiles`` (each ``tile_size``² px, row by row, at most ``columns`` a row) as one
+    PNG at ``path`` under a one-line ``legend``; returns the path."""
     columns = min(columns, len(tiles))
     rows = -(-len(tiles) // columns)
     header = 22
     grid = Image.new("RGB", (columns * tile_size, rows * tile_size + header), (20, 20, 20))
-    draw = ImageDraw.Draw(grid)
-    legend = f"{title}   green: destination instances   magenta: pasted instances"
-    draw.text((6, 5), legend, fill=(230, 230, 230))
+    ImageDraw.Draw(grid).text((6, 5), legend, fill=(230, 230, 230))
     for k, tile in enumerate(tiles):
         grid.paste(tile, ((k % columns) * tile_size, header + (k // columns) * tile_size))
+    return save_png(grid, path)
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Save ``image`` at ``path`` (its folder made if needed); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
+    image.save(path)
     return path
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
+from .instances import save_png
 
 __all__ = ["to_uint8_hwc", "render_cutmix_grid", "render_cp2_grid", "preview_cutmix", "preview_cp2"]
 
@@ -39,13 +40,6 @@ def to_uint8_hwc(
         s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         array = (array.float() * s + m).mul(255.0).round().clamp(0, 255).to(torch.uint8)
     return array.permute(1, 2, 0).numpy()
-
-
-def _save(grid: Image.Image, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
 
 
 def render_cutmix_grid(
@@ -87,7 +81,7 @@ def render_cutmix_grid(
             "  ".join(f"{name} {float(v):.3f}" for name, v in zip(names, values)),
             fill=_TEXT,
         )
-    return _save(grid, path)
+    return save_png(grid, path)
 
 
 def _mask_tile(mask: torch.Tensor, feat: torch.Tensor, stride: int, tile_size: int) -> Image.Image:
@@ -158,7 +152,7 @@ def render_cp2_grid(
         for k, tile in enumerate(tiles):
             x = k * tile_size + (gap if k >= half else 0)
             grid.paste(tile, (x, header + label + i * tile_size))
-    return _save(grid, path)
+    return save_png(grid, path)
 
 
 def preview_cutmix(

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
 from ..coco.sample_data import ensure_sample_dataset
 from ..mosaic.loader import MosaicLoader
 from ..mosaic.twin import NUM_TILES
-from .instances import category_names, first_samples, render_sample
+from .instances import category_names, first_samples, render_sample, tile_grid
 
 __all__ = ["preview_mosaic", "render_mosaic_grid"]
 
@@ -45,19 +45,8 @@ def render_mosaic_grid(
             cy = int(tiles[0, 3])
             draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], outline=(255, 60, 60), width=2)
         rendered.append(picture.resize((tile_size, tile_size)))
-    columns = min(columns, len(rendered))
-    rows = -(-len(rendered) // columns)
-    header = 22
-    grid = Image.new("RGB", (columns * tile_size, rows * tile_size + header), (20, 20, 20))
-    ImageDraw.Draw(grid).text(
-        (6, 5), f"{title}   yellow: tile regions   red circle: mosaic centre   green: instances", fill=(230, 230, 230)
-    )
-    for k, tile in enumerate(rendered):
-        grid.paste(tile, ((k % columns) * tile_size, header + (k // columns) * tile_size))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
+    legend = f"{title}   yellow: tile regions   red circle: mosaic centre   green: instances"
+    return tile_grid(rendered, path, tile_size=tile_size, columns=columns, legend=legend)
 
 
 def preview_mosaic(

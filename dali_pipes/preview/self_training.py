@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from ..coco.sample_data import ensure_sample_dataset
 from ..self_training.loader import SelfTrainingLoader, ensure_unlabelled_sample
-from .instances import category_names, first_samples, render_sample
+from .instances import category_names, first_samples, render_sample, save_png
 
 __all__ = ["preview_self_training"]
 
@@ -56,7 +56,4 @@ def preview_self_training(
         grid.paste(render_sample(image, target, names).resize((tile_size, tile_size)), (x, y))
         domain = "labelled" if int(target["domain"]) == 0 else "second set"
         draw.text((x + 4, y + tile_size + 2), f"{domain}: {int(target['pasted'].sum())} pasted", fill=(230, 230, 230))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
+    return save_png(grid, path)
