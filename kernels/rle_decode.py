@@ -26,7 +26,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from . import _cuda
-from .rasterize_polygons import check_raster_arrays, launch_raster_kernel, split_table, store_areas_and_boxes, toggles_to_output
+from .rasterize_polygons import check_raster_arrays, fill_masks, launch_raster_kernel, split_table, toggles_to_output
 
 __all__ = [
     "toggles_from_counts",
@@ -83,17 +83,17 @@ def rle_decode_numpy(
     toggles, instances, tables = np.asarray(toggles), np.asarray(instances), np.asarray(tables)
     _check(toggles, instances, tables, masks, areas, boxes)
     _, h, w = masks.shape
-    done = []
-    for q_begin, q_end, m, t in instances.tolist():  # the spec; the CUDA path has no loop
-        rows, cols, src_h, src_w, _, _ = split_table(tables[t], h, w)
+
+    def draw(q_begin: int, q_end: int, table: np.ndarray) -> np.ndarray:
+        rows, cols, src_h, src_w, _, _ = split_table(table, h, w)
         counts = counts_from_toggles(toggles[q_begin:q_end], src_h, src_w)
         with warnings.catch_warnings():  # pycocotools vs NumPy 2 copy= DeprecationWarning
             warnings.simplefilter("ignore", DeprecationWarning)
             rle = mask_utils.frPyObjects({"size": [src_h, src_w], "counts": counts}, src_h, src_w)
             source = mask_utils.decode(rle)
-        masks[m] = apply_geometry(source[None], rows, cols)[0]
-        done.append(m)
-    store_areas_and_boxes(masks, areas, boxes, done)
+        return apply_geometry(source[None], rows, cols)[0]
+
+    fill_masks(instances, tables, masks, areas, boxes, draw)
 
 
 def rle_decode_cupy(toggles: Any, instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
@@ -126,9 +126,9 @@ def rle_decode_emulated(
     toggles, instances, tables = np.asarray(toggles), np.asarray(instances), np.asarray(tables)
     _check(toggles, instances, tables, masks, areas, boxes)
     _, h, w = masks.shape
-    done = []
-    for q_begin, q_end, m, t in instances.tolist():
-        _, cols, src_h, src_w, _, _ = split_table(tables[t], h, w)
+
+    def draw(q_begin: int, q_end: int, table: np.ndarray) -> np.ndarray:
+        _, cols, src_h, src_w, _, _ = split_table(table, h, w)
         q = toggles[q_begin:q_end].astype(np.int64)
         cs, rs = [], []
         for c in np.unique(cols[(cols >= 0) & (cols < src_w)]).tolist():
@@ -142,6 +142,6 @@ def rle_decode_emulated(
                 rows.append(src_h)
             cs.extend([c] * len(rows))
             rs.extend(rows)
-        masks[m] = toggles_to_output(np.array(cs, np.int64), np.array(rs, np.int64), tables[t], h, w)
-        done.append(m)
-    store_areas_and_boxes(masks, areas, boxes, done)
+        return toggles_to_output(np.array(cs, np.int64), np.array(rs, np.int64), table, h, w)
+
+    fill_masks(instances, tables, masks, areas, boxes, draw)
