@@ -5,7 +5,7 @@ Modes (``--modes``, comma-separated; ``--cpu`` = the CPU half, the default witho
 
 ============================ ==========================================================
 ``decode_gpu`` (a)            DALI: external_source(file bytes) → ``decoders.image(mixed)``
-``pipeline_gpu`` (b)          :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteLoader`
+``pipeline_gpu`` (b)          :class:`~decal.dali_pipes.copy_paste.loader.GpuMaskCopyPasteLoader`
                               on the GPU: decode, LSJ to S², flip, masks rasterised on the
                               GPU, fused copy-paste; torch batches out. Also reports the
                               device memory the process holds at batch B.
