@@ -1,6 +1,6 @@
 """The CPU loader before and after issue 13's changes, interleaved in one process.
 
-"Before" is :class:`~decal.dali_pipes.torch_iterator.CopyPasteLoader` with its step replaced by
+"Before" is :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoader` with its step replaced by
 ``CopyPasteStep(params)`` (the batched NumPy twins, one call each; with a step of its own the
 source keeps every instance) and the source in DALI's thread; "after" is the loader with
 ``num_threads=T, source_workers=T`` (step threads = T, window pruning on). Same data, seed and
@@ -32,8 +32,8 @@ def _images_per_s(loader: Any, batches: int, warmup: int, batch_size: int) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.pipeline import CopyPasteStep
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     from .cpu_profile import add_data_arguments
     from .data import make_bench_dataset

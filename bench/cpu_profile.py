@@ -8,7 +8,7 @@ Each stage is timed on its own, in one thread, over the same batches of the benc
 * ``decode``: DALI's CPU JPEG decoder on the batch's bytes (``num_threads=1``);
 * ``geometry``: decode + resize + crop + flip of images and masks (``num_threads=1``) minus
   decode; ``geometry_unpruned`` the same with every instance kept (the loader before issue 13);
-* ``copy_paste_step``: :class:`~decal.dali_pipes.copy_paste_pipeline.CopyPasteStep` on the
+* ``copy_paste_step``: :class:`~decal.dali_pipes.copy_paste.pipeline.CopyPasteStep` on the
   geometry's outputs (NumPy): CPU seconds of the batched twins (the step before issue 13), then
   wall seconds of the batched twins, of the chunked step in one thread, and in ``--step-threads``;
 * ``iterator``: the loader's ``_to_batch`` (DLPack to torch, the target dicts).
@@ -51,10 +51,10 @@ def profile_stages(data: tuple[Path, Path], *, batch_size: int, output_size: int
     ``batch_size`` images at ``output_size``², LSJ + Copy-Paste."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
-    from decal.dali_pipes.copy_paste_source import CopyPasteSource
-    from decal.dali_pipes.epoch_source import LoaderPosition
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.pipeline import CopyPasteStep
+    from decal.dali_pipes.copy_paste.source import CopyPasteSource
+    from decal.dali_pipes.core.epoch_source import LoaderPosition
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
     from decal.kernels.copy_paste import CopyPasteParams
 
     loader = CopyPasteLoader(*data, batch_size=batch_size, output_size=output_size, jitter="lsj", seed=seed,

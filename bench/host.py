@@ -4,12 +4,12 @@ What caps a GPU pipeline on the host is its ``external_source`` callable. This m
 without decoding anything:
 
 * **per thread**: the source called in a loop in one thread, ``time.thread_time`` CPU seconds
-  per image, for the default :class:`~decal.dali_pipes.copy_paste_source.CopyPasteSource`
+  per image, for the default :class:`~decal.dali_pipes.copy_paste.source.CopyPasteSource`
   (pycocotools masks at the original size) and the GPU-mask
-  :class:`~decal.dali_pipes.copy_paste_gpu_masks.GpuMaskCopyPasteSource` (descriptors gathered
+  :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource` (descriptors gathered
   from the compiled index); for the latter also its ``columns`` step alone (no file reads);
 * **workers**: a DALI pipeline made of the source alone, in DALI's thread (0) and in 1, 2, …
-  worker processes (:mod:`decal.dali_pipes.parallel_source`), wall-clock images/s;
+  worker processes (:mod:`decal.dali_pipes.core.parallel_source`), wall-clock images/s;
 * **LVIS-sized index** (``--lvis-images``/``--lvis-instances``, :mod:`bench.lvis_synth`), each
   step in a fresh process: ``pycocotools.coco.COCO`` load time and memory; the index build
   (``CocoDataset`` validation, compile, hash and save); its reopen (memory-mapped) and the
@@ -84,7 +84,7 @@ def source_thread_rate(source: Any, batches: int, warmup: int = 1) -> dict[str, 
 
 def columns_thread_rate(source: Any, batches: int) -> dict[str, Any]:
     """Images per CPU second of the source's ``columns`` step alone (payloads read before)."""
-    from decal.dali_pipes.epoch_source import LoaderPosition
+    from decal.dali_pipes.core.epoch_source import LoaderPosition
 
     order = source.epoch_order(0)
     work = []
@@ -106,8 +106,8 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
     after the GPU modes, and DALI refuses to fork once CUDA is initialised)."""
     from nvidia.dali import fn, pipeline_def
 
-    from decal.dali_pipes.epoch_source import LoaderPosition
-    from decal.dali_pipes.parallel_source import BatchInfoSource
+    from decal.dali_pipes.core.epoch_source import LoaderPosition
+    from decal.dali_pipes.core.parallel_source import BatchInfoSource
 
     source.restart(LoaderPosition())
     n = len(source.column_names)
@@ -143,8 +143,8 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
 
 
 def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tuple[Any, Any]:
-    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     options = dict(batch_size=batch_size, output_size=output_size, device="cpu", seed=0)
     return CopyPasteLoader(*data, **options).source, GpuMaskCopyPasteLoader(*data, **options).source
@@ -187,8 +187,8 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
         out["load_s"] = round(time.perf_counter() - t0, 2)
         out["instances"] = len(coco.anns)
     elif kind == "build":
-        from decal.dali_pipes.coco_index import CocoIndex, index_key
-        from decal.dali_pipes.coco_reader import CocoDataset
+        from decal.dali_pipes.coco.index import CocoIndex, index_key
+        from decal.dali_pipes.coco.reader import CocoDataset
 
         dataset = CocoDataset(json_path, image_dir)
         t1 = time.perf_counter()
@@ -202,8 +202,8 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
                    vertices=len(index.verts))
         out["index_bytes"] = sum(f.stat().st_size for f in (Path(cache_dir) / key).iterdir())
     elif kind == "reopen":
-        from decal.dali_pipes.coco_index import batch_descriptors, open_index
-        from decal.dali_pipes.scale_jitter import ScaleJitter, draw_geometry
+        from decal.dali_pipes.coco.index import batch_descriptors, open_index
+        from decal.dali_pipes.core.scale_jitter import ScaleJitter, draw_geometry
         from decal.kernels.mask_geometry import sample_geometry
 
         index = open_index(json_path, image_dir, cache_dir=cache_dir)

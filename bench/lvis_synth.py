@@ -8,7 +8,7 @@ Zipf-like long tail over 1,203 LVIS-style categories carrying ``frequency`` ``r`
 the loaders' figures do not depend on them). Images are named as LVIS does, by ``coco_url``;
 the files are symbolic links to two real JPEGs (640×480 and 480×640; a file system allows
 far fewer hard links than LVIS has images), so readers that check
-headers (:meth:`~decal.dali_pipes.coco_reader.CocoDataset.read_image_bytes`) pass.
+headers (:meth:`~decal.dali_pipes.coco.reader.CocoDataset.read_image_bytes`) pass.
 
 The json is written in chunks with the standard library's C encoder; nothing holds all
 annotations as Python objects at once.

@@ -8,7 +8,7 @@
   on a semantic label map, so it gets one made from the same instance masks (pixel = 1 + index
   of the last instance covering it within its image, 0 = background) and the images as
   (B, 3, S, S) float32, as it requires.
-* CutMix: decal's (:mod:`decal.dali_pipes.cutmix`: host draws, one compositing launch, timm
+* CutMix: decal's (:mod:`decal.dali_pipes.cutmix.twin`: host draws, one compositing launch, timm
   soft targets) against ``torchvision.transforms.v2.CutMix`` on the same (B, 3, S, S) uint8
   images and (B,) labels (the label of each image's first instance).
 
@@ -187,7 +187,7 @@ def copy_paste_rows(a: PeerArrays, repeats: int = 10, seed: int = 0) -> list[dic
 
 def cutmix_rows(a: PeerArrays, repeats: int = 10, seed: int = 0) -> list[dict[str, Any]]:
     """decal's CutMix and ``torchvision.transforms.v2.CutMix`` on the batch ``a``'s images."""
-    from decal.dali_pipes.cutmix import MixConfig, apply_mix, draw_mix_params, mix_targets
+    from decal.dali_pipes.cutmix.twin import MixConfig, apply_mix, draw_mix_params, mix_targets
 
     cfg = MixConfig(num_classes=a.num_classes)
     rng = np.random.default_rng(seed)

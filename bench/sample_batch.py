@@ -36,9 +36,9 @@ def sample_batch(data: tuple[Path, Path], batch_size: int, side: int, seed: int)
     """Draw ``batch_size`` images of the dataset ``data`` = (annotation json, image folder)
     with ``seed``, give each an LSJ geometry (flip probability 0.5) onto ``side``², and
     describe their instances."""
-    from decal.dali_pipes.coco_reader import CocoDataset
-    from decal.dali_pipes.copy_paste_gpu_masks import record_instances
-    from decal.dali_pipes.scale_jitter import ScaleJitter, draw_geometry
+    from decal.dali_pipes.coco.reader import CocoDataset
+    from decal.dali_pipes.copy_paste.gpu_masks import record_instances
+    from decal.dali_pipes.core.scale_jitter import ScaleJitter, draw_geometry
     from decal.kernels.instance_masks import build_descriptors
     from decal.kernels.mask_geometry import sample_geometry
 

@@ -76,7 +76,7 @@ def _remote_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _local_worker(job: dict[str, Any]) -> dict[str, Any]:
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     loader = CopyPasteLoader(job["annotations"], job["images"], device="cpu", shard_id=job["shard"], num_shards=job["num_shards"], **job["options"])
     images = batches = 0
@@ -111,7 +111,7 @@ def _aggregate(results: list[dict[str, Any]]) -> dict[str, float]:
 
 def bytes_per_image(annotations: Path, images: Path, options: dict[str, Any], batches: int) -> dict[str, dict[str, float]]:
     """Serialized bytes per image of each wire option, on the local iterator's batches."""
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
     from decal.server.stream_service import batch_to_numpy
     from decal.server.wire import IMAGE_CODECS, MASK_CODECS, WireOptions, batch_part_bytes, encode_batch
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "stream_bench.json"))
     args = parser.parse_args(argv)
 
-    from decal.dali_pipes.sample_data import ensure_sample_dataset
+    from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 
     annotations, image_dir = ensure_sample_dataset()
     options = _loader_options(args)

@@ -5,11 +5,11 @@ Modes (``--modes``, comma-separated; ``--cpu`` = the CPU half, the default witho
 
 ============================ ==========================================================
 ``decode_gpu`` (a)            DALI: external_source(file bytes) → ``decoders.image(mixed)``
-``pipeline_gpu`` (b)          :class:`~decal.dali_pipes.copy_paste_gpu_masks.GpuMaskCopyPasteLoader`
+``pipeline_gpu`` (b)          :class:`~decal.dali_pipes.copy_paste.loader.GpuMaskCopyPasteLoader`
                               on the GPU: decode, LSJ to S², flip, masks rasterised on the
                               GPU, fused copy-paste; torch batches out. Also reports the
                               device memory the process holds at batch B.
-``pipeline_cpu`` (c)          :class:`~decal.dali_pipes.torch_iterator.CopyPasteLoader` on
+``pipeline_cpu`` (c)          :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoader` on
                               DALI's CPU backend, ``num_threads`` = every core
 ``pipeline_cpu_gpumasks`` (c') the GPU-mask pipeline on DALI's CPU backend (its twins)
 ``baseline`` (d)              torch DataLoader, one worker per core, OpenCV decode,
@@ -255,7 +255,7 @@ def _source_workers(args: argparse.Namespace, threads: int) -> int:
 def mode_pipeline_gpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
     import cupy
 
-    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 
     free0, total = cupy.cuda.runtime.memGetInfo()
     loader = GpuMaskCopyPasteLoader(*data, **_loader_options(args, "gpu", args.batch_size))
@@ -274,7 +274,7 @@ def mode_pipeline_gpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
 
 
 def mode_pipeline_cpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     workers = _source_workers(args, args.threads)
     loader = CopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size), source_workers=workers)
@@ -284,7 +284,7 @@ def mode_pipeline_cpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
 
 
 def mode_pipeline_cpu_gpumasks(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
-    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 
     loader = GpuMaskCopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size))
     result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI))
@@ -438,9 +438,9 @@ def mode_kernels(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str,
 def mode_masks(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
     """CPU: how often subpixel rasterisation disagrees with pycocotools-then-NN on this data,
     and the copy-paste traffic model for a B-image batch of this data at S²."""
-    from decal.dali_pipes.coco_reader import CocoDataset
-    from decal.dali_pipes.copy_paste_gpu_masks import record_instances
-    from decal.dali_pipes.scale_jitter import ScaleJitter, draw_geometry
+    from decal.dali_pipes.coco.reader import CocoDataset
+    from decal.dali_pipes.copy_paste.gpu_masks import record_instances
+    from decal.dali_pipes.core.scale_jitter import ScaleJitter, draw_geometry
     from decal.kernels.copy_paste import CopyPasteParams
     from decal.kernels.copy_paste_fused import copy_paste_batch_fused, traffic_model
     from decal.kernels.instance_masks import build_descriptors, rasterize_instances

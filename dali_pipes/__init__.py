@@ -7,21 +7,21 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "CopyPasteLoader": "decal.dali_pipes.torch_iterator",
-    "CopyPasteLoaderConfig": "decal.dali_pipes.torch_iterator",
-    "BalancedCopyPasteLoader": "decal.dali_pipes.balanced_copy_paste",
-    "BalancedCopyPasteLoaderConfig": "decal.dali_pipes.balanced_copy_paste",
-    "SelfTrainingLoader": "decal.dali_pipes.self_training",
-    "SelfTrainingLoaderConfig": "decal.dali_pipes.self_training",
-    "MosaicLoader": "decal.dali_pipes.mosaic_pipeline",
-    "MosaicLoaderConfig": "decal.dali_pipes.mosaic_pipeline",
-    "CutMixLoader": "decal.dali_pipes.classification_loader",
-    "CutMixLoaderConfig": "decal.dali_pipes.classification_loader",
-    "ClassificationBatch": "decal.dali_pipes.classification_loader",
-    "CP2Loader": "decal.dali_pipes.cp2_loader",
-    "CP2LoaderConfig": "decal.dali_pipes.cp2_loader",
-    "CP2Batch": "decal.dali_pipes.cp2_loader",
-    "Batch": "decal.dali_pipes.batch",
+    "CopyPasteLoader": "decal.dali_pipes.copy_paste.loader",
+    "CopyPasteLoaderConfig": "decal.dali_pipes.copy_paste.loader",
+    "BalancedCopyPasteLoader": "decal.dali_pipes.balanced.loader",
+    "BalancedCopyPasteLoaderConfig": "decal.dali_pipes.balanced.loader",
+    "SelfTrainingLoader": "decal.dali_pipes.self_training.loader",
+    "SelfTrainingLoaderConfig": "decal.dali_pipes.self_training.loader",
+    "MosaicLoader": "decal.dali_pipes.mosaic.loader",
+    "MosaicLoaderConfig": "decal.dali_pipes.mosaic.loader",
+    "CutMixLoader": "decal.dali_pipes.cutmix.loader",
+    "CutMixLoaderConfig": "decal.dali_pipes.cutmix.loader",
+    "ClassificationBatch": "decal.dali_pipes.folder.batches",
+    "CP2Loader": "decal.dali_pipes.cp2.loader",
+    "CP2LoaderConfig": "decal.dali_pipes.cp2.loader",
+    "CP2Batch": "decal.dali_pipes.folder.batches",
+    "Batch": "decal.dali_pipes.core.batch",
 }
 
 __all__ = sorted(_EXPORTS)

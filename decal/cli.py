@@ -5,7 +5,7 @@
 :mod:`decal.trainers.cli`).
 
 Options come from flags, or from a TOML file whose ``[loader]`` table holds fields of
-:class:`~decal.dali_pipes.torch_iterator.CopyPasteLoaderConfig` (flags win).
+:class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig` (flags win).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .dali_pipes.cli_support import (
+from .dali_pipes.core.cli_support import (
     CliParser,
     UsageError,
     add_device_flag,
@@ -45,7 +45,7 @@ def _flag_default(command: str, field: str) -> str:
     """The default a loader flag stands for, as its help shows it."""
     if command == "preview":
         return "the pipeline's own"
-    from .dali_pipes.torch_iterator import CopyPasteLoaderConfig
+    from .dali_pipes.copy_paste.loader import CopyPasteLoaderConfig
 
     value = DEMO_DEFAULTS.get(field, getattr(CopyPasteLoaderConfig, field))
     return str(value)
@@ -53,9 +53,9 @@ def _flag_default(command: str, field: str) -> str:
 
 def _read_loader_table(path: str) -> dict[str, Any]:
     """The ``[loader]`` table of a TOML file; any other table or key, or an option that
-    :class:`~decal.dali_pipes.torch_iterator.CopyPasteLoaderConfig` lacks, is an error
+    :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig` lacks, is an error
     naming the file and the table or option."""
-    from .dali_pipes.torch_iterator import CopyPasteLoaderConfig
+    from .dali_pipes.copy_paste.loader import CopyPasteLoaderConfig
 
     with open(path, "rb") as handle:
         try:
@@ -92,7 +92,7 @@ def _dataset_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         if not args.images:
             raise UsageError("--annotations needs --images (the image directory)")
         return Path(args.annotations), Path(args.images)
-    from .dali_pipes.sample_data import ensure_sample_dataset
+    from .dali_pipes.coco.sample_data import ensure_sample_dataset
 
     return ensure_sample_dataset()
 
@@ -101,8 +101,8 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run the copy-paste loader for a few batches, print throughput, write a preview."""
     from tqdm import tqdm
 
-    from .dali_pipes.preview import copy_paste_captions, render_grid
-    from .dali_pipes.torch_iterator import CopyPasteLoader
+    from .dali_pipes.preview.instances import copy_paste_captions, render_grid
+    from .dali_pipes.copy_paste.loader import CopyPasteLoader
 
     annotations, images = _dataset_paths(args)
     loader = CopyPasteLoader(annotations, images, **_loader_options(args))
@@ -164,9 +164,9 @@ def run_preview(args: argparse.Namespace) -> int:
     flags.update(device=device, on_error=args.on_error)
     options = {k: v for k, v in flags.items() if v is not None}  # a loader without an option says so
     if args.pipeline in ("cutmix", "cp2"):
-        from .dali_pipes import preview_mix
+        from .dali_pipes.preview.mix import preview_cp2, preview_cutmix
 
-        render = preview_mix.preview_cutmix if args.pipeline == "cutmix" else preview_mix.preview_cp2
+        render = preview_cutmix if args.pipeline == "cutmix" else preview_cp2
         out = render(args.out, args.root, **options)
     else:
         out = _render_instance_preview(args, options)
@@ -178,11 +178,11 @@ def _render_instance_preview(args: argparse.Namespace, options: dict[str, Any]) 
     """Balanced copy-paste, Mosaic or self-training preview on --annotations/--images (or
     the embedded sample)."""
     if args.pipeline == "balanced":
-        from .dali_pipes.balanced_copy_paste import preview_balanced_copy_paste as render
+        from .dali_pipes.preview.balanced import preview_balanced_copy_paste as render
     elif args.pipeline == "mosaic":
-        from .dali_pipes.mosaic_pipeline import preview_mosaic as render
+        from .dali_pipes.preview.mosaic import preview_mosaic as render
     else:
-        from .dali_pipes.self_training import preview_self_training as render
+        from .dali_pipes.preview.self_training import preview_self_training as render
     return render(args.out, args.annotations, args.images, **options)
 
 
@@ -252,7 +252,7 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from .dali_pipes.dataset_check import run_check
+    from .dali_pipes.coco.check import run_check
 
     return run_check(args.annotations, args.images, decode=args.decode, max_listed=args.max_listed)
 

@@ -25,7 +25,9 @@ from . import _cuda
 _THREADS = 256
 
 
-def _check(dst_images: Any, src_images: Any, partner: Any, alpha: Any) -> None:
+def check_composite_inputs(dst_images: Any, src_images: Any, partner: Any, alpha: Any) -> None:
+    """Check the arrays of a composite: images (B, H, W, C) both, ``partner`` (B,), ``alpha``
+    (B, H, W). Raises ValueError naming the array and the shape it must have."""
     if dst_images.ndim != 4 or src_images.ndim != 4:
         raise ValueError(f"images must be (B, H, W, C): {dst_images.shape}, {src_images.shape}")
     b, h, w, c = dst_images.shape
@@ -45,7 +47,7 @@ def composite_numpy(
     src_images = np.asarray(src_images, dtype=np.uint8)
     partner = np.asarray(partner, dtype=np.int64)
     alpha = np.asarray(alpha)
-    _check(dst_images, src_images, partner, alpha)
+    check_composite_inputs(dst_images, src_images, partner, alpha)
     a = (alpha != 0).astype(np.float32) if alpha.dtype == np.uint8 else alpha.astype(np.float32)
     a = a[..., None]
     keep = np.float32(1.0) - a
@@ -65,7 +67,7 @@ def composite_cupy(dst_images: Any, src_images: Any, partner: Any, alpha: Any) -
     if alpha.dtype != cupy.uint8:
         alpha = alpha.astype(cupy.float32, copy=False)
     alpha = cupy.ascontiguousarray(alpha)
-    _check(dst_images, src_images, partner, alpha)
+    check_composite_inputs(dst_images, src_images, partner, alpha)
     b, h, w, c = dst_images.shape
     out = _cuda.empty((b, h, w, c), cupy.uint8)
     plane = h * w

@@ -20,22 +20,17 @@ from typing import Any
 import numpy as np
 
 from . import _cuda
-from .composite import composite_numpy
+from .composite import check_composite_inputs, composite_numpy
 from .occlusion_update import occlusion_update_numpy
 
 _BLOCK = (32, 8, 1)
 
 
 def _check(dst_images: Any, src_images: Any, partner: Any, alpha: Any, alpha_hard: Any, masks: Any, offsets: Any) -> None:
-    if dst_images.ndim != 4 or src_images.ndim != 4:
-        raise ValueError(f"images must be (B, H, W, C): {dst_images.shape}, {src_images.shape}")
-    b, h, w, c = dst_images.shape
-    if src_images.shape[1:] != (h, w, c):
-        raise ValueError(f"src_images {src_images.shape} do not match dst {dst_images.shape}")
-    if partner.shape != (b,):
-        raise ValueError(f"partner {partner.shape} must be ({b},)")
-    if alpha.shape != (b, h, w) or alpha_hard.shape != (b, h, w):
-        raise ValueError(f"alpha {alpha.shape} / alpha_hard {alpha_hard.shape} must be ({b}, {h}, {w})")
+    check_composite_inputs(dst_images, src_images, partner, alpha)
+    b, h, w, _ = dst_images.shape
+    if alpha_hard.shape != (b, h, w):
+        raise ValueError(f"alpha_hard {alpha_hard.shape} must be ({b}, {h}, {w})")
     if masks.ndim != 3 or masks.shape[1:] != (h, w):
         raise ValueError(f"masks {masks.shape} must be (M, {h}, {w})")
     if offsets.shape != (b + 1,):

@@ -49,7 +49,7 @@ max exclusive, zeros for an empty mask, as :func:`~decal.kernels.mask_boxes.mask
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -59,6 +59,7 @@ from .mask_boxes import boxes_from_nonzero
 
 __all__ = [
     "store_areas_and_boxes",
+    "fill_masks",
     "upsample_vertices",
     "downsample_vertices",
     "split_table",
@@ -112,6 +113,16 @@ def _check(verts: Any, polys: Any, instances: Any, tables: Any, masks: Any, area
         raise ValueError(f"verts must be (V, 2), got {verts.shape}")
     if polys.ndim != 2 or polys.shape[1] != 2:
         raise ValueError(f"polys must be (NP, 2), got {polys.shape}")
+    check_raster_arrays(instances, tables, masks, areas, boxes)
+
+
+def check_raster_arrays(instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
+    """Check the arrays every mask rasteriser (polygons, RLE) shares: ``instances`` (I, 4),
+    ``masks`` (M, H, W), ``tables`` (T, H + W + 4), ``areas`` (M,) and ``boxes`` (M, 4).
+
+    Raises:
+        ValueError: naming the array and the shape it must have.
+    """
     if instances.ndim != 2 or instances.shape[1] != 4:
         raise ValueError(f"instances must be (I, 4), got {instances.shape}")
     if masks.ndim != 3:
@@ -131,6 +142,21 @@ def store_areas_and_boxes(masks: np.ndarray, areas: np.ndarray, boxes: np.ndarra
         areas[rows], boxes[rows] = a, b
 
 
+def fill_masks(
+    instances: np.ndarray, tables: np.ndarray, masks: np.ndarray, areas: np.ndarray, boxes: np.ndarray,
+    draw: Callable[[int, int, np.ndarray], np.ndarray],
+) -> None:  # fmt: skip
+    """The host rasterisers' loop (twins and emulations): for each listed instance ``(begin,
+    end, m, t)`` of ``instances`` (I, 4), ``masks[m] = draw(begin, end, tables[t])`` (an
+    (H, W) uint8 mask from the instance's descriptor range and geometry table), then the
+    areas and boxes of the rows written."""
+    done = []
+    for begin, end, m, t in instances.tolist():  # the spec; the CUDA path has no loop
+        masks[m] = draw(begin, end, tables[t])
+        done.append(m)
+    store_areas_and_boxes(masks, areas, boxes, done)
+
+
 def rasterize_polygons_numpy(
     verts: np.ndarray,
     polys: np.ndarray,
@@ -147,9 +173,9 @@ def rasterize_polygons_numpy(
     instances, tables = np.asarray(instances), np.asarray(tables)
     _check(verts, polys, instances, tables, masks, areas, boxes)
     _, h, w = masks.shape
-    done = []
-    for p_begin, p_end, m, t in instances.tolist():  # the spec; the CUDA path has no loop
-        rows, cols, src_h, src_w, _, _ = split_table(tables[t], h, w)
+
+    def draw(p_begin: int, p_end: int, table: np.ndarray) -> np.ndarray:
+        rows, cols, src_h, src_w, _, _ = split_table(table, h, w)
         pieces = [downsample_vertices(verts[a:b]).ravel().tolist() for a, b in polys[p_begin:p_end].tolist()]
         if any(len(p) < 6 for p in pieces):
             raise ValueError("every polygon needs at least 3 vertices")
@@ -160,9 +186,9 @@ def rasterize_polygons_numpy(
                 source = mask_utils.decode(rle)
         else:
             source = np.zeros((src_h, src_w), np.uint8)
-        masks[m] = apply_geometry(source[None], rows, cols)[0]
-        done.append(m)
-    store_areas_and_boxes(masks, areas, boxes, done)
+        return apply_geometry(source[None], rows, cols)[0]
+
+    fill_masks(instances, tables, masks, areas, boxes, draw)
 
 
 def rasterize_polygons_cupy(
@@ -344,14 +370,14 @@ def rasterize_polygons_emulated(
     instances, tables = np.asarray(instances), np.asarray(tables)
     _check(verts, polys, instances, tables, masks, areas, boxes)
     _, h, w = masks.shape
-    done = []
-    for p_begin, p_end, m, t in instances.tolist():
-        _, cols, src_h, src_w, _, _ = split_table(tables[t], h, w)
+
+    def draw(p_begin: int, p_end: int, table: np.ndarray) -> np.ndarray:
+        _, cols, src_h, src_w, _, _ = split_table(table, h, w)
         columns = np.unique(cols[(cols >= 0) & (cols < src_w)])
         union = np.zeros((h, w), np.uint8)
         for a, b in polys[p_begin:p_end].tolist():
             c, r = polygon_column_toggles(verts[a:b], columns, src_h)
-            union |= toggles_to_output(c, r, tables[t], h, w)
-        masks[m] = union
-        done.append(m)
-    store_areas_and_boxes(masks, areas, boxes, done)
+            union |= toggles_to_output(c, r, table, h, w)
+        return union
+
+    fill_masks(instances, tables, masks, areas, boxes, draw)

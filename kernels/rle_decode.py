@@ -5,7 +5,7 @@ An RLE ``counts = [c0, c1, ...]`` (column-major runs, starting with background) 
 the device as its *toggle positions* ``q = cumsum(counts)[:-1]``: the column-major pixel
 indices where the value flips (int32, ascending, zero-length runs simply repeat a position).
 Compressed COCO strings are turned into counts on the host (they are a few hundred bytes;
-``decal.dali_pipes.coco_reader`` parses them), and :func:`toggles_from_counts` gives ``q``.
+``decal.dali_pipes.coco.reader`` parses them), and :func:`toggles_from_counts` gives ``q``.
 Nothing of size H×W is built on the host.
 
 Faces (the argument layout is that of :mod:`.rasterize_polygons`, with ``toggles`` (Q,) int32
@@ -26,7 +26,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from . import _cuda
-from .rasterize_polygons import store_areas_and_boxes, launch_raster_kernel, split_table, toggles_to_output
+from .rasterize_polygons import check_raster_arrays, fill_masks, launch_raster_kernel, split_table, toggles_to_output
 
 __all__ = [
     "toggles_from_counts",
@@ -71,15 +71,7 @@ def box_toggles(x0: int, y0: int, x1: int, y1: int, height: int) -> np.ndarray:
 def _check(toggles: Any, instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
     if toggles.ndim != 1:
         raise ValueError(f"toggles must be 1-D, got {toggles.shape}")
-    if instances.ndim != 2 or instances.shape[1] != 4:
-        raise ValueError(f"instances must be (I, 4), got {instances.shape}")
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (M, H, W), got {masks.shape}")
-    m, h, w = masks.shape
-    if tables.ndim != 2 or tables.shape[1] != h + w + 4:
-        raise ValueError(f"tables must be (T, {h + w + 4}), got {tables.shape}")
-    if areas.shape != (m,) or boxes.shape != (m, 4):
-        raise ValueError(f"areas {areas.shape} / boxes {boxes.shape} must be ({m},) / ({m}, 4)")
+    check_raster_arrays(instances, tables, masks, areas, boxes)
 
 
 def rle_decode_numpy(
@@ -91,17 +83,17 @@ def rle_decode_numpy(
     toggles, instances, tables = np.asarray(toggles), np.asarray(instances), np.asarray(tables)
     _check(toggles, instances, tables, masks, areas, boxes)
     _, h, w = masks.shape
-    done = []
-    for q_begin, q_end, m, t in instances.tolist():  # the spec; the CUDA path has no loop
-        rows, cols, src_h, src_w, _, _ = split_table(tables[t], h, w)
+
+    def draw(q_begin: int, q_end: int, table: np.ndarray) -> np.ndarray:
+        rows, cols, src_h, src_w, _, _ = split_table(table, h, w)
         counts = counts_from_toggles(toggles[q_begin:q_end], src_h, src_w)
         with warnings.catch_warnings():  # pycocotools vs NumPy 2 copy= DeprecationWarning
             warnings.simplefilter("ignore", DeprecationWarning)
             rle = mask_utils.frPyObjects({"size": [src_h, src_w], "counts": counts}, src_h, src_w)
             source = mask_utils.decode(rle)
-        masks[m] = apply_geometry(source[None], rows, cols)[0]
-        done.append(m)
-    store_areas_and_boxes(masks, areas, boxes, done)
+        return apply_geometry(source[None], rows, cols)[0]
+
+    fill_masks(instances, tables, masks, areas, boxes, draw)
 
 
 def rle_decode_cupy(toggles: Any, instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
@@ -134,9 +126,9 @@ def rle_decode_emulated(
     toggles, instances, tables = np.asarray(toggles), np.asarray(instances), np.asarray(tables)
     _check(toggles, instances, tables, masks, areas, boxes)
     _, h, w = masks.shape
-    done = []
-    for q_begin, q_end, m, t in instances.tolist():
-        _, cols, src_h, src_w, _, _ = split_table(tables[t], h, w)
+
+    def draw(q_begin: int, q_end: int, table: np.ndarray) -> np.ndarray:
+        _, cols, src_h, src_w, _, _ = split_table(table, h, w)
         q = toggles[q_begin:q_end].astype(np.int64)
         cs, rs = [], []
         for c in np.unique(cols[(cols >= 0) & (cols < src_w)]).tolist():
@@ -150,6 +142,6 @@ def rle_decode_emulated(
                 rows.append(src_h)
             cs.extend([c] * len(rows))
             rs.extend(rows)
-        masks[m] = toggles_to_output(np.array(cs, np.int64), np.array(rs, np.int64), tables[t], h, w)
-        done.append(m)
-    store_areas_and_boxes(masks, areas, boxes, done)
+        return toggles_to_output(np.array(cs, np.int64), np.array(rs, np.int64), table, h, w)
+
+    fill_masks(instances, tables, masks, areas, boxes, draw)

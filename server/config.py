@@ -55,8 +55,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..dali_pipes.backend import parse_device
-from ..dali_pipes.options import ConfigError, OptionError
+from ..dali_pipes.core.backend import parse_device
+from ..dali_pipes.core.options import ConfigError, OptionError
 
 __all__ = ["ConfigError", "DatasetEntry", "Limits", "PipelineRuntime", "ServerConfig", "DATASET_NAME"]
 
@@ -180,7 +180,7 @@ class ServerConfig:
         """This config with the embedded sample registered as ``sample`` (built on demand)."""
         if not self.include_sample or SAMPLE_DATASET in self.datasets:
             return self
-        from ..dali_pipes.sample_data import ensure_sample_dataset
+        from ..dali_pipes.coco.sample_data import ensure_sample_dataset
 
         annotations, images = ensure_sample_dataset()
         entry = DatasetEntry(SAMPLE_DATASET, Path(annotations), Path(images), "decal's embedded sample (2 photos)")

@@ -186,7 +186,7 @@ def _render(server: "DecalServer", plan: Any, columns: int) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from ..dali_pipes.preview import render_grid
+    from ..dali_pipes.preview.instances import render_grid
     from .stream_service import collect_pipeline, weak_pipeline
 
     loader = server.servicer.open_loader(plan)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..dali_pipes.scale_jitter import ScaleJitter
+from ..dali_pipes.core.scale_jitter import ScaleJitter
 
 __all__ = ["max_jitter_scale", "stream_memory_bytes", "max_instances", "folder_stream_bytes"]
 

@@ -90,7 +90,7 @@ def _resident_bytes() -> int | None:
 
 def _gpu_memory() -> dict[int, tuple[int, int]]:
     """{device: (used, total) bytes} for each CUDA device, {} without one."""
-    from ..dali_pipes.backend import gpu_available
+    from ..dali_pipes.core.backend import gpu_available
 
     if not gpu_available():
         return {}

@@ -1,7 +1,7 @@
 """A request's pipeline parameters → a loader's keyword options, derived from the family's
 option schema (``dali_pipes/<family>_options.py``).
 
-Every served :class:`~decal.dali_pipes.option_schema.Option` is a field of the family's
+Every served :class:`~decal.dali_pipes.core.option_schema.Option` is a field of the family's
 params message with the option's name (``tests/test_family_options.py`` checks the proto
 against the schema): a scalar with presence (``optional``), a ``Range`` for a ``(min, max)``
 option, and for ``jitter`` the oneof ``jitter_preset`` / ``jitter_range``. A field left
@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import grpc
 
-from ..dali_pipes.option_schema import Option, served
+from ..dali_pipes.core.option_schema import Option, served
 from .config import Limits
 
 __all__ = ["RequestError", "invalid", "short", "checked", "request_options", "JITTER_PRESETS", "MAX_JITTER_SCALE"]

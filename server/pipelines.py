@@ -18,13 +18,13 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
-from ..dali_pipes.balanced_options import BALANCED_COPY_PASTE_OPTIONS
-from ..dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
-from ..dali_pipes.cp2_options import CP2_OPTIONS
-from ..dali_pipes.cutmix_options import CUTMIX_OPTIONS
-from ..dali_pipes.mosaic_options import MOSAIC_OPTIONS
-from ..dali_pipes.option_schema import Option, options_by_name, served
-from ..dali_pipes.self_training_options import SELF_TRAINING_OPTIONS
+from ..dali_pipes.balanced.options import BALANCED_COPY_PASTE_OPTIONS
+from ..dali_pipes.copy_paste.options import COPY_PASTE_OPTIONS
+from ..dali_pipes.cp2.options import CP2_OPTIONS
+from ..dali_pipes.cutmix.options import CUTMIX_OPTIONS
+from ..dali_pipes.mosaic.options import MOSAIC_OPTIONS
+from ..dali_pipes.core.option_schema import Option, options_by_name, served
+from ..dali_pipes.self_training.options import SELF_TRAINING_OPTIONS
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, Limits
 from .memory import folder_stream_bytes, max_instances, max_jitter_scale, stream_memory_bytes
@@ -35,7 +35,7 @@ __all__ = [
     "MOSAIC", "CUTMIX", "CP2", "short", "invalid", "checked", "copy_paste_options", "JITTER_PRESETS", "MAX_JITTER_SCALE",
 ]  # fmt: skip
 
-#: The options a copy-paste request may carry, by name (``dali_pipes/copy_paste_options.py``).
+#: The options a copy-paste request may carry, by name (``dali_pipes/copy_paste/options.py``).
 SCHEMA = options_by_name(served(COPY_PASTE_OPTIONS))
 _COPY_PASTE_SERVED = frozenset(SCHEMA)
 MIN_OUTPUT_SIZE = int(SCHEMA["output_size"].server_low)
@@ -44,7 +44,7 @@ MIN_OUTPUT_SIZE = int(SCHEMA["output_size"].server_low)
 class Payload(Enum):
     """What a family's batches put on the wire (``server/wire.py``)."""
 
-    INSTANCES = "instances"  # Batch: images + per-image targets (decal.dali_pipes.batch.Batch)
+    INSTANCES = "instances"  # Batch: images + per-image targets (decal.dali_pipes.core.batch.Batch)
     MIXED = "mixed"  # ClassificationBatch: images + soft targets, labels, lam
     CP2 = "cp2"  # CP2Batch: two composed views and their masks
 
@@ -59,7 +59,7 @@ def copy_paste_options(params: pb.CopyPasteParams, defaults: Mapping[str, Any], 
 
 @lru_cache(maxsize=32)
 def _parse_dataset(annotations: str, images: str, on_error: str, require_segmentation: bool, mtime_ns: int) -> Any:
-    from ..dali_pipes.coco_reader import CocoDataset
+    from ..dali_pipes.coco.reader import CocoDataset
 
     return CocoDataset(annotations, images, on_error=on_error, require_segmentation=require_segmentation)
 
@@ -73,7 +73,7 @@ def parsed_dataset(annotations: str, images: str, on_error: str, require_segment
         DatasetError: field ``"annotations"`` when the json cannot be stat'ed (gone since the
             server started), or whatever the reader finds wrong in it.
     """
-    from ..dali_pipes.errors import DatasetError
+    from ..dali_pipes.core.errors import DatasetError
 
     try:
         mtime_ns = os.stat(annotations).st_mtime_ns

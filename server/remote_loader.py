@@ -6,15 +6,15 @@
                           shard_id=rank, num_shards=world, output_size=1024,
                           device=f"cuda:{local_rank}", image_encoding="raw")
     for epoch in range(epochs):
-        for batch in loader:          # one epoch of decal.dali_pipes.torch_iterator.Batch
+        for batch in loader:          # one epoch of decal.dali_pipes.core.batch.Batch
             ...
         torch.save({"loader": loader.state_dict(), ...}, ckpt)
 
 It yields what the local loader of its ``pipeline`` yields under the same seed, shard and
-options: :class:`~decal.dali_pipes.batch.Batch` for ``"copy-paste"`` (``CopyPasteLoader``),
+options: :class:`~decal.dali_pipes.core.batch.Batch` for ``"copy-paste"`` (``CopyPasteLoader``),
 ``"balanced-copy-paste"``, ``"self-training"`` and ``"mosaic"``;
-:class:`~decal.dali_pipes.folder_batches.ClassificationBatch` for ``"cutmix"``;
-:class:`~decal.dali_pipes.folder_batches.CP2Batch` for ``"cp2"`` (bit-exact with lossless
+:class:`~decal.dali_pipes.folder.batches.ClassificationBatch` for ``"cutmix"``;
+:class:`~decal.dali_pipes.folder.batches.CP2Batch` for ``"cp2"`` (bit-exact with lossless
 wire options; ``image_encoding="jpeg"`` changes pixels only), with the same epoch semantics:
 iterating yields one epoch; ``state_dict()`` / ``load_state_dict()`` continue exactly after
 the last delivered batch.
@@ -51,11 +51,11 @@ import grpc
 import numpy as np
 import torch
 
-from ..dali_pipes.backend import parse_device
-from ..dali_pipes.batch import TARGET_FIELDS, Batch
-from ..dali_pipes.epoch_source import LoaderPosition
-from ..dali_pipes.folder_batches import ClassificationBatch, CP2Batch
-from ..dali_pipes.option_schema import Option, served
+from ..dali_pipes.core.backend import parse_device
+from ..dali_pipes.core.batch import TARGET_FIELDS, Batch
+from ..dali_pipes.core.epoch_source import LoaderPosition
+from ..dali_pipes.folder.batches import ClassificationBatch, CP2Batch
+from ..dali_pipes.core.option_schema import Option, served
 from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
 from .params import is_pair

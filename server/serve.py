@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..dali_pipes.cli_support import add_device_flag
+from ..dali_pipes.core.cli_support import add_device_flag
 from .config import ConfigError, ServerConfig
 
 __all__ = ["add_serve_arguments", "run_serve", "main"]

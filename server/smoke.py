@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Sequence
 
-from ..dali_pipes.backend import parse_device
-from ..dali_pipes.cli_support import CliParser, add_device_flag, run_handler, split_debug
+from ..dali_pipes.core.backend import parse_device
+from ..dali_pipes.core.cli_support import CliParser, add_device_flag, run_handler, split_debug
 from .pipelines import PIPELINES, Payload
 
 __all__ = ["add_stream_arguments", "run_stream", "main"]
@@ -103,7 +103,7 @@ def run_stream(args: argparse.Namespace) -> int:
     print(f"  {images / elapsed:.1f} images/s, {received / elapsed / 1e6:.2f} MB/s, {received / max(images, 1) / 1e3:.1f} kB/image "
           f"({args.image_encoding} images, {args.mask_encoding} masks), reconnects {loader.reconnects}")  # fmt: skip
     if args.preview and shown:
-        from ..dali_pipes.preview import render_grid
+        from ..dali_pipes.preview.instances import render_grid
 
         path = render_grid(shown, args.preview, category_names=names, title=f"decal stream from {args.address}")
         print(f"  preview: {path}")

@@ -3,7 +3,7 @@ route of the control plane:
 
 * :class:`~decal.server.pipelines.RequestError`: its own code (INVALID_ARGUMENT → 422,
   NOT_FOUND → 404, RESOURCE_EXHAUSTED → 429, ...) and message (``field: reason``);
-* :class:`~decal.dali_pipes.errors.DatasetError`: FAILED_PRECONDITION / 409,
+* :class:`~decal.dali_pipes.core.errors.DatasetError`: FAILED_PRECONDITION / 409,
   ``dataset 'NAME': FILE: image I: field 'F': reason``;
 * anything else: INTERNAL / 500, ``server: internal error (id 3fa2c1d0; ...)``.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from ..dali_pipes.errors import DatasetError
+from ..dali_pipes.core.errors import DatasetError
 from .config import DatasetEntry
 from .pipelines import RequestError
 

@@ -197,7 +197,7 @@ class BatchServicer:
     @property
     def backend(self) -> str:
         if self._backend is None:
-            from ..dali_pipes.backend import resolve_backend
+            from ..dali_pipes.core.backend import resolve_backend
 
             try:
                 self._backend = resolve_backend(self.config.pipeline.loader_options()["device"])
@@ -315,7 +315,7 @@ class BatchServicer:
         """Build the plan's loader and check its memory estimate. Raises DatasetError (the
         dataset), RequestError (parameters the loader refuses, memory, a backend this server
         cannot run), or anything else (a server bug)."""
-        from ..dali_pipes.errors import DatasetError
+        from ..dali_pipes.core.errors import DatasetError
 
         try:
             loader = self.build_loader(plan)

@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..dali_pipes.batch import TARGET_FIELDS
+from ..dali_pipes.core.batch import TARGET_FIELDS
 from ..proto import decal_pb2 as pb
 
 __all__ = [
@@ -262,8 +262,8 @@ def position_to_proto(position: Any) -> pb.Position:
 
 
 def position_from_proto(message: pb.Position):
-    """Position → :class:`~decal.dali_pipes.copy_paste_source.LoaderPosition`."""
-    from ..dali_pipes.copy_paste_source import LoaderPosition
+    """Position → :class:`~decal.dali_pipes.copy_paste.source.LoaderPosition`."""
+    from ..dali_pipes.copy_paste.source import LoaderPosition
 
     return LoaderPosition(int(message.epoch), int(message.cursor), int(message.batch_index))
 

@@ -196,27 +196,12 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
-def write_coco_dataset(
-    root: Path,
-    num_images: int = 6,
-    *,
-    size: tuple[int, int] = (96, 128),
-    instances_per_image: tuple[int, int] = (0, 4),
-    seed: int = 0,
-    with_crowd: bool = True,
-    with_rle: bool = True,
-) -> tuple[Path, Path]:
+def write_coco_dataset(root: Path, num_images: int = 6, *, seed: int = 0, **options: Any) -> tuple[Path, Path]:
     """Write ``root/annotations.json`` and ``root/images/*.jpg``; returns
-    ``(json_path, image_dir)``. See :func:`build_coco_dict` for the contents."""
+    ``(json_path, image_dir)``. ``seed`` and ``options`` (``size``, ``instances_per_image``,
+    ``with_crowd``, ``with_rle``) as in :func:`build_coco_dict`, which makes the contents."""
     root = Path(root)
-    coco = build_coco_dict(
-        num_images,
-        size=size,
-        instances_per_image=instances_per_image,
-        seed=seed,
-        with_crowd=with_crowd,
-        with_rle=with_rle,
-    )
+    coco = build_coco_dict(num_images, seed=seed, **options)
     image_dir = root / "images"
     write_images(coco, image_dir, seed=seed)
     return write_json(root / "annotations.json", coco), image_dir

@@ -1,6 +1,8 @@
 """Shared pytest setup.
 
 * Tests marked ``gpu`` are skipped unless CuPy can use a CUDA device.
+* Fixtures of the kernel parity tests: ``poison`` (uninitialised CuPy outputs filled with a
+  pattern) and ``rng`` (fresh entropy each run, its seed printed).
 * ``--per-test-timeout S``: a time limit for each test (setup, call and teardown together),
   for machines without pytest-timeout (the GPU machine; ``bench/gpu_check.sh`` passes it).
   After S seconds a ``SIGALRM`` fails the test with a message naming the limit and the run goes
@@ -19,6 +21,7 @@ import signal
 import sys
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 
@@ -103,3 +106,19 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         faulthandler.cancel_dump_traceback_later()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def poison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fill every CuPy output the kernels allocate with 0xAB bytes (``DECAL_POISON=1``), so a
+    kernel that leaves an element unwritten fails its parity test."""
+    monkeypatch.setenv("DECAL_POISON", "1")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A generator with fresh entropy each run, its seed printed (shown when a test fails)."""
+    seq = np.random.SeedSequence()
+    print(f"seed entropy: np.random.SeedSequence({seq.entropy})")  # shown on failure
+    return np.random.default_rng(seq)
+

@@ -31,8 +31,8 @@ import grpc
 import numpy as np
 import torch
 
-from decal.dali_pipes.copy_paste_source import LoaderPosition
-from decal.dali_pipes.torch_iterator import Batch
+from decal.dali_pipes.copy_paste.source import LoaderPosition
+from decal.dali_pipes.core.batch import Batch
 from decal.proto import decal_pb2 as pb
 from decal.server.app import DecalServer
 from decal.server.config import DatasetEntry, Limits, PipelineRuntime, ServerConfig

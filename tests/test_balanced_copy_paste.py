@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from decal.dali_pipes.balanced_copy_paste import BalancedCopyPasteLoader, preview_balanced_copy_paste
+from decal.dali_pipes.balanced.loader import BalancedCopyPasteLoader
+from decal.dali_pipes.preview.balanced import preview_balanced_copy_paste
 
 from coco_factory import build_coco_dict, write_images, write_json
 

@@ -10,8 +10,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 import decal
-from decal.dali_pipes.batch import Batch
-from decal.dali_pipes.label_map import LabelMap
+from decal.dali_pipes.core.batch import Batch
+from decal.dali_pipes.core.label_map import LabelMap
 
 S = 32
 CATEGORIES = {3: {"name": "cat"}, 17: {"name": "dog"}, 90: {"name": "toothbrush"}}

@@ -17,7 +17,7 @@ from bench.host import main  # noqa: E402
 from bench.lvis_synth import make_lvis_like  # noqa: E402
 from bench.throughput import main as throughput_main  # noqa: E402
 
-from decal.dali_pipes.coco_reader import CocoDataset  # noqa: E402
+from decal.dali_pipes.coco.reader import CocoDataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")

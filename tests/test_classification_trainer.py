@@ -29,30 +29,18 @@ from decal.trainers.classification.config import ModelConfig
 from decal.trainers.classification.model import build_classifier
 from decal.trainers.cli import main as cli_main
 from decal.trainers.common.checkpoint import Checkpointer, load_checkpoint
-from decal.trainers.common.config import deep_merge, load_config
-from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
+from decal.trainers.common.config import load_config
 from decal.trainers.common.metrics import read_jsonl
 
 from folder_factory import write_image_folder
+from trainer_helpers import assert_same_weights, run_and_resume, tiny_config
 
-QUIET = {"progress": False, "tensorboard": False, "log_every": 1}
 
 
 def tiny(out_dir: Path, **sections: Any) -> ClassificationConfig:
-    base = deep_merge(PRESETS["tiny"], {"run": {"out_dir": str(out_dir), **QUIET}})
-    return load_config(ClassificationConfig, presets={"test": base}, preset="test", updates=sections)
+    return tiny_config(ClassificationConfig, PRESETS, out_dir, **sections)
 
 
-class PositionRecorder(Hook):
-    name = "positions"
-
-    def __init__(self) -> None:
-        self.positions: list[dict] = []
-        self.losses: list[float] = []
-
-    def after_step(self, loop: TrainLoop, output: StepOutput) -> None:
-        self.positions.append(dict(loop.loader.state_dict()))
-        self.losses.append(float(output.loss.detach()))
 
 
 # --------------------------------------------------------------------------- loss and accuracy
@@ -143,23 +131,9 @@ def test_resume_restores_step_loader_position_and_ema(tmp_path: Path, folder: Pa
         "ema": {"enabled": True, "decay": 0.9},
         "eval": {"enabled": False},
     }
-    full_hook = PositionRecorder()
-    full = train(tiny(tmp_path / "full", **common), hooks=[full_hook])
-    checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint_00000002.pt"
-    state = load_checkpoint(checkpoint)
-    assert state["step"] == 2 and state["loader"][0] == {**full_hook.positions[1], "seed": 0, "shard_id": 0, "num_shards": 1}
+    full, resumed, state = run_and_resume(train, tiny, tmp_path, common)
     assert int(state["ema"]["num_updates"]) == 2
-
-    resumed_hook = PositionRecorder()
-    resumed = train(tiny(tmp_path / "resumed", **deep_merge(common, {"run": {"resume": str(checkpoint)}})), hooks=[resumed_hook])
-    assert resumed["resumed_from"] == str(checkpoint) and resumed["step"] == 5
-    assert resumed_hook.positions == full_hook.positions[2:]
-    np.testing.assert_allclose(resumed_hook.losses, full_hook.losses[2:], rtol=1e-3, atol=1e-4)
-    a, b = full["loop"], resumed["loop"]
-    for (name, p), q in zip(a.model_without_ddp.state_dict().items(), b.model_without_ddp.state_dict().values()):
-        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
-    for p, q in zip(a.ema.state_dict().values(), b.ema.state_dict().values()):
-        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+    assert_same_weights(full["loop"], resumed["loop"])
 
 
 def test_local_weights_skip_the_classifier_of_another_size(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from decal.cli import build_parser, main
-from decal.dali_pipes.cli_support import jitter_flag, strip_rest
+from decal.dali_pipes.core.cli_support import jitter_flag, strip_rest
 from decal.trainers import cli as train_cli
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from decal.dali_pipes import coco_index
-from decal.dali_pipes.coco_index import BOX, POLYGON, RLE, CocoIndex, batch_descriptors, open_index
-from decal.dali_pipes.coco_reader import CocoDataset
-from decal.dali_pipes.copy_paste_gpu_masks import record_instances
+from decal.dali_pipes.coco import index as coco_index
+from decal.dali_pipes.coco.index import BOX, POLYGON, RLE, CocoIndex, batch_descriptors, open_index
+from decal.dali_pipes.coco.reader import CocoDataset
+from decal.dali_pipes.copy_paste.gpu_masks import record_instances
 from decal.kernels.instance_masks import ARRAY_FIELDS, build_descriptors
 from decal.kernels.mask_geometry import sample_geometry
 from decal.kernels.rle_decode import counts_from_toggles
@@ -255,7 +255,7 @@ def test_changed_json_is_reindexed(tmp_path) -> None:
 
 
 def test_open_index_raises_the_readers_error(tmp_path) -> None:
-    from decal.dali_pipes.errors import DatasetError
+    from decal.dali_pipes.core.errors import DatasetError
 
     coco = _skip_mode()
     image_dir = tmp_path / "images"
@@ -284,9 +284,9 @@ def test_load_rejects_an_incomplete_or_old_index(tmp_path) -> None:
 
 
 def _gpu_source(ds: CocoDataset, **kw):
-    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteSource
-    from decal.dali_pipes.samplers import UniformSampler
-    from decal.dali_pipes.scale_jitter import ScaleJitter
+    from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteSource
+    from decal.dali_pipes.core.samplers import UniformSampler
+    from decal.dali_pipes.core.scale_jitter import ScaleJitter
 
     return GpuMaskCopyPasteSource(ds, UniformSampler(len(ds), seed=3), output_size=40, batch_size=3, seed=3,
                                   jitter=ScaleJitter.parse("lsj"), **kw)
@@ -297,9 +297,9 @@ def _gpu_source(ds: CocoDataset, **kw):
 def test_gpu_mask_source_columns_from_a_cached_index(tmp_path, subpixel, paste_by_box) -> None:
     """The source's descriptor, label and crowd columns, gathered from a memory-mapped index,
     are those of ``build_descriptors`` over the reader's records with the same draws."""
-    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteSource
-    from decal.dali_pipes.copy_paste_source import GEOMETRY_STREAM
-    from decal.dali_pipes.scale_jitter import draw_geometry
+    from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteSource
+    from decal.dali_pipes.copy_paste.source import GEOMETRY_STREAM
+    from decal.dali_pipes.core.scale_jitter import draw_geometry
 
     ds = _dataset(tmp_path, "factory")
     index = open_index(ds.annotation_file, ds.image_dir, cache_dir=tmp_path / "cache")

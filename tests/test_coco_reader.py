@@ -1,4 +1,4 @@
-"""Tests of decal.dali_pipes.coco_reader (CPU, fast)."""
+"""Tests of decal.dali_pipes.coco.reader (CPU, fast)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from coco_factory import uncompressed_rle, write_coco_dataset, write_images, write_json
-from decal.dali_pipes.coco_reader import (
+from decal.dali_pipes.coco.reader import (
     CocoDataset,
     ImageRecord,
     InstanceAnnotation,
@@ -23,7 +23,7 @@ from decal.dali_pipes.coco_reader import (
     decode_rle_string,
     rasterize_masks,
 )
-from decal.dali_pipes.errors import DatasetError
+from decal.dali_pipes.core.errors import DatasetError
 
 H, W = 40, 60
 

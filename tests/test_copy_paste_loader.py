@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from decal import CopyPasteLoader, DatasetError
-from decal.dali_pipes.sample_data import ensure_sample_dataset
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 
 from coco_factory import build_coco_dict, write_coco_dataset, write_json
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision.transforms as T
 
-from decal.dali_pipes.cp2 import (
+from decal.dali_pipes.cp2.twin import (
     CP2MaskConfig,
     CP2ViewConfig,
     compose_cp2,

@@ -12,13 +12,14 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from decal.dali_pipes.cp2 import compose_cp2, draw_view_params, random_erasing_rects
-from decal.dali_pipes.cp2_loader import CP2Loader
-from decal.dali_pipes.cp2_pipeline import BG_PICK_STREAM, BG_VIEW_STREAM, FG_VIEW_STREAM, MASK_STREAM
-from decal.dali_pipes.errors import DatasetError
-from decal.dali_pipes.sample_data import ensure_sample_dataset
+from decal.dali_pipes.cp2.twin import compose_cp2, draw_view_params, random_erasing_rects
+from decal.dali_pipes.cp2.loader import CP2Loader
+from decal.dali_pipes.cp2.pipeline import BG_PICK_STREAM, BG_VIEW_STREAM, FG_VIEW_STREAM, MASK_STREAM
+from decal.dali_pipes.core.errors import DatasetError
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 
 from folder_factory import corrupt_jpeg, write_image_folder
+from loader_variants import batch_generator
 
 S = 64
 
@@ -33,27 +34,22 @@ def loader_on(root: Path, **options) -> CP2Loader:
     return CP2Loader(root, **{**defaults, **options})
 
 
-def rng_of(loader: CP2Loader, batch, stream: int) -> np.random.Generator:
-    cfg = loader.config
-    return np.random.default_rng([cfg.seed, batch.position.epoch, cfg.shard_id, batch.position.batch_index - 1, stream])
-
-
 def host_draws(loader: CP2Loader, batch, start_cursor: int):
     """Recompute what the source drew for ``batch``: images, view params and rectangles."""
     b = len(batch)
     fg = loader.source.epoch_order(batch.position.epoch)[start_cursor : batch.position.cursor]
-    bg = rng_of(loader, batch, BG_PICK_STREAM).integers(0, len(loader.backgrounds), size=2 * b)
+    bg = batch_generator(loader, batch, BG_PICK_STREAM).integers(0, len(loader.backgrounds), size=2 * b)
     fg_size = np.array([loader.dataset.read_image(int(i))[1] for i in fg])
     bg_size = np.array([loader.backgrounds.read_image(int(i))[1] for i in bg])
     view = loader.config.view_config()
-    fg_rng, bg_rng = rng_of(loader, batch, FG_VIEW_STREAM), rng_of(loader, batch, BG_VIEW_STREAM)
+    fg_rng, bg_rng = batch_generator(loader, batch, FG_VIEW_STREAM), batch_generator(loader, batch, BG_VIEW_STREAM)
     params = {
         "fg_q": draw_view_params(fg_rng, fg_size[:, 0], fg_size[:, 1], view),
         "fg_k": draw_view_params(fg_rng, fg_size[:, 0], fg_size[:, 1], view),
         "bg_q": draw_view_params(bg_rng, bg_size[:b, 0], bg_size[:b, 1], view),
         "bg_k": draw_view_params(bg_rng, bg_size[b:, 0], bg_size[b:, 1], view),
     }
-    mask_rng = rng_of(loader, batch, MASK_STREAM)
+    mask_rng = batch_generator(loader, batch, MASK_STREAM)
     rect_q = random_erasing_rects(mask_rng, b, S, S)
     rect_k = random_erasing_rects(mask_rng, b, S, S)
     sources = {"fg_q": (loader.dataset, fg), "fg_k": (loader.dataset, fg), "bg_q": (loader.backgrounds, bg[:b]), "bg_k": (loader.backgrounds, bg[b:])}

@@ -24,47 +24,32 @@ import numpy as np
 import pytest
 import torch
 
-from decal.dali_pipes.sample_data import ensure_sample_dataset
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 from decal.trainers.cli import main as cli_main
 from decal.trainers.common.checkpoint import Checkpointer, load_checkpoint
-from decal.trainers.common.config import ConfigError, deep_merge, load_config
-from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
+from decal.trainers.common.config import ConfigError, load_config
 from decal.trainers.common.metrics import read_jsonl
 from decal.trainers.cp2 import FINETUNE_PRESETS, PRESETS, CP2Config, CP2FinetuneConfig, SemanticCoco, finetune, train
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
+from trainer_helpers import run_and_resume, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 #: Light augmentation (no colour, blur, grey or flip; crops of 90–100 %): what lets the tiny
 #: model memorise the images in a few dozen iterations.
 STILL = {"jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0, "flip_prob": 0.0, "scale": [0.9, 1.0]}
-QUIET = {"progress": False, "tensorboard": False, "log_every": 1}
 
 
 def tiny(out_dir: Path, **sections: Any) -> CP2Config:
-    base = deep_merge(PRESETS["tiny"], {"run": {"out_dir": str(out_dir), **QUIET}})
-    return load_config(CP2Config, presets={"test": base}, preset="test", updates=sections)
+    return tiny_config(CP2Config, PRESETS, out_dir, **sections)
 
 
 def tiny_finetune(out_dir: Path, **sections: Any) -> CP2FinetuneConfig:
-    base = deep_merge(FINETUNE_PRESETS["tiny"], {"run": {"out_dir": str(out_dir), **QUIET}})
-    return load_config(CP2FinetuneConfig, presets={"test": base}, preset="test", updates=sections)
+    return tiny_config(CP2FinetuneConfig, FINETUNE_PRESETS, out_dir, **sections)
 
 
-class PositionRecorder(Hook):
-    """Loader position, loss and queue pointer after every step (not saved in checkpoints)."""
-
-    name = "positions"
-
-    def __init__(self) -> None:
-        self.positions: list[dict] = []
-        self.losses: list[float] = []
-
-    def after_step(self, loop: TrainLoop, output: StepOutput) -> None:
-        self.positions.append(dict(loop.loader.state_dict()))
-        self.losses.append(float(output.loss.detach()))
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +89,7 @@ def test_tiny_pretraining_overfits(pretrained: dict[str, Any]) -> None:
 
 def test_resume_restores_step_loader_position_queue_and_key_encoder(tmp_path: Path, folder: Path) -> None:
     common = {"data": {"train_images": str(folder)}, "run": {"max_iters": 5, "checkpoint_every": 2, "keep_checkpoints": 0}}
-    full_hook = PositionRecorder()
-    full = train(tiny(tmp_path / "full", **common), hooks=[full_hook])
-    checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint_00000002.pt"
-    state = load_checkpoint(checkpoint)
-    assert state["step"] == 2 and state["loader"][0] == {**full_hook.positions[1], "seed": 0, "shard_id": 0, "num_shards": 1}
-
-    resumed_hook = PositionRecorder()
-    resumed = train(tiny(tmp_path / "resumed", **deep_merge(common, {"run": {"resume": str(checkpoint)}})), hooks=[resumed_hook])
-    assert resumed["resumed_from"] == str(checkpoint) and resumed["step"] == 5
-    assert resumed_hook.positions == full_hook.positions[2:]  # the same batches, in order
-    np.testing.assert_allclose(resumed_hook.losses, full_hook.losses[2:], rtol=1e-3, atol=1e-4)
+    full, resumed, _ = run_and_resume(train, tiny, tmp_path, common)
     a, b = full["loop"].model_without_ddp.state_dict(), resumed["loop"].model_without_ddp.state_dict()
     assert int(a["queue_ptr"]) == int(b["queue_ptr"]) == (5 * 4) % 16
     for name in ("queue", "encoder_k.encoder.backbone.conv1.weight", "encoder_q.projection.layers.2.weight"):

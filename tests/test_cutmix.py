@@ -17,7 +17,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from decal.dali_pipes.cutmix import (
+from decal.dali_pipes.cutmix.twin import (
     MixConfig,
     apply_mix,
     cutmix_bbox_and_lam,

@@ -13,14 +13,15 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from decal.dali_pipes.classification_loader import CutMixLoader
-from decal.dali_pipes.cutmix import apply_mix, draw_mix_params, mix_targets
-from decal.dali_pipes.cutmix_pipeline import IMAGENET_MEAN, IMAGENET_STD
-from decal.dali_pipes.errors import DatasetError
-from decal.dali_pipes.folder_source import random_resized_crop_params
-from decal.dali_pipes.image_folder import ensure_demo_image_folder
+from decal.dali_pipes.cutmix.loader import CutMixLoader
+from decal.dali_pipes.cutmix.twin import apply_mix, draw_mix_params, mix_targets
+from decal.dali_pipes.cutmix.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from decal.dali_pipes.core.errors import DatasetError
+from decal.dali_pipes.folder.source import random_resized_crop_params
+from decal.dali_pipes.folder.image_folder import ensure_demo_image_folder
 
 from folder_factory import corrupt_jpeg, write_image_folder
+from loader_variants import batch_generator
 
 S = 48
 
@@ -33,11 +34,6 @@ def folder(tmp_path_factory) -> Path:
 def loader_on(root: Path, **options) -> CutMixLoader:
     defaults = dict(batch_size=4, output_size=S, device="cpu", num_threads=1, seed=0)
     return CutMixLoader(root, **{**defaults, **options})
-
-
-def batch_rng(loader: CutMixLoader, batch, stream: int) -> np.random.Generator:
-    cfg = loader.config
-    return np.random.default_rng([cfg.seed, batch.position.epoch, cfg.shard_id, batch.position.batch_index - 1, stream])
 
 
 def batch_indices(loader: CutMixLoader, batch, start_cursor: int) -> np.ndarray:
@@ -56,7 +52,7 @@ def test_end_to_end_matches_twin_and_timm_targets(folder: Path) -> None:
         indices = batch_indices(loader, batch, cursor)
         cursor = batch.position.cursor
         np.testing.assert_array_equal(batch.labels.numpy(), loader.dataset.targets[indices])
-        params = draw_mix_params(batch_rng(loader, batch, 1), b, S, S, loader.mix)
+        params = draw_mix_params(batch_generator(loader, batch, 1), b, S, S, loader.mix)
         np.testing.assert_array_equal(batch.lam.numpy(), params.lam)
         expected_images = apply_mix(batch.unmixed.numpy(), params.partner, params.boxes, params.weight)
         np.testing.assert_array_equal(batch.images.permute(0, 2, 3, 1).numpy(), expected_images)
@@ -86,7 +82,7 @@ def test_crop_flip_follow_the_host_draws_on_real_photos() -> None:
     batch = next(iter(loader))
     indices = batch_indices(loader, batch, 0)
     sizes = np.array([loader.dataset.read_image(int(i))[1] for i in indices])
-    rng = batch_rng(loader, batch, 0)
+    rng = batch_generator(loader, batch, 0)
     crops = random_resized_crop_params(rng, sizes[:, 0], sizes[:, 1], (0.08, 1.0), (3 / 4, 4 / 3))
     flips = rng.random(len(indices)) < 0.5
     for k, index in enumerate(indices):
@@ -150,27 +146,27 @@ def test_odd_batches_and_shards(folder: Path) -> None:
     assert sorted(shard0 + shard1) == list(range(12))
 
 
+def _raises_naming_then_skips(root: Path, bad: Path, kept: int, reason: str) -> None:
+    """``bad`` raises a DatasetError naming it; with ``on_error="skip"`` the epoch holds
+    ``kept`` images and counts one skip for ``reason``."""
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader_on(root, batch_size=2):
+            pass
+    assert str(bad) in str(caught.value)
+    loader = loader_on(root, batch_size=2, on_error="skip")
+    assert sum(len(b) for b in loader) == kept
+    assert loader.stats["skipped_images"] == {reason: 1}
+
+
 def test_bad_files_raise_naming_them_or_are_skipped_and_counted(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path, classes=2, per_class=3, seed=2)
     text = root / "class_0" / "notes.jpg"
     text.write_text("this is not a jpeg")
-    with pytest.raises(DatasetError) as caught:
-        for _ in loader_on(root, batch_size=2):
-            pass
-    assert str(text) in str(caught.value)
-    loader = loader_on(root, batch_size=2, on_error="skip")
-    assert sum(len(b) for b in loader) == 6
-    assert loader.stats["skipped_images"] == {"not a readable image": 1}
+    _raises_naming_then_skips(root, text, 6, "not a readable image")
     text.unlink()
     victim = root / "class_1" / "img_1.jpg"
     corrupt_jpeg(victim)
-    with pytest.raises(DatasetError) as caught:
-        for _ in loader_on(root, batch_size=2):
-            pass
-    assert str(victim) in str(caught.value)
-    loader = loader_on(root, batch_size=2, on_error="skip")
-    assert sum(len(b) for b in loader) == 5
-    assert loader.stats["skipped_images"] == {"corrupt image": 1}
+    _raises_naming_then_skips(root, victim, 5, "corrupt image")
 
 
 def test_options_are_checked(folder: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("timm", minversion="1.0.31")
 timm_mixup = pytest.importorskip("timm.data.mixup")
 
-from decal.dali_pipes.cutmix import (  # noqa: E402
+from decal.dali_pipes.cutmix.twin import (  # noqa: E402
     MixConfig,
     apply_mix,
     cutmix_bbox_and_lam,

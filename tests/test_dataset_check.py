@@ -9,7 +9,7 @@ from PIL import Image
 
 from coco_factory import build_coco_dict, write_images, write_json
 from decal.cli import main
-from decal.dali_pipes.dataset_check import check_dataset
+from decal.dali_pipes.coco.check import check_dataset
 
 
 def _dataset(root: Path, mutate=None) -> tuple[Path, Path]:

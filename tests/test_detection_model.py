@@ -11,7 +11,7 @@ import torch
 import torchvision
 from pycocotools import mask as mask_utils
 
-from decal.dali_pipes.torch_iterator import Batch
+from decal.dali_pipes.core.batch import Batch
 from decal.trainers.detection.config import ModelConfig
 from decal.trainers.detection.evaluate import coco_evaluate, detections_to_coco, load_ground_truth
 from decal.trainers.detection.labels import LabelMap, image_counts, instance_counts, lvis_frequency

@@ -21,19 +21,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
-from decal.dali_pipes.sample_data import ensure_sample_dataset
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 from decal.trainers.cli import main as cli_main
 from decal.trainers.common.checkpoint import Checkpointer, load_checkpoint
-from decal.trainers.common.config import deep_merge, load_config
-from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
+from decal.trainers.common.config import deep_merge
 from decal.trainers.common.metrics import read_jsonl
 from decal.trainers.detection import PRESETS, DetectionConfig, train
 from decal.trainers.detection.pseudo_label import merge_coco
 
 from coco_factory import write_coco_dataset
 from progress_capture import CountingTqdm, count_bars, progress_lines
+from trainer_helpers import PositionRecorder, assert_same_weights, run_and_resume, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,29 +42,13 @@ STILL = {"copy_paste": False, "jitter": "none", "flip_prob": 0.0, "shuffle": Fal
 
 def tiny(out_dir: Path, **sections: Any) -> DetectionConfig:
     """The ``tiny`` preset, quiet, logging every step, into ``out_dir``, plus ``sections``."""
-    base = deep_merge(
-        PRESETS["tiny"],
-        {"run": {"out_dir": str(out_dir), "progress": False, "log_every": 1, "tensorboard": False}},
-    )
-    return load_config(DetectionConfig, presets={"test": base}, preset="test", updates=sections)
+    return tiny_config(DetectionConfig, PRESETS, out_dir, **sections)
 
 
 def losses(out_dir: Path) -> list[float]:
     return [r["loss"] for r in read_jsonl(Path(out_dir) / "metrics.jsonl", split="train")]
 
 
-class PositionRecorder(Hook):
-    """The loader position and loss after every step (not saved in checkpoints)."""
-
-    name = "positions"
-
-    def __init__(self) -> None:
-        self.positions: list[dict] = []
-        self.losses: list[float] = []
-
-    def after_step(self, loop: TrainLoop, output: StepOutput) -> None:
-        self.positions.append(dict(loop.loader.state_dict()))
-        self.losses.append(float(output.loss.detach()))
 
 
 @pytest.fixture(scope="module")
@@ -131,24 +114,11 @@ def test_checkpoint_resume_restores_step_loader_position_and_ema(tmp_path: Path,
         "ema": {"enabled": True, "decay": 0.9},
         "eval": {"enabled": False},
     }
-    full_hook = PositionRecorder()
-    full = train(tiny(tmp_path / "full", **common), hooks=[full_hook])
+    full, resumed, state = run_and_resume(train, tiny, tmp_path, common)
     assert full["step"] == 5
-    checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint_00000002.pt"
-    state = load_checkpoint(checkpoint)
-    assert state["step"] == 2 and state["loader"][0] == {**full_hook.positions[1], "seed": 0, "shard_id": 0, "num_shards": 1}
     assert state["ema"] is not None and int(state["ema"]["num_updates"]) == 2
-
-    resumed_hook = PositionRecorder()
-    resumed = train(tiny(tmp_path / "resumed", **deep_merge(common, {"run": {"resume": str(checkpoint)}})), hooks=[resumed_hook])
-    assert resumed["resumed_from"] == str(checkpoint) and resumed["step"] == 5
-    assert resumed_hook.positions == full_hook.positions[2:]  # the same batches, in order
-    np.testing.assert_allclose(resumed_hook.losses, full_hook.losses[2:], rtol=1e-3, atol=1e-4)
-    a, b = full["loop"], resumed["loop"]
-    for (name, p), q in zip(a.model_without_ddp.state_dict().items(), b.model_without_ddp.state_dict().values()):
-        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
-    for p, q in zip(a.ema.state_dict().values(), b.ema.state_dict().values()):
-        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+    a = full["loop"]
+    assert_same_weights(a, resumed["loop"])
     # the EMA really lags behind the weights
     diff = [(p - q).abs().max().item() for p, q in zip(a.model_without_ddp.parameters(), a.ema.module.parameters())]
     assert max(diff) > 0
@@ -232,7 +202,7 @@ def test_merge_coco_renumbers_and_rebases(tmp_path: Path) -> None:
     assert all((root / im["file_name"]).is_file() for im in merged["images"])
     ids = [ann["id"] for ann in merged["annotations"]]
     assert ids == list(range(1, len(ids) + 1))
-    from decal.dali_pipes.coco_reader import CocoDataset
+    from decal.dali_pipes.coco.reader import CocoDataset
 
     assert len(CocoDataset(out, root)) == 5
 
@@ -241,7 +211,7 @@ def test_merge_coco_keeps_lvis_split_folders(tmp_path: Path) -> None:
     """LVIS images (``coco_url``, no ``file_name``) resolve to ``split/name`` as the reader does."""
     from coco_factory import build_coco_dict, write_images, write_json
 
-    from decal.dali_pipes.coco_reader import CocoDataset
+    from decal.dali_pipes.coco.reader import CocoDataset
 
     coco = build_coco_dict(num_images=2, seed=4)
     for image in coco["images"]:

@@ -22,7 +22,7 @@ from decal.dali_pipes import (
     MosaicLoaderConfig,
     SelfTrainingLoaderConfig,
 )
-from decal.dali_pipes.option_schema import Option, served
+from decal.dali_pipes.core.option_schema import Option, served
 from decal.proto import decal_pb2 as pb
 from decal.server.config import Limits
 from decal.server.params import is_pair

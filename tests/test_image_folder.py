@@ -11,9 +11,9 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from decal.dali_pipes.errors import DatasetError
-from decal.dali_pipes.folder_source import random_resized_crop_params
-from decal.dali_pipes.image_folder import ImageFolder, ensure_demo_image_folder
+from decal.dali_pipes.core.errors import DatasetError
+from decal.dali_pipes.folder.source import random_resized_crop_params
+from decal.dali_pipes.folder.image_folder import ImageFolder, ensure_demo_image_folder
 
 from folder_factory import corrupt_jpeg, write_image_folder
 

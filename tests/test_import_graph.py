@@ -36,6 +36,21 @@ LAYERS = {
 }
 
 
+#: ``dali_pipes/`` folder → rank (ARCHITECTURE.md, "Inside dali_pipes/"): a module may import
+#: its own folder and lower ranks only, so two families of one rank never import each other.
+DATA_FOLDERS = {
+    "core": 0,
+    "coco": 1,
+    "folder": 2,
+    "copy_paste": 3,
+    "cutmix": 3,
+    "cp2": 3,
+    "mosaic": 4,
+    "balanced": 4,
+    "self_training": 4,
+    "preview": 5,
+}
+
 #: (importer, imported prefix) pairs allowed against the layer order, deferred imports only.
 ALLOWED_UPWARD = {("decal.cli", "decal.bench")}
 
@@ -144,7 +159,7 @@ EDGES = edges(KNOWN)
 
 def test_the_graph_is_read() -> None:
     """Guard against a reader that finds nothing (which would make every check pass)."""
-    assert {"decal.kernels.copy_paste", "decal.dali_pipes.torch_iterator", "decal.server.pipelines", "decal.cli"} <= set(KNOWN)
+    assert {"decal.kernels.copy_paste", "decal.dali_pipes.copy_paste.loader", "decal.server.pipelines", "decal.cli"} <= set(KNOWN)
     assert any(e.source == "decal.server.pipelines" and e.target == "decal.proto.decal_pb2" for e in EDGES)
     assert len(EDGES) > 200
 
@@ -157,6 +172,29 @@ def test_imports_follow_the_layer_order() -> None:
         and not (not e.top_level and any(e.source == s and e.target.startswith(t) for s, t in ALLOWED_UPWARD))
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def data_folder(module: str) -> str | None:
+    """The ``dali_pipes/`` folder of a module (``decal.dali_pipes.coco.reader`` → ``"coco"``)."""
+    parts = module.split(".")
+    return parts[2] if parts[:2] == ["decal", "dali_pipes"] and len(parts) > 3 else None
+
+
+def test_every_dali_pipes_folder_has_a_rank() -> None:
+    folders = {p.name for p in (ROOT / "dali_pipes").iterdir() if (p / "__init__.py").is_file()}
+    assert folders == set(DATA_FOLDERS)
+    assert [p.name for p in (ROOT / "dali_pipes").glob("*.py")] == ["__init__.py"], "a module outside the folders"
+
+
+def test_dali_pipes_folders_import_downwards() -> None:
+    wrong = [
+        f"{e.source}:{e.line} imports {e.target} ({target} is not below {source})"
+        for e in EDGES
+        if (source := data_folder(e.source)) and (target := data_folder(e.target))
+        and source != target and DATA_FOLDERS[target] >= DATA_FOLDERS[source]
+    ]
+    assert not wrong, "\n".join(wrong)
+    assert any(data_folder(e.source) == "mosaic" and data_folder(e.target) == "copy_paste" for e in EDGES)
 
 
 def test_no_private_name_imported_from_another_module() -> None:

@@ -19,25 +19,13 @@ from decal.kernels.occlusion_update import (
 )
 from decal.kernels.paste_alpha import paste_alpha_cupy, paste_alpha_numpy
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("poison")]  # poison and rng: tests/conftest.py
 
 cp = pytest.importorskip("cupy")
 
 # (B, H, W): block multiples and not, W % 4 == 0 (word path) and not, many bands (H = 517)
 SHAPES = [(1, 1, 1), (1, 37, 53), (3, 37, 53), (2, 64, 96), (4, 31, 33), (2, 517, 300),
           (2, 300, 301), (5, 8, 4)]
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DECAL_POISON", "1")
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    seq = np.random.SeedSequence()
-    print(f"seed entropy: np.random.SeedSequence({seq.entropy})")  # shown on failure
-    return np.random.default_rng(seq)
 
 
 def random_masks(rng: np.random.Generator, m: int, h: int, w: int) -> np.ndarray:

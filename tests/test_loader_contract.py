@@ -1,4 +1,4 @@
-"""One contract for every instance-segmentation loader (``dali_pipes/loader_protocol.py``):
+"""One contract for every instance-segmentation loader (``dali_pipes/core/loader_protocol.py``):
 the local ones and ``RemoteLoader`` alike."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from typing import Any, Callable
 
 import pytest
 
-from decal.dali_pipes.balanced_copy_paste import BalancedCopyPasteLoader
-from decal.dali_pipes.batch import Batch
-from decal.dali_pipes.loader_protocol import Loader
-from decal.dali_pipes.mosaic_pipeline import MosaicLoader
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
+from decal.dali_pipes.balanced.loader import BalancedCopyPasteLoader
+from decal.dali_pipes.core.batch import Batch
+from decal.dali_pipes.core.loader_protocol import Loader
+from decal.dali_pipes.mosaic.loader import MosaicLoader
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.server.remote_loader import RemoteLoader
 
 from coco_factory import write_coco_dataset
@@ -48,7 +48,7 @@ def _factories(synth: Any, server: Any) -> dict[str, Callable[[], Any]]:
 
 KINDS = ("copy-paste", "balanced", "mosaic", "remote", "remote-balanced", "remote-mosaic")
 #: Loaders whose resume restores the images' sampling but not every pixel: the balanced bank
-#: starts empty again after load_state_dict (dali_pipes/balanced_copy_paste.py, module docstring).
+#: starts empty again after load_state_dict (dali_pipes/balanced/loader.py, module docstring).
 SAMPLING_ONLY_RESUME = {"balanced", "remote-balanced"}
 
 

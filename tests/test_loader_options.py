@@ -7,14 +7,14 @@ import warnings
 
 import pytest
 
-from decal.dali_pipes.backend import Device, gpu_available, parse_device, resolve_backend
-from decal.dali_pipes.classification_loader import CutMixLoaderConfig
-from decal.dali_pipes.cp2_loader import CP2LoaderConfig
-from decal.dali_pipes.mosaic_pipeline import MosaicLoaderConfig
-from decal.dali_pipes.options import OptionError
-from decal.dali_pipes.sample_data import ensure_sample_dataset
-from decal.dali_pipes.scale_jitter import ScaleJitter
-from decal.dali_pipes.torch_iterator import CopyPasteLoader, CopyPasteLoaderConfig
+from decal.dali_pipes.core.backend import Device, gpu_available, parse_device, resolve_backend
+from decal.dali_pipes.cutmix.loader import CutMixLoaderConfig
+from decal.dali_pipes.cp2.loader import CP2LoaderConfig
+from decal.dali_pipes.mosaic.loader import MosaicLoaderConfig
+from decal.dali_pipes.core.options import OptionError
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
+from decal.dali_pipes.core.scale_jitter import ScaleJitter
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader, CopyPasteLoaderConfig
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,19 @@ import pycocotools.mask as mask_utils
 import pytest
 from PIL import Image
 
-from decal.dali_pipes.coco_reader import CocoDataset
-from decal.dali_pipes.mosaic import (
+from decal.dali_pipes.coco.reader import CocoDataset
+from decal.dali_pipes.mosaic.twin import (
     compose_images_numpy,
     crop_regions,
     draw_mosaic_plan,
     quadrant_regions,
     resized_size,
 )
-from decal.dali_pipes.mosaic_pipeline import MosaicLoader, MosaicSource, build_mosaic_pipeline, preview_mosaic
-from decal.dali_pipes.samplers import UniformSampler
-from decal.dali_pipes.scale_jitter import ScaleJitter
+from decal.dali_pipes.mosaic.loader import MosaicLoader
+from decal.dali_pipes.mosaic.pipeline import MosaicSource, build_mosaic_pipeline
+from decal.dali_pipes.preview.mosaic import preview_mosaic
+from decal.dali_pipes.core.samplers import UniformSampler
+from decal.dali_pipes.core.scale_jitter import ScaleJitter
 
 from coco_factory import write_coco_dataset, write_json
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from decal import CopyPasteLoader
-from decal.dali_pipes.batch import TARGET_FIELDS
-from decal.dali_pipes.copy_paste_pipeline import OUTPUT_NAMES, CopyPasteOutputs, build_copy_paste_pipeline
-from decal.dali_pipes.epoch_source import POSITION_FIELDS, LoaderPosition, PositionRow
-from decal.dali_pipes.loader_base import position_after
+from decal.dali_pipes.core.batch import TARGET_FIELDS
+from decal.dali_pipes.copy_paste.pipeline import OUTPUT_NAMES, CopyPasteOutputs, build_copy_paste_pipeline
+from decal.dali_pipes.core.epoch_source import POSITION_FIELDS, LoaderPosition, PositionRow
+from decal.dali_pipes.core.loader_base import position_after
 from decal.server import wire
 
 from coco_factory import write_coco_dataset

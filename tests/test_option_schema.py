@@ -1,4 +1,4 @@
-"""The copy-paste option schema (``dali_pipes/copy_paste_options.py``) and everything derived
+"""The copy-paste option schema (``dali_pipes/copy_paste/options.py``) and everything derived
 from it or checked against it: the loader config, the server's validation, the proto message,
 ``RemoteLoader``'s option list and the README's option table."""
 
@@ -16,11 +16,11 @@ import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from decal.dali_pipes.copy_paste_options import COPY_PASTE_OPTIONS
-from decal.dali_pipes.loader_config import check_loader_config
-from decal.dali_pipes.option_schema import Option, served, with_options
-from decal.dali_pipes.options import OptionError
-from decal.dali_pipes.torch_iterator import CopyPasteLoaderConfig
+from decal.dali_pipes.copy_paste.options import COPY_PASTE_OPTIONS
+from decal.dali_pipes.core.loader_config import check_loader_config
+from decal.dali_pipes.core.option_schema import Option, served, with_options
+from decal.dali_pipes.core.options import OptionError
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoaderConfig
 from decal.proto import decal_pb2 as pb
 from decal.server.config import Limits
 from decal.server.pipelines import RequestError, copy_paste_options

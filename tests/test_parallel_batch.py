@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
+from decal.dali_pipes.copy_paste.pipeline import CopyPasteStep
 from decal.kernels import exact_host, parallel_batch as pb
 from decal.kernels.composite import composite_numpy
 from decal.kernels.copy_paste import CopyPasteParams, copy_paste_batch

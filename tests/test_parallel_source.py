@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
-from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
-from decal.dali_pipes.epoch_source import LoaderPosition
-from decal.dali_pipes.parallel_source import BatchInfoSource, check_workers
+from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
+from decal.dali_pipes.copy_paste.pipeline import CopyPasteStep
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
+from decal.dali_pipes.core.epoch_source import LoaderPosition
+from decal.dali_pipes.core.parallel_source import BatchInfoSource, check_workers
 
 from coco_factory import write_coco_dataset
+from loader_variants import copy_paste_with_step
 
 KW = dict(batch_size=3, output_size=48, device="cpu", num_threads=1, seed=4)
 
@@ -96,7 +97,7 @@ def test_worker_options_are_checked(coco) -> None:
 
 @pytest.mark.parametrize("loader_type", [GpuMaskCopyPasteLoader, CopyPasteLoader], ids=["gpu-masks", "default"])
 def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path, loader_type) -> None:
-    from decal.dali_pipes.errors import DatasetError
+    from decal.dali_pipes.core.errors import DatasetError
 
     from test_copy_paste_loader import corrupt_dataset
 
@@ -111,18 +112,16 @@ def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path, loader_type) -> Non
 # -- the default (host-mask) loader: source workers and the threaded copy-paste step ----------
 
 
-class _BatchedKernelLoader(CopyPasteLoader):
+def _batched_kernel_loader(*coco, **options):
     """The loader as it was: its step runs each batched NumPy twin once, in one thread."""
-
-    def _paste_step(self):
-        return CopyPasteStep(self._copy_paste)
+    return copy_paste_with_step(*coco, lambda config: CopyPasteStep(config.copy_paste_params()), **options)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(drop_last=True, blend_sigma=1.5), dict(shard_id=1, num_shards=2)],
                          ids=["default", "drop-last-blurred", "shard-1-of-2"])
 def test_copy_paste_loader_threads_and_workers_give_the_serial_batches(coco, options) -> None:
     kw = dict(KW, num_threads=2, **options)
-    serial = _BatchedKernelLoader(*coco, **kw)
+    serial = _batched_kernel_loader(*coco, **kw)
     threaded = CopyPasteLoader(*coco, **kw)  # step_threads defaults to num_threads
     workers = CopyPasteLoader(*coco, source_workers=2, step_threads=3, **kw)
     for _ in range(2):

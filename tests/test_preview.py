@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from decal.dali_pipes.epoch_source import LoaderPosition
-from decal.dali_pipes.preview import PASTED_COLOUR, TINT, _place_label, copy_paste_captions, render_sample, sample_caption
-from decal.dali_pipes.sample_data import ensure_sample_dataset
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
+from decal.dali_pipes.core.epoch_source import LoaderPosition
+from decal.dali_pipes.preview.instances import PASTED_COLOUR, TINT, _place_label, copy_paste_captions, render_sample, sample_caption
+from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
 
 def test_captions_carry_the_geometry_the_source_drew() -> None:

@@ -12,8 +12,9 @@ import pytest
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
-from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader, record_instances
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
+from decal.dali_pipes.copy_paste.gpu_masks import record_instances
+from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.kernels.instance_masks import (
     MaskDescriptors,
     build_descriptors,
@@ -240,7 +241,7 @@ def test_gpu_mask_loader_subpixel_and_resume(coco) -> None:
 
 
 def test_record_instances_kinds(coco) -> None:
-    from decal.dali_pipes.coco_reader import CocoDataset, rasterize_masks
+    from decal.dali_pipes.coco.reader import CocoDataset, rasterize_masks
 
     ds = CocoDataset(*coco)
     kinds = set()

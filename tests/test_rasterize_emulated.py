@@ -385,7 +385,7 @@ def test_emulated_pipeline_step_gpu_branch(emulated) -> None:
     """The python_function body of the GPU-mask pipeline, fed per-sample "device" arrays as
     DALI would (its CuPy branch: one metadata transfer, device compaction, one upload of the
     small outputs), against the same call with NumPy arrays (its CPU branch)."""
-    from decal.dali_pipes.copy_paste_gpu_masks import DESCRIPTOR_COLUMNS, GpuMaskCopyPasteStep
+    from decal.dali_pipes.copy_paste.gpu_masks import DESCRIPTOR_COLUMNS, GpuMaskCopyPasteStep
 
     rng = np.random.default_rng(21)
     side = 20

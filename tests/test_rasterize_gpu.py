@@ -22,23 +22,11 @@ from decal.kernels.rle_decode import box_toggles
 
 from raster_factory import FIELDS, random_batch, random_case, random_polygon, random_rle
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("poison")]  # poison and rng: tests/conftest.py
 
 cp = pytest.importorskip("cupy")
 
 SIDES = [1, 31, 32, 33, 97, 256]
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DECAL_POISON", "1")
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    seq = np.random.SeedSequence()
-    print(f"seed entropy: np.random.SeedSequence({seq.entropy})")  # shown on failure
-    return np.random.default_rng(seq)
 
 
 def unaligned(x: np.ndarray):
@@ -213,8 +201,8 @@ def test_gpu_pipeline_equals_cpu_pipeline(tmp_path, fmt, batch_size) -> None:
     import torch
 
     from coco_factory import write_coco_dataset
-    from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     coco = write_coco_dataset(tmp_path, num_images=9, size=(96, 128), instances_per_image=(0, 6), seed=4)
     if fmt == "png":

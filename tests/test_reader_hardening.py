@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from coco_factory import write_images, write_json
-from decal.dali_pipes.coco_reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset
-from decal.dali_pipes.errors import DatasetError
-from decal.dali_pipes.image_header import read_image_header
+from decal.dali_pipes.coco.reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset
+from decal.dali_pipes.core.errors import DatasetError
+from decal.dali_pipes.coco.image_header import read_image_header
 
 H, W = 24, 32
 
@@ -109,7 +109,7 @@ def test_max_image_pixels_is_an_option(tmp_path: Path) -> None:
 
 def test_loader_skips_an_image_over_the_pixel_limit(tmp_path: Path) -> None:
     """on_error="skip": the epoch goes on without the image and the skip is counted."""
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     j, d = _write(tmp_path, _coco())
     (d / "a.jpg").write_bytes(_jpeg_claiming(20000, 10000))
@@ -189,7 +189,7 @@ def test_misspelt_segmentation_is_an_error_unless_box_only(tmp_path: Path) -> No
 
 
 def test_paste_by_box_loader_accepts_box_only_data(tmp_path: Path) -> None:
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     coco = _coco()
     for ann in coco["annotations"]:
@@ -335,7 +335,7 @@ def _folder_with_a_bomb(root: Path) -> Path:
 
 def test_unlabelled_directory_refuses_or_counts_an_image_over_the_pixel_limit(tmp_path: Path) -> None:
     """Self-training's second set: Pillow's DecompressionBombError never escapes."""
-    from decal.dali_pipes.self_training import ImageDirectoryDataset
+    from decal.dali_pipes.self_training.loader import ImageDirectoryDataset
 
     root = _folder_with_a_bomb(tmp_path / "unlabelled")
     with pytest.raises(DatasetError) as error:
@@ -348,7 +348,7 @@ def test_unlabelled_directory_refuses_or_counts_an_image_over_the_pixel_limit(tm
 
 def test_image_folder_names_an_image_over_the_pixel_limit(tmp_path: Path) -> None:
     """CutMix / CP² folders: the header read and the decode check both give a DatasetError."""
-    from decal.dali_pipes.image_folder import ImageFolder
+    from decal.dali_pipes.folder.image_folder import ImageFolder
 
     folder = ImageFolder(_folder_with_a_bomb(tmp_path / "folder"), labelled=False)
     huge = [i for i, s in enumerate(folder.samples) if s.path.name == "c_huge.jpg"][0]

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from decal.dali_pipes import BalancedCopyPasteLoader, CP2Loader, CutMixLoader, MosaicLoader, SelfTrainingLoader
-from decal.dali_pipes.batch import Batch
-from decal.dali_pipes.folder_batches import ClassificationBatch, CP2Batch
-from decal.dali_pipes.loader_protocol import Loader
+from decal.dali_pipes.core.batch import Batch
+from decal.dali_pipes.folder.batches import ClassificationBatch, CP2Batch
+from decal.dali_pipes.core.loader_protocol import Loader
 from decal.proto import decal_pb2 as pb
 from decal.server.config import Limits
 from decal.server.memory import stream_memory_bytes

@@ -13,8 +13,9 @@ import grpc
 import pytest
 import torch
 
-from decal.dali_pipes.copy_paste_source import LoaderPosition
-from decal.dali_pipes.torch_iterator import Batch, CopyPasteLoader
+from decal.dali_pipes.copy_paste.source import LoaderPosition
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
+from decal.dali_pipes.core.batch import Batch
 from decal.server.remote_loader import RemoteLoader, RemoteLoaderError, _EpochEnd
 from decal.proto import decal_pb2 as pb
 

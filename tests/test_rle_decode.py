@@ -8,7 +8,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from decal.dali_pipes.coco_reader import _box_mask, decode_rle_string
+from decal.dali_pipes.coco.reader import _box_mask, decode_rle_string
 from decal.kernels.instance_masks import build_descriptors, rasterize_instances
 from decal.kernels.mask_geometry import apply_geometry, sample_geometry, source_columns, source_rows
 from decal.kernels.rle_decode import (
@@ -37,7 +37,7 @@ def test_toggles_round_trip_and_validation() -> None:
 
 @pytest.mark.parametrize("box", [(0.0, 0.0, 5.0, 4.0), (1.3, 0.6, 2.2, 2.9), (2.5, 1.5, 0.4, 0.4), (0.0, 3.1, 7.0, 0.9)])
 def test_box_toggles_equal_reader_box_mask(box) -> None:
-    from decal.dali_pipes.copy_paste_gpu_masks import _box_pixels
+    from decal.dali_pipes.copy_paste.gpu_masks import _box_pixels
 
     h, w = 4, 7
     x0, y0, x1, y1 = _box_pixels(box, h, w)

@@ -1,4 +1,4 @@
-"""Tests of decal.dali_pipes.sample_data (CPU)."""
+"""Tests of decal.dali_pipes.coco.sample_data (CPU)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from decal.dali_pipes.coco_reader import CocoDataset, rasterize_masks
-from decal.dali_pipes.sample_data import ARC_CATEGORY_OFFSET, ensure_sample_dataset
+from decal.dali_pipes.coco.reader import CocoDataset, rasterize_masks
+from decal.dali_pipes.coco.sample_data import ARC_CATEGORY_OFFSET, ensure_sample_dataset
 
 
 @pytest.fixture(scope="module")

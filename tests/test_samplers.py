@@ -1,4 +1,4 @@
-"""Tests of decal.dali_pipes.samplers (CPU, fast)."""
+"""Tests of decal.dali_pipes.core.samplers (CPU, fast)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coco_factory import write_coco_dataset
-from decal.dali_pipes.coco_reader import CocoDataset
-from decal.dali_pipes.samplers import RepeatFactorSampler, UniformSampler, shard_indices
+from decal.dali_pipes.coco.reader import CocoDataset
+from decal.dali_pipes.core.samplers import RepeatFactorSampler, UniformSampler, shard_indices
 
 
 # ----------------------------------------------------------------------------- uniform

@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 import pytest
 
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.server.remote_loader import RemoteLoader, RemoteLoaderError
 
 from coco_factory import write_coco_dataset

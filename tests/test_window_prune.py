@@ -1,4 +1,4 @@
-"""Instances outside the output window dropped in the source (dali_pipes/window_prune.py): only
+"""Instances outside the output window dropped in the source (dali_pipes/copy_paste/window_prune.py): only
 instances the geometry leaves empty, and the loader's batches stay the same bit for bit."""
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from decal.dali_pipes.copy_paste_pipeline import CopyPasteStep
-from decal.dali_pipes.torch_iterator import CopyPasteLoader
-from decal.dali_pipes.window_prune import instances_in_window, window_region
+from decal.dali_pipes.copy_paste.pipeline import CopyPasteStep
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
+from decal.dali_pipes.copy_paste.window_prune import instances_in_window, window_region
 from decal.kernels.mask_geometry import apply_geometry, sample_geometry, source_columns, source_rows
 
 from coco_factory import write_coco_dataset
+from loader_variants import copy_paste_with_step
 
 
 def test_an_instance_judged_outside_is_empty_after_the_geometry() -> None:
@@ -43,11 +44,9 @@ def test_window_region_of_an_upscaled_corner() -> None:
     assert window_region(40, 60, 0.5, 0.3, 0.7, 1, 32) == (slice(0, 40), slice(0, 60))  # downscaled: all
 
 
-class _Unpruned(CopyPasteLoader):
+def _unpruned(*coco, **options):
     """The loader with every instance kept in the source (its step is the default one)."""
-
-    def _paste_step(self):
-        return CopyPasteStep(self._copy_paste, self.config.num_threads)
+    return copy_paste_with_step(*coco, lambda config: CopyPasteStep(config.copy_paste_params(), config.num_threads), **options)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(copy_paste=False), dict(source_workers=1, flip_prob=1.0)],
@@ -55,7 +54,7 @@ class _Unpruned(CopyPasteLoader):
 def test_pruned_loader_gives_the_unpruned_batches(tmp_path, options) -> None:
     coco = write_coco_dataset(tmp_path, num_images=10, size=(120, 90), instances_per_image=(1, 9), seed=3)
     kw = dict(batch_size=4, output_size=64, jitter=(1.2, 2.0), device="cpu", num_threads=2, seed=5, **options)
-    pruned, unpruned = CopyPasteLoader(*coco, **kw), _Unpruned(*coco, **kw)
+    pruned, unpruned = CopyPasteLoader(*coco, **kw), _unpruned(*coco, **kw)
     want, got = list(unpruned), list(pruned)
     assert pruned.source.prune_window_size == 64 and unpruned.source.prune_window_size is None
     assert len(want) == len(got) == 3

@@ -45,8 +45,8 @@ import sys
 from importlib import import_module
 from typing import Any, Callable, Sequence
 
-from ..dali_pipes.backend import parse_device
-from ..dali_pipes.cli_support import CliParser, UsageError, add_device_flag, run_handler, split_debug
+from ..dali_pipes.core.backend import parse_device
+from ..dali_pipes.core.cli_support import CliParser, UsageError, add_device_flag, run_handler, split_debug
 from .common.config import common_updates
 
 __all__ = ["TRAINERS", "add_train_parser", "add_common_arguments", "common_updates", "main"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from decal.dali_pipes.classification_loader import CutMixLoaderConfig
+from decal.dali_pipes.cutmix.loader import CutMixLoaderConfig
 
 from ..common.config import DataConfig, EmaConfig, OptimConfig, RunConfig, ScheduleConfig
 

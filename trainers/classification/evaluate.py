@@ -3,7 +3,7 @@
 A small host-side reader rather than the training loader: the evaluation protocol of
 [CUTMIX]/torchvision is deterministic (``Resize(round(S / crop_pct))`` + ``CenterCrop(S)``),
 which the CutMix loader's random-resized-crop pipeline does not provide even with mixing off.
-Files are listed by decal's :class:`~decal.dali_pipes.image_folder.ImageFolder` (torchvision
+Files are listed by decal's :class:`~decal.dali_pipes.folder.image_folder.ImageFolder` (torchvision
 ``ImageFolder`` semantics) and decoded with PIL; rank r of W evaluates images r, r + W, ...
 and the counts are summed over ranks, so every image is counted exactly once.
 """
@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from decal.dali_pipes.image_folder import ImageFolder
+from decal.dali_pipes.folder.image_folder import ImageFolder
 
 from ..common.distributed import DistInfo, all_reduce_sum
 from .losses import topk_correct

@@ -3,7 +3,7 @@
 :func:`train` runs a job from a :class:`~.config.ClassificationConfig`:
 
 1. join the DDP group when started by ``torchrun`` (one DALI shard per rank);
-2. build decal's :class:`~decal.dali_pipes.classification_loader.CutMixLoader` over the
+2. build decal's :class:`~decal.dali_pipes.cutmix.loader.CutMixLoader` over the
    training ImageFolder (the server does not stream CutMix batches, so ``data.remote`` is
    refused with a clear error);
 3. build the ResNet, the optional weight EMA, DDP, the optimiser and schedule;
@@ -67,7 +67,7 @@ def _folders(data: DataConfig) -> tuple[str, str]:
     require_remote_pipeline(data, "cutmix", "classify")
     train_root, val_root = data.train_images, data.val_images
     if data.use_sample and (not train_root or not val_root):
-        from decal.dali_pipes.image_folder import ensure_demo_image_folder
+        from decal.dali_pipes.folder.image_folder import ensure_demo_image_folder
 
         demo = str(ensure_demo_image_folder())
         train_root, val_root = train_root or demo, val_root or demo
@@ -97,7 +97,7 @@ def _train(cfg: ClassificationConfig, info: DistInfo, extra_hooks: list[Hook]) -
         torch.set_num_threads(cfg.run.torch_threads)
     torch.manual_seed(cfg.run.seed + info.rank)
 
-    from decal.dali_pipes.classification_loader import CutMixLoader
+    from decal.dali_pipes.cutmix.loader import CutMixLoader
 
     options = loader_options(cfg.loader, info, device)
     if options.get("device") is None and device.type == "cpu":

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
 
-from ...dali_pipes.options import ConfigError
+from ...dali_pipes.core.options import ConfigError
 
 __all__ = [
     "ConfigError",
@@ -72,7 +72,7 @@ class DataConfig:
         val_annotations: evaluation json ("" = no evaluation).
         val_images: image directory of ``val_annotations``.
         use_sample: use decal's embedded two-photo sample for whatever path is empty
-            (CI and demos; see :func:`decal.dali_pipes.sample_data.ensure_sample_dataset`).
+            (CI and demos; see :func:`decal.dali_pipes.coco.sample_data.ensure_sample_dataset`).
         remote: ``host:port`` of a decal gRPC server; when set the training batches come
             from :class:`decal.server.remote_loader.RemoteLoader` instead of the local
             DALI pipeline. The trainer's loop does not see the difference.
@@ -421,7 +421,7 @@ def save_config(config: Any, path: str | Path) -> Path:
 def common_updates(args: argparse.Namespace) -> dict[str, Any]:
     """The common trainer flags (``trainers/cli.py``, ``add_common_arguments``) as a nested
     dict of config updates (only the flags given)."""
-    from ...dali_pipes.backend import parse_device
+    from ...dali_pipes.core.backend import parse_device
 
     updates: dict[str, dict[str, Any]] = {}
 

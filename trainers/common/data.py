@@ -61,7 +61,7 @@ def resolve_dataset_paths(data: DataConfig) -> DataConfig:
     """``data`` with empty train/val paths filled with the embedded sample when ``use_sample``."""
     if not data.use_sample:
         return data
-    from decal.dali_pipes.sample_data import ensure_sample_dataset
+    from decal.dali_pipes.coco.sample_data import ensure_sample_dataset
 
     json_path, image_dir = ensure_sample_dataset()
     values = {f.name: getattr(data, f.name) for f in fields(data)}

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from decal.dali_pipes.cp2_loader import CP2LoaderConfig
+from decal.dali_pipes.cp2.loader import CP2LoaderConfig
 
 from ..common.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig
 

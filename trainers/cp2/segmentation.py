@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from decal.dali_pipes.coco_reader import CocoDataset
-from decal.dali_pipes.normalization import IMAGENET_MEAN, IMAGENET_STD
+from decal.dali_pipes.coco.reader import CocoDataset
+from decal.dali_pipes.core.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 from ..common.distributed import DistInfo, all_reduce_sum
 from .config import SegLoaderConfig

@@ -4,7 +4,7 @@
 :func:`train` pretrains (:class:`~.config.CP2Config`):
 
 1. join the DDP group when started by ``torchrun`` (one DALI shard per rank);
-2. build decal's :class:`~decal.dali_pipes.cp2_loader.CP2Loader` over the image folder (the
+2. build decal's :class:`~decal.dali_pipes.cp2.loader.CP2Loader` over the image folder (the
    server does not stream CP² batches, so ``data.remote`` is refused with a clear error);
 3. build :class:`~.model.CP2Model` (Quick Tuning: the backbone from ``model.backbone_weights``),
    DDP (buffers not broadcast: every rank enqueues the same all-gathered keys), the optimiser
@@ -59,7 +59,7 @@ __all__ = [
 
 
 def cp2_step(device: torch.device) -> Callable[[nn.Module, Any], StepOutput]:
-    """Forward of one :class:`~decal.dali_pipes.cp2_loader.CP2Batch` (``batch_size`` counts
+    """Forward of one :class:`~decal.dali_pipes.cp2.loader.CP2Batch` (``batch_size`` counts
     compositions: each is two views of a foreground pasted on two backgrounds)."""
 
     def step(model: nn.Module, batch: Any) -> StepOutput:
@@ -145,7 +145,7 @@ def pretraining_images(data: DataConfig) -> str:
     if data.train_images:
         return data.train_images
     if data.use_sample:
-        from decal.dali_pipes.image_folder import ensure_demo_image_folder
+        from decal.dali_pipes.folder.image_folder import ensure_demo_image_folder
 
         return str(ensure_demo_image_folder())
     raise ValueError("no training images: set data.train_images (--images DIR, any tree of images) or data.use_sample (--sample)")
@@ -177,7 +177,7 @@ def train(cfg: CP2Config, *, hooks: list[Hook] | None = None) -> dict[str, Any]:
         check_config(cfg, info)
         images = pretraining_images(cfg.data)
         device = _setup(cfg.run, info)
-        from decal.dali_pipes.cp2_loader import CP2Loader
+        from decal.dali_pipes.cp2.loader import CP2Loader
 
         options = loader_options(cfg.loader, info, device)
         if options.get("device") is None and device.type == "cpu":

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from decal.dali_pipes.torch_iterator import CopyPasteLoaderConfig
+from decal.dali_pipes.copy_paste.loader import CopyPasteLoaderConfig
 
 from ..common.config import DataConfig, EmaConfig, OptimConfig, RunConfig, ScheduleConfig
 

@@ -320,7 +320,7 @@ def evaluate_detector(
     An LVIS json gets LVIS's federated evaluation (:func:`evaluate_results`). With
     ``results_path`` the main rank also writes the detections (COCO results json).
     """
-    from decal.dali_pipes.coco_reader import CocoDataset
+    from decal.dali_pipes.coco.reader import CocoDataset
 
     dataset = CocoDataset(annotation_file, image_dir)
     records = dataset.records[:max_images] if max_images > 0 else dataset.records

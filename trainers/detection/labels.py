@@ -2,7 +2,7 @@
 
 decal's loader yields the dataset's own category ids (COCO's run 1..90 with gaps, LVIS's
 1..1203, the sample's 1..20 and 101..140). torchvision's Mask R-CNN wants labels 1..K with
-0 for the background. :class:`LabelMap` (which lives in ``dali_pipes/label_map.py`` and is
+0 for the background. :class:`LabelMap` (which lives in ``dali_pipes/core/label_map.py`` and is
 exported as ``decal.LabelMap``) sorts the category ids and numbers them 1..K.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ...dali_pipes.label_map import FREQUENCY_GROUPS, LabelMap, lvis_frequency
+from ...dali_pipes.core.label_map import FREQUENCY_GROUPS, LabelMap, lvis_frequency
 
 __all__ = [
     "LabelMap",
@@ -32,7 +32,7 @@ def instance_counts(label_map: LabelMap, records: Iterable[Any] | None) -> list[
     """Non-crowd training instances per label (index 0 = background, always 0).
 
     The json's LVIS ``instance_count`` wins where a category carries it; otherwise the
-    instances of ``records`` (:class:`~decal.dali_pipes.coco_reader.ImageRecord`) are counted.
+    instances of ``records`` (:class:`~decal.dali_pipes.coco.reader.ImageRecord`) are counted.
     """
     counts = Counter()
     if records is not None:

@@ -29,7 +29,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import nn
 
-from ...dali_pipes.coco_reader import lvis_file_name
+from ...dali_pipes.coco.reader import lvis_file_name
 from ..common.checkpoint import load_checkpoint
 from ..common.config import from_dict
 from ..common.distributed import DistInfo, all_gather_object

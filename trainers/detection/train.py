@@ -131,7 +131,7 @@ class FasaHook(Hook):
 
     def _val_loader(self, loop: TrainLoop) -> Any:
         if self._loader is None:
-            from decal.dali_pipes.torch_iterator import CopyPasteLoader
+            from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
             loader_cfg = self.cfg.loader
             self._loader = CopyPasteLoader(
@@ -256,7 +256,7 @@ def _train(cfg: DetectionConfig, info: DistInfo, extra_hooks: list[Hook]) -> dic
     if cfg.self_training.enabled:
         data = _self_training_data(cfg, data, info, device)
 
-    from decal.dali_pipes.torch_iterator import CopyPasteLoader
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     options = loader_options(cfg.loader, info, device)
     if options.get("device") is None and device.type == "cpu":

@@ -1,0 +1,1 @@
+"""Balanced Copy-Paste: pastes from a class-balanced bank of instances."""

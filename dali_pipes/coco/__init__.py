@@ -1,0 +1,1 @@
+"""COCO/LVIS json: the validating reader, the packed on-disk index, image headers, `decal check` and the embedded sample data."""

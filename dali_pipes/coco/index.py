@@ -1,0 +1,606 @@
+"""A compiled COCO / LVIS dataset index: the validated annotations as packed NumPy arrays.
+
+:class:`~decal.dali_pipes.coco.reader.CocoDataset` parses and validates the json into one
+Python object per image and per instance. That is the right shape for checking input, and the
+wrong one for a source that must describe thousands of images per second: every batch walks
+Python lists of annotations. :class:`CocoIndex` holds the same kept images and instances
+(built *from* a validated ``CocoDataset``, so its errors, skips and counts are the reader's)
+as flat arrays, so a batch's instance data is gathered by slicing:
+
+Per image (I images, in ``dataset.records`` order):
+
+================ ============ =====================================================
+array            shape        meaning
+================ ============ =====================================================
+image_ids        (I,) int64   json image id
+heights, widths  (I,) int32   pixels
+name_offsets     (I+1,) int64 byte range of each file name in ``names`` (UTF-8)
+names            (bytes,) u8  all file names, concatenated
+inst_offsets     (I+1,) int64 range of each image's instances
+================ ============ =====================================================
+
+Per instance (N instances, in record order, crowd ones included):
+
+================ ============ =====================================================
+ann_ids          (N,) int64   json annotation id
+labels           (N,) int64   category id
+iscrowd          (N,) uint8   COCO ``iscrowd``
+areas            (N,) float64 the reader's area: shoelace sum of the (clipped) polygons,
+                              foreground pixels of an RLE, ``w·h`` of a box
+boxes            (N, 4) f64   ``(x, y, w, h)`` pixels, the reader's (clipped) box
+box_pixels       (N, 4) int32 ``[x0, y0, x1, y1)`` pixels whose centres lie in the box
+kinds            (N,) uint8   :data:`POLYGON`, :data:`RLE` or :data:`BOX` (no segmentation)
+part_offsets     (N+1,) int64 range of each instance's polygons in ``vert_offsets``
+vert_offsets     (P+1,) int64 range of each polygon's vertices in ``verts``
+verts            (V, 2) f64   polygon vertices ``(x, y)``, pixels, exactly the reader's
+toggle_offsets   (N+1,) int64 range of each RLE's toggles in ``toggles``
+toggles          (Q,) int32   RLE toggle positions, column-major
+                              (:func:`~decal.kernels.rle_decode.toggles_from_counts`)
+================ ============ =====================================================
+
+**Cache.** :func:`open_index` keeps the arrays as ``.npy`` files in
+``cache_dir / <key>/``, opened with ``mmap_mode="r"`` so that every process of a node (DALI
+source workers, DDP ranks) shares one copy in the page cache. The key is the BLAKE2b digest
+of the json's *content*, the reader options (``on_error``, the image directory) and
+:data:`FORMAT_VERSION`; a changed json therefore gets a new index. To avoid hashing a large
+json on every open, the digest is remembered per json path together with its size and
+``st_mtime_ns``: a json whose size or mtime changed is re-hashed (and, if its content did not
+change, finds its old index). An index directory is written under a temporary name and
+renamed into place, so a reader never sees a half-written one. Image files are checked for
+existence when the index is built; one that disappears later is reported when it is read
+(:meth:`~decal.dali_pipes.coco.reader.CocoDataset.read_image_bytes`).
+
+Instances are described as :func:`~decal.dali_pipes.copy_paste.gpu_masks.record_instances`
+describes them, and :func:`batch_descriptors` gives the same
+:class:`~decal.kernels.instance_masks.MaskDescriptors` as
+:func:`~decal.kernels.instance_masks.build_descriptors`, bit for bit
+(``tests/test_coco_index.py``), without a Python loop over annotations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from ...kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_table, subpixel_table
+from ...kernels.mask_geometry import SampleGeometry, source_columns, source_rows
+from ...kernels.rasterize_polygons import upsample_vertices
+from ...kernels.rle_decode import box_toggles
+from .reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, ReaderStats, decode_rle_string
+
+__all__ = [
+    "POLYGON",
+    "RLE",
+    "BOX",
+    "FORMAT_VERSION",
+    "CocoIndex",
+    "open_index",
+    "index_key",
+    "default_index_dir",
+    "batch_descriptors",
+]
+
+#: Instance kinds (:attr:`CocoIndex.kinds`).
+POLYGON, RLE, BOX = 0, 1, 2
+#: Bumped whenever the arrays' layout or meaning changes (part of the cache key).
+FORMAT_VERSION = 1
+_COMPLETE = "meta.json"
+
+
+def default_index_dir() -> Path:
+    """``$DECAL_INDEX_DIR``, else ``$XDG_CACHE_HOME/decal/coco_index`` (``~/.cache/...``)."""
+    if os.environ.get("DECAL_INDEX_DIR"):
+        return Path(os.environ["DECAL_INDEX_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "decal" / "coco_index"
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(s, s + n)`` for each (s, n), (sum n,) int64."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+def _offsets(lengths: Any) -> np.ndarray:
+    out = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+@dataclass(frozen=True)
+class CocoIndex:
+    """The packed arrays of a validated dataset (see the module docstring for each field).
+
+    Attributes besides the arrays:
+        image_dir: directory the file names are relative to.
+        categories: category id -> json category dict.
+        stats: the reader's :class:`~decal.dali_pipes.coco.reader.ReaderStats` at build time.
+        directory: where the arrays live on disk (memory-mapped), or None (in memory).
+    """
+
+    image_ids: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    name_offsets: np.ndarray
+    names: np.ndarray
+    inst_offsets: np.ndarray
+    ann_ids: np.ndarray
+    labels: np.ndarray
+    iscrowd: np.ndarray
+    areas: np.ndarray
+    boxes: np.ndarray
+    box_pixels: np.ndarray
+    kinds: np.ndarray
+    part_offsets: np.ndarray
+    vert_offsets: np.ndarray
+    verts: np.ndarray
+    toggle_offsets: np.ndarray
+    toggles: np.ndarray
+    image_dir: Path
+    categories: dict[int, dict]
+    stats: ReaderStats
+    directory: Path | None = None
+
+    # ------------------------------------------------------------------ build
+
+    @classmethod
+    def from_dataset(cls, dataset: CocoDataset) -> "CocoIndex":
+        """Compile a loaded (hence validated) dataset; one pass over its annotations."""
+        records = dataset.records
+        n_inst = [len(r.annotations) for r in records]
+        anns = [a for r in records for a in r.annotations]
+        heights_per_inst = np.repeat(np.array([r.height for r in records], np.int64), n_inst)
+        widths_per_inst = np.repeat(np.array([r.width for r in records], np.int64), n_inst)
+        kinds = np.empty(len(anns), np.uint8)
+        n_parts = np.zeros(len(anns), np.int64)
+        n_toggles = np.zeros(len(anns), np.int64)
+        part_lengths: list[int] = []
+        coords: list[list[float]] = []
+        toggles: list[np.ndarray] = []
+        rle_area: dict[int, float] = {}
+        for j, ann in enumerate(anns):
+            seg = ann.segmentation
+            if seg is None:
+                kinds[j] = BOX
+            elif isinstance(seg, list):
+                kinds[j] = POLYGON
+                n_parts[j] = len(seg)
+                part_lengths.extend(len(p) >> 1 for p in seg)
+                coords.extend(seg)
+            else:
+                kinds[j] = RLE
+                counts = seg["counts"]
+                if isinstance(counts, (str, bytes)):
+                    counts = decode_rle_string(counts.decode() if isinstance(counts, bytes) else counts)
+                runs = np.asarray(counts, dtype=np.int64)
+                toggles.append(np.cumsum(runs)[:-1].astype(np.int32))
+                n_toggles[j] = len(runs) - 1
+                rle_area[j] = float(runs[1::2].sum())
+        flat = np.fromiter(itertools.chain.from_iterable(coords), np.float64, count=2 * sum(part_lengths))
+        verts = flat.reshape(-1, 2)
+        vert_offsets = _offsets(part_lengths)
+        boxes = np.array([a.bbox for a in anns], np.float64).reshape(-1, 4)
+        areas = boxes[:, 2] * boxes[:, 3]
+        poly = np.flatnonzero(kinds == POLYGON)
+        if len(verts):
+            areas[poly] = _polygon_areas(verts, vert_offsets, _offsets(n_parts))[poly]
+        for j, a in rle_area.items():
+            areas[j] = a
+        names = [r.file_name.encode() for r in records]
+        return cls(
+            image_ids=np.array([r.image_id for r in records], np.int64),
+            heights=np.array([r.height for r in records], np.int32),
+            widths=np.array([r.width for r in records], np.int32),
+            name_offsets=_offsets([len(n) for n in names]),
+            names=np.frombuffer(b"".join(names), np.uint8).copy(),
+            inst_offsets=_offsets(n_inst),
+            ann_ids=np.array([a.ann_id for a in anns], np.int64),
+            labels=np.array([a.category_id for a in anns], np.int64),
+            iscrowd=np.array([a.iscrowd for a in anns], np.uint8),
+            areas=areas,
+            boxes=boxes,
+            box_pixels=_box_pixels(boxes, heights_per_inst, widths_per_inst),
+            kinds=kinds,
+            part_offsets=_offsets(n_parts),
+            vert_offsets=vert_offsets,
+            verts=verts,
+            toggle_offsets=_offsets(n_toggles),
+            toggles=np.concatenate(toggles) if toggles else np.zeros(0, np.int32),
+            image_dir=dataset.image_dir,
+            categories=dict(dataset.categories),
+            stats=ReaderStats(
+                dict(dataset.stats.skipped_images), dict(dataset.stats.dropped_instances),
+                dataset.stats.clipped_instances,
+            ),
+        )
+
+    # ------------------------------------------------------------------ disk
+
+    @classmethod
+    def array_names(cls) -> tuple[str, ...]:
+        """The names of the array fields (one ``.npy`` file each)."""
+        return tuple(f.name for f in fields(cls) if f.type == "np.ndarray")
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the arrays and metadata into a new ``directory`` (atomically: written
+        beside it, then renamed). Returns ``directory``; an existing one is left alone."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+        try:
+            for name in self.array_names():
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)), allow_pickle=False)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "image_dir": str(self.image_dir),
+                "categories": [self.categories[k] for k in self.categories],
+                "stats": {
+                    "skipped_images": self.stats.skipped_images,
+                    "dropped_instances": self.stats.dropped_instances,
+                    "clipped_instances": self.stats.clipped_instances,
+                },
+            }
+            (tmp / _COMPLETE).write_text(json.dumps(meta))
+            try:
+                os.rename(tmp, directory)
+            except OSError:  # another process got there first: keep theirs
+                if not (directory / _COMPLETE).is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, *, mmap: bool = True) -> "CocoIndex":
+        """Open an index written by :meth:`save`; arrays memory-mapped read-only by default."""
+        directory = Path(directory)
+        meta_path = directory / _COMPLETE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as error:
+            raise FileNotFoundError(f"{directory}: not a complete decal index ({error})") from error
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: field 'format_version' is {meta.get('format_version')!r}, "
+                             f"expected {FORMAT_VERSION}; delete the directory to rebuild it")
+        arrays = {}
+        for name in cls.array_names():
+            path = directory / f"{name}.npy"
+            try:
+                arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{path}: damaged index array ({error}); delete {directory} to rebuild it") from error
+        stats = meta["stats"]
+        return cls(
+            **arrays,
+            image_dir=Path(meta["image_dir"]),
+            categories={int(c["id"]): c for c in meta["categories"]},
+            stats=ReaderStats(stats["skipped_images"], stats["dropped_instances"], stats["clipped_instances"]),
+            directory=directory,
+        )
+
+    def __reduce__(self) -> Any:
+        """A memory-mapped index pickles as its directory (worker processes map the same
+        files); an in-memory one as its arrays."""
+        if self.directory is not None:
+            return (CocoIndex.load, (self.directory,))
+        return (_rebuild, (self.__class__, {f.name: getattr(self, f.name) for f in fields(self)}))
+
+    # ------------------------------------------------------------------ access
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.labels)
+
+    def file_name(self, i: int) -> str:
+        """File name of image ``i``, relative to :attr:`image_dir`."""
+        return bytes(self.names[self.name_offsets[i] : self.name_offsets[i + 1]]).decode()
+
+    def instance_range(self, i: int) -> tuple[int, int]:
+        """[begin, end) of image ``i``'s instances."""
+        return int(self.inst_offsets[i]), int(self.inst_offsets[i + 1])
+
+    def polygons(self, n: int) -> list[np.ndarray]:
+        """The polygons of instance ``n``, each (K, 2) float64 ``(x, y)`` (empty list unless
+        it is a :data:`POLYGON` instance)."""
+        p0, p1 = int(self.part_offsets[n]), int(self.part_offsets[n + 1])
+        return [np.asarray(self.verts[self.vert_offsets[p] : self.vert_offsets[p + 1]]) for p in range(p0, p1)]
+
+    def instance_toggles(self, n: int) -> np.ndarray:
+        """(Q,) int32 RLE toggles of instance ``n`` (empty unless it is an :data:`RLE` one)."""
+        return np.asarray(self.toggles[self.toggle_offsets[n] : self.toggle_offsets[n + 1]])
+
+    def instances(self, i: int, *, paste_by_box: bool = False) -> list[tuple[str, Any]]:
+        """Image ``i``'s instances as ``("poly", [(K, 2) float64, ...])`` or ``("rle",
+        toggles)`` (box-only ones, and all with ``paste_by_box``, as the toggles of their
+        filled pixel box): what :func:`~decal.kernels.instance_masks.build_descriptors` takes."""
+        begin, end = self.instance_range(i)
+        height = int(self.heights[i])
+        out: list[tuple[str, Any]] = []
+        for n in range(begin, end):
+            kind = int(self.kinds[n])
+            if paste_by_box or kind == BOX:
+                x0, y0, x1, y1 = (int(v) for v in self.box_pixels[n])
+                out.append(("rle", box_toggles(x0, y0, x1, y1, height)))
+            elif kind == POLYGON:
+                out.append(("poly", self.polygons(n)))
+            else:
+                out.append(("rle", self.instance_toggles(n)))
+        return out
+
+    def category_image_counts(self) -> dict[int, int]:
+        """Category id -> number of images with at least one non-crowd instance of it (as
+        :meth:`~decal.dali_pipes.coco.reader.CocoDataset.category_image_counts`)."""
+        image_of = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.inst_offsets))
+        keep = np.asarray(self.iscrowd) == 0
+        pairs = np.unique(np.stack([np.asarray(self.labels)[keep], image_of[keep]]), axis=1)
+        cats, counts = np.unique(pairs[0], return_counts=True)
+        out = {cid: 0 for cid in self.categories}
+        out.update({int(c): int(k) for c, k in zip(cats, counts)})
+        return out
+
+
+def _rebuild(cls: type, values: dict[str, Any]) -> CocoIndex:
+    return cls(**values)
+
+
+def _polygon_areas(verts: np.ndarray, vert_offsets: np.ndarray, part_offsets: np.ndarray) -> np.ndarray:
+    """(N,) float64: per instance, the sum of its polygons' absolute shoelace areas."""
+    x, y = verts[:, 0], verts[:, 1]
+    starts = vert_offsets[:-1]
+    nxt = np.arange(1, len(verts) + 1)
+    nxt[vert_offsets[1:] - 1] = starts  # each polygon closes onto its first vertex
+    cross = x * y[nxt] - x[nxt] * y
+    part_area = 0.5 * np.abs(np.add.reduceat(cross, starts)) if len(starts) else np.zeros(0)
+    per_inst = np.zeros(len(part_offsets) - 1)
+    has_parts = np.diff(part_offsets) > 0
+    if len(part_area):
+        sums = np.add.reduceat(part_area, part_offsets[:-1][has_parts])
+        per_inst[has_parts] = sums
+    return per_inst
+
+
+def _box_pixels(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """(N, 4) int32 ``[x0, y0, x1, y1)``: the pixels whose centres lie in each half-open box
+    (the reader's ``_box_mask`` rule)."""
+    x, y, w, h = boxes.T
+    x0 = np.maximum(0, np.ceil(x - 0.5))
+    x1 = np.minimum(widths, np.ceil(x + w - 0.5))
+    y0 = np.maximum(0, np.ceil(y - 0.5))
+    y1 = np.minimum(heights, np.ceil(y + h - 0.5))
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32).reshape(-1, 4)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _content_digest(path: Path, stamp_dir: Path) -> str:
+    """BLAKE2b of the file's bytes, remembered per (path, size, mtime_ns)."""
+    st = path.stat()
+    stamp = stamp_dir / (hashlib.blake2b(str(path.resolve()).encode(), digest_size=16).hexdigest() + ".json")
+    try:
+        known = json.loads(stamp.read_text())
+        if known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            return str(known["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    stamp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": value}))
+    os.replace(tmp, stamp)
+    return value
+
+
+def index_key(
+    annotation_file: str | Path,
+    image_dir: str | Path,
+    on_error: str,
+    cache_dir: Path,
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    require_segmentation: bool = True,
+) -> str:
+    """The cache key of an index: json content, every reader option (they decide which
+    images and instances the index holds) and :data:`FORMAT_VERSION`."""
+    digest = _content_digest(Path(annotation_file), cache_dir / "stamps")
+    options = (
+        f"{FORMAT_VERSION}|{on_error}|{Path(image_dir).resolve()}|{max_image_pixels}|{bool(require_segmentation)}"
+    ).encode()
+    return f"{digest}-{hashlib.blake2b(options, digest_size=8).hexdigest()}"
+
+
+def open_index(
+    annotation_file: str | Path,
+    image_dir: str | Path,
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    require_segmentation: bool = True,
+    cache_dir: str | Path | None = None,
+    dataset: CocoDataset | None = None,
+) -> CocoIndex:
+    """The memory-mapped index of ``annotation_file``, built (and cached) on first use.
+
+    Args:
+        annotation_file, image_dir, on_error, max_image_pixels, require_segmentation: as
+            :class:`~decal.dali_pipes.coco.reader.CocoDataset`.
+        cache_dir: where indices live (default :func:`default_index_dir`).
+        dataset: the already loaded dataset of this json, used when the index must be built
+            (otherwise the json is loaded, validated and counted by ``CocoDataset``); its own
+            reader options then take the place of the arguments.
+
+    Raises:
+        DatasetError: when building, for the reader's errors (``on_error="raise"``).
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_index_dir()
+    if dataset is not None:
+        on_error, max_image_pixels = dataset.on_error, dataset.max_image_pixels
+        require_segmentation = dataset.require_segmentation
+    reader_options = {"max_image_pixels": max_image_pixels, "require_segmentation": require_segmentation}
+    directory = cache / index_key(annotation_file, image_dir, on_error, cache, **reader_options)
+    if (directory / _COMPLETE).is_file():
+        return CocoIndex.load(directory)
+    if dataset is None:
+        dataset = CocoDataset(annotation_file, image_dir, on_error=on_error, **reader_options)
+    CocoIndex.from_dataset(dataset).save(directory)
+    return CocoIndex.load(directory)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def batch_descriptors(
+    index: CocoIndex,
+    images: Sequence[int],
+    geometries: Sequence[SampleGeometry],
+    *,
+    subpixel: bool = False,
+    paste_by_box: bool = False,
+) -> tuple[MaskDescriptors, dict[str, np.ndarray]]:
+    """The :func:`~decal.kernels.instance_masks.build_descriptors` of ``index.instances(i)``
+    for each image ``i`` of a batch, computed by gathering from the packed arrays.
+
+    Args:
+        index: the compiled dataset.
+        images: (B,) image indices of the batch.
+        geometries: per sample, its :class:`~decal.kernels.mask_geometry.SampleGeometry`
+            (all of one output size).
+        subpixel, paste_by_box: as ``build_descriptors`` / the loaders.
+
+    Returns:
+        ``(descriptors, bounds)`` equal, array for array, to ``build_descriptors``'s.
+    """
+    images = np.asarray(images, dtype=np.int64).reshape(-1)
+    if len(images) != len(geometries):
+        raise ValueError(f"{len(images)} samples but {len(geometries)} geometries")
+    if not len(images):
+        raise ValueError("a batch needs at least one sample")
+    batch = len(images)
+    height, width = geometries[0].out_h, geometries[0].out_w
+    tables = []
+    for g in geometries:
+        if (g.out_h, g.out_w) != (height, width):
+            raise ValueError("samples of a batch must share the output size")
+        rows, cols = source_rows(g), source_columns(g)
+        tables.append(geometry_table(rows, cols, g.src_h, g.src_w))
+        if subpixel:
+            tables.append(subpixel_table(rows, cols))
+    per_sample_tables = 2 if subpixel else 1
+
+    # the batch's instances, in sample order: global instance ids, their sample, output row
+    first = index.inst_offsets[images]
+    counts = index.inst_offsets[images + 1] - first
+    inst = _ranges(first, counts)
+    sample = np.repeat(np.arange(batch, dtype=np.int64), counts)
+    row = np.arange(len(inst), dtype=np.int64)
+    kinds = np.asarray(index.kinds)[inst]
+    is_poly = np.zeros(len(inst), bool) if paste_by_box else kinds == POLYGON
+    is_rle = ~is_poly
+    is_box = is_rle if paste_by_box else kinds == BOX
+
+    # polygons: parts, then vertices
+    p_inst = inst[is_poly]
+    p_sample = sample[is_poly]
+    part_first = index.part_offsets[p_inst]
+    part_count = index.part_offsets[p_inst + 1] - part_first
+    parts = _ranges(part_first, part_count)
+    part_sample = np.repeat(p_sample, part_count)
+    vert_first = index.vert_offsets[parts]
+    vert_count = index.vert_offsets[parts + 1] - vert_first
+    xy = np.asarray(index.verts)[_ranges(vert_first, vert_count)]
+    if subpixel:
+        xy = _transform(xy, np.repeat(part_sample, vert_count), geometries)
+    verts = upsample_vertices(xy)
+    vert_ends = np.cumsum(vert_count)
+    polys = np.stack([vert_ends - vert_count, vert_ends], axis=1)
+    poly_ends = np.cumsum(part_count)
+    poly_instances = np.stack(
+        [poly_ends - part_count, poly_ends, row[is_poly], p_sample * per_sample_tables + (1 if subpixel else 0)], axis=1
+    )
+
+    # RLE and box instances: toggles
+    r_inst = inst[is_rle]
+    r_sample = sample[is_rle]
+    r_box = is_box[is_rle]
+    box = np.asarray(index.box_pixels)[r_inst[r_box]].astype(np.int64).reshape(-1, 4)
+    box_cols = np.where((box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1]), box[:, 2] - box[:, 0], 0)
+    tog_first = index.toggle_offsets[r_inst]
+    tog_count = index.toggle_offsets[r_inst + 1] - tog_first
+    tog_count[r_box] = 2 * box_cols
+    toggles = np.empty(int(tog_count.sum()), np.int32)
+    tog_ends = np.cumsum(tog_count)
+    tog_starts = tog_ends - tog_count
+    rle_only = ~r_box
+    toggles[_ranges(tog_starts[rle_only], tog_count[rle_only])] = np.asarray(index.toggles)[
+        _ranges(tog_first[rle_only], tog_count[rle_only])
+    ]
+    if len(box):
+        h_box = np.asarray(index.heights, np.int64)[images[r_sample[r_box]]]
+        col = _ranges(box[:, 0], box_cols)
+        base = col * np.repeat(h_box, box_cols)
+        pairs = np.stack([base + np.repeat(box[:, 1], box_cols), base + np.repeat(box[:, 3], box_cols)], axis=1)
+        toggles[_ranges(tog_starts[r_box], 2 * box_cols)] = pairs.reshape(-1)
+    rle_instances = np.stack([tog_starts, tog_ends, row[is_rle], r_sample * per_sample_tables], axis=1)
+
+    desc = MaskDescriptors(
+        height=height,
+        width=width,
+        num_instances=len(inst),
+        tables=np.stack(tables).astype(np.int32),
+        verts=verts.reshape(-1, 2),
+        polys=polys.astype(np.int32).reshape(-1, 2),
+        poly_instances=poly_instances.astype(np.int32).reshape(-1, 4),
+        toggles=toggles,
+        rle_instances=rle_instances.astype(np.int32).reshape(-1, 4),
+    )
+    per_sample = {
+        "tables": np.full(batch, per_sample_tables),
+        "verts": np.bincount(part_sample, weights=vert_count, minlength=batch),
+        "polys": np.bincount(p_sample, weights=part_count, minlength=batch),
+        "poly_instances": np.bincount(p_sample, minlength=batch),
+        "toggles": np.bincount(r_sample, weights=tog_count, minlength=batch),
+        "rle_instances": np.bincount(r_sample, minlength=batch),
+    }
+    bounds = {name: _offsets(per_sample[name].astype(np.int64)) for name in ARRAY_FIELDS}
+    return desc, bounds
+
+
+def _transform(xy: np.ndarray, sample: np.ndarray, geometries: Sequence[SampleGeometry]) -> np.ndarray:
+    """:func:`~decal.kernels.mask_geometry.transform_points` of each vertex under its
+    sample's geometry, vectorised (the same float64 operations, so the same bits)."""
+    col_lo = np.array([g.cols.lo for g in geometries], np.float64)[sample]
+    col_scale = np.array([g.cols.scale for g in geometries], np.float64)[sample]
+    row_lo = np.array([g.rows.lo for g in geometries], np.float64)[sample]
+    row_scale = np.array([g.rows.scale for g in geometries], np.float64)[sample]
+    anchor_x = np.array([g.anchor_x for g in geometries], np.float64)[sample]
+    anchor_y = np.array([g.anchor_y for g in geometries], np.float64)[sample]
+    flip = np.array([g.flip for g in geometries], bool)[sample]
+    out_w = np.array([g.out_w for g in geometries], np.float64)[sample]
+    out = np.empty_like(xy)
+    out[:, 0] = (xy[:, 0] - col_lo) / col_scale - anchor_x
+    out[:, 1] = (xy[:, 1] - row_lo) / row_scale - anchor_y
+    out[:, 0] = np.where(flip, out_w - out[:, 0], out[:, 0])
+    return out

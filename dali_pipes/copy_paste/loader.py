@@ -1,0 +1,246 @@
+"""``CopyPasteLoader`` (and ``GpuMaskCopyPasteLoader``): the torch iterator over the copy-paste
+pipeline's ragged outputs, and the copy-paste family's parts (:data:`COPY_PASTE`).
+
+A batch is what torchvision's detection models take: ``images`` as one (B, 3, S, S) uint8
+tensor and ``targets`` as a list of B dicts (``boxes``, ``labels``, ``masks``, ``area``,
+``iscrowd``, ``image_id``, plus ``pasted``). Tensors come out of DALI through DLPack without a
+copy (DALI 2.x's dynamic executor lets outputs outlive the next iteration), on the GPU when
+the pipeline runs there.
+
+Epochs follow DALI's convention: iterating the loader yields one epoch; iterate again for the
+next. ``len(loader)`` is the number of batches in the coming epoch. ``state_dict()`` after any
+batch, and ``load_state_dict()`` on a fresh loader, continue exactly after that batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ...kernels.copy_paste import CopyPasteParams
+from ..coco.index import CocoIndex
+from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
+from ..coco.reader import CocoDataset
+from ..core.assembly import Family, assemble
+from ..core.backend import Backend
+from ..core.batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
+from ..core.loader_base import dense, position_after
+from ..core.loader_config import check_loader_config
+from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
+from ..core.option_schema import with_options
+from ..core.options import fields_from
+from ..core.parallel_source import check_workers
+from .gpu_masks import GpuMaskCopyPasteSource, build_gpu_mask_pipeline
+from .options import COPY_PASTE_OPTIONS
+from .pipeline import CopyPasteOutputs, build_copy_paste_pipeline
+from .source import CopyPasteSource
+
+__all__ = [
+    "COPY_PASTE",
+    "CopyPasteLoader",
+    "CopyPasteLoaderConfig",
+    "GpuMaskCopyPasteLoader",
+    "copy_paste_graph",
+    "copy_paste_source",
+    "instance_batch",
+    "instance_targets",
+]
+
+
+@dataclass(frozen=True)
+@with_options(COPY_PASTE_OPTIONS)
+class CopyPasteLoaderConfig:
+    """Every parameter of :class:`CopyPasteLoader`, with its default: one field per option
+    of :data:`~decal.dali_pipes.copy_paste.options.COPY_PASTE_OPTIONS`, in that order.
+
+    ``jitter`` is ``"lsj"`` (r in [0.1, 2.0]), ``"ssj"`` ([0.8, 1.25]), ``"none"``, a
+    (min, max) pair, or a :class:`~decal.dali_pipes.core.scale_jitter.ScaleJitter`; r is the resized longer side over S.
+    ``max_num_pasted``, ``blend_sigma``, ``mask_occluded_thr``, ``bbox_occluded_thr`` and
+    ``paste_by_box`` are those of :class:`~decal.kernels.copy_paste.CopyPasteParams`
+    (mmdetection defaults). A run is a function of (seed, epoch, shard, position).
+    """
+
+    def __post_init__(self) -> None:
+        check_loader_config(self)
+
+    def copy_paste_params(self) -> CopyPasteParams | None:
+        if not self.copy_paste:
+            return None
+        return fields_from(self, CopyPasteParams)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, ...] = ()) -> list[dict[str, torch.Tensor]]:
+    """The B target dicts of an instance pipeline's named outputs (DLPack, no copy).
+
+    Reads the ragged outputs ``masks``, ``boxes``, ``areas``, ``labels``, ``iscrowd`` (and
+    ``pasted`` when the pipeline has it; zeros otherwise), ``image_id``, and any ``extra``
+    ragged outputs under their own names.
+    """
+    sources = {field: TARGET_OUTPUTS.get(field, field) for field in TARGET_FIELDS}
+    ragged = tuple(output for output in sources.values() if named.get(output) is not None) + extra
+    per_sample = {name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)] for name in ragged}
+    image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
+    targets = []
+    for i in range(batch_size):
+        labels = per_sample["labels"][i]
+        target = {
+            field: per_sample[output][i]
+            if output in per_sample
+            else torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device)
+            for field, output in sources.items()
+        }
+        target["image_id"] = torch.tensor(int(image_ids[i]))
+        target.update({name: per_sample[name][i] for name in extra})
+        targets.append(target)
+    return targets
+
+
+def copy_paste_source(
+    config: CopyPasteLoaderConfig,
+    dataset: CocoDataset,
+    sampler: Any,
+    backend: Backend,
+    *,
+    masks: Literal["host", "descriptors"] = "host",
+    prune_window: bool = True,
+    subpixel: bool = False,
+    index: CocoIndex | None = None,
+) -> CopyPasteSource:
+    """The source of a copy-paste-family loader: the one place that chooses it.
+
+    ``masks="host"``: a :class:`CopyPasteSource` (masks rasterised on the host, H×W×(N+1)
+    uint8 per image); with ``prune_window`` (the default step only) it drops instances that
+    cannot show in their output window (``dali_pipes/copy_paste/window_prune.py``).
+    ``masks="descriptors"``: a :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource`
+    (polygon and RLE descriptions, rasterised by the step; ``subpixel`` and ``index`` are
+    its own). :func:`copy_paste_graph` follows the source it is given. ``backend`` is the
+    resolved DALI backend; both sources serve both backends today.
+    """
+    check_workers(config.source_workers, config.source_start_method or "spawn", config.on_error)
+    if masks == "descriptors":
+        return GpuMaskCopyPasteSource(
+            dataset, sampler, output_size=config.output_size, subpixel=subpixel, index=index, **source_options(config)
+        )
+    source = CopyPasteSource(dataset, sampler, **source_options(config))
+    source.prune_window_size = config.output_size if prune_window else None
+    return source
+
+
+def copy_paste_graph(source: CopyPasteSource, config: CopyPasteLoaderConfig, backend: Backend, step: Any) -> Any:
+    """The copy-paste DALI graph over ``source`` (not yet built): the GPU-mask graph for a
+    :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource` (its own step),
+    else :func:`~decal.dali_pipes.copy_paste.pipeline.build_copy_paste_pipeline` with
+    ``step`` (None: ``CopyPasteStep`` with the config's paste parameters)."""
+    workers = dict(source_workers=config.source_workers, source_start_method=config.source_start_method or "spawn")
+    if isinstance(source, GpuMaskCopyPasteSource):
+        return build_gpu_mask_pipeline(
+            source,
+            copy_paste=config.copy_paste_params(),
+            pad_value=config.pad_value,
+            **pipeline_device_options(config, backend),
+            **workers,
+        )
+    return build_copy_paste_pipeline(
+        source,
+        output_size=config.output_size,
+        copy_paste=config.copy_paste_params(),
+        pad_value=config.pad_value,
+        **pipeline_device_options(config, backend),
+        step=step,
+        step_threads=config.step_threads or config.num_threads,
+        **workers,
+    )
+
+
+def instance_batch(outputs: tuple[Any, ...], config: Any = None) -> Batch:
+    """The :class:`Batch` of one run of a copy-paste graph (:class:`CopyPasteOutputs`)."""
+    named = CopyPasteOutputs(*outputs)
+    images = dense(named.images)
+    targets = instance_targets(named._asdict(), images.shape[0])
+    return Batch(images=images, targets=targets, position=position_after(named.position))
+
+
+#: The copy-paste family: COCO dataset, epoch sampler, :func:`copy_paste_source`,
+#: :func:`copy_paste_graph`, the graph's own step, :func:`instance_batch`.
+COPY_PASTE = Family(
+    "CopyPasteLoader", CopyPasteLoaderConfig, copy_paste_source, copy_paste_graph, instance_batch, coco_stats, epoch_sampler
+)
+
+
+class CopyPasteLoader(CocoPipelineLoader):
+    """Iterate over Copy-Paste augmented batches of a COCO/LVIS instance dataset.
+
+    Example::
+
+        loader = CopyPasteLoader("instances.json", "images/", batch_size=8,
+                                 output_size=1024, jitter="lsj", seed=0)
+        for batch in loader:
+            batch.images    # (B, 3, H, W) uint8 on the pipeline's device
+            batch.targets   # B dicts: boxes, labels, masks, area, iscrowd, pasted, image_id
+
+    Keyword arguments are the fields of :class:`CopyPasteLoaderConfig`, plus ``dataset``: an
+    already parsed :class:`CocoDataset` of ``annotation_file`` to share between loaders (a
+    server's streams, say) instead of parsing the json again. The loader is the
+    :data:`COPY_PASTE` family's parts, put together by
+    :func:`~decal.dali_pipes.core.assembly.assemble`.
+    """
+
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        dataset: CocoDataset | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(assemble(COPY_PASTE, options, coco_dataset(annotation_file, image_dir, dataset)))
+
+
+class GpuMaskCopyPasteLoader(CocoPipelineLoader):
+    """:class:`CopyPasteLoader` over the GPU-mask pipeline (``dali_pipes/copy_paste/gpu_masks.py``).
+
+    Same options and batches (:class:`CopyPasteLoaderConfig`), plus:
+
+    * ``subpixel`` (bool, default False): rasterise polygons at the output resolution instead
+      of reproducing the default pipeline's masks bit for bit;
+    * ``index`` (:class:`~decal.dali_pipes.coco.index.CocoIndex`, default None): the compiled
+      index of this dataset, e.g. :func:`~decal.dali_pipes.coco.index.open_index`'s
+      memory-mapped one; compiled from the dataset when None;
+    * ``source_workers`` (int, default 0): run the source in that many worker processes
+      (DALI's parallel external source, :mod:`~decal.dali_pipes.core.parallel_source`); the
+      batches are the same as with 0; needs ``on_error="raise"``;
+    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"spawn"``; see
+      :mod:`~decal.dali_pipes.core.parallel_source` for why not ``"fork"``).
+    """
+
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        subpixel: bool = False,
+        index: CocoIndex | None = None,
+        source_workers: int = 0,
+        source_start_method: str | None = None,
+        **options: Any,
+    ) -> None:
+        # the worker options' own messages (the config's schema would phrase them otherwise)
+        check_workers(source_workers, source_start_method or "spawn", options.get("on_error", "raise"))
+        family = replace(
+            COPY_PASTE,
+            name="GpuMaskCopyPasteLoader",
+            source=partial(copy_paste_source, masks="descriptors", subpixel=subpixel, index=index),
+        )
+        dataset = coco_dataset(annotation_file, image_dir, options.pop("dataset", None))
+        options.update(source_workers=source_workers, source_start_method=source_start_method)
+        super().__init__(assemble(family, options, dataset))
+        self.subpixel = subpixel

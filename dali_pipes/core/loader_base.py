@@ -1,0 +1,178 @@
+"""What every decal torch iterator shares (``CopyPasteLoader``, ``CutMixLoader``,
+``CP2Loader``, ...): epochs, resume, error recovery, and DLPack conversion of DALI outputs.
+
+A loader is its parts (:class:`~decal.dali_pipes.core.assembly.LoaderParts`, made by
+:func:`~decal.dali_pipes.core.assembly.assemble`); :class:`PipelineLoader` iterates over them.
+The public loader classes pass it their parts and add accessors only (as DALI's
+``_DaliBaseIterator`` subclasses add only ``__next__``).
+
+Epochs follow DALI's convention: iterating the loader yields one epoch; iterate again for
+the next. ``len(loader)`` is the number of batches in the coming epoch. ``state_dict()``
+after any batch, and ``load_state_dict()`` on a fresh loader with the same seed and shard,
+continue exactly after that batch. Tensors come out of DALI through DLPack, on the GPU when
+the pipeline runs there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterator
+
+import torch
+
+from .assembly import LoaderParts
+from .epoch_source import EpochBatchSource, LoaderPosition, PositionRow
+from .parallel_source import expect_worker_batches
+
+__all__ = ["PipelineLoader", "position_after", "dense"]
+
+
+def dense(output: Any, device: torch.device | None = None) -> torch.Tensor:
+    """A DALI TensorList of equal shapes as one torch tensor (zero-copy through DLPack),
+    moved to ``device`` if given."""
+    tensor = torch.from_dlpack(output.as_tensor())
+    return tensor if device is None or tensor.device == device else tensor.to(device, non_blocking=True)
+
+
+def position_after(position_output: Any) -> LoaderPosition:
+    """The loader position after the batch whose ``position`` column is given."""
+    return PositionRow.from_array(position_output[0]).after()
+
+
+class PipelineLoader:
+    """Iteration, resume and recovery over a loader's ``parts``: a DALI pipeline (the family's
+    ``graph``, built again at every start or resume) fed by an :class:`EpochBatchSource`.
+
+    Attributes (from ``parts``): ``config`` (with ``seed``, ``shard_id``, ``num_shards``,
+    ``on_error``), ``backend`` (``"cpu"`` or ``"gpu"``), ``dataset``, ``sampler`` (None
+    where the source orders the epoch itself) and ``source``.
+    """
+
+    def __init__(self, parts: LoaderParts) -> None:
+        self.parts = parts
+        self.config: Any = parts.config
+        self.backend: str = parts.backend
+        self.dataset: Any = parts.dataset
+        self.sampler: Any = parts.sampler
+        self.source: EpochBatchSource = parts.source
+        self._pipeline: Any = None
+        self._position = LoaderPosition()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What was skipped or dropped so far (the family's counters; JSON-serialisable)."""
+        return self.parts.family.stats(self.dataset, self.source)
+
+    # -- what a server streaming this loader reads ------------------------------------
+    def epoch_length(self, epoch: int) -> int:
+        """Entries of this shard's order for ``epoch`` (a resume cursor is at most this)."""
+        return int(len(self.source.epoch_order(epoch)))
+
+    @property
+    def built_pipeline(self) -> Any:
+        """The DALI pipeline iterating builds (None before the first batch or after a
+        resume/recovery dropped it). A server holds it weakly to free it with its stream."""
+        return self._pipeline
+
+    # -- resume ------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The epoch the next batch belongs to."""
+        return self._position.epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last delivered batch, plus the seed and shard it holds for."""
+        cfg = self.config
+        return {
+            **self.source.normalize(self._position).to_dict(),
+            "seed": cfg.seed,
+            "shard_id": cfg.shard_id,
+            "num_shards": cfg.num_shards,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue after the batch at which ``state`` was saved (same seed and shard)."""
+        cfg = self.config
+        for key in ("seed", "shard_id", "num_shards"):
+            if key in state and int(state[key]) != getattr(cfg, key):
+                raise ValueError(
+                    f"loader state: field '{key}' is {state[key]} but this loader has {getattr(cfg, key)}"
+                )
+        self._position = self.source.normalize(LoaderPosition.from_dict(state))
+        self._pipeline = None
+
+    # -- iteration ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.source.batches_in_epoch(self._position.epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._warn_if_empty()
+        while True:
+            pipeline = self._ensure_pipeline()
+            try:
+                outputs = pipeline.run()
+            except StopIteration:
+                pipeline.reset()
+                self._position = LoaderPosition(self._position.epoch + 1, 0, 0)
+                return
+            except RuntimeError as error:
+                self._recover(error)
+                continue
+            batch = self._to_batch(outputs)
+            self._position = batch.position
+            yield batch
+
+    # -- internals ---------------------------------------------------------------------
+    def _warn_if_empty(self) -> None:
+        """Warn (once per loader) when the coming epoch has no batch for this shard, e.g.
+        ``batch_size`` larger than the shard with ``drop_last=True``."""
+        if getattr(self, "_empty_warned", False) or len(self) > 0:
+            return
+        self._empty_warned = True
+        source = self.source
+        images = len(source.epoch_order(self._position.epoch))
+        warnings.warn(
+            f"{type(self).__name__}: epoch {self._position.epoch} has 0 batches: shard {source.shard_id} of "
+            f"{source.num_shards} holds {images} images, batch_size={source.batch_size}, "
+            f"drop_last={source.drop_last}; lower batch_size or set drop_last=False",
+            stacklevel=3,
+        )
+
+    def _ensure_pipeline(self) -> Any:
+        if self._pipeline is None:
+            self.source.restart(self._position)
+            self._pipeline = self._build_pipeline()
+            self._pipeline.build()
+        return self._pipeline
+
+    def _build_pipeline(self) -> Any:
+        parts = self.parts
+        return parts.family.graph(self.source, self.config, self.backend, parts.steps())
+
+    def _to_batch(self, outputs: tuple[Any, ...]) -> Any:
+        return self.parts.family.to_batch(outputs, self.config)
+
+    def _recover(self, error: RuntimeError) -> None:
+        """A DALI failure (a corrupt file whose header parsed): find and name the file.
+
+        Every image of the batches produced since the last restart is decoded with PIL. With
+        ``on_error="skip"`` the culprit is skipped, counted as ``"corrupt image"`` and the
+        pipeline rebuilt at the last delivered position; otherwise its DatasetError is raised.
+        With source workers (``config.source_workers``), the suspects are the batches they may
+        have made since the last delivered one.
+        """
+        workers = getattr(self.config, "source_workers", 0)
+        if workers:
+            expect_worker_batches(self.source, self._position, self.config.prefetch_queue_depth, workers)
+        self._pipeline = None
+        suspects = self.source.suspects()
+        for dataset, index in suspects:
+            problem = dataset.decode_check(index)
+            if problem is None:
+                continue
+            if self.config.on_error == "raise":
+                raise problem from error
+            self.source.mark_bad(dataset, index, "corrupt image")
+            return
+        files = sorted({str(dataset[index].path) for dataset, index in suspects})
+        raise RuntimeError(f"DALI pipeline failed on a batch holding {files}: {error}") from error

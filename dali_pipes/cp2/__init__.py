@@ -1,0 +1,1 @@
+"""CP²: foreground crops pasted on two backgrounds, two views (NumPy twin, source, graph, loader)."""

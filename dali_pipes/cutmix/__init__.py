@@ -1,0 +1,1 @@
+"""CutMix for classification over an image folder (NumPy twin, source, graph, loader)."""

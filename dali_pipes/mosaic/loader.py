@@ -1,0 +1,116 @@
+"""``MosaicLoader``: balanced-Mosaic batches of a COCO/LVIS instance dataset, and the mosaic
+family's parts (:data:`MOSAIC`). The graph and its source: ``dali_pipes/mosaic/pipeline.py``;
+the draws and the step's NumPy twin: ``dali_pipes/mosaic/twin.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
+from ..coco.reader import CocoDataset
+from ..copy_paste.loader import instance_targets
+from ..core.assembly import Family, assemble
+from ..core.backend import Backend
+from ..core.batch import Batch
+from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
+from ..core.loader_base import dense, position_after
+from ..core.loader_config import check_loader_config
+from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
+from ..core.option_schema import with_options
+from ..core.samplers import RepeatFactorSampler
+from .pipeline import MosaicOutputs, MosaicSource, build_mosaic_pipeline
+from .twin import NUM_TILES
+
+__all__ = ["MOSAIC", "MosaicLoader", "MosaicLoaderConfig", "mosaic_batch", "mosaic_graph", "mosaic_source"]
+
+
+@dataclass(frozen=True)
+@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
+class MosaicLoaderConfig:
+    """Every parameter of :class:`MosaicLoader`, with its default.
+
+    Attributes:
+        batch_size, output_size, flip_prob, pad_value, paste_by_box, seed, shuffle,
+        shard_id, num_shards, drop_last, on_error, device, device_id, num_threads,
+        prefetch_queue_depth: as :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig`.
+        jitter: range of r; a tile's longer side is r·S/2 in a mosaic, r·S alone
+            (``"none"``, ``"ssj"``, ``"lsj"`` or a (min, max) pair).
+        mosaic_prob: probability that a sample is a mosaic (0.5).
+        center_range: the mosaic centre is uniform in this range times S, per axis.
+        repeat_factor_threshold: t of repeat-factor sampling (0.001, LVIS), which draws
+            the epoch order and weighs the three extra images by r(i); None for uniform.
+    """
+
+    batch_size: int = 8
+    output_size: int = 640
+    jitter: Any = "none"
+    flip_prob: float = 0.5
+    pad_value: int = 114
+    mosaic_prob: float = 0.5
+    center_range: tuple[float, float] = (0.25, 0.75)
+    paste_by_box: bool = False
+    repeat_factor_threshold: float | None = 0.001
+
+    def __post_init__(self) -> None:
+        check_loader_config(self)
+
+
+def mosaic_source(config: MosaicLoaderConfig, dataset: CocoDataset, sampler: Any, backend: Backend) -> MosaicSource:
+    """The family's source; the three extra images of a mosaic are weighed by the sampler's
+    repeat factors (uniformly under the uniform sampler)."""
+    weights = sampler.repeat_factors if isinstance(sampler, RepeatFactorSampler) else np.ones(len(dataset))
+    return MosaicSource(
+        dataset,
+        sampler,
+        output_size=config.output_size,
+        prob=config.mosaic_prob,
+        center_range=tuple(config.center_range),
+        pad_value=config.pad_value,
+        item_weights=weights,
+        **source_options(config),
+    )
+
+
+def mosaic_graph(source: MosaicSource, config: MosaicLoaderConfig, backend: Backend, step: Any) -> Any:
+    """The Mosaic graph over ``source`` (its step is :class:`~decal.dali_pipes.mosaic.twin.MosaicStep`)."""
+    return build_mosaic_pipeline(source, **pipeline_device_options(config, backend))
+
+
+def mosaic_batch(outputs: tuple[Any, ...], config: Any = None) -> Batch:
+    """The :class:`Batch` of one run of the Mosaic graph: instance targets plus ``tile``,
+    ``tiles`` and ``tile_image_ids``."""
+    named = MosaicOutputs(*outputs[: len(MosaicOutputs._fields)])
+    images = dense(named.images)
+    batch_size = images.shape[0]
+    targets = instance_targets(named._asdict(), batch_size, extra=("tile", "tiles"))
+    tile_ids = np.array(named.tile_image_ids.as_tensor()).reshape(batch_size, NUM_TILES)
+    for target, ids in zip(targets, tile_ids):
+        target["tile_image_ids"] = torch.from_numpy(ids.copy())
+    return Batch(images=images, targets=targets, position=position_after(named.position))
+
+
+#: The mosaic family: COCO dataset, epoch sampler, :func:`mosaic_source`, :func:`mosaic_graph`,
+#: :func:`mosaic_batch`.
+MOSAIC = Family("MosaicLoader", MosaicLoaderConfig, mosaic_source, mosaic_graph, mosaic_batch, coco_stats, epoch_sampler)
+
+
+class MosaicLoader(CocoPipelineLoader):
+    """Iterate over balanced-Mosaic batches of a COCO/LVIS instance dataset.
+
+    Yields :class:`~decal.dali_pipes.core.batch.Batch` objects; each target carries,
+    besides ``boxes``, ``labels``, ``masks``, ``area``, ``iscrowd``, ``pasted`` (all zeros)
+    and ``image_id`` (tile 0's): ``tile`` (N,) int64 the tile each instance came from,
+    ``tiles`` (4, 4) int32 each tile's box on the canvas (zeros when unused) and
+    ``tile_image_ids`` (4,) int64 (-1 when unused; only tile 0 is used when the sample is not
+    a mosaic).
+
+    Keyword arguments are the fields of :class:`MosaicLoaderConfig`.
+    """
+
+    def __init__(self, annotation_file: str | Path, image_dir: str | Path, **options: Any) -> None:
+        super().__init__(assemble(MOSAIC, options, coco_dataset(annotation_file, image_dir)))

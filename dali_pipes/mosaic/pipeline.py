@@ -1,0 +1,281 @@
+"""The balanced Mosaic DALI pipeline and its source (the loader: ``dali_pipes/mosaic/loader.py``).
+
+Semantics: :mod:`decal.dali_pipes.mosaic.twin` (YOLOv4 Mosaic; balanced after the LVIS 2021
+challenge reports: the four images are drawn by repeat-factor sampling).
+
+Graph (one per loader)::
+
+    external_source(MosaicSource)        4 × (encoded, masks H×W×(N+1)), sizes, regions, ...
+      ├─ decoders.image × 4  (mixed on GPU, cpu)
+      ├─ resize × 4 to the planned tile sizes   linear + antialias; masks nearest
+      └─ python_function(MosaicStep)            the canvas (tile 0's window, tiles 1–3 pasted
+                                                over it, gray elsewhere, flipped), masks onto
+                                                the canvas, boxes from masks
+           → images 3×S×S, masks N×S×S, boxes N×4, labels, iscrowd, tile, tiles, ...
+
+Every draw is made on the host (:func:`~decal.dali_pipes.mosaic.twin.draw_mosaic_plan`) from the
+per-batch generators ``[seed, epoch, shard, k, stream]``: the single-image geometry from stream
+0 (as copy-paste draws it), the mosaic from stream 2, replacements for unreadable extra
+images from stream 3. So CPU and GPU pipelines, and a resumed run, make the same draws.
+A sample that is not a mosaic still carries three tiles: a tiny gray placeholder JPEG with
+empty regions, so that every sample has the same four inputs (decoding 8×8 pixels is free).
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.pipeline import Pipeline
+
+from ..coco.reader import CocoDataset
+from ..copy_paste.source import CopyPasteSource
+from ..core.epoch_source import LoaderPosition
+from .twin import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
+from ..core.graph import pipeline_arguments
+
+
+__all__ = ["MosaicSource", "build_mosaic_pipeline", "MosaicOutputs", "OUTPUT_NAMES"]
+
+GEOMETRY_STREAM = 0
+MOSAIC_STREAM = 2
+REPLACEMENT_STREAM = 3
+PLACEHOLDER_SIZE = 8
+
+class MosaicOutputs(NamedTuple):
+    """The mosaic pipeline's outputs, by name (B samples; N instances of a sample).
+
+    Attributes:
+        images: (3, S, S) uint8.
+        masks: (N, S, S) uint8; boxes (N, 4) float32 xyxy px; areas (N,) int64;
+            labels (N,) int64; iscrowd (N,) uint8.
+        tile: (N,) the tile each instance came from; tiles: the tiles' boxes.
+        image_id: () int64 of the first tile; tile_image_ids: (4,) int64.
+        position: (POSITION_FIELDS,) int64, a :class:`~decal.dali_pipes.core.epoch_source.PositionRow`.
+    """
+
+    images: Any
+    masks: Any
+    boxes: Any
+    areas: Any
+    labels: Any
+    iscrowd: Any
+    tile: Any
+    tiles: Any
+    image_id: Any
+    tile_image_ids: Any
+    position: Any
+
+
+#: Names of the pipeline's outputs, in order (``return_tiles`` appends debug outputs).
+OUTPUT_NAMES = MosaicOutputs._fields
+
+
+@lru_cache(maxsize=4)
+def placeholder_jpeg(pad_value: int) -> bytes:
+    """An 8×8 gray JPEG (the image of an unused tile)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE), (pad_value,) * 3).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+class MosaicSource(CopyPasteSource):
+    """Batch-mode ``external_source`` callable of the Mosaic pipeline.
+
+    The epoch order (from the sampler) gives tile 0 of every sample; tiles 1–3 of a mosaic
+    are drawn per batch in proportion to ``item_weights``. Columns, per sample:
+
+    ================ ================================================ =========
+    column           per-sample shape                                 dtype
+    ================ ================================================ =========
+    encoded0..3      (bytes,) tile k's file (placeholder if unused)   uint8
+    masks0..3        (H_k, W_k, N_k + 1), last channel a dummy         uint8
+    size0..3         (2,) resized (h, w) of tile k                     float32
+    start0           (2,) (y, x) of the S×S window on tile 0           float32
+    regions          (4, 6) every tile's region (see mosaic.py)        int64
+    counts           (4,) instances per tile                           int64
+    labels           (N,) category ids, tile by tile                   int64
+    iscrowd          (N,)                                              uint8
+    image_id         (1,) tile 0's image id                            int64
+    tile_image_ids   (4,) image id of each tile, -1 if unused          int64
+    flip             () 1 = flip the canvas horizontally                int32
+    position         (POSITION_FIELDS,)                                int64
+    ================ ================================================ =========
+    """
+
+    column_names = tuple(
+        [f"encoded{k}" for k in range(NUM_TILES)]
+        + [f"masks{k}" for k in range(NUM_TILES)]
+        + [f"size{k}" for k in range(NUM_TILES)]
+        + ["start0", "regions", "counts", "labels", "iscrowd",
+           "image_id", "tile_image_ids", "flip", "position"]
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        dataset: CocoDataset,
+        sampler: Any,
+        *,
+        output_size: int,
+        prob: float = 0.5,
+        center_range: tuple[float, float] = (0.25, 0.75),
+        pad_value: int = 114,
+        item_weights: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, sampler, **kwargs)
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"mosaic prob must be in [0, 1], got {prob}")
+        lo, hi = (float(v) for v in center_range)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"center_range must satisfy 0 <= lo <= hi <= 1, got {center_range}")
+        if output_size < 2:
+            raise ValueError(f"output_size must be >= 2, got {output_size}")
+        self.output_size = int(output_size)
+        self.prob = float(prob)
+        self.center_range = (lo, hi)
+        self.pad_value = int(pad_value)
+        weights = np.ones(len(dataset)) if item_weights is None else np.asarray(item_weights, dtype=np.float64)
+        if weights.shape != (len(dataset),) or not (np.all(weights >= 0) and weights.sum() > 0):
+            raise ValueError("item_weights must be (num_items,), >= 0, with a positive sum")
+        self.item_weights = weights
+        self._placeholder = (
+            -1,
+            np.frombuffer(placeholder_jpeg(self.pad_value), dtype=np.uint8).copy(),
+            np.zeros((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE, 1), dtype=np.uint8),
+        )
+
+    def _load_extra(self, index: int, replacement: np.random.Generator) -> tuple[int, Any]:
+        """Tile ``index``, or a replacement drawn from ``replacement`` when it is unreadable
+        (``on_error="skip"``); ``(index, payload)``."""
+        prob = self.item_weights / self.item_weights.sum()
+        for _ in range(64):
+            if index not in self.bad_indices:
+                payload = self.load(index)
+                if payload is not None:
+                    return index, payload
+            index = int(replacement.choice(len(prob), p=prob))
+        raise RuntimeError("MosaicSource: could not find a readable image for a mosaic tile in 64 draws")
+
+    def columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[tuple[list[Any], ...], tuple]:
+        b = len(payloads)
+        s = self.output_size
+        jitter = (self.jitter.min_scale, self.jitter.max_scale)
+        plan = draw_mosaic_plan(
+            self.batch_rng(start, GEOMETRY_STREAM),
+            self.batch_rng(start, MOSAIC_STREAM),
+            b,
+            prob=self.prob,
+            jitter=jitter,
+            flip_prob=self.flip_prob,
+            center_range=self.center_range,
+            output_size=s,
+            item_weights=self.item_weights,
+        )
+        replacement = self.batch_rng(start, REPLACEMENT_STREAM)
+        cols: dict[str, list[Any]] = {name: [] for name in self.column_names}
+        extras: list[tuple[Any, int]] = []
+        for i, payload in enumerate(payloads):  # host work per sample: records and small arrays
+            tiles = [payload]
+            if plan.mosaic[i]:
+                for k in range(NUM_TILES - 1):
+                    index, extra = self._load_extra(int(plan.extra[i, k]), replacement)
+                    tiles.append(extra)
+                    extras.append((self.dataset, index))
+            else:
+                tiles += [self._placeholder] * (NUM_TILES - 1)
+            records = [self.dataset[t[0]] if t[0] >= 0 else None for t in tiles]
+            sizes = np.zeros((NUM_TILES, 2), dtype=np.int64)
+            for k, (t, rec) in enumerate(zip(tiles, records)):
+                if rec is None:
+                    sizes[k] = (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)
+                    continue
+                longer = plan.tile_scale[i, k] * (s / 2 if plan.mosaic[i] else s)
+                h, w = resized_size(rec.height, rec.width, longer)
+                sizes[k] = (int(h), int(w))
+            if plan.mosaic[i]:
+                regions = quadrant_regions(sizes, (int(plan.centre[i, 0]), int(plan.centre[i, 1])), s)
+            else:
+                regions = np.zeros((NUM_TILES, 6), dtype=np.int64)
+                _, regions[0] = crop_regions((int(sizes[0, 0]), int(sizes[0, 1])), tuple(plan.crop_pos[i]), s)
+            start0 = regions[0, :2] - regions[0, 2:4]
+            labels, crowd, counts = [], [], np.zeros(NUM_TILES, dtype=np.int64)
+            for k, rec in enumerate(records):
+                if rec is not None:
+                    labels += [a.category_id for a in rec.annotations]
+                    crowd += [a.iscrowd for a in rec.annotations]
+                    counts[k] = len(rec.annotations)
+            for k, t in enumerate(tiles):
+                cols[f"encoded{k}"].append(t[1])
+                cols[f"masks{k}"].append(t[2])
+                cols[f"size{k}"].append(sizes[k].astype(np.float32))
+            cols["start0"].append(start0.astype(np.float32))
+            cols["regions"].append(regions)
+            cols["counts"].append(counts)
+            cols["labels"].append(np.array(labels, dtype=np.int64))
+            cols["iscrowd"].append(np.array(crowd, dtype=np.uint8))
+            cols["image_id"].append(np.array([records[0].image_id], dtype=np.int64))
+            cols["tile_image_ids"].append(
+                np.array([rec.image_id if rec is not None else -1 for rec in records], dtype=np.int64)
+            )
+            cols["flip"].append(np.int32(plan.flip[i]))
+        cols["position"] = self.position_column(start, cursor, b)
+        return tuple(cols[name] for name in self.column_names), tuple(extras)
+
+
+def build_mosaic_pipeline(
+    source: MosaicSource,
+    *,
+    device: Literal["cpu", "gpu"] = "cpu",
+    device_id: int = 0,
+    num_threads: int = 2,
+    prefetch_queue_depth: int = 2,
+    return_tiles: bool = False,
+) -> Pipeline:
+    """Build (not yet run) the Mosaic pipeline over ``source``; outputs are
+    :data:`OUTPUT_NAMES` (then, with ``return_tiles``, the four resized tiles and the
+    ``start0``, ``regions`` and ``flip`` columns, for the twin test). Output size and gray
+    level come from the source."""
+    arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
+    on_gpu = device == "gpu"
+    s = source.output_size
+    step = MosaicStep(s, source.pad_value)
+    names = source.column_names
+
+    @pipeline_def(**arguments)
+    def mosaic_pipeline():
+        layouts = ["HWC" if n.startswith("masks") else "" for n in names]
+        col = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True, layout=layouts)))
+        tiles, masks = [], []
+        for k in range(NUM_TILES):
+            image = fn.decoders.image(
+                col[f"encoded{k}"], device="mixed" if on_gpu else "cpu", output_type=types.RGB,
+                adjust_orientation=False,
+            )  # fmt: skip
+            m = col[f"masks{k}"].gpu() if on_gpu else col[f"masks{k}"]
+            tiles.append(fn.resize(image, size=col[f"size{k}"], antialias=True))
+            masks.append(fn.resize(m, size=col[f"size{k}"], interp_type=types.INTERP_NN, antialias=False))
+        small = [col[n] for n in ("start0", "regions", "counts", "flip", "labels", "iscrowd")]
+        if on_gpu:
+            small = [x.gpu() for x in small]
+        images, out_masks, boxes, areas, labels, iscrowd, tile, tile_boxes = fn.python_function(
+            *tiles, *masks, *small, function=step, batch_processing=True, num_outputs=8, device=device,
+        )  # fmt: skip
+        images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
+        outputs = tuple(
+            MosaicOutputs(
+                images=images, masks=out_masks, boxes=boxes, areas=areas, labels=labels, iscrowd=iscrowd,
+                tile=tile, tiles=tile_boxes, image_id=col["image_id"], tile_image_ids=col["tile_image_ids"],
+                position=col["position"],
+            )
+        )  # fmt: skip
+        if return_tiles:  # for the twin test: the resized tiles and the plan columns
+            return outputs + tuple(tiles) + (col["start0"], col["regions"], col["flip"])
+        return outputs
+
+    return mosaic_pipeline()

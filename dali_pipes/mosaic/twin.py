@@ -1,0 +1,342 @@
+"""Balanced Mosaic: the host-side plan, the NumPy twin of the image composition, and the
+mask placement step (NumPy or CuPy through the array module; no DALI import here).
+
+Semantics (YOLOv4, Bochkovskiy et al. 2020, §3.3 "Mosaic"; mmdetection ``Mosaic``; *balanced*
+after the LVIS 2021 challenge reports: the four images are drawn by repeat-factor sampling):
+
+* With probability ``prob`` (0.5) a sample is a mosaic of four images: its own (the one the
+  epoch order gives, drawn by the sampler) and three more drawn with probability proportional
+  to their repeat factor r(i) (the stationary distribution of repeat-factor sampling; uniform
+  with the uniform sampler).
+* The output canvas is S×S (the model's input), gray (``pad_value``) where no image lands.
+  A centre ``(cx, cy)`` is drawn uniformly in ``center_range × S`` (default [0.25, 0.75] of
+  S: mmdetection's ``center_ratio_range=(0.5, 1.5)`` of the tile size on a canvas of two
+  tiles, here with tiles of size S/2).
+* Each of the four images is resized, keeping its aspect ratio, so that its longer side is
+  ``r · S / 2`` (r from the scale jitter; 1 with ``jitter="none"``), and placed in its quadrant
+  with a corner on the centre: image 0 top-left (its bottom-right corner on the centre),
+  1 top-right (bottom-left corner), 2 bottom-left (top-right corner), 3 bottom-right (top-left
+  corner). What falls outside the canvas is cut off (mmdetection ``_mosaic_combine``).
+* A sample that is not a mosaic gets the copy-paste geometry of its own image: longer side
+  ``r · S``, an S×S window at ``crop_pos · (resized − S)`` (DALI ``fn.crop`` semantics, padded
+  with gray where the image is smaller).
+* Then a horizontal flip with probability ``flip_prob``, of the whole canvas.
+* Masks travel with their image (nearest-neighbour resize, then the same shift and clip);
+  instances clipped to nothing are dropped, and boxes are re-derived from the masks.
+
+The images are composed and the masks placed by :class:`MosaicStep`, the same code on both
+backends (:func:`compose_images` and :func:`place_masks`: a few strided copies per sample);
+:func:`compose_images_numpy` is the composition's NumPy twin. DALI's ``fn.multi_paste`` is not
+used: on the GPU backend (DALI 2.4, H200) it returned wrong canvases for this graph's inputs
+(tiles of different sizes, 8×8 placeholders with empty regions), while the CPU backend was right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ...kernels.mask_boxes import mask_boxes
+from ...kernels.array_module import cupy_module, to_host
+
+__all__ = [
+    "NUM_TILES",
+    "MosaicPlan",
+    "round_half_up",
+    "resized_size",
+    "draw_mosaic_plan",
+    "quadrant_regions",
+    "crop_regions",
+    "compose_images",
+    "compose_images_numpy",
+    "place_masks",
+    "MosaicStep",
+]
+
+NUM_TILES = 4
+#: Region columns: in_y, in_x (top-left inside the resized tile), out_y, out_x (in the
+#: canvas), height, width.
+REGION_FIELDS = 6
+
+
+def round_half_up(value: np.ndarray | float) -> np.ndarray:
+    """Nearest integer, halves up (DALI rounds crop anchors to nearest)."""
+    return np.floor(np.asarray(value, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def resized_size(height: np.ndarray, width: np.ndarray, longer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (h, w) of images resized, aspect kept, to a longer side of ``longer`` px (>= 1)."""
+    height = np.asarray(height, dtype=np.float64)
+    width = np.asarray(width, dtype=np.float64)
+    scale = np.asarray(longer, dtype=np.float64) / np.maximum(height, width)
+    return (
+        np.maximum(1, round_half_up(height * scale)),
+        np.maximum(1, round_half_up(width * scale)),
+    )
+
+
+def _axis_span(centre: int, size: int, limit: int, before: bool) -> tuple[int, int, int]:
+    """Along one axis, a tile of ``size`` px at the mosaic centre: (start on the canvas,
+    extent, start in the tile). Before the centre (left, top) it ends there, else it starts
+    there; either way clipped to the canvas [0, ``limit``)."""
+    if before:
+        out = max(centre - size, 0)
+        extent = centre - out
+        return out, extent, size - extent
+    return centre, min(size, limit - centre), 0
+
+
+def quadrant_regions(sizes: np.ndarray, centre: tuple[int, int], output_size: int) -> np.ndarray:
+    """(4, 6) regions of the four resized tiles ``sizes`` (4, 2) (h, w) around ``centre``
+    (cx, cy) on an S×S canvas; see the module docstring. A tile whose region is empty gets
+    height or width 0."""
+    s = int(output_size)
+    cx, cy = int(centre[0]), int(centre[1])
+    regions = np.zeros((NUM_TILES, REGION_FIELDS), dtype=np.int64)
+    for k in range(NUM_TILES):  # four fixed cases: host arithmetic on 4 rows
+        h, w = int(sizes[k][0]), int(sizes[k][1])
+        out_x, rw, in_x = _axis_span(cx, w, s, before=k in (0, 2))  # left tiles
+        out_y, rh, in_y = _axis_span(cy, h, s, before=k in (0, 1))  # top tiles
+        regions[k] = (in_y, in_x, out_y, out_x, max(rh, 0), max(rw, 0))
+    return regions
+
+
+def crop_regions(size: tuple[int, int], crop_pos: tuple[float, float], output_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The single-image geometry: ``(start (2,) (y, x) of the S×S window in the resized image,
+    possibly negative; region (6,) of the image inside the window)``."""
+    s = int(output_size)
+    h, w = int(size[0]), int(size[1])
+    start = np.array(
+        [int(round_half_up(crop_pos[1] * (h - s))), int(round_half_up(crop_pos[0] * (w - s)))], dtype=np.int64
+    )
+    in_y, in_x = max(int(start[0]), 0), max(int(start[1]), 0)
+    out_y, out_x = max(-int(start[0]), 0), max(-int(start[1]), 0)
+    region = np.array([in_y, in_x, out_y, out_x, min(h - in_y, s - out_y), min(w - in_x, s - out_x)], dtype=np.int64)
+    return start, region
+
+
+@dataclass(frozen=True)
+class MosaicPlan:
+    """The draws of one batch (host arrays, B samples).
+
+    Attributes:
+        mosaic: (B,) bool, the sample is a mosaic.
+        centre: (B, 2) int64 (cx, cy); (0, 0) for a single image.
+        extra: (B, 3) int64 dataset indices of tiles 1–3, -1 for a single image.
+        tile_scale: (B, 4) float64 r of each tile (its longer side is r·S/2 in a mosaic, r·S
+            for a single image).
+        crop_pos: (B, 2) float64 (x, y) window anchor fraction of a single image.
+        flip: (B,) int32.
+    """
+
+    mosaic: np.ndarray
+    centre: np.ndarray
+    extra: np.ndarray
+    tile_scale: np.ndarray
+    crop_pos: np.ndarray
+    flip: np.ndarray
+
+
+def draw_mosaic_plan(
+    geometry_rng: np.random.Generator,
+    mosaic_rng: np.random.Generator,
+    batch_size: int,
+    *,
+    prob: float,
+    jitter: tuple[float, float],
+    flip_prob: float,
+    center_range: tuple[float, float],
+    output_size: int,
+    item_weights: np.ndarray,
+) -> MosaicPlan:
+    """Draw a batch's plan. The single-image draws (scale, crop position, flip) come from
+    ``geometry_rng`` exactly as the copy-paste source draws them
+    (:func:`~decal.dali_pipes.core.scale_jitter.draw_geometry`); the mosaic draws (coin, centre,
+    three more images, their scales) from ``mosaic_rng``.
+
+    ``item_weights`` (num_items,) are the draw weights of the extra images (the repeat
+    factors with RFS, ones with the uniform sampler).
+    """
+    from ..core.scale_jitter import ScaleJitter, draw_geometry
+
+    geometry = draw_geometry(geometry_rng, batch_size, ScaleJitter(*jitter), flip_prob)
+    coin = mosaic_rng.random(batch_size) < prob
+    lo, hi = center_range
+    centre = round_half_up(mosaic_rng.uniform(lo, hi, size=(batch_size, 2)) * output_size)
+    weights = np.asarray(item_weights, dtype=np.float64)
+    extra = mosaic_rng.choice(len(weights), size=(batch_size, NUM_TILES - 1), p=weights / weights.sum())
+    scales = mosaic_rng.uniform(jitter[0], jitter[1], size=(batch_size, NUM_TILES - 1))
+    tile_scale = np.concatenate([geometry.scale.astype(np.float64)[:, None], scales], axis=1)
+    return MosaicPlan(
+        mosaic=coin,
+        centre=np.where(coin[:, None], centre, 0).astype(np.int64),
+        extra=np.where(coin[:, None], extra, -1).astype(np.int64),
+        tile_scale=tile_scale,
+        crop_pos=np.stack([geometry.crop_x, geometry.crop_y], axis=1).astype(np.float64),
+        flip=geometry.flip.astype(np.int32),
+    )
+
+
+def compose_images(
+    xp: Any,
+    tiles: Sequence[Any],
+    start0: np.ndarray,
+    regions: np.ndarray,
+    output_size: int,
+    pad_value: int,
+    flip: int,
+) -> Any:
+    """The image of one mosaic sample on its S×S canvas (NumPy or CuPy, same code).
+
+    Args:
+        xp: ``numpy`` or ``cupy`` (the module of ``tiles``).
+        tiles: the four resized tiles (h_k, w_k, 3) uint8 (unused ones are ignored).
+        start0: (2,) (y, x) of the S×S window on tile 0 (gray padding where it leaves tile 0).
+        regions: (4, 6) tile regions; tiles 1–3 are pasted over the canvas in order;
+            tile 0's region lies inside its window by construction.
+        output_size: S.
+        pad_value: gray level where no tile lands.
+        flip: 1 to flip the result horizontally.
+
+    Returns:
+        (S, S, 3) uint8 on the device of ``tiles``.
+    """
+    s = int(output_size)
+    canvas = xp.full((s, s, 3), pad_value, dtype=xp.uint8)
+    y0, x0 = int(start0[0]), int(start0[1])
+    t0 = tiles[0]
+    ys, xs = slice(max(y0, 0), min(y0 + s, t0.shape[0])), slice(max(x0, 0), min(x0 + s, t0.shape[1]))
+    if ys.stop > ys.start and xs.stop > xs.start:
+        canvas[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = t0[ys, xs]
+    for k in range(1, NUM_TILES):
+        in_y, in_x, out_y, out_x, h, w = (int(v) for v in regions[k])
+        if h > 0 and w > 0:
+            canvas[out_y : out_y + h, out_x : out_x + w] = tiles[k][in_y : in_y + h, in_x : in_x + w]
+    return xp.ascontiguousarray(canvas[:, ::-1]) if flip else canvas
+
+
+def compose_images_numpy(
+    tiles: Sequence[np.ndarray],
+    start0: np.ndarray,
+    regions: np.ndarray,
+    output_size: int,
+    pad_value: int,
+    flip: int,
+) -> np.ndarray:
+    """NumPy twin of the image composition of one sample: :func:`compose_images` with NumPy
+    (the arguments and result as there)."""
+    return compose_images(np, tiles, start0, regions, output_size, pad_value, flip)
+
+
+def place_masks(
+    xp: Any, tile_masks: Sequence[Any], counts: np.ndarray, regions: np.ndarray, output_size: int, flip: int
+) -> tuple[Any, np.ndarray]:
+    """The instance masks of one sample on its canvas.
+
+    Args:
+        xp: ``numpy`` or ``cupy``.
+        tile_masks: four (h_k, w_k, C_k) uint8 resized masks (C_k >= counts[k]; extra
+            channels, like the dummy one, are ignored).
+        counts: (4,) instances of each tile.
+        regions: (4, 6) as :func:`quadrant_regions` / :func:`crop_regions`.
+        output_size: S.
+        flip: 1 to flip horizontally.
+
+    Returns:
+        ``(masks (N, S, S) uint8, tile (N,) int64)``, N = counts.sum(), tile by tile.
+    """
+    s = int(output_size)
+    counts = np.asarray(counts, dtype=np.int64)
+    out = xp.zeros((int(counts.sum()), s, s), dtype=xp.uint8)
+    row = 0
+    for k in range(NUM_TILES):  # four strided copies per sample
+        n = int(counts[k])
+        in_y, in_x, out_y, out_x, h, w = (int(v) for v in regions[k])
+        if n and h > 0 and w > 0:
+            block = tile_masks[k][in_y : in_y + h, in_x : in_x + w, :n]
+            out[row : row + n, out_y : out_y + h, out_x : out_x + w] = xp.moveaxis(block, 2, 0)
+        row += n
+    if flip:
+        out = xp.ascontiguousarray(out[:, :, ::-1])
+    return out, np.repeat(np.arange(NUM_TILES, dtype=np.int64), counts)
+
+
+def tile_boxes(regions: np.ndarray, output_size: int, flip: int) -> np.ndarray:
+    """(4, 4) int32 xyxy (max exclusive) of each tile's region on the output canvas, after
+    the flip; all zeros for an unused tile."""
+    s = int(output_size)
+    boxes = np.zeros((NUM_TILES, 4), dtype=np.int32)
+    for k in range(NUM_TILES):
+        _, _, out_y, out_x, h, w = (int(v) for v in regions[k])
+        if h > 0 and w > 0:
+            x0, x1 = (s - out_x - w, s - out_x) if flip else (out_x, out_x + w)
+            boxes[k] = (x0, out_y, x1, out_y + h)
+    return boxes
+
+
+class MosaicStep:
+    """The ``fn.python_function`` body (batch mode): the images composed, masks onto the
+    canvas, boxes from masks.
+
+    Inputs per sample: the four resized tiles (h_k, w_k, 3) uint8, the four resized tile masks
+    (h_k, w_k, N_k + 1) uint8 (last channel a dummy), start0 (2,) float32, regions (4, 6)
+    int64, counts (4,) int64, flip () int32, labels (N,) int64, iscrowd (N,) uint8
+    (N = counts.sum(), tile by tile). Outputs per sample: image (S, S, 3) uint8, masks
+    (N', S, S) uint8, boxes (N', 4) float32, areas (N',) int64, labels (N',), iscrowd (N',),
+    tile (N',) int64 (which tile each instance came from) and tiles (4, 4) int32 (each tile's
+    box on the canvas); N' drops the instances clipped to nothing.
+    """
+
+    def __init__(self, output_size: int, pad_value: int = 114) -> None:
+        self.output_size = int(output_size)
+        self.pad_value = int(pad_value)
+
+    def __call__(
+        self, tiles0, tiles1, tiles2, tiles3, masks0, masks1, masks2, masks3, start0, regions, counts, flips, labels, iscrowd
+    ):
+        xp = np if isinstance(masks0[0], np.ndarray) else cupy_module()
+        batch_size = len(masks0)
+        # the small per-sample inputs come to the host in one transfer each
+        host_start0 = to_host(xp.stack(list(start0))).reshape(batch_size, 2)
+        host_regions = to_host(xp.stack(list(regions))).reshape(batch_size, NUM_TILES, REGION_FIELDS)
+        host_counts = to_host(xp.stack(list(counts))).reshape(batch_size, NUM_TILES).astype(np.int64)
+        host_flips = to_host(xp.stack([xp.reshape(f, (1,)) for f in flips])).reshape(batch_size).astype(np.int64)
+        host_labels = to_host(xp.concatenate([xp.reshape(x, (-1,)) for x in labels])).astype(np.int64)
+        host_crowd = to_host(xp.concatenate([xp.reshape(x, (-1,)) for x in iscrowd])).astype(np.uint8)
+        images, placed, tiles, boxes_of_tiles = [], [], [], []
+        for b in range(batch_size):  # a few strided copies per sample
+            flip = int(host_flips[b])
+            images.append(
+                compose_images(
+                    xp, (tiles0[b], tiles1[b], tiles2[b], tiles3[b]), host_start0[b], host_regions[b],
+                    self.output_size, self.pad_value, flip,
+                )
+            )  # fmt: skip
+            m, t = place_masks(
+                xp, (masks0[b], masks1[b], masks2[b], masks3[b]), host_counts[b], host_regions[b], self.output_size, flip
+            )
+            placed.append(m)
+            tiles.append(t)
+            boxes_of_tiles.append(tile_boxes(host_regions[b], self.output_size, flip))
+        per_image = host_counts.sum(axis=1)
+        all_masks = xp.concatenate(placed) if batch_size else xp.zeros((0, self.output_size, self.output_size), xp.uint8)
+        areas, boxes = mask_boxes(all_masks)
+        keep = to_host(areas) > 0
+        offsets = np.concatenate([[0], np.cumsum(per_image)])
+        host_tile = np.concatenate(tiles) if tiles else np.zeros(0, np.int64)
+        out = tuple([] for _ in range(7))
+        for b in range(batch_size):
+            rows = np.arange(offsets[b], offsets[b + 1])[keep[offsets[b] : offsets[b + 1]]]
+            rows_x = xp.asarray(rows)
+            out[0].append(all_masks[rows_x])
+            out[1].append(boxes[rows_x])
+            out[2].append(areas[rows_x])
+            out[3].append(xp.asarray(host_labels[rows]))
+            out[4].append(xp.asarray(host_crowd[rows]))
+            out[5].append(xp.asarray(host_tile[rows]))
+            out[6].append(xp.asarray(boxes_of_tiles[b]))
+        return (images, *out)
+
+

@@ -1,0 +1,1 @@
+"""Self-training Copy-Paste: pseudo-labelled unlabelled images mixed with labelled ones."""

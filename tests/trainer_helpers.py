@@ -1,0 +1,65 @@
+"""What the trainer tests share: a quiet tiny configuration, a hook that records the loader's
+position and the loss after every step, and the checks of an exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from decal.trainers.common.checkpoint import load_checkpoint
+from decal.trainers.common.config import deep_merge, load_config
+from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
+
+#: Run options of a test: no progress bar, no TensorBoard, a metrics line every step.
+QUIET = {"progress": False, "tensorboard": False, "log_every": 1}
+
+
+def tiny_config(config_type: type, presets: dict[str, Any], out_dir: Path, **sections: Any) -> Any:
+    """``presets["tiny"]`` as a ``config_type``, quiet, into ``out_dir``, plus ``sections``."""
+    base = deep_merge(presets["tiny"], {"run": {"out_dir": str(out_dir), **QUIET}})
+    return load_config(config_type, presets={"test": base}, preset="test", updates=sections)
+
+
+class PositionRecorder(Hook):
+    """The loader position and loss after every step (not saved in checkpoints)."""
+
+    name = "positions"
+
+    def __init__(self) -> None:
+        self.positions: list[dict] = []
+        self.losses: list[float] = []
+
+    def after_step(self, loop: TrainLoop, output: StepOutput) -> None:
+        self.positions.append(dict(loop.loader.state_dict()))
+        self.losses.append(float(output.loss.detach()))
+
+
+
+def run_and_resume(
+    train: Callable[..., dict], tiny: Callable[..., Any], tmp_path: Path, common: dict[str, Any]
+) -> tuple[dict, dict, dict]:
+    """``train`` the config ``tiny(tmp_path / "full", **common)`` to its end, then again from
+    its step-2 checkpoint, and check what every trainer's resume must give: the checkpoint
+    holds step 2 and the loader position after it; the resumed run ends at step 5 with the
+    same batches, in order, and the same losses. Returns (full run, resumed run, checkpoint)."""
+    full_hook, resumed_hook = PositionRecorder(), PositionRecorder()
+    full = train(tiny(tmp_path / "full", **common), hooks=[full_hook])
+    checkpoint = tmp_path / "full" / "checkpoints" / "checkpoint_00000002.pt"
+    state = load_checkpoint(checkpoint)
+    assert state["step"] == 2 and state["loader"][0] == {**full_hook.positions[1], "seed": 0, "shard_id": 0, "num_shards": 1}
+    resumed = train(tiny(tmp_path / "resumed", **deep_merge(common, {"run": {"resume": str(checkpoint)}})), hooks=[resumed_hook])
+    assert resumed["resumed_from"] == str(checkpoint) and resumed["step"] == 5
+    assert resumed_hook.positions == full_hook.positions[2:]  # the same batches, in order
+    np.testing.assert_allclose(resumed_hook.losses, full_hook.losses[2:], rtol=1e-3, atol=1e-4)
+    return full, resumed, state
+
+
+def assert_same_weights(a: Any, b: Any) -> None:
+    """The two train loops' model weights and EMA weights agree (to float tolerance)."""
+    for (name, p), q in zip(a.model_without_ddp.state_dict().items(), b.model_without_ddp.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
+    for p, q in zip(a.ema.state_dict().values(), b.ema.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
