@@ -36,6 +36,9 @@ verts            (V, 2) f64   polygon vertices ``(x, y)``, pixels, exactly the r
 toggle_offsets   (N+1,) int64 range of each RLE's toggles in ``toggles``
 toggles          (Q,) int32   RLE toggle positions, column-major
                               (:func:`~decal.kernels.rle_decode.toggles_from_counts`)
+rle_text_offsets (N+1,) int64 byte range of each instance's compressed RLE string in
+                              ``rle_text`` (empty for uncompressed RLE and the others)
+rle_text         (bytes,) u8  the json's compressed RLE strings (ASCII), concatenated
 ================ ============ =====================================================
 
 **Cache.** :func:`open_index` keeps the arrays as ``.npy`` files in
@@ -75,7 +78,14 @@ from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_tab
 from ..kernels.mask_geometry import SampleGeometry, source_columns, source_rows
 from ..kernels.rasterize_polygons import upsample_vertices
 from ..kernels.rle_decode import box_toggles
-from .coco_reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, ReaderStats, decode_rle_string
+from .coco_reader import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    CocoDataset,
+    ImageRecord,
+    InstanceAnnotation,
+    ReaderStats,
+    decode_rle_string,
+)
 
 __all__ = [
     "POLYGON",
@@ -87,12 +97,14 @@ __all__ = [
     "index_key",
     "default_index_dir",
     "batch_descriptors",
+    "IndexBuilder",
+    "IndexRecords",
 ]
 
 #: Instance kinds (:attr:`CocoIndex.kinds`).
 POLYGON, RLE, BOX = 0, 1, 2
 #: Bumped whenever the arrays' layout or meaning changes (part of the cache key).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _COMPLETE = "meta.json"
 
 
@@ -150,6 +162,8 @@ class CocoIndex:
     verts: np.ndarray
     toggle_offsets: np.ndarray
     toggles: np.ndarray
+    rle_text_offsets: np.ndarray
+    rle_text: np.ndarray
     image_dir: Path
     categories: dict[int, dict]
     stats: ReaderStats
@@ -158,74 +172,20 @@ class CocoIndex:
     # ------------------------------------------------------------------ build
 
     @classmethod
-    def from_dataset(cls, dataset: CocoDataset) -> "CocoIndex":
-        """Compile a loaded (hence validated) dataset; one pass over its annotations."""
-        records = dataset.records
-        n_inst = [len(r.annotations) for r in records]
-        anns = [a for r in records for a in r.annotations]
-        heights_per_inst = np.repeat(np.array([r.height for r in records], np.int64), n_inst)
-        widths_per_inst = np.repeat(np.array([r.width for r in records], np.int64), n_inst)
-        kinds = np.empty(len(anns), np.uint8)
-        n_parts = np.zeros(len(anns), np.int64)
-        n_toggles = np.zeros(len(anns), np.int64)
-        part_lengths: list[int] = []
-        coords: list[list[float]] = []
-        toggles: list[np.ndarray] = []
-        rle_area: dict[int, float] = {}
-        for j, ann in enumerate(anns):
-            seg = ann.segmentation
-            if seg is None:
-                kinds[j] = BOX
-            elif isinstance(seg, list):
-                kinds[j] = POLYGON
-                n_parts[j] = len(seg)
-                part_lengths.extend(len(p) >> 1 for p in seg)
-                coords.extend(seg)
-            else:
-                kinds[j] = RLE
-                counts = seg["counts"]
-                if isinstance(counts, (str, bytes)):
-                    counts = decode_rle_string(counts.decode() if isinstance(counts, bytes) else counts)
-                runs = np.asarray(counts, dtype=np.int64)
-                toggles.append(np.cumsum(runs)[:-1].astype(np.int32))
-                n_toggles[j] = len(runs) - 1
-                rle_area[j] = float(runs[1::2].sum())
-        flat = np.fromiter(itertools.chain.from_iterable(coords), np.float64, count=2 * sum(part_lengths))
-        verts = flat.reshape(-1, 2)
-        vert_offsets = _offsets(part_lengths)
-        boxes = np.array([a.bbox for a in anns], np.float64).reshape(-1, 4)
-        areas = boxes[:, 2] * boxes[:, 3]
-        poly = np.flatnonzero(kinds == POLYGON)
-        if len(verts):
-            areas[poly] = _polygon_areas(verts, vert_offsets, _offsets(n_parts))[poly]
-        for j, a in rle_area.items():
-            areas[j] = a
-        names = [r.file_name.encode() for r in records]
-        return cls(
-            image_ids=np.array([r.image_id for r in records], np.int64),
-            heights=np.array([r.height for r in records], np.int32),
-            widths=np.array([r.width for r in records], np.int32),
-            name_offsets=_offsets([len(n) for n in names]),
-            names=np.frombuffer(b"".join(names), np.uint8).copy(),
-            inst_offsets=_offsets(n_inst),
-            ann_ids=np.array([a.ann_id for a in anns], np.int64),
-            labels=np.array([a.category_id for a in anns], np.int64),
-            iscrowd=np.array([a.iscrowd for a in anns], np.uint8),
-            areas=areas,
-            boxes=boxes,
-            box_pixels=_box_pixels(boxes, heights_per_inst, widths_per_inst),
-            kinds=kinds,
-            part_offsets=_offsets(n_parts),
-            vert_offsets=vert_offsets,
-            verts=verts,
-            toggle_offsets=_offsets(n_toggles),
-            toggles=np.concatenate(toggles) if toggles else np.zeros(0, np.int32),
-            image_dir=dataset.image_dir,
-            categories=dict(dataset.categories),
-            stats=ReaderStats(
-                dict(dataset.stats.skipped_images), dict(dataset.stats.dropped_instances),
-                dataset.stats.clipped_instances,
-            ),
+    def from_dataset(cls, dataset: Any) -> "CocoIndex":
+        """The index of a loaded dataset: a :class:`~decal.dali_pipes.coco_reader.CocoDataset`
+        is compiled already (its :attr:`~decal.dali_pipes.coco_reader.CocoDataset.index`);
+        any other dataset with ``records`` (e.g. an image folder) is compiled from them."""
+        compiled = getattr(dataset, "index", None)
+        if isinstance(compiled, CocoIndex):
+            return compiled
+        builder = IndexBuilder()
+        for rec in dataset.records:
+            for ann in rec.annotations:
+                builder.add(rec.image_id, ann)
+        return builder.build(
+            [(r.image_id, r.file_name, r.width, r.height) for r in dataset.records],
+            dataset.image_dir, dict(dataset.categories), dataset.stats,
         )
 
     # ------------------------------------------------------------------ disk
@@ -389,6 +349,221 @@ def _box_pixels(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> n
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32).reshape(-1, 4)
 
 
+class IndexBuilder:
+    """Collects validated instances in json annotation order and packs them into a
+    :class:`CocoIndex` (instances grouped by image, in json order within an image).
+
+    Polygon coordinates come from one of two places: the flat float64 coordinates a
+    compiler has already converted (``coords``, its polygons ``part_lengths`` vertices each;
+    :meth:`add_polygons` names a run of those polygons), or the polygon lists of an
+    :class:`~decal.dali_pipes.coco_reader.InstanceAnnotation` (:meth:`add`).
+
+    Args:
+        coords: (2V,) float64 ``x0, y0, x1, y1, ...`` of the pre-converted polygons.
+        part_lengths: (P,) int64 vertices per pre-converted polygon.
+    """
+
+    def __init__(self, coords: np.ndarray | None = None, part_lengths: np.ndarray | None = None) -> None:
+        self._coords = np.zeros(0, np.float64) if coords is None else np.asarray(coords, np.float64)
+        self._part_lengths = np.zeros(0, np.int64) if part_lengths is None else np.asarray(part_lengths, np.int64)
+        n_pre = len(self._part_lengths)
+        self.image_id: list[int] = []
+        self.ann_id: list[int] = []
+        self.label: list[int] = []
+        self.crowd: list[bool] = []
+        self.box: list[tuple[float, float, float, float]] = []
+        self.kind: list[int] = []
+        self.part_start: list[int] = []
+        self.part_count: list[int] = []
+        self._extra_parts: list[list[float]] = []
+        self._n_pre = n_pre
+        self._rle: dict[int, Any] = {}  # row -> json RLE counts (str or list[int])
+
+    def add_polygons(self, image_id: int, ann_id: int, label: int, crowd: bool,
+                     box: tuple[float, float, float, float], part_start: int, part_count: int) -> None:
+        """One polygon instance whose polygons are pre-converted ones
+        ``[part_start, part_start + part_count)``."""
+        self.image_id.append(image_id)
+        self.ann_id.append(ann_id)
+        self.label.append(label)
+        self.crowd.append(crowd)
+        self.box.append(box)
+        self.kind.append(POLYGON)
+        self.part_start.append(part_start)
+        self.part_count.append(part_count)
+
+    def add(self, image_id: int, ann: Any) -> None:
+        """One :class:`~decal.dali_pipes.coco_reader.InstanceAnnotation` of image ``image_id``."""
+        seg = ann.segmentation
+        start, count, kind = 0, 0, BOX
+        if isinstance(seg, list):
+            kind, start, count = POLYGON, self._n_pre + len(self._extra_parts), len(seg)
+            self._extra_parts.extend(seg)
+        elif seg is not None:
+            kind = RLE
+            self._rle[len(self.kind)] = seg["counts"]
+        self.image_id.append(image_id)
+        self.ann_id.append(ann.ann_id)
+        self.label.append(ann.category_id)
+        self.crowd.append(bool(ann.iscrowd))
+        self.box.append(ann.bbox)
+        self.kind.append(kind)
+        self.part_start.append(start)
+        self.part_count.append(count)
+
+    def build(self, images: Sequence[tuple[int, str, int, int]], image_dir: str | Path,
+              categories: dict[int, dict], stats: ReaderStats) -> CocoIndex:
+        """The index of the kept ``images`` (``(image_id, file_name, width, height)`` in
+        json order); instances of other image ids are left out."""
+        position = {image_id: k for k, (image_id, _, _, _) in enumerate(images)}
+        row_image = np.fromiter((position.get(i, -1) for i in self.image_id), np.int64, len(self.image_id))
+        kept = np.flatnonzero(row_image >= 0)
+        rows = kept[np.argsort(row_image[kept], kind="stable")]
+        n_inst = np.bincount(row_image[rows], minlength=len(images))
+        widths = np.array([w for _, _, w, _ in images], np.int64).reshape(-1)
+        heights = np.array([h for _, _, _, h in images], np.int64).reshape(-1)
+        kinds = np.array(self.kind, np.uint8)[rows]
+
+        # polygons: the pre-converted ones, then the added ones
+        extra_lengths = np.fromiter((len(p) >> 1 for p in self._extra_parts), np.int64, len(self._extra_parts))
+        extra = np.fromiter(itertools.chain.from_iterable(self._extra_parts), np.float64, 2 * int(extra_lengths.sum()))
+        all_coords = np.concatenate([self._coords, extra]).reshape(-1, 2)
+        lengths = np.concatenate([self._part_lengths, extra_lengths])
+        starts = _offsets(lengths)[:-1]
+        part_count = np.array(self.part_count, np.int64)[rows]
+        parts = _ranges(np.array(self.part_start, np.int64)[rows], part_count)
+        verts = all_coords[_ranges(starts[parts], lengths[parts])]
+        vert_offsets = _offsets(lengths[parts])
+        part_offsets = _offsets(part_count)
+
+        # RLE: toggles (every RLE) and the json's compressed strings
+        n_toggles = np.zeros(len(rows), np.int64)
+        text_lengths = np.zeros(len(rows), np.int64)
+        toggles, texts = [], []
+        rle_area: dict[int, float] = {}
+        for k in np.flatnonzero(kinds == RLE).tolist():
+            counts = self._rle[int(rows[k])]
+            if isinstance(counts, (str, bytes)):
+                text = counts.encode() if isinstance(counts, str) else counts
+                texts.append(text)
+                text_lengths[k] = len(text)
+                counts = decode_rle_string(text.decode())
+            runs = np.asarray(counts, dtype=np.int64)
+            toggles.append(np.cumsum(runs)[:-1].astype(np.int32))
+            n_toggles[k] = len(runs) - 1
+            rle_area[k] = float(runs[1::2].sum())
+
+        boxes = np.array(self.box, np.float64).reshape(-1, 4)[rows]
+        areas = boxes[:, 2] * boxes[:, 3]
+        if len(verts):
+            poly = np.flatnonzero(kinds == POLYGON)
+            areas[poly] = _polygon_areas(verts, vert_offsets, part_offsets)[poly]
+        for k, a in rle_area.items():
+            areas[k] = a
+        names = [name.encode() for _, name, _, _ in images]
+        return CocoIndex(
+            image_ids=np.array([i for i, _, _, _ in images], np.int64).reshape(-1),
+            heights=heights.astype(np.int32),
+            widths=widths.astype(np.int32),
+            name_offsets=_offsets([len(n) for n in names]),
+            names=np.frombuffer(b"".join(names), np.uint8).copy(),
+            inst_offsets=_offsets(n_inst),
+            ann_ids=np.array(self.ann_id, np.int64)[rows],
+            labels=np.array(self.label, np.int64)[rows],
+            iscrowd=np.array(self.crowd, np.uint8)[rows],
+            areas=areas,
+            boxes=boxes,
+            box_pixels=_box_pixels(boxes, np.repeat(heights, n_inst), np.repeat(widths, n_inst)),
+            kinds=kinds,
+            part_offsets=part_offsets,
+            vert_offsets=vert_offsets,
+            verts=verts,
+            toggle_offsets=_offsets(n_toggles),
+            toggles=np.concatenate(toggles) if toggles else np.zeros(0, np.int32),
+            rle_text_offsets=_offsets(text_lengths),
+            rle_text=np.frombuffer(b"".join(texts), np.uint8).copy(),
+            image_dir=Path(image_dir),
+            categories=dict(categories),
+            stats=ReaderStats(dict(stats.skipped_images), dict(stats.dropped_instances), stats.clipped_instances),
+        )
+
+
+class IndexRecords(Sequence[ImageRecord]):
+    """The :class:`~decal.dali_pipes.coco_reader.ImageRecord` s of an index, built on access
+    (nothing is kept: a record costs ~2 µs per instance to build).
+
+    A record equals the one the per-annotation reader builds: polygons as lists of floats
+    (the reader's clipped coordinates), RLE as ``{"size": [h, w], "counts": ...}`` with the
+    json's own compressed string or run-length list, ``None`` for box-only instances.
+    """
+
+    def __init__(self, index: CocoIndex, image_dir: str | Path) -> None:
+        self.index = index
+        self.image_dir = Path(image_dir)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._record(k) for k in range(*i.indices(len(self)))]
+        return self._record(self._position(i))
+
+    def __iter__(self) -> Any:
+        return (self._record(k) for k in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (IndexRecords, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __reduce__(self) -> Any:
+        return (IndexRecords, (self.index, self.image_dir))
+
+    def _position(self, i: Any) -> int:
+        n = len(self)
+        k = int(i)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"record {i} out of range for {n} images")
+        return k
+
+    def image(self, i: int) -> ImageRecord:
+        """Record ``i`` without its annotations (file, size and id only: cheap)."""
+        k = self._position(i)
+        name = self.index.file_name(k)
+        return ImageRecord(int(self.index.image_ids[k]), name, self.image_dir / name,
+                           int(self.index.widths[k]), int(self.index.heights[k]), ())
+
+    def _record(self, k: int) -> ImageRecord:
+        index = self.index
+        begin, end = index.instance_range(k)
+        height, width = int(index.heights[k]), int(index.widths[k])
+        anns = []
+        if end > begin:
+            kinds = index.kinds[begin:end].tolist()
+            boxes = index.boxes[begin:end].tolist()
+            ann_ids, labels = index.ann_ids[begin:end].tolist(), index.labels[begin:end].tolist()
+            crowd = index.iscrowd[begin:end].tolist()
+            for n, kind in enumerate(kinds, start=begin):
+                seg: Any = None
+                if kind == POLYGON:
+                    seg = [np.asarray(p).reshape(-1).tolist() for p in index.polygons(n)]
+                elif kind == RLE:
+                    t0, t1 = int(index.rle_text_offsets[n]), int(index.rle_text_offsets[n + 1])
+                    if t1 > t0:
+                        counts: Any = bytes(index.rle_text[t0:t1]).decode()
+                    else:
+                        edges = np.concatenate([[0], index.instance_toggles(n).astype(np.int64), [height * width]])
+                        counts = np.diff(edges).tolist()
+                    seg = {"size": [height, width], "counts": counts}
+                m = n - begin
+                anns.append(InstanceAnnotation(ann_ids[m], labels[m], bool(crowd[m]), seg, tuple(boxes[m])))
+        name = index.file_name(k)
+        return ImageRecord(int(index.image_ids[k]), name, self.image_dir / name, width, height, tuple(anns))
+
+
 # --------------------------------------------------------------------------- cache
 
 
@@ -448,9 +623,9 @@ def open_index(
         annotation_file, image_dir, on_error, max_image_pixels, require_segmentation: as
             :class:`~decal.dali_pipes.coco_reader.CocoDataset`.
         cache_dir: where indices live (default :func:`default_index_dir`).
-        dataset: the already loaded dataset of this json, used when the index must be built
-            (otherwise the json is loaded, validated and counted by ``CocoDataset``); its own
-            reader options then take the place of the arguments.
+        dataset: the already loaded dataset of this json, whose index is saved when none is
+            cached (otherwise the json is compiled by ``CocoDataset``); its own reader options
+            then take the place of the arguments.
 
     Raises:
         DatasetError: when building, for the reader's errors (``on_error="raise"``).
@@ -465,7 +640,7 @@ def open_index(
         return CocoIndex.load(directory)
     if dataset is None:
         dataset = CocoDataset(annotation_file, image_dir, on_error=on_error, **reader_options)
-    CocoIndex.from_dataset(dataset).save(directory)
+    dataset.index.save(directory)
     return CocoIndex.load(directory)
 
 

@@ -60,7 +60,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 from urllib.parse import urlparse
 
 import numpy as np
@@ -69,6 +69,9 @@ from pycocotools import mask as mask_utils
 
 from .errors import DatasetError
 from .image_header import read_image_header
+
+if TYPE_CHECKING:
+    from .coco_index import CocoIndex
 
 __all__ = [
     "decode_rle_string",
@@ -410,9 +413,19 @@ class CocoDataset:
         require_segmentation: an annotation without a ``segmentation`` key is an error
             (default); ``False`` for box-only data (``paste_by_box=True``), whose masks are
             the filled boxes.
+        vectorised: check polygon annotations in bulk (default); ``False`` checks each
+            annotation on its own (the slow reference the bulk check is tested against;
+            errors, skips and results are the same).
+
+    The json is compiled into a :class:`~decal.dali_pipes.coco_index.CocoIndex`
+    (:mod:`~decal.dali_pipes.coco_compile`); :attr:`records` are built from it on access.
+    :meth:`open` uses the cached, memory-mapped index instead of parsing the json.
 
     Attributes:
-        records: one :class:`ImageRecord` per kept image, in json order.
+        records: one :class:`ImageRecord` per kept image, in json order (a read-only
+            sequence built from :attr:`index` on access: hold on to a record, not to the
+            sequence, when reading one many times).
+        index: the compiled :class:`~decal.dali_pipes.coco_index.CocoIndex`.
         categories: category id -> the json category dict (LVIS ones carry
             ``"frequency"`` in ``{"r", "c", "f"}``).
         stats: :class:`ReaderStats`.
@@ -428,6 +441,7 @@ class CocoDataset:
         on_error: Literal["raise", "skip"] = "raise",
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         require_segmentation: bool = True,
+        vectorised: bool = True,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -438,10 +452,64 @@ class CocoDataset:
         self.on_error = on_error
         self.max_image_pixels = max_image_pixels
         self.require_segmentation = bool(require_segmentation)
+        self._vectorised = bool(vectorised)
         self.stats = ReaderStats()
         self.categories: dict[int, dict] = {}
-        self.records: list[ImageRecord] = []
+        self.index: CocoIndex | None = None  # a subclass whose _load fills records itself has none
+        self.records: Sequence[ImageRecord] = []
         self._load()
+
+    @classmethod
+    def open(
+        cls,
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        on_error: Literal["raise", "skip"] = "raise",
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        require_segmentation: bool = True,
+        cache_dir: str | Path | None = None,
+    ) -> "CocoDataset":
+        """The dataset on its cached, memory-mapped index
+        (:func:`~decal.dali_pipes.coco_index.open_index`): the json is parsed and validated
+        only when it changed; what the loaders use, so that their worker processes share one
+        copy of the index in the page cache instead of each holding Python objects."""
+        from .coco_index import open_index
+
+        index = open_index(annotation_file, image_dir, on_error=on_error, max_image_pixels=max_image_pixels,
+                           require_segmentation=require_segmentation, cache_dir=cache_dir)
+        return cls.from_index(index, annotation_file, image_dir, on_error=on_error,
+                              max_image_pixels=max_image_pixels, require_segmentation=require_segmentation)
+
+    @classmethod
+    def from_index(
+        cls,
+        index: "CocoIndex",
+        annotation_file: str | Path,
+        image_dir: str | Path,
+        *,
+        on_error: Literal["raise", "skip"] = "raise",
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        require_segmentation: bool = True,
+    ) -> "CocoDataset":
+        """A dataset over an index compiled from ``annotation_file`` with these options (the
+        caller vouches for that; :meth:`open` is the checked way)."""
+        self = cls.__new__(cls)
+        self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
+        self.on_error, self.max_image_pixels = on_error, max_image_pixels
+        self.require_segmentation = bool(require_segmentation)
+        self._vectorised = True
+        self._attach(index)
+        return self
+
+    def _attach(self, index: "CocoIndex") -> None:
+        from .coco_index import IndexRecords  # (it builds on this module)
+
+        self.index = index
+        self.categories = dict(index.categories)
+        self.stats = ReaderStats(dict(index.stats.skipped_images), dict(index.stats.dropped_instances),
+                                 index.stats.clipped_instances)
+        self.records = IndexRecords(index, self.image_dir)
 
     # ------------------------------------------------------------------ sequence API
 
@@ -452,7 +520,7 @@ class CocoDataset:
         return self.records[index]
 
     def __repr__(self) -> str:
-        n_ann = sum(len(r.annotations) for r in self.records)
+        n_ann = self.index.num_instances if self.index is not None else sum(len(r.annotations) for r in self.records)
         return (
             f"CocoDataset({str(self.annotation_file)!r}, images={len(self.records)}, "
             f"instances={n_ann}, categories={len(self.categories)}; {self.stats.summary()})"
@@ -503,9 +571,12 @@ class CocoDataset:
             )
         try:
             self._load_categories(data["categories"])
-            self._load_images_and_annotations(data["images"], data["annotations"])
+            from .coco_compile import compile_annotations  # (it builds on this module)
+
+            index = compile_annotations(self, data["images"], data["annotations"], vectorised=self._vectorised)
         except RecursionError:  # a deeply nested value inside an entry (repr, numpy)
             raise self._file_error(f"JSON value nested too deeply (COCO needs {_MAX_JSON_DEPTH} levels at most)") from None
+        self._attach(index)
 
     def _load_categories(self, cats: list) -> None:
         for i, cat in enumerate(cats):
@@ -519,122 +590,6 @@ class CocoDataset:
             if cid in self.categories:
                 raise self._file_error(f"duplicate category id {cid}", field="id")
             self.categories[cid] = cat
-
-    def _load_images_and_annotations(self, images: list, annotations: list) -> None:
-        skip = self.on_error == "skip"
-        # image id -> index of its (first) entry in `images`
-        slots: dict[int, int] = {}
-        bad: dict[int, str] = {}  # image id -> skip reason
-        bad_slots: set[int] = set()  # indices of images without a usable id
-        parsed: dict[int, tuple[str, Path, int, int]] = {}
-
-        def fail(img_id: int | None, idx: int | None, err: DatasetError, reason: str) -> None:
-            if not skip:
-                raise err
-            if img_id is not None:
-                bad.setdefault(img_id, reason)
-            if idx is not None:
-                bad_slots.add(idx)
-
-        for idx, img in enumerate(images):
-            if not isinstance(img, dict):
-                fail(None, idx, self._file_error(f"images[{idx}] is not an object", field="images"),
-                     "invalid_images")
-                continue
-            img_id = img.get("id")
-            if not _is_id(img_id):
-                fail(None, idx, self._file_error(
-                    f"images[{idx}] has id {_short(img_id)}, expected an integer in int64 range", field="id"),
-                    "invalid_id")
-                continue
-            if img_id in slots:
-                fail(img_id, idx, self._file_error(
-                    f"duplicate image id (first at images[{slots[img_id]}], again at images[{idx}])",
-                    image_id=img_id, field="id"), "duplicate_id")
-                continue
-            slots[img_id] = idx
-            try:
-                parsed[img_id] = self._parse_image(img, img_id)
-            except _ImageError as e:
-                fail(img_id, idx, e.err, e.reason)
-
-        per_image: dict[int, list[InstanceAnnotation]] = {i: [] for i in slots}
-        pending_drops: dict[int, Counter] = {}
-        pending_clipped: Counter = Counter()
-        seen_ann: dict[int, int] = {}  # annotation id -> image id
-        unknown_image_drops = 0
-
-        for j, ann in enumerate(annotations):
-            if not isinstance(ann, dict):
-                raise self._file_error(f"annotations[{j}] is not an object", field="annotations")
-            ann_id = ann.get("id")
-            img_id = ann.get("image_id")
-            if not _is_id(img_id) or img_id not in slots:
-                reason = (
-                    f"annotations[{j}] has no image_id" if "image_id" not in ann
-                    else f"annotations[{j}] refers to unknown image id {_short(img_id)}"
-                )
-                err = self._file_error(reason, annotation_id=ann_id if _is_id(ann_id) else None, field="image_id")
-                if not skip:
-                    raise err
-                unknown_image_drops += 1
-                continue
-            if img_id in bad:
-                continue
-            if not _is_id(ann_id):
-                fail(img_id, None, self._file_error(
-                    f"annotations[{j}] has id {_short(ann_id)}, expected an integer in int64 range",
-                    image_id=img_id, field="id"), "invalid_id")
-                continue
-            if ann_id in seen_ann:
-                fail(img_id, None, self._file_error(
-                    f"duplicate annotation id (also in image {seen_ann[ann_id]})",
-                    image_id=img_id, annotation_id=ann_id, field="id"), "duplicate_id")
-                continue
-            seen_ann[ann_id] = img_id
-            if img_id not in parsed:  # image entry itself was invalid (skip mode)
-                continue
-            _, _, width, height = parsed[img_id]
-            try:
-                inst, status = self._parse_annotation(ann, ann_id, img_id, width, height)
-            except _ImageError as e:
-                fail(img_id, None, e.err, e.reason)
-                continue
-            if inst is None:
-                pending_drops.setdefault(img_id, Counter())[status] += 1
-            else:
-                per_image[img_id].append(inst)
-                if status == "clipped":
-                    pending_clipped[img_id] += 1
-
-        # file existence, only for images that survived so far
-        for img_id, (file_name, path, _, _) in parsed.items():
-            if img_id in bad:
-                continue
-            if not path.is_file():
-                fail(img_id, None, DatasetError(
-                    path, "image file not found", image_id=img_id, field="file_name"),
-                    "missing_file")
-
-        skipped = Counter()
-        for idx, img in enumerate(images):
-            img_id = img.get("id") if isinstance(img, dict) else None
-            if idx in bad_slots or (_is_int(img_id) and img_id in bad and slots.get(img_id) == idx):
-                reason = bad.get(img_id) if _is_int(img_id) and img_id in bad else None
-                if reason is None:
-                    reason = "invalid_id" if isinstance(img, dict) else "invalid_images"
-                skipped[reason] += 1
-                continue
-            file_name, path, width, height = parsed[img_id]
-            self.records.append(
-                ImageRecord(img_id, file_name, path, width, height, tuple(per_image[img_id]))
-            )
-            for reason, n in pending_drops.get(img_id, {}).items():
-                self.stats.dropped_instances[reason] = self.stats.dropped_instances.get(reason, 0) + n
-            self.stats.clipped_instances += pending_clipped.get(img_id, 0)
-        self.stats.skipped_images = dict(skipped)
-        if unknown_image_drops:
-            self.stats.dropped_instances["unknown_image_id"] = unknown_image_drops
 
     def _parse_image(self, img: dict, img_id: int) -> tuple[str, Path, int, int]:
         def err(field_: str, reason: str) -> _ImageError:
@@ -811,6 +766,11 @@ class CocoDataset:
 
     # ------------------------------------------------------------------ images
 
+    def _image_record(self, index: int) -> ImageRecord:
+        """``records[index]``, without building its annotations when they come from the index."""
+        image = getattr(self.records, "image", None)
+        return image(index) if image is not None else self.records[index]
+
     def _image_error(self, rec: ImageRecord, reason: str, field_: str = "file_name") -> DatasetError:
         return DatasetError(rec.path, reason, image_id=rec.image_id, field=field_)
 
@@ -855,7 +815,7 @@ class CocoDataset:
                 file or an unsupported format; ``"width"``/``"height"`` for a size mismatch
                 or a size over ``max_image_pixels`` (reason ``"too many pixels: ..."``).
         """
-        rec = self.records[index]
+        rec = self._image_record(index)
         try:
             data = np.fromfile(rec.path, dtype=np.uint8)
         except OSError as e:
@@ -884,7 +844,7 @@ class CocoDataset:
 
         Slow: meant for the failure path only, to find which file of a batch is corrupt.
         """
-        rec = self.records[index]
+        rec = self._image_record(index)
         try:
             self._check_pixels(rec, np.fromfile(rec.path, dtype=np.uint8))
             with warnings.catch_warnings():
@@ -915,6 +875,8 @@ class CocoDataset:
         """Category id -> number of kept images with at least one non-crowd instance of
         it (every category of the json is a key; absent ones count 0). Used for repeat
         factor sampling."""
+        if self.index is not None:
+            return self.index.category_image_counts()
         counts = {cid: 0 for cid in self.categories}
         for rec in self.records:
             for cid in rec.category_ids:

@@ -275,7 +275,7 @@ def test_load_rejects_an_incomplete_or_old_index(tmp_path) -> None:
     json_path, image_dir = _write_factory(tmp_path, seed=1)
     index = open_index(json_path, image_dir, cache_dir=tmp_path / "cache")
     meta = index.directory / "meta.json"
-    meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 0'))
+    meta.write_text(meta.read_text().replace(f'"format_version": {coco_index.FORMAT_VERSION}', '"format_version": 0'))
     with pytest.raises(ValueError, match="format_version"):
         CocoIndex.load(index.directory)
 
