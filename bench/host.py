@@ -11,10 +11,13 @@ without decoding anything:
 * **workers**: a DALI pipeline made of the source alone, in DALI's thread (0) and in 1, 2, …
   worker processes (:mod:`decal.dali_pipes.parallel_source`), wall-clock images/s;
 * **LVIS-sized index** (``--lvis-images``/``--lvis-instances``, :mod:`bench.lvis_synth`), each
-  step in a fresh process: ``pycocotools.coco.COCO`` load time and memory; the index build
-  (``CocoDataset`` validation, compile, hash and save); its reopen (memory-mapped) and the
-  GPU path's per-batch host work on it (descriptors, labels, crowd flags, no file reads),
-  CPU time per image, with the process's resident and anonymous (heap) memory.
+  step in a fresh process (:data:`LVIS_STEPS`): ``json.loads`` alone (the floor every reader
+  pays); ``pycocotools.coco.COCO`` load time and memory; the index build (``CocoDataset``:
+  parse, validate and compile; hash and save); its reopen (memory-mapped) and the GPU path's
+  per-batch host work on it (descriptors, labels, crowd flags, no file reads), CPU time per
+  image; and a ``GpuMaskCopyPasteLoader`` opened on the cached index with its source in two
+  spawned worker processes, the memory of each worker — with each process's resident and
+  anonymous (heap) memory.
 
 Entry points: :func:`main` (``python -m decal.bench.host``) and :func:`mode_host`, the ``host``
 mode of :mod:`bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
@@ -40,20 +43,21 @@ import numpy as np
 __all__ = ["source_thread_rate", "columns_thread_rate", "workers_wall_rate", "mode_host", "lvis_figures", "main"]
 
 
-def memory() -> dict[str, float]:
-    """This process's memory in MiB: ``rss`` and peak ``hwm`` (``/proc/self/status``); of the
-    resident pages (``smaps_rollup``) the ``anonymous`` ones (heap: this process's alone) and
-    the ``private``/``shared`` split (a memory-mapped index's pages count as private while no
-    other process maps them, yet they are clean page-cache pages that any process shares)."""
+def memory(pid: int | str = "self") -> dict[str, float]:
+    """A process's memory in MiB (this one by default): ``rss`` and peak ``hwm``
+    (``/proc/<pid>/status``); of the resident pages (``smaps_rollup``) the ``anonymous`` ones
+    (heap: this process's alone) and the ``private``/``shared`` split (a memory-mapped index's
+    pages count as private while no other process maps them, yet they are clean page-cache
+    pages that any process shares)."""
     out: dict[str, float] = {}
     keys = {"VmRSS": "rss", "VmHWM": "hwm"}
-    with open("/proc/self/status") as handle:
+    with open(f"/proc/{pid}/status") as handle:
         for line in handle:
             name = line.split(":")[0]
             if name in keys:
                 out[keys[name]] = round(int(line.split()[1]) / 1024, 1)
     try:
-        with open("/proc/self/smaps_rollup") as handle:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
             fields = {line.split(":")[0]: int(line.split()[1]) for line in handle if line.endswith("kB\n")}
         out["private"] = round((fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024, 1)
         out["shared"] = round((fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0)) / 1024, 1)
@@ -61,6 +65,17 @@ def memory() -> dict[str, float]:
     except OSError:
         pass
     return out
+
+
+def child_pids() -> list[int]:
+    """The ids of this process's children (``/proc/self/task/*/children``)."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return sorted(set(pids))
 
 
 def _next_batch(source: Callable[[], Any]) -> Any:
@@ -100,9 +115,11 @@ def columns_thread_rate(source: Any, batches: int) -> dict[str, Any]:
     return {"images": images, "cpu_s": round(cpu, 4), "images_per_cpu_s": round(images / cpu, 1)}
 
 
-def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) -> dict[str, Any]:
+def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2, *,
+                      start_method: str = "fork") -> dict[str, Any]:
     """Wall-clock images/s of a DALI pipeline that only runs ``source`` (in DALI's thread with
-    ``workers=0``, else in that many forked worker processes)."""
+    ``workers=0``, else in that many worker processes started with ``start_method``), and the
+    memory of each worker process (:func:`memory`) after the timed batches."""
     from nvidia.dali import fn, pipeline_def
 
     from decal.dali_pipes.epoch_source import LoaderPosition
@@ -112,7 +129,7 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
     n = len(source.column_names)
 
     @pipeline_def(batch_size=source.batch_size, num_threads=1, device_id=None, prefetch_queue_depth=2,
-                  py_num_workers=workers, py_start_method="fork")
+                  py_num_workers=workers, py_start_method=start_method)
     def only_source():
         if workers:
             outs = fn.external_source(source=BatchInfoSource(source, LoaderPosition()), num_outputs=n, batch=True,
@@ -137,8 +154,19 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
     for _ in range(batches):
         images += run()
     wall = time.perf_counter() - wall0
+    worker_memory = []
+    for pid in child_pids():
+        try:
+            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue  # multiprocessing's helper, not a worker
+            worker_memory.append(memory(pid))
+        except OSError:  # exited meanwhile
+            continue
     del pipe
-    return {"workers": workers, "images": images, "wall_s": round(wall, 3), "images_per_s": round(images / wall, 1)}
+    out = {"workers": workers, "images": images, "wall_s": round(wall, 3), "images_per_s": round(images / wall, 1)}
+    if workers:
+        out["worker_memory_mib"] = worker_memory
+    return out
 
 
 def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tuple[Any, Any]:
@@ -185,19 +213,22 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
             coco = COCO(json_path)
         out["load_s"] = round(time.perf_counter() - t0, 2)
         out["instances"] = len(coco.anns)
+    elif kind == "json":
+        with open(json_path, "rb") as handle:
+            json.loads(handle.read())
+        out["load_s"] = round(time.perf_counter() - t0, 2)
     elif kind == "build":
-        from decal.dali_pipes.coco_index import CocoIndex, index_key
+        from decal.dali_pipes.coco_index import index_key
         from decal.dali_pipes.coco_reader import CocoDataset
 
-        dataset = CocoDataset(json_path, image_dir)
+        dataset = CocoDataset(json_path, image_dir)  # json, validation and compile in one
         t1 = time.perf_counter()
-        index = CocoIndex.from_dataset(dataset)
-        t2 = time.perf_counter()
+        index = dataset.index
         key = index_key(json_path, image_dir, "raise", Path(cache_dir))
         index.save(Path(cache_dir) / key)
-        t3 = time.perf_counter()
-        out.update(reader_s=round(t1 - t0, 2), compile_s=round(t2 - t1, 2), hash_and_save_s=round(t3 - t2, 2),
-                   total_s=round(t3 - t0, 2), images=len(index), instances=index.num_instances,
+        t2 = time.perf_counter()
+        out.update(compile_s=round(t1 - t0, 2), hash_and_save_s=round(t2 - t1, 2),
+                   total_s=round(t2 - t0, 2), images=len(index), instances=index.num_instances,
                    vertices=len(index.verts))
         out["index_bytes"] = sum(f.stat().st_size for f in (Path(cache_dir) / key).iterdir())
     elif kind == "reopen":
@@ -225,6 +256,15 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
             images_done += batch_size
         cpu = time.thread_time() - cpu0
         out.update(images=images_done, cpu_s=round(cpu, 3), images_per_cpu_s=round(images_done / cpu, 1))
+    elif kind == "workers":
+        os.environ["DECAL_INDEX_DIR"] = cache_dir  # the loader opens the index built above
+        from decal.dali_pipes.copy_paste_gpu_masks import GpuMaskCopyPasteLoader
+
+        loader = GpuMaskCopyPasteLoader(json_path, image_dir, batch_size=batch_size, output_size=output_size,
+                                        device="cpu", seed=0)
+        out["loader_open_s"] = round(time.perf_counter() - t0, 3)
+        out["memory_after_open_mib"] = memory()
+        out.update(workers_wall_rate(loader.source, 2, batches, start_method="spawn"))
     out["memory_mib"] = memory()
     print(json.dumps(out), flush=True)
 
@@ -236,6 +276,11 @@ def _in_child(kind: str, json_path: Path, image_dir: Path, cache_dir: Path, batc
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: The LVIS-sized steps, each in a fresh process, in this order (``build`` makes the index the
+#: later ones open).
+LVIS_STEPS = ("json", "pycocotools", "build", "reopen", "workers")
 
 
 def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size: int, output_size: int, batches: int) -> dict[str, Any]:
@@ -250,7 +295,7 @@ def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size:
     result: dict[str, Any] = {"generate_s": round(time.perf_counter() - t0, 1), "json_mib": round(json_path.stat().st_size / 2**20, 1)}
     cache = root / "index_cache"
     shutil.rmtree(cache, ignore_errors=True)
-    for kind in ("pycocotools", "build", "reopen"):
+    for kind in LVIS_STEPS:
         print(f"decal bench host: LVIS-sized {kind} ...", flush=True)
         result[kind] = _in_child(kind, json_path, image_dir, cache, batch_size, output_size, batches)
     if "load_s" in result["pycocotools"] and "total_s" in result["build"]:
@@ -281,16 +326,23 @@ def markdown(results: dict[str, Any]) -> str:
     lvis = results.get("lvis")
     if lvis:
         build, reopen, coco = lvis["build"], lvis["reopen"], lvis["pycocotools"]
+        parse, workers = lvis["json"], lvis["workers"]
         lines += ["", f"LVIS-sized json ({results['lvis_size']}, {lvis['json_mib']} MiB; generated in {lvis['generate_s']} s):", "",
                   "| step | seconds | RSS MiB (peak) | anonymous MiB |", "| --- | ---: | ---: | ---: |"]
+        if "error" not in parse:
+            lines.append(f"| json.loads alone (what every loader pays) | {parse['load_s']} | {parse['memory_mib']['rss']} ({parse['memory_mib']['hwm']}) | {parse['memory_mib'].get('anonymous', '—')} |")
         if "error" not in coco:
             lines.append(f"| pycocotools.coco.COCO load | {coco['load_s']} | {coco['memory_mib']['rss']} ({coco['memory_mib']['hwm']}) | {coco['memory_mib'].get('anonymous', '—')} |")
         if "error" not in build:
-            lines.append(f"| index build: CocoDataset {build['reader_s']} s + compile {build['compile_s']} s + hash/save {build['hash_and_save_s']} s | {build['total_s']} | {build['memory_mib']['rss']} ({build['memory_mib']['hwm']}) | {build['memory_mib'].get('anonymous', '—')} |")
+            lines.append(f"| index build: CocoDataset (parse, validate, compile) {build['compile_s']} s + hash/save {build['hash_and_save_s']} s | {build['total_s']} | {build['memory_mib']['rss']} ({build['memory_mib']['hwm']}) | {build['memory_mib'].get('anonymous', '—')} |")
         if "error" not in reopen:
             lines.append(f"| index reopen (mmap) | {reopen['open_s']} | {reopen['memory_after_open_mib']['rss']} | {reopen['memory_after_open_mib'].get('anonymous', '—')} |")
             lines.append(f"| + {reopen['images']} images of GPU-path host work ({reopen['images_per_cpu_s']} images/s per CPU second) | {reopen['cpu_s']} | {reopen['memory_mib']['rss']} ({reopen['memory_mib']['hwm']}) | {reopen['memory_mib'].get('anonymous', '—')} |")
-        for name in ("pycocotools", "build", "reopen"):
+        if "error" not in workers:
+            lines.append(f"| GpuMaskCopyPasteLoader opened on the cached index (main process) | {workers['loader_open_s']} | {workers['memory_after_open_mib']['rss']} | {workers['memory_after_open_mib'].get('anonymous', '—')} |")
+            for k, mem in enumerate(workers.get("worker_memory_mib", [])):
+                lines.append(f"| its source worker {k + 1} of 2 (spawn), after {workers['images']} timed images | | {mem['rss']} ({mem['hwm']}) | {mem.get('anonymous', '—')} |")
+        for name in LVIS_STEPS:
             if "error" in lvis[name]:
                 lines.append(f"| {name} | error: {lvis[name]['error']} | | |")
         if "build_over_pycocotools" in lvis:
@@ -345,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.append_results:
         with open(args.append_results, "a") as handle:
             handle.write("\n" + table + "\n")
-    return 1 if results.get("lvis") and any("error" in results["lvis"][k] for k in ("pycocotools", "build", "reopen")) else 0
+    return 1 if results.get("lvis") and any("error" in results["lvis"][k] for k in LVIS_STEPS) else 0
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ reference that ``tests/test_coco_compile.py`` holds the fast path to, array for 
 from __future__ import annotations
 
 import itertools
-import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .coco_index import CocoIndex, IndexBuilder
-from .coco_reader import ReaderStats, _ImageError, _is_id, _is_int, _short
+from .coco_reader import INT64_MAX, INT64_MIN, ReaderStats, _ImageError, _is_id, _is_int, _short
 from .errors import DatasetError
 
 if TYPE_CHECKING:
@@ -53,9 +53,12 @@ class PolygonPrescan(NamedTuple):
 
     Attributes:
         ok: (A,) bool, the polygons of annotation ``j`` are valid, inside its image and of
-            positive area (False for annotations without polygons).
+            positive area, and its ``bbox`` is absent or valid and inside the image (False
+            for annotations without polygons).
         part_start, part_count: (A,) int64, annotation ``j``'s polygons in the tables below.
-        x_min, y_min, x_max, y_max: (A,) float64 extent of annotation ``j``'s vertices (px).
+        boxes: (A, 4) float64, annotation ``j``'s box as the reader makes it: ``(x, y,
+            (x+w)-x, (y+h)-y)`` of its ``bbox``, or the extent of its vertices when it has
+            none or an empty one.
         coords: (2V,) float64 ``x, y`` of every checked polygon, in json order.
         part_lengths: (P,) int64 vertices per polygon.
     """
@@ -63,10 +66,7 @@ class PolygonPrescan(NamedTuple):
     ok: np.ndarray
     part_start: np.ndarray
     part_count: np.ndarray
-    x_min: np.ndarray
-    y_min: np.ndarray
-    x_max: np.ndarray
-    y_max: np.ndarray
+    boxes: np.ndarray
     coords: np.ndarray
     part_lengths: np.ndarray
 
@@ -89,6 +89,7 @@ def polygon_prescan(annotations: list, sizes: dict[int, tuple[int, int]]) -> Pol
     n_ann = len(annotations)
     cand: list[int] = []
     segs: list[list] = []
+    bboxes: list[Any] = []
     wh: list[tuple[int, int]] = []
     for j, ann in enumerate(annotations):
         if type(ann) is not dict:
@@ -101,6 +102,7 @@ def polygon_prescan(annotations: list, sizes: dict[int, tuple[int, int]]) -> Pol
         if size is not None:
             cand.append(j)
             segs.append(seg)
+            bboxes.append(ann.get("bbox"))
             wh.append(size)
     n_parts = np.fromiter(map(len, segs), np.int64, len(segs))
     parts = list(itertools.chain.from_iterable(segs))
@@ -118,16 +120,15 @@ def polygon_prescan(annotations: list, sizes: dict[int, tuple[int, int]]) -> Pol
             has = np.flatnonzero(lengths > 0)
             part_ok[has[bad_count > 0]] = False
             coords_list = [c if p else 0.0 for c, p in zip(coords_list, plain.tolist())]
-    coords = np.array(coords_list, dtype=np.float64).reshape(-1)
+    coords = np.fromiter(coords_list, np.float64, len(coords_list))  # floats (or plain ints) only, by now
     del coords_list
 
-    # per polygon (only those with coordinates): finiteness, extent, shoelace area
+    # per polygon (only those with coordinates): extent (NaN and inf show in it), shoelace area
     vert_lengths = lengths // 2
     nonempty = np.flatnonzero(lengths > 0)
     vstarts = _offsets(vert_lengths)[:-1][nonempty]
-    xs, ys = coords[0::2], coords[1::2]
-    finite_bad = np.add.reduceat(~np.isfinite(coords), 2 * vstarts) if len(coords) else np.zeros(0, np.int64)
-    part_ok[nonempty[finite_bad > 0]] = False
+    pts = coords.reshape(-1, 2)
+    xs, ys = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
     p_xmin = np.full(len(parts), np.inf)
     p_xmax = np.full(len(parts), -np.inf)
     p_ymin = np.full(len(parts), np.inf)
@@ -139,66 +140,76 @@ def polygon_prescan(annotations: list, sizes: dict[int, tuple[int, int]]) -> Pol
             p_xmax[nonempty] = np.maximum.reduceat(xs, vstarts)
             p_ymin[nonempty] = np.minimum.reduceat(ys, vstarts)
             p_ymax[nonempty] = np.maximum.reduceat(ys, vstarts)
-            nxt = np.arange(1, len(xs) + 1)
-            ends = vstarts + vert_lengths[nonempty]
-            nxt[ends - 1] = vstarts
-            cross = xs * ys[nxt] - xs[nxt] * ys
+            cross = np.empty(len(xs))
+            cross[:-1] = xs[:-1] * ys[1:] - xs[1:] * ys[:-1]
+            last = vstarts + vert_lengths[nonempty] - 1  # each polygon closes onto its first vertex
+            cross[last] = xs[last] * ys[vstarts] - xs[vstarts] * ys[last]
             area[nonempty] = 0.5 * np.abs(np.add.reduceat(cross, vstarts))
-    part_w = np.repeat(np.array([w for w, _ in wh], np.float64).reshape(-1), n_parts)
-    part_h = np.repeat(np.array([h for _, h in wh], np.float64).reshape(-1), n_parts)
-    part_ok &= (p_xmin >= 0) & (p_ymin >= 0) & (p_xmax <= part_w) & (p_ymax <= part_h)
+    part_ok &= np.isfinite(p_xmin) & np.isfinite(p_xmax) & np.isfinite(p_ymin) & np.isfinite(p_ymax)
+    cand_w = np.array([w for w, _ in wh], np.float64).reshape(-1)
+    cand_h = np.array([h for _, h in wh], np.float64).reshape(-1)
+    part_ok &= (p_xmin >= 0) & (p_ymin >= 0) & (p_xmax <= np.repeat(cand_w, n_parts)) & (p_ymax <= np.repeat(cand_h, n_parts))
 
-    # per annotation
+    # per annotation: polygons, then the box
     first = _offsets(n_parts)[:-1]
     cand_ok = np.ones(len(segs), bool)
     cand_area = np.zeros(len(segs))
-    x_min = np.zeros(len(segs))
-    y_min = np.zeros(len(segs))
-    x_max = np.zeros(len(segs))
-    y_max = np.zeros(len(segs))
+    seg_box = np.zeros((len(segs), 4))
     if len(parts):
         cand_ok = np.logical_and.reduceat(part_ok, first)
         with np.errstate(invalid="ignore"):
             cand_area = np.add.reduceat(area, first)
-        x_min, y_min = np.minimum.reduceat(p_xmin, first), np.minimum.reduceat(p_ymin, first)
-        x_max, y_max = np.maximum.reduceat(p_xmax, first), np.maximum.reduceat(p_ymax, first)
+            x0, y0 = np.minimum.reduceat(p_xmin, first), np.minimum.reduceat(p_ymin, first)
+            x1, y1 = np.maximum.reduceat(p_xmax, first), np.maximum.reduceat(p_ymax, first)
+        seg_box = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
     cand_ok &= cand_area > _MIN_FAST_AREA
+    boxes, box_ok = _bbox_scan(bboxes, cand_w, cand_h)
+    cand_ok &= box_ok
+    empty = ~(boxes[:, 2] > 0) | ~(boxes[:, 3] > 0)  # none, or no width or height: the polygons' extent
+    boxes[empty] = seg_box[empty]
 
     index = np.array(cand, np.int64)
     ok = np.zeros(n_ann, bool)
     ok[index] = cand_ok
-    out = {}
-    for name, values, fill in (("part_start", first, 0), ("part_count", n_parts, 0), ("x_min", x_min, 0.0),
-                               ("y_min", y_min, 0.0), ("x_max", x_max, 0.0), ("y_max", y_max, 0.0)):
-        full = np.full(n_ann, fill, np.int64 if isinstance(fill, int) else np.float64)
-        full[index] = values
-        out[name] = full
-    return PolygonPrescan(ok=ok, coords=coords, part_lengths=vert_lengths, **out)
+    part_start = np.zeros(n_ann, np.int64)
+    part_start[index] = first
+    part_count = np.zeros(n_ann, np.int64)
+    part_count[index] = n_parts
+    all_boxes = np.zeros((n_ann, 4))
+    all_boxes[index] = boxes
+    return PolygonPrescan(ok=ok, part_start=part_start, part_count=part_count, boxes=all_boxes, coords=coords,
+                          part_lengths=vert_lengths)
+
+
+def _bbox_scan(bboxes: list, widths: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """((K, 4) float64 boxes, (K,) bool plainly valid) of K json ``bbox`` values: valid when
+    ``None`` (box 0) or 4 plain numbers, finite, ``w, h >= 0`` and inside the image (no
+    clipping); the box is the reader's ``(x, y, (x+w)-x, (y+h)-y)``."""
+    n = len(bboxes)
+    is_none = np.fromiter((b is None for b in bboxes), bool, n)
+    shaped = np.fromiter((type(b) is list and len(b) == 4 for b in bboxes), bool, n)
+    listed = np.flatnonzero(shaped)
+    chosen = [bboxes[k] for k in listed.tolist()]
+    flat = list(itertools.chain.from_iterable(chosen))
+    if not set(map(type, flat)) <= {float}:
+        plain = np.fromiter(map(_plain_number, flat), bool, len(flat)).reshape(-1, 4).all(axis=1)
+        shaped[listed[~plain]] = False
+        flat = [v if _plain_number(v) else 0.0 for v in flat]
+    values = np.zeros((n, 4))
+    values[listed] = np.array(flat, np.float64).reshape(-1, 4)
+    x, y, w, h = values.T
+    with np.errstate(invalid="ignore", over="ignore"):
+        right, bottom = x + w, y + h
+        inside = (np.isfinite(values).all(axis=1) & (w >= 0) & (h >= 0) & (x >= 0) & (y >= 0)
+                  & (right <= widths) & (bottom <= heights))
+        boxes = np.stack([x, y, right - x, bottom - y], axis=1)
+    return boxes, is_none | (shaped & inside)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
     out = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out[1:])
     return out
-
-
-def _fast_box(bbox: Any, width: int, height: int) -> tuple[float, float, float, float] | None | bool:
-    """The reader's box for a plainly valid ``bbox`` inside the image (no clipping): ``(x, y,
-    (x+w)-x, (y+h)-y)`` as the reader computes it; ``None`` for no ``bbox``; ``False`` when the
-    per-annotation parser must judge it."""
-    if bbox is None:
-        return None
-    if type(bbox) is not list or len(bbox) != 4:
-        return False
-    x, y, w, h = bbox
-    if not (_plain_number(x) and _plain_number(y) and _plain_number(w) and _plain_number(h)):
-        return False
-    x, y, w, h = float(x), float(y), float(w), float(h)
-    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h)):
-        return False
-    if w < 0 or h < 0 or x < 0 or y < 0 or x + w > width or y + h > height:
-        return False
-    return (x, y, (x + w) - x, (y + h) - y)
 
 
 def compile_annotations(reader: "CocoDataset", images: list, annotations: list, *, vectorised: bool = True) -> CocoIndex:
@@ -213,7 +224,7 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
     slots: dict[int, int] = {}  # image id -> index of its (first) entry in `images`
     bad: dict[int, str] = {}  # image id -> skip reason
     bad_slots: set[int] = set()  # indices of images without a usable id
-    parsed: dict[int, tuple[str, Path, int, int]] = {}
+    parsed: dict[int, tuple[str, str, int, int]] = {}
 
     def fail(img_id: int | None, idx: int | None, err: DatasetError, reason: str) -> None:
         if not skip:
@@ -246,9 +257,8 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
 
     if vectorised:
         scan = polygon_prescan(annotations, {i: (p[2], p[3]) for i, p in parsed.items()})
-        builder = IndexBuilder(scan.coords, scan.part_lengths)
+        builder = IndexBuilder(scan.coords, scan.part_lengths, scan.part_start, scan.part_count, scan.boxes)
         fast = scan.ok.tolist()
-        part_start, part_count = scan.part_start.tolist(), scan.part_count.tolist()
     else:
         builder, fast = IndexBuilder(), [False] * len(annotations)
     pending_drops: dict[int, Counter] = {}
@@ -261,7 +271,8 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
             raise reader._file_error(f"annotations[{j}] is not an object", field="annotations")
         ann_id = ann.get("id")
         img_id = ann.get("image_id")
-        if not _is_id(img_id) or img_id not in slots:
+        # _is_id inlined (json ints are exactly int): this loop runs once per annotation
+        if not (type(img_id) is int and INT64_MIN <= img_id <= INT64_MAX) or img_id not in slots:
             reason = (
                 f"annotations[{j}] has no image_id" if "image_id" not in ann
                 else f"annotations[{j}] refers to unknown image id {_short(img_id)}"
@@ -273,7 +284,7 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
             continue
         if img_id in bad:
             continue
-        if not _is_id(ann_id):
+        if not (type(ann_id) is int and INT64_MIN <= ann_id <= INT64_MAX):
             fail(img_id, None, reader._file_error(
                 f"annotations[{j}] has id {_short(ann_id)}, expected an integer in int64 range",
                 image_id=img_id, field="id"), "invalid_id")
@@ -290,13 +301,8 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
         if fast[j]:
             cat = ann.get("category_id")
             crowd = ann.get("iscrowd", 0)
-            box = _fast_box(ann.get("bbox"), width, height)
-            if type(cat) is int and cat in categories and type(crowd) is int and (crowd == 0 or crowd == 1) \
-                    and box is not False:
-                if box is None or box[2] <= 0 or box[3] <= 0:
-                    x0, y0 = float(scan.x_min[j]), float(scan.y_min[j])
-                    box = (x0, y0, float(scan.x_max[j]) - x0, float(scan.y_max[j]) - y0)
-                builder.add_polygons(img_id, ann_id, cat, crowd == 1, box, part_start[j], part_count[j])
+            if type(cat) is int and cat in categories and type(crowd) is int and (crowd == 0 or crowd == 1):
+                builder.add_checked(img_id, ann_id, cat, crowd == 1, j)
                 continue
         try:
             inst, status = reader._parse_annotation(ann, ann_id, img_id, width, height)
@@ -314,8 +320,8 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
     for img_id, (file_name, path, _, _) in parsed.items():
         if img_id in bad:
             continue
-        if not path.is_file():
-            fail(img_id, None, DatasetError(path, "image file not found", image_id=img_id, field="file_name"),
+        if not os.path.isfile(path):
+            fail(img_id, None, DatasetError(Path(path), "image file not found", image_id=img_id, field="file_name"),
                  "missing_file")
 
     stats = ReaderStats()

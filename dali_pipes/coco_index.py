@@ -353,85 +353,93 @@ class IndexBuilder:
     """Collects validated instances in json annotation order and packs them into a
     :class:`CocoIndex` (instances grouped by image, in json order within an image).
 
-    Polygon coordinates come from one of two places: the flat float64 coordinates a
-    compiler has already converted (``coords``, its polygons ``part_lengths`` vertices each;
-    :meth:`add_polygons` names a run of those polygons), or the polygon lists of an
-    :class:`~decal.dali_pipes.coco_reader.InstanceAnnotation` (:meth:`add`).
+    An instance is either one of the annotations a compiler has already checked and
+    converted in bulk (:meth:`add_checked`: its polygons and box come from the arrays given
+    here) or an :class:`~decal.dali_pipes.coco_reader.InstanceAnnotation` (:meth:`add`).
 
-    Args:
-        coords: (2V,) float64 ``x0, y0, x1, y1, ...`` of the pre-converted polygons.
-        part_lengths: (P,) int64 vertices per pre-converted polygon.
+    Args (the bulk-converted annotations; A annotations, P polygons, V vertices):
+        coords: (2V,) float64 ``x0, y0, x1, y1, ...`` of their polygons.
+        part_lengths: (P,) int64 vertices per polygon.
+        part_start, part_count: (A,) int64 each annotation's polygons.
+        boxes: (A, 4) float64 each annotation's ``(x, y, w, h)`` box.
     """
 
-    def __init__(self, coords: np.ndarray | None = None, part_lengths: np.ndarray | None = None) -> None:
-        self._coords = np.zeros(0, np.float64) if coords is None else np.asarray(coords, np.float64)
-        self._part_lengths = np.zeros(0, np.int64) if part_lengths is None else np.asarray(part_lengths, np.int64)
-        n_pre = len(self._part_lengths)
+    def __init__(self, coords: np.ndarray | None = None, part_lengths: np.ndarray | None = None,
+                 part_start: np.ndarray | None = None, part_count: np.ndarray | None = None,
+                 boxes: np.ndarray | None = None) -> None:
+        def arr(v: Any, dtype: Any, shape: tuple[int, ...] = (0,)) -> np.ndarray:
+            return np.zeros(shape, dtype) if v is None else np.asarray(v, dtype)
+
+        self._coords = arr(coords, np.float64)
+        self._part_lengths = arr(part_lengths, np.int64)
+        self._part_start = arr(part_start, np.int64)
+        self._part_count = arr(part_count, np.int64)
+        self._boxes = arr(boxes, np.float64, (0, 4)).reshape(-1, 4)
         self.image_id: list[int] = []
         self.ann_id: list[int] = []
         self.label: list[int] = []
         self.crowd: list[bool] = []
-        self.box: list[tuple[float, float, float, float]] = []
-        self.kind: list[int] = []
-        self.part_start: list[int] = []
-        self.part_count: list[int] = []
+        self.source: list[int] = []  # j >= 0: checked annotation j; -1 - k: k-th added one
+        self._added: list[Any] = []
         self._extra_parts: list[list[float]] = []
-        self._n_pre = n_pre
-        self._rle: dict[int, Any] = {}  # row -> json RLE counts (str or list[int])
 
-    def add_polygons(self, image_id: int, ann_id: int, label: int, crowd: bool,
-                     box: tuple[float, float, float, float], part_start: int, part_count: int) -> None:
-        """One polygon instance whose polygons are pre-converted ones
-        ``[part_start, part_start + part_count)``."""
+    def add_checked(self, image_id: int, ann_id: int, label: int, crowd: bool, j: int) -> None:
+        """Bulk-checked annotation ``j`` (a polygon instance), with its validated scalars."""
         self.image_id.append(image_id)
         self.ann_id.append(ann_id)
         self.label.append(label)
         self.crowd.append(crowd)
-        self.box.append(box)
-        self.kind.append(POLYGON)
-        self.part_start.append(part_start)
-        self.part_count.append(part_count)
+        self.source.append(j)
 
     def add(self, image_id: int, ann: Any) -> None:
         """One :class:`~decal.dali_pipes.coco_reader.InstanceAnnotation` of image ``image_id``."""
-        seg = ann.segmentation
-        start, count, kind = 0, 0, BOX
-        if isinstance(seg, list):
-            kind, start, count = POLYGON, self._n_pre + len(self._extra_parts), len(seg)
-            self._extra_parts.extend(seg)
-        elif seg is not None:
-            kind = RLE
-            self._rle[len(self.kind)] = seg["counts"]
         self.image_id.append(image_id)
         self.ann_id.append(ann.ann_id)
         self.label.append(ann.category_id)
         self.crowd.append(bool(ann.iscrowd))
-        self.box.append(ann.bbox)
-        self.kind.append(kind)
-        self.part_start.append(start)
-        self.part_count.append(count)
+        self.source.append(-1 - len(self._added))
+        self._added.append(ann)
 
     def build(self, images: Sequence[tuple[int, str, int, int]], image_dir: str | Path,
               categories: dict[int, dict], stats: ReaderStats) -> CocoIndex:
         """The index of the kept ``images`` (``(image_id, file_name, width, height)`` in
         json order); instances of other image ids are left out."""
         position = {image_id: k for k, (image_id, _, _, _) in enumerate(images)}
-        row_image = np.fromiter((position.get(i, -1) for i in self.image_id), np.int64, len(self.image_id))
+        row_image = np.fromiter(map(position.get, self.image_id, itertools.repeat(-1)), np.int64, len(self.image_id))
         kept = np.flatnonzero(row_image >= 0)
         rows = kept[np.argsort(row_image[kept], kind="stable")]
         n_inst = np.bincount(row_image[rows], minlength=len(images))
         widths = np.array([w for _, _, w, _ in images], np.int64).reshape(-1)
         heights = np.array([h for _, _, _, h in images], np.int64).reshape(-1)
-        kinds = np.array(self.kind, np.uint8)[rows]
+        source = np.array(self.source, np.int64).reshape(-1)[rows]
+        checked = source >= 0
+        added_rows = np.flatnonzero(~checked)
+        added = [self._added[k] for k in (-1 - source[added_rows]).tolist()]
 
-        # polygons: the pre-converted ones, then the added ones
-        extra_lengths = np.fromiter((len(p) >> 1 for p in self._extra_parts), np.int64, len(self._extra_parts))
-        extra = np.fromiter(itertools.chain.from_iterable(self._extra_parts), np.float64, 2 * int(extra_lengths.sum()))
+        # per instance: kind, box, polygons (checked ones first in the parts table)
+        kinds = np.full(len(rows), POLYGON, np.uint8)
+        boxes = np.zeros((len(rows), 4), np.float64)
+        part_start = np.zeros(len(rows), np.int64)
+        part_count = np.zeros(len(rows), np.int64)
+        boxes[checked] = self._boxes[source[checked]]
+        part_start[checked] = self._part_start[source[checked]]
+        part_count[checked] = self._part_count[source[checked]]
+        extra_parts: list[list[float]] = []
+        n_pre = len(self._part_lengths)
+        for k, ann in zip(added_rows.tolist(), added):
+            boxes[k] = ann.bbox
+            seg = ann.segmentation
+            if isinstance(seg, list):
+                part_start[k], part_count[k] = n_pre + len(extra_parts), len(seg)
+                extra_parts.extend(seg)
+            else:
+                kinds[k] = BOX if seg is None else RLE
+        extra_lengths = np.fromiter((len(p) >> 1 for p in extra_parts), np.int64, len(extra_parts))
+        extra = np.fromiter(itertools.chain.from_iterable(extra_parts), np.float64, 2 * int(extra_lengths.sum()))
         all_coords = np.concatenate([self._coords, extra]).reshape(-1, 2)
         lengths = np.concatenate([self._part_lengths, extra_lengths])
         starts = _offsets(lengths)[:-1]
-        part_count = np.array(self.part_count, np.int64)[rows]
-        parts = _ranges(np.array(self.part_start, np.int64)[rows], part_count)
+        parts = _ranges(part_start, part_count)
         verts = all_coords[_ranges(starts[parts], lengths[parts])]
         vert_offsets = _offsets(lengths[parts])
         part_offsets = _offsets(part_count)
@@ -441,8 +449,10 @@ class IndexBuilder:
         text_lengths = np.zeros(len(rows), np.int64)
         toggles, texts = [], []
         rle_area: dict[int, float] = {}
-        for k in np.flatnonzero(kinds == RLE).tolist():
-            counts = self._rle[int(rows[k])]
+        for k, ann in zip(added_rows.tolist(), added):
+            if kinds[k] != RLE:
+                continue
+            counts = ann.segmentation["counts"]
             if isinstance(counts, (str, bytes)):
                 text = counts.encode() if isinstance(counts, str) else counts
                 texts.append(text)
@@ -453,7 +463,6 @@ class IndexBuilder:
             n_toggles[k] = len(runs) - 1
             rle_area[k] = float(runs[1::2].sum())
 
-        boxes = np.array(self.box, np.float64).reshape(-1, 4)[rows]
         areas = boxes[:, 2] * boxes[:, 3]
         if len(verts):
             poly = np.flatnonzero(kinds == POLYGON)

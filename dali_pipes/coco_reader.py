@@ -55,6 +55,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import posixpath
 import warnings
 from collections import Counter
@@ -217,10 +218,41 @@ def _short(v: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: Characters that make urlparse do more than split scheme, host and path.
+_URL_SPECIAL = frozenset("?#;[]@ \\")
+
+
+def parse_json(raw: bytes) -> Any:
+    """``json.loads(raw)``, through orjson when it is installed (about twice as fast on an
+    LVIS json). What orjson refuses or would read otherwise (NaN, integers beyond 64 bits, a
+    byte order mark, UTF-16, lone surrogates, invalid json) is handed to :func:`json.loads`,
+    so the values and the errors are always the standard library's."""
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(raw)
+    # orjson turns integers outside [-2**63, 2**64) into floats; any such literal has 19 digits
+    # or more in a row (so does a long fraction, which then just takes the slow way)
+    if _DIGIT_RUN in raw.translate(_DIGITS_AS_ONES):
+        return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+_DIGITS_AS_ONES = bytes(0x31 if 0x30 <= c <= 0x39 else 0x30 for c in range(256))
+_DIGIT_RUN = b"1" * 19
+
+
 def lvis_file_name(url: str) -> str:
     """``split/basename`` of an LVIS ``coco_url`` (``.../train2017/x.jpg`` → ``train2017/x.jpg``),
     the basename alone when the url has no folder; ``""`` when it has no file name."""
-    parts = [p for p in urlparse(url).path.split("/") if p]
+    if url.startswith(("http://", "https://")) and not any(c in url for c in _URL_SPECIAL) and url.isprintable():
+        path = url.split("//", 1)[1].partition("/")[2]  # what urlparse gives, without its cost
+    else:
+        path = urlparse(url).path
+    parts = [p for p in path.split("/") if p]
     if not parts or not posixpath.splitext(parts[-1])[1]:
         return ""
     return "/".join(parts[-2:])
@@ -539,7 +571,7 @@ class CocoDataset:
         except OSError as e:
             raise self._file_error(f"cannot read annotation file: {e.strerror or e}") from e
         try:
-            data = json.loads(raw)
+            data = parse_json(raw)
         except json.JSONDecodeError as e:
             raise self._file_error(
                 f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
@@ -591,7 +623,9 @@ class CocoDataset:
                 raise self._file_error(f"duplicate category id {cid}", field="id")
             self.categories[cid] = cat
 
-    def _parse_image(self, img: dict, img_id: int) -> tuple[str, Path, int, int]:
+    def _parse_image(self, img: dict, img_id: int) -> tuple[str, str, int, int]:
+        """``(file_name, path, width, height)`` of a valid image entry (``path`` a string:
+        a Path per image costs seconds on LVIS); raises ``_ImageError``."""
         def err(field_: str, reason: str) -> _ImageError:
             return _ImageError(
                 self._file_error(reason, image_id=img_id, field=field_), f"invalid_{field_}"
@@ -620,9 +654,9 @@ class CocoDataset:
             raise err("file_name", "missing file_name (and no coco_url)")
         if not isinstance(file_name, str) or not file_name or "\0" in file_name:
             raise err("file_name", f"file_name {_short(file_name)} is not a non-empty string")
-        if Path(file_name).is_absolute():
+        if os.path.isabs(file_name):
             raise err("file_name", f"file_name {_short(file_name)} is absolute, expected relative to the image dir")
-        return file_name, self.image_dir / file_name, sizes["width"], sizes["height"]
+        return file_name, os.path.join(self.image_dir, file_name), sizes["width"], sizes["height"]
 
     def _parse_annotation(
         self, ann: dict, ann_id: int, img_id: int, width: int, height: int

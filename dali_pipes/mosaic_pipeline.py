@@ -380,7 +380,7 @@ class MosaicLoader(CocoPipelineLoader):
         self.config = MosaicLoaderConfig(**options)
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
-        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
+        self.dataset = CocoDataset.open(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
         self.sampler = sampler = epoch_sampler(self.dataset, cfg)
         weights = sampler.repeat_factors if isinstance(sampler, RepeatFactorSampler) else np.ones(len(self.dataset))
         self.source = MosaicSource(

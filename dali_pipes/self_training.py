@@ -354,9 +354,9 @@ class SelfTrainingLoader(CopyPasteLoader):
         cfg = self.config
         _check_ratio(cfg.second_ratio)
         self.backend = resolve_backend(cfg.device)
-        self.dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
+        self.dataset = CocoDataset.open(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
         if second_annotations is not None:
-            self.second = CocoDataset(second_annotations, second_images, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
+            self.second = CocoDataset.open(second_annotations, second_images, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
         else:
             self.second = ImageDirectoryDataset(second_images, on_error=cfg.on_error)
         unknown = {a.category_id for r in self.second.records for a in r.annotations} - set(self.dataset.categories)

@@ -151,7 +151,7 @@ class CopyPasteLoader(CocoPipelineLoader):
         cfg = self.config
         self.backend = resolve_backend(cfg.device)
         if dataset is None:
-            dataset = CocoDataset(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
+            dataset = CocoDataset.open(annotation_file, image_dir, on_error=cfg.on_error, require_segmentation=not cfg.paste_by_box)
         elif dataset.on_error != cfg.on_error:
             raise ValueError(
                 f"dataset was loaded with on_error={dataset.on_error!r} but the loader has on_error={cfg.on_error!r}"

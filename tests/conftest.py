@@ -103,3 +103,16 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         faulthandler.cancel_dump_traceback_later()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Loaders cache compiled dataset indices (``CocoDataset.open``): keep the tests' in a
+    temporary directory, not in the user's cache."""
+    before = os.environ.get("DECAL_INDEX_DIR")
+    os.environ["DECAL_INDEX_DIR"] = str(tmp_path_factory.mktemp("coco_index"))
+    yield
+    if before is None:
+        os.environ.pop("DECAL_INDEX_DIR", None)
+    else:
+        os.environ["DECAL_INDEX_DIR"] = before

@@ -47,8 +47,14 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     assert lvis["build"]["images"] == 40 and lvis["build"]["instances"] == 300
     assert lvis["reopen"]["images"] == 2 * 4 and lvis["reopen"]["open_s"] >= 0
     assert lvis["reopen"]["memory_mib"]["rss"] > 0
+    assert lvis["json"]["load_s"] >= 0
+    # the loader on the cached index, its source in two spawned workers: each one's memory
+    workers = lvis["workers"]
+    assert workers["workers"] == 2 and workers["images"] == 2 * 4
+    assert len(workers["worker_memory_mib"]) == 2 and all(m["rss"] > 0 for m in workers["worker_memory_mib"])
     text = results_md.read_text()
     assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
+    assert "its source worker 2 of 2" in text
     assert "no GPU" in text
 
 

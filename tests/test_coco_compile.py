@@ -219,3 +219,64 @@ def test_factory_data_matches_pycocotools(tmp_path) -> None:
             assert got.segmentation == want["segmentation"]
             assert got.bbox == pytest.approx(tuple(want["bbox"]), abs=0)
     assert ds.index.num_instances == len(coco.anns)
+
+
+@pytest.mark.parametrize("url", [
+    "http://images.cocodataset.org/train2017/000000391895.jpg",
+    "https://images.cocodataset.org/val2017/000000000139.jpg",
+    "http://host/a.jpg",
+    "http://host//a//b.jpg",
+    "http:///split/a.jpg",
+    "http://host",
+    "http://host/dir/",
+    "http://host/a.jpg?x=1",
+    "http://host/a.jpg#frag",
+    "http://host/a;params/b.jpg",
+    "http://user@host/s/a.jpg",
+    " http://host/s/a.jpg",
+    "http://host/s/a b.jpg",
+    "HTTP://host/s/a.jpg",
+    "ftp://host/s/a.jpg",
+    "train2017/a.jpg",
+    "/abs/a.jpg",
+])
+def test_lvis_file_name_fast_path_is_urlparse(url) -> None:
+    """The shortcut for plain http(s) urls gives what urlparse's path gives."""
+    from urllib.parse import urlparse
+
+    from decal.dali_pipes.coco_reader import lvis_file_name
+
+    parts = [p for p in urlparse(url).path.split("/") if p]
+    want = "" if not parts or not Path(parts[-1]).suffix else "/".join(parts[-2:])
+    assert lvis_file_name(url) == want
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a": [1, 2.5, -0, -0.0, 1e5, 1E-3, "x\\u00e9", null, true, false, {"b": {}}]}',
+    b'{"a": NaN, "b": Infinity, "c": -Infinity}',
+    b'{"a": 123456789012345678901234567890}',  # orjson would give a float
+    b'{"a": -9223372036854775809, "b": 18446744073709551616}',
+    b'{"a": 9223372036854775807, "b": -9223372036854775808}',
+    b'{"a": 0.1234567890123456789012345}',
+    b'{"a": 1e400}',
+    b'\xef\xbb\xbf{"a": 1}',
+    '{"a": 1}'.encode("utf-16"),
+    b'{"a": "\\ud800"}',
+    b'{"a": 1, "a": 2}',
+    b'[' * 50 + b']' * 50,
+    b'{"a": 1,}',
+    b'{"a": \x01}',
+    b'',
+])
+def test_parse_json_is_the_standard_librarys(raw) -> None:
+    """Same value, or the same JSONDecodeError (message, line, column), as json.loads."""
+    from decal.dali_pipes.coco_reader import parse_json
+
+    def outcome(parse):
+        try:
+            value = parse(raw)
+        except json.JSONDecodeError as error:
+            return ("error", error.msg, error.lineno, error.colno)
+        return ("value", json.dumps(value), repr(value))
+
+    assert outcome(parse_json) == outcome(json.loads)
