@@ -16,8 +16,9 @@ without decoding anything:
   parse, validate and compile; hash and save); its reopen (memory-mapped) and the GPU path's
   per-batch host work on it (descriptors, labels, crowd flags, no file reads), CPU time per
   image; and a ``GpuMaskCopyPasteLoader`` opened on the cached index with its source in two
-  spawned worker processes, the memory of each worker — with each process's resident and
-  anonymous (heap) memory.
+  spawned worker processes, the memory of each worker; for comparison, the dataset's records
+  as Python objects (what each worker held before it mapped the index) — with each process's
+  resident and anonymous (heap) memory.
 
 Entry points: :func:`main` (``python -m decal.bench.host``) and :func:`mode_host`, the ``host``
 mode of :mod:`bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
@@ -265,6 +266,12 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
         out["loader_open_s"] = round(time.perf_counter() - t0, 3)
         out["memory_after_open_mib"] = memory()
         out.update(workers_wall_rate(loader.source, 2, batches, start_method="spawn"))
+    elif kind == "objects":
+        from decal.dali_pipes.coco_reader import CocoDataset
+
+        dataset = CocoDataset.open(json_path, image_dir, cache_dir=cache_dir)
+        records = list(dataset.records)  # what each worker held before: a CocoDataset of Python objects
+        out.update(objects_s=round(time.perf_counter() - t0, 2), images=len(records))
     out["memory_mib"] = memory()
     print(json.dumps(out), flush=True)
 
@@ -280,7 +287,7 @@ def _in_child(kind: str, json_path: Path, image_dir: Path, cache_dir: Path, batc
 
 #: The LVIS-sized steps, each in a fresh process, in this order (``build`` makes the index the
 #: later ones open).
-LVIS_STEPS = ("json", "pycocotools", "build", "reopen", "workers")
+LVIS_STEPS = ("json", "pycocotools", "build", "reopen", "workers", "objects")
 
 
 def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size: int, output_size: int, batches: int) -> dict[str, Any]:
@@ -342,6 +349,9 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| GpuMaskCopyPasteLoader opened on the cached index (main process) | {workers['loader_open_s']} | {workers['memory_after_open_mib']['rss']} | {workers['memory_after_open_mib'].get('anonymous', '—')} |")
             for k, mem in enumerate(workers.get("worker_memory_mib", [])):
                 lines.append(f"| its source worker {k + 1} of 2 (spawn), after {workers['images']} timed images | | {mem['rss']} ({mem['hwm']}) | {mem.get('anonymous', '—')} |")
+        objects = lvis["objects"]
+        if "error" not in objects:
+            lines.append(f"| for comparison: the same records as Python objects (ImageRecord, InstanceAnnotation, polygon lists), what each worker held before | {objects['objects_s']} | {objects['memory_mib']['rss']} ({objects['memory_mib']['hwm']}) | {objects['memory_mib'].get('anonymous', '—')} |")
         for name in LVIS_STEPS:
             if "error" in lvis[name]:
                 lines.append(f"| {name} | error: {lvis[name]['error']} | | |")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .coco_index import CocoIndex, IndexBuilder
+from .coco_index import CocoIndex, IndexBuilder, polygon_part_areas
 from .coco_reader import INT64_MAX, INT64_MIN, ReaderStats, _ImageError, _is_id, _is_int, _short
 from .errors import DatasetError
 
@@ -59,6 +59,7 @@ class PolygonPrescan(NamedTuple):
         boxes: (A, 4) float64, annotation ``j``'s box as the reader makes it: ``(x, y,
             (x+w)-x, (y+h)-y)`` of its ``bbox``, or the extent of its vertices when it has
             none or an empty one.
+        areas: (A,) float64, annotation ``j``'s area: the sum of its polygons' shoelace areas.
         coords: (2V,) float64 ``x, y`` of every checked polygon, in json order.
         part_lengths: (P,) int64 vertices per polygon.
     """
@@ -67,6 +68,7 @@ class PolygonPrescan(NamedTuple):
     part_start: np.ndarray
     part_count: np.ndarray
     boxes: np.ndarray
+    areas: np.ndarray
     coords: np.ndarray
     part_lengths: np.ndarray
 
@@ -127,8 +129,7 @@ def polygon_prescan(annotations: list, sizes: dict[int, tuple[int, int]]) -> Pol
     vert_lengths = lengths // 2
     nonempty = np.flatnonzero(lengths > 0)
     vstarts = _offsets(vert_lengths)[:-1][nonempty]
-    pts = coords.reshape(-1, 2)
-    xs, ys = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
+    xs, ys = coords[0::2], coords[1::2]
     p_xmin = np.full(len(parts), np.inf)
     p_xmax = np.full(len(parts), -np.inf)
     p_ymin = np.full(len(parts), np.inf)
@@ -140,11 +141,7 @@ def polygon_prescan(annotations: list, sizes: dict[int, tuple[int, int]]) -> Pol
             p_xmax[nonempty] = np.maximum.reduceat(xs, vstarts)
             p_ymin[nonempty] = np.minimum.reduceat(ys, vstarts)
             p_ymax[nonempty] = np.maximum.reduceat(ys, vstarts)
-            cross = np.empty(len(xs))
-            cross[:-1] = xs[:-1] * ys[1:] - xs[1:] * ys[:-1]
-            last = vstarts + vert_lengths[nonempty] - 1  # each polygon closes onto its first vertex
-            cross[last] = xs[last] * ys[vstarts] - xs[vstarts] * ys[last]
-            area[nonempty] = 0.5 * np.abs(np.add.reduceat(cross, vstarts))
+            area[nonempty] = polygon_part_areas(xs, ys, vstarts, vert_lengths[nonempty])
     part_ok &= np.isfinite(p_xmin) & np.isfinite(p_xmax) & np.isfinite(p_ymin) & np.isfinite(p_ymax)
     cand_w = np.array([w for w, _ in wh], np.float64).reshape(-1)
     cand_h = np.array([h for _, h in wh], np.float64).reshape(-1)
@@ -177,8 +174,10 @@ def polygon_prescan(annotations: list, sizes: dict[int, tuple[int, int]]) -> Pol
     part_count[index] = n_parts
     all_boxes = np.zeros((n_ann, 4))
     all_boxes[index] = boxes
-    return PolygonPrescan(ok=ok, part_start=part_start, part_count=part_count, boxes=all_boxes, coords=coords,
-                          part_lengths=vert_lengths)
+    areas = np.zeros(n_ann)
+    areas[index] = cand_area
+    return PolygonPrescan(ok=ok, part_start=part_start, part_count=part_count, boxes=all_boxes, areas=areas,
+                          coords=coords, part_lengths=vert_lengths)
 
 
 def _bbox_scan(bboxes: list, widths: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,9 +185,10 @@ def _bbox_scan(bboxes: list, widths: np.ndarray, heights: np.ndarray) -> tuple[n
     ``None`` (box 0) or 4 plain numbers, finite, ``w, h >= 0`` and inside the image (no
     clipping); the box is the reader's ``(x, y, (x+w)-x, (y+h)-y)``."""
     n = len(bboxes)
-    is_none = np.fromiter((b is None for b in bboxes), bool, n)
-    shaped = np.fromiter((type(b) is list and len(b) == 4 for b in bboxes), bool, n)
-    listed = np.flatnonzero(shaped)
+    is_none = np.array([b is None for b in bboxes], bool).reshape(-1)
+    listed = np.array([k for k, b in enumerate(bboxes) if type(b) is list and len(b) == 4], np.int64)
+    shaped = np.zeros(n, bool)
+    shaped[listed] = True
     chosen = [bboxes[k] for k in listed.tolist()]
     flat = list(itertools.chain.from_iterable(chosen))
     if not set(map(type, flat)) <= {float}:
@@ -257,10 +257,13 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
 
     if vectorised:
         scan = polygon_prescan(annotations, {i: (p[2], p[3]) for i, p in parsed.items()})
-        builder = IndexBuilder(scan.coords, scan.part_lengths, scan.part_start, scan.part_count, scan.boxes)
+        builder = IndexBuilder(scan.coords, scan.part_lengths, scan.part_start, scan.part_count, scan.boxes,
+                               scan.areas)
         fast = scan.ok.tolist()
     else:
         builder, fast = IndexBuilder(), [False] * len(annotations)
+    add_image, add_ann, add_label = builder.image_id.append, builder.ann_id.append, builder.label.append
+    add_crowd, add_source = builder.crowd.append, builder.source.append
     pending_drops: dict[int, Counter] = {}
     pending_clipped: Counter = Counter()
     seen_ann: dict[int, int] = {}  # annotation id -> image id
@@ -302,7 +305,8 @@ def compile_annotations(reader: "CocoDataset", images: list, annotations: list, 
             cat = ann.get("category_id")
             crowd = ann.get("iscrowd", 0)
             if type(cat) is int and cat in categories and type(crowd) is int and (crowd == 0 or crowd == 1):
-                builder.add_checked(img_id, ann_id, cat, crowd == 1, j)
+                # builder.add_checked, inlined (once per annotation)
+                add_image(img_id), add_ann(ann_id), add_label(cat), add_crowd(crowd == 1), add_source(j)
                 continue
         try:
             inst, status = reader._parse_annotation(ann, ann_id, img_id, width, height)

@@ -322,20 +322,30 @@ def _rebuild(cls: type, values: dict[str, Any]) -> CocoIndex:
     return cls(**values)
 
 
-def _polygon_areas(verts: np.ndarray, vert_offsets: np.ndarray, part_offsets: np.ndarray) -> np.ndarray:
-    """(N,) float64: per instance, the sum of its polygons' absolute shoelace areas."""
-    x, y = verts[:, 0], verts[:, 1]
-    starts = vert_offsets[:-1]
-    nxt = np.arange(1, len(verts) + 1)
-    nxt[vert_offsets[1:] - 1] = starts  # each polygon closes onto its first vertex
-    cross = x * y[nxt] - x[nxt] * y
-    part_area = 0.5 * np.abs(np.add.reduceat(cross, starts)) if len(starts) else np.zeros(0)
-    per_inst = np.zeros(len(part_offsets) - 1)
-    has_parts = np.diff(part_offsets) > 0
-    if len(part_area):
-        sums = np.add.reduceat(part_area, part_offsets[:-1][has_parts])
-        per_inst[has_parts] = sums
-    return per_inst
+def polygon_part_areas(xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                       chunk: int = 1 << 18) -> np.ndarray:
+    """(P,) float64 absolute shoelace area of each polygon: vertices ``[starts[p], starts[p] +
+    lengths[p])`` of ``xs``/``ys`` (V,) float64 pixels, polygons back to back, every length >= 1.
+
+    Worked through in runs of whole polygons of about ``chunk`` vertices, so the temporaries
+    stay small (a polygon's area does not depend on the runs)."""
+    starts = np.asarray(starts, np.int64)
+    ends = starts + np.asarray(lengths, np.int64)
+    out = np.empty(len(starts))
+    k0 = 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        while k0 < len(starts):
+            k1 = max(k0 + 1, int(np.searchsorted(starts, starts[k0] + chunk)))
+            v0, v1 = int(starts[k0]), int(ends[k1 - 1])
+            x, y = xs[v0:v1], ys[v0:v1]
+            cross = np.empty(v1 - v0)
+            np.multiply(x[:-1], y[1:], out=cross[:-1])
+            cross[:-1] -= x[1:] * y[:-1]
+            first, last = starts[k0:k1] - v0, ends[k0:k1] - 1 - v0  # each polygon closes onto its first vertex
+            cross[last] = x[last] * y[first] - x[first] * y[last]
+            out[k0:k1] = 0.5 * np.abs(np.add.reduceat(cross, first))
+            k0 = k1
+    return out
 
 
 def _box_pixels(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
@@ -362,11 +372,14 @@ class IndexBuilder:
         part_lengths: (P,) int64 vertices per polygon.
         part_start, part_count: (A,) int64 each annotation's polygons.
         boxes: (A, 4) float64 each annotation's ``(x, y, w, h)`` box.
+        areas: (A,) float64 each annotation's area, the sum of its polygons' shoelace areas
+            (:func:`polygon_part_areas`, summed in order: what :meth:`build` computes for the
+            others).
     """
 
     def __init__(self, coords: np.ndarray | None = None, part_lengths: np.ndarray | None = None,
                  part_start: np.ndarray | None = None, part_count: np.ndarray | None = None,
-                 boxes: np.ndarray | None = None) -> None:
+                 boxes: np.ndarray | None = None, areas: np.ndarray | None = None) -> None:
         def arr(v: Any, dtype: Any, shape: tuple[int, ...] = (0,)) -> np.ndarray:
             return np.zeros(shape, dtype) if v is None else np.asarray(v, dtype)
 
@@ -375,6 +388,7 @@ class IndexBuilder:
         self._part_start = arr(part_start, np.int64)
         self._part_count = arr(part_count, np.int64)
         self._boxes = arr(boxes, np.float64, (0, 4)).reshape(-1, 4)
+        self._areas = arr(areas, np.float64)
         self.image_id: list[int] = []
         self.ann_id: list[int] = []
         self.label: list[int] = []
@@ -464,9 +478,11 @@ class IndexBuilder:
             rle_area[k] = float(runs[1::2].sum())
 
         areas = boxes[:, 2] * boxes[:, 3]
-        if len(verts):
-            poly = np.flatnonzero(kinds == POLYGON)
-            areas[poly] = _polygon_areas(verts, vert_offsets, part_offsets)[poly]
+        areas[checked] = self._areas[source[checked]]
+        added_poly = added_rows[kinds[added_rows] == POLYGON]
+        if len(added_poly):  # their polygons are the extra ones, back to back in row order
+            part_area = polygon_part_areas(extra[0::2], extra[1::2], _offsets(extra_lengths)[:-1], extra_lengths)
+            areas[added_poly] = np.add.reduceat(part_area, part_start[added_poly] - n_pre)
         for k, a in rle_area.items():
             areas[k] = a
         names = [name.encode() for _, name, _, _ in images]
