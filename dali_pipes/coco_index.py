@@ -1,11 +1,12 @@
 """A compiled COCO / LVIS dataset index: the validated annotations as packed NumPy arrays.
 
-:class:`~decal.dali_pipes.coco_reader.CocoDataset` parses and validates the json into one
-Python object per image and per instance. That is the right shape for checking input, and the
-wrong one for a source that must describe thousands of images per second: every batch walks
-Python lists of annotations. :class:`CocoIndex` holds the same kept images and instances
-(built *from* a validated ``CocoDataset``, so its errors, skips and counts are the reader's)
-as flat arrays, so a batch's instance data is gathered by slicing:
+A source that must describe thousands of images per second cannot walk Python lists of
+annotations. :class:`CocoIndex` holds the kept images and instances of a json as flat arrays,
+so a batch's instance data is gathered by slicing. It is what
+:class:`~decal.dali_pipes.coco_reader.CocoDataset` compiles the json into
+(:mod:`~decal.dali_pipes.coco_compile`, with the reader's errors, skips and counts;
+:class:`IndexBuilder` packs the rows), and :class:`IndexRecords` gives the reader's
+:class:`~decal.dali_pipes.coco_reader.ImageRecord` view of it:
 
 Per image (I images, in ``dataset.records`` order):
 
