@@ -905,6 +905,16 @@ class CocoDataset:
 
     # ------------------------------------------------------------------ statistics
 
+    def image_category_ids(self) -> list[frozenset[int]]:
+        """Per record, in order, its :attr:`ImageRecord.category_ids` (non-crowd category
+        ids), read from the index without building the records."""
+        if self.index is None:
+            return [r.category_ids for r in self.records]
+        labels = np.asarray(self.index.labels)
+        crowd = np.asarray(self.index.iscrowd) != 0
+        kept_before = np.concatenate([[0], np.cumsum(~crowd)])[np.asarray(self.index.inst_offsets)]
+        return [frozenset(part.tolist()) for part in np.split(labels[~crowd], kept_before[1:-1])]
+
     def category_image_counts(self) -> dict[int, int]:
         """Category id -> number of kept images with at least one non-crowd instance of
         it (every category of the json is a key; absent ones count 0). Used for repeat

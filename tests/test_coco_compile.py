@@ -297,3 +297,12 @@ def test_polygon_part_areas_in_runs_equal_one_pass() -> None:
     for p in (0, 17, 499):
         x, y = xy[starts[p] : starts[p] + lengths[p]].T
         assert whole[p] == pytest.approx(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)), rel=1e-12)
+
+
+def test_image_category_ids_are_the_records(tmp_path) -> None:
+    """Read from the index, per image: the non-crowd category ids its record gives."""
+    json_path, image_dir = write_coco_dataset(tmp_path, num_images=12, instances_per_image=(0, 6), seed=3)
+    ds = CocoDataset(json_path, image_dir)
+    assert any(a.iscrowd for r in ds.records for a in r.annotations)
+    assert ds.image_category_ids() == [r.category_ids for r in ds.records]
+    assert any(not ids for ids in ds.image_category_ids())  # image 0 has no instance
