@@ -68,6 +68,20 @@ def memory(pid: int | str = "self") -> dict[str, float]:
     return out
 
 
+def mapped_mib(pid: int | str, directory: str | Path) -> float:
+    """Resident MiB of a process's file mappings under ``directory`` (``/proc/<pid>/smaps``):
+    the pages of a memory-mapped index it has touched (page cache, shared by every process)."""
+    prefix, inside, total = str(directory).rstrip("/") + "/", False, 0
+    with open(f"/proc/{pid}/smaps") as handle:
+        for line in handle:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):  # a mapping's header line
+                inside = line.rstrip("\n").split(None, 5)[-1].startswith(prefix)
+            elif inside and head == "Rss:":
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
 def child_pids() -> list[int]:
     """The ids of this process's children (``/proc/self/task/*/children``)."""
     pids: list[int] = []
@@ -117,10 +131,12 @@ def columns_thread_rate(source: Any, batches: int) -> dict[str, Any]:
 
 
 def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2, *,
-                      start_method: str = "fork") -> dict[str, Any]:
+                      start_method: str = "fork", index_dir: str | Path | None = None) -> dict[str, Any]:
     """Wall-clock images/s of a DALI pipeline that only runs ``source`` (in DALI's thread with
     ``workers=0``, else in that many worker processes started with ``start_method``), and the
-    memory of each worker process (:func:`memory`) after the timed batches."""
+    memory of each worker process (:func:`memory`; with ``index_dir``, ``index`` is the
+    resident part of its mapping of the index there, :func:`mapped_mib`) after the timed
+    batches."""
     from nvidia.dali import fn, pipeline_def
 
     from decal.dali_pipes.epoch_source import LoaderPosition
@@ -161,6 +177,8 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2, 
             if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue  # multiprocessing's helper, not a worker
             worker_memory.append(memory(pid))
+            if index_dir is not None:
+                worker_memory[-1]["index"] = mapped_mib(pid, index_dir)
         except OSError:  # exited meanwhile
             continue
     del pipe
@@ -265,7 +283,8 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
                                         device="cpu", seed=0)
         out["loader_open_s"] = round(time.perf_counter() - t0, 3)
         out["memory_after_open_mib"] = memory()
-        out.update(workers_wall_rate(loader.source, 2, batches, start_method="spawn"))
+        out.update(workers_wall_rate(loader.source, 2, batches, start_method="spawn",
+                                     index_dir=loader.dataset.index.directory))
     elif kind == "objects":
         from decal.dali_pipes.coco_reader import CocoDataset
 
@@ -348,7 +367,7 @@ def markdown(results: dict[str, Any]) -> str:
         if "error" not in workers:
             lines.append(f"| GpuMaskCopyPasteLoader opened on the cached index (main process) | {workers['loader_open_s']} | {workers['memory_after_open_mib']['rss']} | {workers['memory_after_open_mib'].get('anonymous', '—')} |")
             for k, mem in enumerate(workers.get("worker_memory_mib", [])):
-                lines.append(f"| its source worker {k + 1} of 2 (spawn), after {workers['images']} timed images | | {mem['rss']} ({mem['hwm']}) | {mem.get('anonymous', '—')} |")
+                lines.append(f"| its source worker {k + 1} of 2 (spawn), after {workers['images']} timed images; of its RSS, index pages: {mem.get('index', '—')} MiB | | {mem['rss']} ({mem['hwm']}) | {mem.get('anonymous', '—')} |")
         objects = lvis["objects"]
         if "error" not in objects:
             lines.append(f"| for comparison: the same records as Python objects (ImageRecord, InstanceAnnotation, polygon lists), what each worker held before | {objects['objects_s']} | {objects['memory_mib']['rss']} ({objects['memory_mib']['hwm']}) | {objects['memory_mib'].get('anonymous', '—')} |")

@@ -51,7 +51,8 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     # the loader on the cached index, its source in two spawned workers: each one's memory
     workers = lvis["workers"]
     assert workers["workers"] == 2 and workers["images"] == 2 * 4
-    assert len(workers["worker_memory_mib"]) == 2 and all(m["rss"] > 0 for m in workers["worker_memory_mib"])
+    assert len(workers["worker_memory_mib"]) == 2
+    assert all(m["rss"] > 0 and m["index"] > 0 for m in workers["worker_memory_mib"])
     text = results_md.read_text()
     assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
     assert "its source worker 2 of 2" in text
