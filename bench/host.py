@@ -309,9 +309,12 @@ def _in_child(kind: str, json_path: Path, image_dir: Path, cache_dir: Path, batc
 LVIS_STEPS = ("json", "pycocotools", "build", "reopen", "workers", "objects")
 
 
-def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size: int, output_size: int, batches: int) -> dict[str, Any]:
-    """Generate (once) the LVIS-sized json and time pycocotools, the index build and its reopen,
-    each in a fresh process. The index cache is emptied first, so the build is a cold one."""
+def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size: int, output_size: int, batches: int,
+                 ab_rounds: int = 0) -> dict[str, Any]:
+    """Generate (once) the LVIS-sized json and time the :data:`LVIS_STEPS`, each in a fresh
+    process. The index cache is emptied first, so the build is a cold one. Then ``ab_rounds``
+    rounds of pycocotools' load and a cold build, alternating (on a shared machine one pair of
+    figures says little)."""
     import shutil
 
     from .lvis_synth import make_lvis_like
@@ -326,6 +329,18 @@ def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size:
         result[kind] = _in_child(kind, json_path, image_dir, cache, batch_size, output_size, batches)
     if "load_s" in result["pycocotools"] and "total_s" in result["build"]:
         result["build_over_pycocotools"] = round(result["build"]["total_s"] / result["pycocotools"]["load_s"], 2)
+    rounds = []
+    for k in range(ab_rounds):
+        print(f"decal bench host: LVIS-sized A/B round {k + 1} of {ab_rounds} ...", flush=True)
+        pair: dict[str, Any] = {}
+        for kind in ("pycocotools", "build"):
+            if kind == "build":
+                shutil.rmtree(cache, ignore_errors=True)
+            pair[f"load_before_{kind}"] = round(os.getloadavg()[0], 1)
+            pair[kind] = _in_child(kind, json_path, image_dir, cache, batch_size, output_size, batches)
+        rounds.append(pair)
+    if rounds:
+        result["ab_rounds"] = rounds
     return result
 
 
@@ -374,6 +389,17 @@ def markdown(results: dict[str, Any]) -> str:
         for name in LVIS_STEPS:
             if "error" in lvis[name]:
                 lines.append(f"| {name} | error: {lvis[name]['error']} | | |")
+        rounds = [r for r in lvis.get("ab_rounds", []) if "load_s" in r["pycocotools"] and "total_s" in r["build"]]
+        if rounds:
+            lines += ["", "Alternating rounds (each step in a fresh process, cold build):", "",
+                      "| round | pycocotools load s | index build s | build / pycocotools | 1-min load before (pycocotools / build) |",
+                      "| --- | ---: | ---: | ---: | ---: |"]
+            for k, r in enumerate(rounds, 1):
+                c, b = r["pycocotools"]["load_s"], r["build"]["total_s"]
+                lines.append(f"| {k} | {c} | {b} | {round(b / c, 2)} | {r['load_before_pycocotools']} / {r['load_before_build']} |")
+            total_c = sum(r["pycocotools"]["load_s"] for r in rounds)
+            total_b = sum(r["build"]["total_s"] for r in rounds)
+            lines.append(f"| all | {round(total_c, 2)} | {round(total_b, 2)} | {round(total_b / total_c, 2)} | |")
         if "build_over_pycocotools" in lvis:
             lines += ["", f"Index build / pycocotools load = {lvis['build_over_pycocotools']}; index on disk "
                           f"{round(build['index_bytes'] / 2**20, 1)} MiB."]
@@ -390,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-workers", default="1,2", help="comma-separated worker counts")
     p.add_argument("--lvis-images", type=int, default=0, help="LVIS-sized json: images (0: skip that part)")
     p.add_argument("--lvis-instances", type=int, default=1_200_000, help="LVIS-sized json: instances")
+    p.add_argument("--lvis-ab-rounds", type=int, default=0,
+                   help="then this many alternating rounds of pycocotools load / cold index build")
     p.add_argument("--lvis-root", type=Path, default=Path("bench/lvis_like"), help="where the LVIS-sized json goes")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for host.json")
     p.add_argument("--append-results", type=Path, default=None, help="append the Markdown to this file")
@@ -404,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cpu_batch_size < 1 or args.host_batches < 1 or args.output_size < 1:
         print("decal bench host: --cpu-batch-size, --host-batches and --output-size must be >= 1", file=sys.stderr)
         return 2
+    if args.lvis_ab_rounds < 0:
+        print("decal bench host: --lvis-ab-rounds must be >= 0", file=sys.stderr)
+        return 2
     data = make_bench_dataset(args.data, args.num_images)
     cpu = f"{os.cpu_count()}-core CPU {platform.processor() or platform.machine()}"
     results: dict[str, Any] = {
@@ -417,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["lvis_size"] = f"{args.lvis_images} images, {args.lvis_instances} instances"
         results["lvis"] = lvis_figures(args.lvis_root, args.lvis_images, args.lvis_instances,
                                        batch_size=args.cpu_batch_size, output_size=args.output_size,
-                                       batches=args.host_batches)
+                                       batches=args.host_batches, ab_rounds=args.lvis_ab_rounds)
     results["load_after"] = [round(v, 2) for v in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "host.json").write_text(json.dumps(results, indent=2))
