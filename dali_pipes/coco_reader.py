@@ -493,25 +493,19 @@ class CocoDataset:
 
     @classmethod
     def open(
-        cls,
-        annotation_file: str | Path,
-        image_dir: str | Path,
-        *,
-        on_error: Literal["raise", "skip"] = "raise",
-        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-        require_segmentation: bool = True,
-        cache_dir: str | Path | None = None,
+        cls, annotation_file: str | Path, image_dir: str | Path, *, cache_dir: str | Path | None = None,
+        **reader_options: Any,
     ) -> "CocoDataset":
         """The dataset on its cached, memory-mapped index
-        (:func:`~decal.dali_pipes.coco_index.open_index`): the json is parsed and validated
-        only when it changed; what the loaders use, so that their worker processes share one
-        copy of the index in the page cache instead of each holding Python objects."""
+        (:func:`~decal.dali_pipes.coco_index.open_index`, in ``cache_dir``): the json is parsed
+        and validated only when it changed; what the loaders use, so that their worker
+        processes share one copy of the index in the page cache instead of each holding Python
+        objects. ``reader_options``: the constructor's ``on_error``, ``max_image_pixels`` and
+        ``require_segmentation``."""
         from .coco_index import open_index
 
-        index = open_index(annotation_file, image_dir, on_error=on_error, max_image_pixels=max_image_pixels,
-                           require_segmentation=require_segmentation, cache_dir=cache_dir)
-        return cls.from_index(index, annotation_file, image_dir, on_error=on_error,
-                              max_image_pixels=max_image_pixels, require_segmentation=require_segmentation)
+        index = open_index(annotation_file, image_dir, cache_dir=cache_dir, **reader_options)
+        return cls.from_index(index, annotation_file, image_dir, **reader_options)
 
     @classmethod
     def from_index(
