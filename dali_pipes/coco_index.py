@@ -64,7 +64,6 @@ describes them, and :func:`batch_descriptors` gives the same
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -79,14 +78,8 @@ from ..kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_tab
 from ..kernels.mask_geometry import SampleGeometry, source_columns, source_rows
 from ..kernels.rasterize_polygons import upsample_vertices
 from ..kernels.rle_decode import box_toggles
-from .coco_reader import (
-    DEFAULT_MAX_IMAGE_PIXELS,
-    CocoDataset,
-    ImageRecord,
-    InstanceAnnotation,
-    ReaderStats,
-    decode_rle_string,
-)
+from .coco_compile import BOX, POLYGON, RLE, IndexBuilder, JsonCompiler
+from .coco_records import DEFAULT_MAX_IMAGE_PIXELS, ImageRecord, InstanceAnnotation, ReaderStats, offsets, ranges
 
 __all__ = [
     "POLYGON",
@@ -102,8 +95,6 @@ __all__ = [
     "IndexRecords",
 ]
 
-#: Instance kinds (:attr:`CocoIndex.kinds`).
-POLYGON, RLE, BOX = 0, 1, 2
 #: Bumped whenever the arrays' layout or meaning changes (part of the cache key).
 FORMAT_VERSION = 2
 _COMPLETE = "meta.json"
@@ -115,23 +106,6 @@ def default_index_dir() -> Path:
         return Path(os.environ["DECAL_INDEX_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "decal" / "coco_index"
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(s, s + n)`` for each (s, n), (sum n,) int64."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    ends = np.cumsum(lengths)
-    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
-    return np.arange(total, dtype=np.int64) + shift
-
-
-def _offsets(lengths: Any) -> np.ndarray:
-    out = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=out[1:])
-    return out
 
 
 @dataclass(frozen=True)
@@ -184,10 +158,10 @@ class CocoIndex:
         for rec in dataset.records:
             for ann in rec.annotations:
                 builder.add(rec.image_id, ann)
-        return builder.build(
+        return cls(**builder.build(
             [(r.image_id, r.file_name, r.width, r.height) for r in dataset.records],
             dataset.image_dir, dict(dataset.categories), dataset.stats,
-        )
+        ))
 
     # ------------------------------------------------------------------ disk
 
@@ -323,197 +297,6 @@ def _rebuild(cls: type, values: dict[str, Any]) -> CocoIndex:
     return cls(**values)
 
 
-def polygon_part_areas(xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-                       chunk: int = 1 << 18) -> np.ndarray:
-    """(P,) float64 absolute shoelace area of each polygon: vertices ``[starts[p], starts[p] +
-    lengths[p])`` of ``xs``/``ys`` (V,) float64 pixels, polygons back to back, every length >= 1.
-
-    Worked through in runs of whole polygons of about ``chunk`` vertices, so the temporaries
-    stay small (a polygon's area does not depend on the runs)."""
-    starts = np.asarray(starts, np.int64)
-    ends = starts + np.asarray(lengths, np.int64)
-    out = np.empty(len(starts))
-    k0 = 0
-    with np.errstate(invalid="ignore", over="ignore"):
-        while k0 < len(starts):
-            k1 = max(k0 + 1, int(np.searchsorted(starts, starts[k0] + chunk)))
-            v0, v1 = int(starts[k0]), int(ends[k1 - 1])
-            x, y = xs[v0:v1], ys[v0:v1]
-            cross = np.empty(v1 - v0)
-            np.multiply(x[:-1], y[1:], out=cross[:-1])
-            cross[:-1] -= x[1:] * y[:-1]
-            first, last = starts[k0:k1] - v0, ends[k0:k1] - 1 - v0  # each polygon closes onto its first vertex
-            cross[last] = x[last] * y[first] - x[first] * y[last]
-            out[k0:k1] = 0.5 * np.abs(np.add.reduceat(cross, first))
-            k0 = k1
-    return out
-
-
-def _box_pixels(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """(N, 4) int32 ``[x0, y0, x1, y1)``: the pixels whose centres lie in each half-open box
-    (the reader's ``_box_mask`` rule)."""
-    x, y, w, h = boxes.T
-    x0 = np.maximum(0, np.ceil(x - 0.5))
-    x1 = np.minimum(widths, np.ceil(x + w - 0.5))
-    y0 = np.maximum(0, np.ceil(y - 0.5))
-    y1 = np.minimum(heights, np.ceil(y + h - 0.5))
-    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32).reshape(-1, 4)
-
-
-class IndexBuilder:
-    """Collects validated instances in json annotation order and packs them into a
-    :class:`CocoIndex` (instances grouped by image, in json order within an image).
-
-    An instance is either one of the annotations a compiler has already checked and
-    converted in bulk (:meth:`add_checked`: its polygons and box come from the arrays given
-    here) or an :class:`~decal.dali_pipes.coco_reader.InstanceAnnotation` (:meth:`add`).
-
-    Args (the bulk-converted annotations; A annotations, P polygons, V vertices):
-        coords: (2V,) float64 ``x0, y0, x1, y1, ...`` of their polygons.
-        part_lengths: (P,) int64 vertices per polygon.
-        part_start, part_count: (A,) int64 each annotation's polygons.
-        boxes: (A, 4) float64 each annotation's ``(x, y, w, h)`` box.
-        areas: (A,) float64 each annotation's area, the sum of its polygons' shoelace areas
-            (:func:`polygon_part_areas`, summed in order: what :meth:`build` computes for the
-            others).
-    """
-
-    def __init__(self, coords: np.ndarray | None = None, part_lengths: np.ndarray | None = None,
-                 part_start: np.ndarray | None = None, part_count: np.ndarray | None = None,
-                 boxes: np.ndarray | None = None, areas: np.ndarray | None = None) -> None:
-        def arr(v: Any, dtype: Any, shape: tuple[int, ...] = (0,)) -> np.ndarray:
-            return np.zeros(shape, dtype) if v is None else np.asarray(v, dtype)
-
-        self._coords = arr(coords, np.float64)
-        self._part_lengths = arr(part_lengths, np.int64)
-        self._part_start = arr(part_start, np.int64)
-        self._part_count = arr(part_count, np.int64)
-        self._boxes = arr(boxes, np.float64, (0, 4)).reshape(-1, 4)
-        self._areas = arr(areas, np.float64)
-        self.image_id: list[int] = []
-        self.ann_id: list[int] = []
-        self.label: list[int] = []
-        self.crowd: list[bool] = []
-        self.source: list[int] = []  # j >= 0: checked annotation j; -1 - k: k-th added one
-        self._added: list[Any] = []
-        self._extra_parts: list[list[float]] = []
-
-    def add_checked(self, image_id: int, ann_id: int, label: int, crowd: bool, j: int) -> None:
-        """Bulk-checked annotation ``j`` (a polygon instance), with its validated scalars."""
-        self.image_id.append(image_id)
-        self.ann_id.append(ann_id)
-        self.label.append(label)
-        self.crowd.append(crowd)
-        self.source.append(j)
-
-    def add(self, image_id: int, ann: Any) -> None:
-        """One :class:`~decal.dali_pipes.coco_reader.InstanceAnnotation` of image ``image_id``."""
-        self.image_id.append(image_id)
-        self.ann_id.append(ann.ann_id)
-        self.label.append(ann.category_id)
-        self.crowd.append(bool(ann.iscrowd))
-        self.source.append(-1 - len(self._added))
-        self._added.append(ann)
-
-    def build(self, images: Sequence[tuple[int, str, int, int]], image_dir: str | Path,
-              categories: dict[int, dict], stats: ReaderStats) -> CocoIndex:
-        """The index of the kept ``images`` (``(image_id, file_name, width, height)`` in
-        json order); instances of other image ids are left out."""
-        position = {image_id: k for k, (image_id, _, _, _) in enumerate(images)}
-        row_image = np.fromiter(map(position.get, self.image_id, itertools.repeat(-1)), np.int64, len(self.image_id))
-        kept = np.flatnonzero(row_image >= 0)
-        rows = kept[np.argsort(row_image[kept], kind="stable")]
-        n_inst = np.bincount(row_image[rows], minlength=len(images))
-        widths = np.array([w for _, _, w, _ in images], np.int64).reshape(-1)
-        heights = np.array([h for _, _, _, h in images], np.int64).reshape(-1)
-        source = np.array(self.source, np.int64).reshape(-1)[rows]
-        checked = source >= 0
-        added_rows = np.flatnonzero(~checked)
-        added = [self._added[k] for k in (-1 - source[added_rows]).tolist()]
-
-        # per instance: kind, box, polygons (checked ones first in the parts table)
-        kinds = np.full(len(rows), POLYGON, np.uint8)
-        boxes = np.zeros((len(rows), 4), np.float64)
-        part_start = np.zeros(len(rows), np.int64)
-        part_count = np.zeros(len(rows), np.int64)
-        boxes[checked] = self._boxes[source[checked]]
-        part_start[checked] = self._part_start[source[checked]]
-        part_count[checked] = self._part_count[source[checked]]
-        extra_parts: list[list[float]] = []
-        n_pre = len(self._part_lengths)
-        for k, ann in zip(added_rows.tolist(), added):
-            boxes[k] = ann.bbox
-            seg = ann.segmentation
-            if isinstance(seg, list):
-                part_start[k], part_count[k] = n_pre + len(extra_parts), len(seg)
-                extra_parts.extend(seg)
-            else:
-                kinds[k] = BOX if seg is None else RLE
-        extra_lengths = np.fromiter((len(p) >> 1 for p in extra_parts), np.int64, len(extra_parts))
-        extra = np.fromiter(itertools.chain.from_iterable(extra_parts), np.float64, 2 * int(extra_lengths.sum()))
-        all_coords = np.concatenate([self._coords, extra]).reshape(-1, 2)
-        lengths = np.concatenate([self._part_lengths, extra_lengths])
-        starts = _offsets(lengths)[:-1]
-        parts = _ranges(part_start, part_count)
-        verts = all_coords[_ranges(starts[parts], lengths[parts])]
-        vert_offsets = _offsets(lengths[parts])
-        part_offsets = _offsets(part_count)
-
-        # RLE: toggles (every RLE) and the json's compressed strings
-        n_toggles = np.zeros(len(rows), np.int64)
-        text_lengths = np.zeros(len(rows), np.int64)
-        toggles, texts = [], []
-        rle_area: dict[int, float] = {}
-        for k, ann in zip(added_rows.tolist(), added):
-            if kinds[k] != RLE:
-                continue
-            counts = ann.segmentation["counts"]
-            if isinstance(counts, (str, bytes)):
-                text = counts.encode() if isinstance(counts, str) else counts
-                texts.append(text)
-                text_lengths[k] = len(text)
-                counts = decode_rle_string(text.decode())
-            runs = np.asarray(counts, dtype=np.int64)
-            toggles.append(np.cumsum(runs)[:-1].astype(np.int32))
-            n_toggles[k] = len(runs) - 1
-            rle_area[k] = float(runs[1::2].sum())
-
-        areas = boxes[:, 2] * boxes[:, 3]
-        areas[checked] = self._areas[source[checked]]
-        added_poly = added_rows[kinds[added_rows] == POLYGON]
-        if len(added_poly):  # their polygons are the extra ones, back to back in row order
-            part_area = polygon_part_areas(extra[0::2], extra[1::2], _offsets(extra_lengths)[:-1], extra_lengths)
-            areas[added_poly] = np.add.reduceat(part_area, part_start[added_poly] - n_pre)
-        for k, a in rle_area.items():
-            areas[k] = a
-        names = [name.encode() for _, name, _, _ in images]
-        return CocoIndex(
-            image_ids=np.array([i for i, _, _, _ in images], np.int64).reshape(-1),
-            heights=heights.astype(np.int32),
-            widths=widths.astype(np.int32),
-            name_offsets=_offsets([len(n) for n in names]),
-            names=np.frombuffer(b"".join(names), np.uint8).copy(),
-            inst_offsets=_offsets(n_inst),
-            ann_ids=np.array(self.ann_id, np.int64)[rows],
-            labels=np.array(self.label, np.int64)[rows],
-            iscrowd=np.array(self.crowd, np.uint8)[rows],
-            areas=areas,
-            boxes=boxes,
-            box_pixels=_box_pixels(boxes, np.repeat(heights, n_inst), np.repeat(widths, n_inst)),
-            kinds=kinds,
-            part_offsets=part_offsets,
-            vert_offsets=vert_offsets,
-            verts=verts,
-            toggle_offsets=_offsets(n_toggles),
-            toggles=np.concatenate(toggles) if toggles else np.zeros(0, np.int32),
-            rle_text_offsets=_offsets(text_lengths),
-            rle_text=np.frombuffer(b"".join(texts), np.uint8).copy(),
-            image_dir=Path(image_dir),
-            categories=dict(categories),
-            stats=ReaderStats(dict(stats.skipped_images), dict(stats.dropped_instances), stats.clipped_instances),
-        )
-
-
 class IndexRecords(Sequence[ImageRecord]):
     """The :class:`~decal.dali_pipes.coco_reader.ImageRecord` s of an index, built on access
     (nothing is kept: a record costs ~2 µs per instance to build).
@@ -641,7 +424,7 @@ def open_index(
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     require_segmentation: bool = True,
     cache_dir: str | Path | None = None,
-    dataset: CocoDataset | None = None,
+    dataset: Any = None,
 ) -> CocoIndex:
     """The memory-mapped index of ``annotation_file``, built (and cached) on first use.
 
@@ -649,9 +432,10 @@ def open_index(
         annotation_file, image_dir, on_error, max_image_pixels, require_segmentation: as
             :class:`~decal.dali_pipes.coco_reader.CocoDataset`.
         cache_dir: where indices live (default :func:`default_index_dir`).
-        dataset: the already loaded dataset of this json, whose index is saved when none is
-            cached (otherwise the json is compiled by ``CocoDataset``); its own reader options
-            then take the place of the arguments.
+        dataset: the already loaded :class:`~decal.dali_pipes.coco_reader.CocoDataset` of
+            this json, whose index is saved when none is cached (otherwise the json is
+            compiled by :class:`~decal.dali_pipes.coco_compile.JsonCompiler`); its own reader
+            options then take the place of the arguments.
 
     Raises:
         DatasetError: when building, for the reader's errors (``on_error="raise"``).
@@ -665,8 +449,9 @@ def open_index(
     if (directory / _COMPLETE).is_file():
         return CocoIndex.load(directory)
     if dataset is None:
-        dataset = CocoDataset(annotation_file, image_dir, on_error=on_error, **reader_options)
-    dataset.index.save(directory)
+        CocoIndex(**JsonCompiler(annotation_file, image_dir, on_error=on_error, **reader_options).compile()).save(directory)
+    else:
+        dataset.index.save(directory)
     return CocoIndex.load(directory)
 
 
@@ -714,7 +499,7 @@ def batch_descriptors(
     # the batch's instances, in sample order: global instance ids, their sample, output row
     first = index.inst_offsets[images]
     counts = index.inst_offsets[images + 1] - first
-    inst = _ranges(first, counts)
+    inst = ranges(first, counts)
     sample = np.repeat(np.arange(batch, dtype=np.int64), counts)
     row = np.arange(len(inst), dtype=np.int64)
     kinds = np.asarray(index.kinds)[inst]
@@ -727,11 +512,11 @@ def batch_descriptors(
     p_sample = sample[is_poly]
     part_first = index.part_offsets[p_inst]
     part_count = index.part_offsets[p_inst + 1] - part_first
-    parts = _ranges(part_first, part_count)
+    parts = ranges(part_first, part_count)
     part_sample = np.repeat(p_sample, part_count)
     vert_first = index.vert_offsets[parts]
     vert_count = index.vert_offsets[parts + 1] - vert_first
-    xy = np.asarray(index.verts)[_ranges(vert_first, vert_count)]
+    xy = np.asarray(index.verts)[ranges(vert_first, vert_count)]
     if subpixel:
         xy = _transform(xy, np.repeat(part_sample, vert_count), geometries)
     verts = upsample_vertices(xy)
@@ -755,15 +540,15 @@ def batch_descriptors(
     tog_ends = np.cumsum(tog_count)
     tog_starts = tog_ends - tog_count
     rle_only = ~r_box
-    toggles[_ranges(tog_starts[rle_only], tog_count[rle_only])] = np.asarray(index.toggles)[
-        _ranges(tog_first[rle_only], tog_count[rle_only])
+    toggles[ranges(tog_starts[rle_only], tog_count[rle_only])] = np.asarray(index.toggles)[
+        ranges(tog_first[rle_only], tog_count[rle_only])
     ]
     if len(box):
         h_box = np.asarray(index.heights, np.int64)[images[r_sample[r_box]]]
-        col = _ranges(box[:, 0], box_cols)
+        col = ranges(box[:, 0], box_cols)
         base = col * np.repeat(h_box, box_cols)
         pairs = np.stack([base + np.repeat(box[:, 1], box_cols), base + np.repeat(box[:, 3], box_cols)], axis=1)
-        toggles[_ranges(tog_starts[r_box], 2 * box_cols)] = pairs.reshape(-1)
+        toggles[ranges(tog_starts[r_box], 2 * box_cols)] = pairs.reshape(-1)
     rle_instances = np.stack([tog_starts, tog_ends, row[is_rle], r_sample * per_sample_tables], axis=1)
 
     desc = MaskDescriptors(
@@ -785,7 +570,7 @@ def batch_descriptors(
         "toggles": np.bincount(r_sample, weights=tog_count, minlength=batch),
         "rle_instances": np.bincount(r_sample, minlength=batch),
     }
-    bounds = {name: _offsets(per_sample[name].astype(np.int64)) for name in ARRAY_FIELDS}
+    bounds = {name: offsets(per_sample[name].astype(np.int64)) for name in ARRAY_FIELDS}
     return desc, bounds
 
 

@@ -244,7 +244,7 @@ def test_lvis_file_name_fast_path_is_urlparse(url) -> None:
     """The shortcut for plain http(s) urls gives what urlparse's path gives."""
     from urllib.parse import urlparse
 
-    from decal.dali_pipes.coco_reader import lvis_file_name
+    from decal.dali_pipes.coco_compile import lvis_file_name
 
     parts = [p for p in urlparse(url).path.split("/") if p]
     want = "" if not parts or not Path(parts[-1]).suffix else "/".join(parts[-2:])
@@ -270,7 +270,7 @@ def test_lvis_file_name_fast_path_is_urlparse(url) -> None:
 ])
 def test_parse_json_is_the_standard_librarys(raw) -> None:
     """Same value, or the same JSONDecodeError (message, line, column), as json.loads."""
-    from decal.dali_pipes.coco_reader import parse_json
+    from decal.dali_pipes.coco_compile import parse_json
 
     def outcome(parse):
         try:
@@ -285,7 +285,7 @@ def test_parse_json_is_the_standard_librarys(raw) -> None:
 def test_polygon_part_areas_in_runs_equal_one_pass() -> None:
     """Working through the polygons in short runs changes no bit of any area, and each area is
     the shoelace formula's."""
-    from decal.dali_pipes.coco_index import polygon_part_areas
+    from decal.dali_pipes.coco_compile import polygon_part_areas
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 30, 500)

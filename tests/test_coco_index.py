@@ -222,7 +222,7 @@ def test_open_index_caches_and_reopens_memory_mapped(tmp_path, monkeypatch) -> N
     def no_parse(*args, **kwargs):
         raise AssertionError("the json was parsed again")
 
-    monkeypatch.setattr(coco_index, "CocoDataset", no_parse)
+    monkeypatch.setattr(coco_index, "JsonCompiler", no_parse)
     second = open_index(json_path, image_dir, cache_dir=cache)
     assert second.directory == first.directory
     assert isinstance(second.labels, np.memmap)
