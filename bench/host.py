@@ -11,10 +11,14 @@ without decoding anything:
 * **workers**: a DALI pipeline made of the source alone, in DALI's thread (0) and in 1, 2, …
   worker processes (:mod:`decal.dali_pipes.core.parallel_source`), wall-clock images/s;
 * **LVIS-sized index** (``--lvis-images``/``--lvis-instances``, :mod:`bench.lvis_synth`), each
-  step in a fresh process: ``pycocotools.coco.COCO`` load time and memory; the index build
-  (``CocoDataset`` validation, compile, hash and save); its reopen (memory-mapped) and the
-  GPU path's per-batch host work on it (descriptors, labels, crowd flags, no file reads),
-  CPU time per image, with the process's resident and anonymous (heap) memory.
+  step in a fresh process (:data:`LVIS_STEPS`): ``json.loads`` alone (the floor every reader
+  pays); ``pycocotools.coco.COCO`` load time and memory; the index build (``CocoDataset``:
+  parse, validate and compile; hash and save); its reopen (memory-mapped) and the GPU path's
+  per-batch host work on it (descriptors, labels, crowd flags, no file reads), CPU time per
+  image; and a ``GpuMaskCopyPasteLoader`` opened on the cached index with its source in two
+  spawned worker processes, the memory of each worker; for comparison, the dataset's records
+  as Python objects (what each worker held before it mapped the index) — with each process's
+  resident and anonymous (heap) memory.
 
 Entry points: :func:`main` (``python -m decal.bench.host``) and :func:`mode_host`, the ``host``
 mode of :mod:`bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
@@ -40,20 +44,21 @@ import numpy as np
 __all__ = ["source_thread_rate", "columns_thread_rate", "workers_wall_rate", "mode_host", "lvis_figures", "main"]
 
 
-def memory() -> dict[str, float]:
-    """This process's memory in MiB: ``rss`` and peak ``hwm`` (``/proc/self/status``); of the
-    resident pages (``smaps_rollup``) the ``anonymous`` ones (heap: this process's alone) and
-    the ``private``/``shared`` split (a memory-mapped index's pages count as private while no
-    other process maps them, yet they are clean page-cache pages that any process shares)."""
+def memory(pid: int | str = "self") -> dict[str, float]:
+    """A process's memory in MiB (this one by default): ``rss`` and peak ``hwm``
+    (``/proc/<pid>/status``); of the resident pages (``smaps_rollup``) the ``anonymous`` ones
+    (heap: this process's alone) and the ``private``/``shared`` split (a memory-mapped index's
+    pages count as private while no other process maps them, yet they are clean page-cache
+    pages that any process shares)."""
     out: dict[str, float] = {}
     keys = {"VmRSS": "rss", "VmHWM": "hwm"}
-    with open("/proc/self/status") as handle:
+    with open(f"/proc/{pid}/status") as handle:
         for line in handle:
             name = line.split(":")[0]
             if name in keys:
                 out[keys[name]] = round(int(line.split()[1]) / 1024, 1)
     try:
-        with open("/proc/self/smaps_rollup") as handle:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
             fields = {line.split(":")[0]: int(line.split()[1]) for line in handle if line.endswith("kB\n")}
         out["private"] = round((fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024, 1)
         out["shared"] = round((fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0)) / 1024, 1)
@@ -61,6 +66,31 @@ def memory() -> dict[str, float]:
     except OSError:
         pass
     return out
+
+
+def mapped_mib(pid: int | str, directory: str | Path) -> float:
+    """Resident MiB of a process's file mappings under ``directory`` (``/proc/<pid>/smaps``):
+    the pages of a memory-mapped index it has touched (page cache, shared by every process)."""
+    prefix, inside, total = str(directory).rstrip("/") + "/", False, 0
+    with open(f"/proc/{pid}/smaps") as handle:
+        for line in handle:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):  # a mapping's header line
+                inside = line.rstrip("\n").split(None, 5)[-1].startswith(prefix)
+            elif inside and head == "Rss:":
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
+def child_pids() -> list[int]:
+    """The ids of this process's children (``/proc/self/task/*/children``)."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return sorted(set(pids))
 
 
 def _next_batch(source: Callable[[], Any]) -> Any:
@@ -100,10 +130,14 @@ def columns_thread_rate(source: Any, batches: int) -> dict[str, Any]:
     return {"images": images, "cpu_s": round(cpu, 4), "images_per_cpu_s": round(images / cpu, 1)}
 
 
-def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) -> dict[str, Any]:
+def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2, *,
+                      start_method: str = "spawn", index_dir: str | Path | None = None) -> dict[str, Any]:
     """Wall-clock images/s of a DALI pipeline that only runs ``source`` (in DALI's thread with
-    ``workers=0``, else in that many worker processes, started by spawn: the bench runs this mode
-    after the GPU modes, and DALI refuses to fork once CUDA is initialised)."""
+    ``workers=0``, else in that many worker processes started with ``start_method``; spawn by
+    default: the bench runs this mode after the GPU modes, and DALI refuses to fork once CUDA
+    is initialised), and the memory of each worker process (:func:`memory`; with ``index_dir``, ``index`` is the
+    resident part of its mapping of the index there, :func:`mapped_mib`) after the timed
+    batches."""
     from nvidia.dali import fn, pipeline_def
 
     from decal.dali_pipes.core.epoch_source import LoaderPosition
@@ -113,7 +147,7 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
     n = len(source.column_names)
 
     @pipeline_def(batch_size=source.batch_size, num_threads=1, device_id=None, prefetch_queue_depth=2,
-                  py_num_workers=workers, py_start_method="spawn")
+                  py_num_workers=workers, py_start_method=start_method)
     def only_source():
         if workers:
             outs = fn.external_source(source=BatchInfoSource(source, LoaderPosition()), num_outputs=n, batch=True,
@@ -138,8 +172,21 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2) 
     for _ in range(batches):
         images += run()
     wall = time.perf_counter() - wall0
+    worker_memory = []
+    for pid in child_pids():
+        try:
+            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue  # multiprocessing's helper, not a worker
+            worker_memory.append(memory(pid))
+            if index_dir is not None:
+                worker_memory[-1]["index"] = mapped_mib(pid, index_dir)
+        except OSError:  # exited meanwhile
+            continue
     del pipe
-    return {"workers": workers, "images": images, "wall_s": round(wall, 3), "images_per_s": round(images / wall, 1)}
+    out = {"workers": workers, "images": images, "wall_s": round(wall, 3), "images_per_s": round(images / wall, 1)}
+    if workers:
+        out["worker_memory_mib"] = worker_memory
+    return out
 
 
 def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tuple[Any, Any]:
@@ -186,19 +233,22 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
             coco = COCO(json_path)
         out["load_s"] = round(time.perf_counter() - t0, 2)
         out["instances"] = len(coco.anns)
+    elif kind == "json":
+        with open(json_path, "rb") as handle:
+            json.loads(handle.read())
+        out["load_s"] = round(time.perf_counter() - t0, 2)
     elif kind == "build":
-        from decal.dali_pipes.coco.index import CocoIndex, index_key
+        from decal.dali_pipes.coco.index import index_key
         from decal.dali_pipes.coco.reader import CocoDataset
 
-        dataset = CocoDataset(json_path, image_dir)
+        dataset = CocoDataset(json_path, image_dir)  # json, validation and compile in one
         t1 = time.perf_counter()
-        index = CocoIndex.from_dataset(dataset)
-        t2 = time.perf_counter()
+        index = dataset.index
         key = index_key(json_path, image_dir, "raise", Path(cache_dir))
         index.save(Path(cache_dir) / key)
-        t3 = time.perf_counter()
-        out.update(reader_s=round(t1 - t0, 2), compile_s=round(t2 - t1, 2), hash_and_save_s=round(t3 - t2, 2),
-                   total_s=round(t3 - t0, 2), images=len(index), instances=index.num_instances,
+        t2 = time.perf_counter()
+        out.update(compile_s=round(t1 - t0, 2), hash_and_save_s=round(t2 - t1, 2),
+                   total_s=round(t2 - t0, 2), images=len(index), instances=index.num_instances,
                    vertices=len(index.verts))
         out["index_bytes"] = sum(f.stat().st_size for f in (Path(cache_dir) / key).iterdir())
     elif kind == "reopen":
@@ -226,6 +276,22 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
             images_done += batch_size
         cpu = time.thread_time() - cpu0
         out.update(images=images_done, cpu_s=round(cpu, 3), images_per_cpu_s=round(images_done / cpu, 1))
+    elif kind == "workers":
+        os.environ["DECAL_INDEX_DIR"] = cache_dir  # the loader opens the index built above
+        from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader
+
+        loader = GpuMaskCopyPasteLoader(json_path, image_dir, batch_size=batch_size, output_size=output_size,
+                                        device="cpu", seed=0)
+        out["loader_open_s"] = round(time.perf_counter() - t0, 3)
+        out["memory_after_open_mib"] = memory()
+        out.update(workers_wall_rate(loader.source, 2, batches, start_method="spawn",
+                                     index_dir=loader.dataset.index.directory))
+    elif kind == "objects":
+        from decal.dali_pipes.coco.reader import CocoDataset
+
+        dataset = CocoDataset.open(json_path, image_dir, cache_dir=cache_dir)
+        records = list(dataset.records)  # what each worker held before: a CocoDataset of Python objects
+        out.update(objects_s=round(time.perf_counter() - t0, 2), images=len(records))
     out["memory_mib"] = memory()
     print(json.dumps(out), flush=True)
 
@@ -239,9 +305,17 @@ def _in_child(kind: str, json_path: Path, image_dir: Path, cache_dir: Path, batc
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size: int, output_size: int, batches: int) -> dict[str, Any]:
-    """Generate (once) the LVIS-sized json and time pycocotools, the index build and its reopen,
-    each in a fresh process. The index cache is emptied first, so the build is a cold one."""
+#: The LVIS-sized steps, each in a fresh process, in this order (``build`` makes the index the
+#: later ones open).
+LVIS_STEPS = ("json", "pycocotools", "build", "reopen", "workers", "objects")
+
+
+def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size: int, output_size: int, batches: int,
+                 ab_rounds: int = 0) -> dict[str, Any]:
+    """Generate (once) the LVIS-sized json and time the :data:`LVIS_STEPS`, each in a fresh
+    process. The index cache is emptied first, so the build is a cold one. Then ``ab_rounds``
+    rounds of pycocotools' load and a cold build, alternating (on a shared machine one pair of
+    figures says little)."""
     import shutil
 
     from .lvis_synth import make_lvis_like
@@ -251,11 +325,23 @@ def lvis_figures(root: Path, num_images: int, num_instances: int, *, batch_size:
     result: dict[str, Any] = {"generate_s": round(time.perf_counter() - t0, 1), "json_mib": round(json_path.stat().st_size / 2**20, 1)}
     cache = root / "index_cache"
     shutil.rmtree(cache, ignore_errors=True)
-    for kind in ("pycocotools", "build", "reopen"):
+    for kind in LVIS_STEPS:
         print(f"decal bench host: LVIS-sized {kind} ...", flush=True)
         result[kind] = _in_child(kind, json_path, image_dir, cache, batch_size, output_size, batches)
     if "load_s" in result["pycocotools"] and "total_s" in result["build"]:
         result["build_over_pycocotools"] = round(result["build"]["total_s"] / result["pycocotools"]["load_s"], 2)
+    rounds = []
+    for k in range(ab_rounds):
+        print(f"decal bench host: LVIS-sized A/B round {k + 1} of {ab_rounds} ...", flush=True)
+        pair: dict[str, Any] = {}
+        for kind in ("pycocotools", "build"):
+            if kind == "build":
+                shutil.rmtree(cache, ignore_errors=True)
+            pair[f"load_before_{kind}"] = round(os.getloadavg()[0], 1)
+            pair[kind] = _in_child(kind, json_path, image_dir, cache, batch_size, output_size, batches)
+        rounds.append(pair)
+    if rounds:
+        result["ab_rounds"] = rounds
     return result
 
 
@@ -282,18 +368,39 @@ def markdown(results: dict[str, Any]) -> str:
     lvis = results.get("lvis")
     if lvis:
         build, reopen, coco = lvis["build"], lvis["reopen"], lvis["pycocotools"]
+        parse, workers = lvis["json"], lvis["workers"]
         lines += ["", f"LVIS-sized json ({results['lvis_size']}, {lvis['json_mib']} MiB; generated in {lvis['generate_s']} s):", "",
                   "| step | seconds | RSS MiB (peak) | anonymous MiB |", "| --- | ---: | ---: | ---: |"]
+        if "error" not in parse:
+            lines.append(f"| json.loads alone (what every loader pays) | {parse['load_s']} | {parse['memory_mib']['rss']} ({parse['memory_mib']['hwm']}) | {parse['memory_mib'].get('anonymous', '—')} |")
         if "error" not in coco:
             lines.append(f"| pycocotools.coco.COCO load | {coco['load_s']} | {coco['memory_mib']['rss']} ({coco['memory_mib']['hwm']}) | {coco['memory_mib'].get('anonymous', '—')} |")
         if "error" not in build:
-            lines.append(f"| index build: CocoDataset {build['reader_s']} s + compile {build['compile_s']} s + hash/save {build['hash_and_save_s']} s | {build['total_s']} | {build['memory_mib']['rss']} ({build['memory_mib']['hwm']}) | {build['memory_mib'].get('anonymous', '—')} |")
+            lines.append(f"| index build: CocoDataset (parse, validate, compile) {build['compile_s']} s + hash/save {build['hash_and_save_s']} s | {build['total_s']} | {build['memory_mib']['rss']} ({build['memory_mib']['hwm']}) | {build['memory_mib'].get('anonymous', '—')} |")
         if "error" not in reopen:
             lines.append(f"| index reopen (mmap) | {reopen['open_s']} | {reopen['memory_after_open_mib']['rss']} | {reopen['memory_after_open_mib'].get('anonymous', '—')} |")
             lines.append(f"| + {reopen['images']} images of GPU-path host work ({reopen['images_per_cpu_s']} images/s per CPU second) | {reopen['cpu_s']} | {reopen['memory_mib']['rss']} ({reopen['memory_mib']['hwm']}) | {reopen['memory_mib'].get('anonymous', '—')} |")
-        for name in ("pycocotools", "build", "reopen"):
+        if "error" not in workers:
+            lines.append(f"| GpuMaskCopyPasteLoader opened on the cached index (main process) | {workers['loader_open_s']} | {workers['memory_after_open_mib']['rss']} | {workers['memory_after_open_mib'].get('anonymous', '—')} |")
+            for k, mem in enumerate(workers.get("worker_memory_mib", [])):
+                lines.append(f"| its source worker {k + 1} of 2 (spawn), after {workers['images']} timed images; of its RSS, index pages: {mem.get('index', '—')} MiB | | {mem['rss']} ({mem['hwm']}) | {mem.get('anonymous', '—')} |")
+        objects = lvis["objects"]
+        if "error" not in objects:
+            lines.append(f"| for comparison: the same records as Python objects (ImageRecord, InstanceAnnotation, polygon lists), what each worker held before | {objects['objects_s']} | {objects['memory_mib']['rss']} ({objects['memory_mib']['hwm']}) | {objects['memory_mib'].get('anonymous', '—')} |")
+        for name in LVIS_STEPS:
             if "error" in lvis[name]:
                 lines.append(f"| {name} | error: {lvis[name]['error']} | | |")
+        rounds = [r for r in lvis.get("ab_rounds", []) if "load_s" in r["pycocotools"] and "total_s" in r["build"]]
+        if rounds:
+            lines += ["", "Alternating rounds (each step in a fresh process, cold build):", "",
+                      "| round | pycocotools load s | index build s | build / pycocotools | 1-min load before (pycocotools / build) |",
+                      "| --- | ---: | ---: | ---: | ---: |"]
+            for k, r in enumerate(rounds, 1):
+                c, b = r["pycocotools"]["load_s"], r["build"]["total_s"]
+                lines.append(f"| {k} | {c} | {b} | {round(b / c, 2)} | {r['load_before_pycocotools']} / {r['load_before_build']} |")
+            total_c = sum(r["pycocotools"]["load_s"] for r in rounds)
+            total_b = sum(r["build"]["total_s"] for r in rounds)
+            lines.append(f"| all | {round(total_c, 2)} | {round(total_b, 2)} | {round(total_b / total_c, 2)} | |")
         if "build_over_pycocotools" in lvis:
             lines += ["", f"Index build / pycocotools load = {lvis['build_over_pycocotools']}; index on disk "
                           f"{round(build['index_bytes'] / 2**20, 1)} MiB."]
@@ -310,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-workers", default="1,2", help="comma-separated worker counts")
     p.add_argument("--lvis-images", type=int, default=0, help="LVIS-sized json: images (0: skip that part)")
     p.add_argument("--lvis-instances", type=int, default=1_200_000, help="LVIS-sized json: instances")
+    p.add_argument("--lvis-ab-rounds", type=int, default=0,
+                   help="then this many alternating rounds of pycocotools load / cold index build")
     p.add_argument("--lvis-root", type=Path, default=Path("bench/lvis_like"), help="where the LVIS-sized json goes")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for host.json")
     p.add_argument("--append-results", type=Path, default=None, help="append the Markdown to this file")
@@ -324,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cpu_batch_size < 1 or args.host_batches < 1 or args.output_size < 1:
         print("decal bench host: --cpu-batch-size, --host-batches and --output-size must be >= 1", file=sys.stderr)
         return 2
+    if args.lvis_ab_rounds < 0:
+        print("decal bench host: --lvis-ab-rounds must be >= 0", file=sys.stderr)
+        return 2
     data = make_bench_dataset(args.data, args.num_images)
     cpu = f"{os.cpu_count()}-core CPU {platform.processor() or platform.machine()}"
     results: dict[str, Any] = {
@@ -337,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["lvis_size"] = f"{args.lvis_images} images, {args.lvis_instances} instances"
         results["lvis"] = lvis_figures(args.lvis_root, args.lvis_images, args.lvis_instances,
                                        batch_size=args.cpu_batch_size, output_size=args.output_size,
-                                       batches=args.host_batches)
+                                       batches=args.host_batches, ab_rounds=args.lvis_ab_rounds)
     results["load_after"] = [round(v, 2) for v in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "host.json").write_text(json.dumps(results, indent=2))
@@ -346,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.append_results:
         with open(args.append_results, "a") as handle:
             handle.write("\n" + table + "\n")
-    return 1 if results.get("lvis") and any("error" in results["lvis"][k] for k in ("pycocotools", "build", "reopen")) else 0
+    return 1 if results.get("lvis") and any("error" in results["lvis"][k] for k in LVIS_STEPS) else 0
 
 
 if __name__ == "__main__":

@@ -122,3 +122,15 @@ def rng() -> np.random.Generator:
     print(f"seed entropy: np.random.SeedSequence({seq.entropy})")  # shown on failure
     return np.random.default_rng(seq)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Loaders cache compiled dataset indices (``CocoDataset.open``): keep the tests' in a
+    temporary directory, not in the user's cache."""
+    before = os.environ.get("DECAL_INDEX_DIR")
+    os.environ["DECAL_INDEX_DIR"] = str(tmp_path_factory.mktemp("coco_index"))
+    yield
+    if before is None:
+        os.environ.pop("DECAL_INDEX_DIR", None)
+    else:
+        os.environ["DECAL_INDEX_DIR"] = before

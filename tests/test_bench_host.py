@@ -31,7 +31,7 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     out, results_md = tmp_path / "out", tmp_path / "RESULTS.md"
     status = main([
         "--data", str(bench_dir), "--num-images", "8", "--cpu-batch-size", "4", "--output-size", "64",
-        "--host-batches", "2", "--host-workers", "1", "--lvis-images", "40", "--lvis-instances", "300",
+        "--host-batches", "2", "--host-workers", "1", "--lvis-images", "40", "--lvis-instances", "300", "--lvis-ab-rounds", "1",
         "--lvis-root", str(tmp_path / "lvis"), "--out", str(out), "--append-results", str(results_md),
     ])
     assert status == 0
@@ -47,8 +47,16 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     assert lvis["build"]["images"] == 40 and lvis["build"]["instances"] == 300
     assert lvis["reopen"]["images"] == 2 * 4 and lvis["reopen"]["open_s"] >= 0
     assert lvis["reopen"]["memory_mib"]["rss"] > 0
+    assert lvis["json"]["load_s"] >= 0
+    assert len(lvis["ab_rounds"]) == 1 and lvis["ab_rounds"][0]["build"]["instances"] == 300
+    # the loader on the cached index, its source in two spawned workers: each one's memory
+    workers = lvis["workers"]
+    assert workers["workers"] == 2 and workers["images"] == 2 * 4
+    assert len(workers["worker_memory_mib"]) == 2
+    assert all(m["rss"] > 0 and m["index"] > 0 for m in workers["worker_memory_mib"])
     text = results_md.read_text()
     assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
+    assert "its source worker 2 of 2" in text and "Alternating rounds" in text
     assert "no GPU" in text
 
 

@@ -222,7 +222,7 @@ def test_open_index_caches_and_reopens_memory_mapped(tmp_path, monkeypatch) -> N
     def no_parse(*args, **kwargs):
         raise AssertionError("the json was parsed again")
 
-    monkeypatch.setattr(coco_index, "CocoDataset", no_parse)
+    monkeypatch.setattr(coco_index, "JsonCompiler", no_parse)
     second = open_index(json_path, image_dir, cache_dir=cache)
     assert second.directory == first.directory
     assert isinstance(second.labels, np.memmap)
@@ -275,7 +275,7 @@ def test_load_rejects_an_incomplete_or_old_index(tmp_path) -> None:
     json_path, image_dir = _write_factory(tmp_path, seed=1)
     index = open_index(json_path, image_dir, cache_dir=tmp_path / "cache")
     meta = index.directory / "meta.json"
-    meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 0'))
+    meta.write_text(meta.read_text().replace(f'"format_version": {coco_index.FORMAT_VERSION}', '"format_version": 0'))
     with pytest.raises(ValueError, match="format_version"):
         CocoIndex.load(index.directory)
 
@@ -338,3 +338,21 @@ def test_load_names_a_damaged_array(tmp_path) -> None:
     victim.write_bytes(victim.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"verts\.npy: damaged index array .* delete"):
         CocoIndex.load(index.directory)
+
+
+def test_open_dataset_reindexes_a_changed_json(tmp_path) -> None:
+    """``CocoDataset.open`` (what the loaders use) serves the cached, memory-mapped index, and the
+    records of a rewritten json, not the old ones."""
+    json_path, image_dir = _write_factory(tmp_path, seed=1)
+    cache = tmp_path / "cache"
+    first = CocoDataset.open(json_path, image_dir, cache_dir=cache)
+    assert isinstance(first.index.verts, np.memmap) and first.index.directory.parent == cache
+    assert first.records == list(CocoDataset(json_path, image_dir).records)
+    coco = build_coco_dict(5, seed=2, instances_per_image=(1, 4))
+    write_json(json_path, coco)
+    second = CocoDataset.open(json_path, image_dir, cache_dir=cache)
+    assert second.index.directory != first.index.directory
+    anns = [a for r in second.records for a in r.annotations]
+    assert [a.ann_id for a in anns] == [a["id"] for a in coco["annotations"]]
+    assert [a.segmentation for a in anns] == [a["segmentation"] for a in coco["annotations"]]
+    assert second.stats == CocoDataset(json_path, image_dir).stats

@@ -19,10 +19,10 @@ from decal.dali_pipes.coco.reader import (
     ImageRecord,
     InstanceAnnotation,
     ReaderStats,
-    _clip_polygon,
     decode_rle_string,
     rasterize_masks,
 )
+from decal.dali_pipes.coco.compiler import _clip_polygon  # the validation moved there (issue 10)
 from decal.dali_pipes.core.errors import DatasetError
 
 H, W = 40, 60

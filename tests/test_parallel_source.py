@@ -147,3 +147,27 @@ def test_copy_paste_loader_worker_options_are_checked(coco) -> None:
         CopyPasteLoader(*coco, source_workers=2, on_error="skip", **KW)
     with pytest.raises(ValueError, match="step_threads"):
         CopyPasteLoader(*coco, step_threads=0, **KW)
+
+
+def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
+    """The loader holds the cached, memory-mapped index (not Python records), what a spawned
+    worker unpickles is that index's directory, and the batches are those of a loader given the
+    in-memory dataset."""
+    import pickle
+
+    import numpy as np
+
+    from decal.dali_pipes.coco.reader import CocoDataset
+
+    loader = GpuMaskCopyPasteLoader(*coco, source_workers=2, source_start_method="spawn", **KW)
+    index = loader.dataset.index
+    assert index.directory is not None and isinstance(index.verts, np.memmap)
+    assert loader.source.index is index
+    arrays = sum(np.asarray(getattr(index, name)).nbytes for name in index.array_names())
+    wire = pickle.dumps(BatchInfoSource(loader.source, LoaderPosition()))
+    assert len(wire) < arrays  # no array travels: the index pickles as its directory
+    again = pickle.loads(wire).source.dataset.index
+    assert again.directory == index.directory and isinstance(again.labels, np.memmap)
+    in_memory = GpuMaskCopyPasteLoader(*coco, dataset=CocoDataset(*coco), **KW)
+    assert in_memory.dataset.index.directory is None
+    _same(list(in_memory), list(loader))

@@ -1,11 +1,12 @@
 """A compiled COCO / LVIS dataset index: the validated annotations as packed NumPy arrays.
 
-:class:`~decal.dali_pipes.coco.reader.CocoDataset` parses and validates the json into one
-Python object per image and per instance. That is the right shape for checking input, and the
-wrong one for a source that must describe thousands of images per second: every batch walks
-Python lists of annotations. :class:`CocoIndex` holds the same kept images and instances
-(built *from* a validated ``CocoDataset``, so its errors, skips and counts are the reader's)
-as flat arrays, so a batch's instance data is gathered by slicing:
+A source that must describe thousands of images per second cannot walk Python lists of
+annotations. :class:`CocoIndex` holds the kept images and instances of a json as flat arrays,
+so a batch's instance data is gathered by slicing. It is what
+:class:`~decal.dali_pipes.coco.reader.CocoDataset` compiles the json into
+(:mod:`~decal.dali_pipes.coco.compiler`, with the reader's errors, skips and counts;
+:class:`IndexBuilder` packs the rows), and :class:`IndexRecords` gives the reader's
+:class:`~decal.dali_pipes.coco.reader.ImageRecord` view of it:
 
 Per image (I images, in ``dataset.records`` order):
 
@@ -36,6 +37,9 @@ verts            (V, 2) f64   polygon vertices ``(x, y)``, pixels, exactly the r
 toggle_offsets   (N+1,) int64 range of each RLE's toggles in ``toggles``
 toggles          (Q,) int32   RLE toggle positions, column-major
                               (:func:`~decal.kernels.rle_decode.toggles_from_counts`)
+rle_text_offsets (N+1,) int64 byte range of each instance's compressed RLE string in
+                              ``rle_text`` (empty for uncompressed RLE and the others)
+rle_text         (bytes,) u8  the json's compressed RLE strings (ASCII), concatenated
 ================ ============ =====================================================
 
 **Cache.** :func:`open_index` keeps the arrays as ``.npy`` files in
@@ -60,7 +64,6 @@ describes them, and :func:`batch_descriptors` gives the same
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -75,7 +78,8 @@ from ...kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_ta
 from ...kernels.mask_geometry import SampleGeometry, source_columns, source_rows
 from ...kernels.rasterize_polygons import upsample_vertices
 from ...kernels.rle_decode import box_toggles
-from .reader import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, ReaderStats, decode_rle_string
+from .compiler import BOX, POLYGON, RLE, IndexBuilder, JsonCompiler
+from .records import DEFAULT_MAX_IMAGE_PIXELS, ImageRecord, InstanceAnnotation, ReaderStats, offsets, ranges
 
 __all__ = [
     "POLYGON",
@@ -87,12 +91,12 @@ __all__ = [
     "index_key",
     "default_index_dir",
     "batch_descriptors",
+    "IndexBuilder",
+    "IndexRecords",
 ]
 
-#: Instance kinds (:attr:`CocoIndex.kinds`).
-POLYGON, RLE, BOX = 0, 1, 2
 #: Bumped whenever the arrays' layout or meaning changes (part of the cache key).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _COMPLETE = "meta.json"
 
 
@@ -102,23 +106,6 @@ def default_index_dir() -> Path:
         return Path(os.environ["DECAL_INDEX_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "decal" / "coco_index"
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(s, s + n)`` for each (s, n), (sum n,) int64."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    ends = np.cumsum(lengths)
-    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
-    return np.arange(total, dtype=np.int64) + shift
-
-
-def _offsets(lengths: Any) -> np.ndarray:
-    out = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=out[1:])
-    return out
 
 
 @dataclass(frozen=True)
@@ -150,6 +137,8 @@ class CocoIndex:
     verts: np.ndarray
     toggle_offsets: np.ndarray
     toggles: np.ndarray
+    rle_text_offsets: np.ndarray
+    rle_text: np.ndarray
     image_dir: Path
     categories: dict[int, dict]
     stats: ReaderStats
@@ -158,75 +147,21 @@ class CocoIndex:
     # ------------------------------------------------------------------ build
 
     @classmethod
-    def from_dataset(cls, dataset: CocoDataset) -> "CocoIndex":
-        """Compile a loaded (hence validated) dataset; one pass over its annotations."""
-        records = dataset.records
-        n_inst = [len(r.annotations) for r in records]
-        anns = [a for r in records for a in r.annotations]
-        heights_per_inst = np.repeat(np.array([r.height for r in records], np.int64), n_inst)
-        widths_per_inst = np.repeat(np.array([r.width for r in records], np.int64), n_inst)
-        kinds = np.empty(len(anns), np.uint8)
-        n_parts = np.zeros(len(anns), np.int64)
-        n_toggles = np.zeros(len(anns), np.int64)
-        part_lengths: list[int] = []
-        coords: list[list[float]] = []
-        toggles: list[np.ndarray] = []
-        rle_area: dict[int, float] = {}
-        for j, ann in enumerate(anns):
-            seg = ann.segmentation
-            if seg is None:
-                kinds[j] = BOX
-            elif isinstance(seg, list):
-                kinds[j] = POLYGON
-                n_parts[j] = len(seg)
-                part_lengths.extend(len(p) >> 1 for p in seg)
-                coords.extend(seg)
-            else:
-                kinds[j] = RLE
-                counts = seg["counts"]
-                if isinstance(counts, (str, bytes)):
-                    counts = decode_rle_string(counts.decode() if isinstance(counts, bytes) else counts)
-                runs = np.asarray(counts, dtype=np.int64)
-                toggles.append(np.cumsum(runs)[:-1].astype(np.int32))
-                n_toggles[j] = len(runs) - 1
-                rle_area[j] = float(runs[1::2].sum())
-        flat = np.fromiter(itertools.chain.from_iterable(coords), np.float64, count=2 * sum(part_lengths))
-        verts = flat.reshape(-1, 2)
-        vert_offsets = _offsets(part_lengths)
-        boxes = np.array([a.bbox for a in anns], np.float64).reshape(-1, 4)
-        areas = boxes[:, 2] * boxes[:, 3]
-        poly = np.flatnonzero(kinds == POLYGON)
-        if len(verts):
-            areas[poly] = _polygon_areas(verts, vert_offsets, _offsets(n_parts))[poly]
-        for j, a in rle_area.items():
-            areas[j] = a
-        names = [r.file_name.encode() for r in records]
-        return cls(
-            image_ids=np.array([r.image_id for r in records], np.int64),
-            heights=np.array([r.height for r in records], np.int32),
-            widths=np.array([r.width for r in records], np.int32),
-            name_offsets=_offsets([len(n) for n in names]),
-            names=np.frombuffer(b"".join(names), np.uint8).copy(),
-            inst_offsets=_offsets(n_inst),
-            ann_ids=np.array([a.ann_id for a in anns], np.int64),
-            labels=np.array([a.category_id for a in anns], np.int64),
-            iscrowd=np.array([a.iscrowd for a in anns], np.uint8),
-            areas=areas,
-            boxes=boxes,
-            box_pixels=_box_pixels(boxes, heights_per_inst, widths_per_inst),
-            kinds=kinds,
-            part_offsets=_offsets(n_parts),
-            vert_offsets=vert_offsets,
-            verts=verts,
-            toggle_offsets=_offsets(n_toggles),
-            toggles=np.concatenate(toggles) if toggles else np.zeros(0, np.int32),
-            image_dir=dataset.image_dir,
-            categories=dict(dataset.categories),
-            stats=ReaderStats(
-                dict(dataset.stats.skipped_images), dict(dataset.stats.dropped_instances),
-                dataset.stats.clipped_instances,
-            ),
-        )
+    def from_dataset(cls, dataset: Any) -> "CocoIndex":
+        """The index of a loaded dataset: a :class:`~decal.dali_pipes.coco.reader.CocoDataset`
+        is compiled already (its :attr:`~decal.dali_pipes.coco.reader.CocoDataset.index`);
+        any other dataset with ``records`` (e.g. an image folder) is compiled from them."""
+        compiled = getattr(dataset, "index", None)
+        if isinstance(compiled, CocoIndex):
+            return compiled
+        builder = IndexBuilder()
+        for rec in dataset.records:
+            for ann in rec.annotations:
+                builder.add(rec.image_id, ann)
+        return cls(**builder.build(
+            [(r.image_id, r.file_name, r.width, r.height) for r in dataset.records],
+            dataset.image_dir, dict(dataset.categories), dataset.stats,
+        ))
 
     # ------------------------------------------------------------------ disk
 
@@ -362,31 +297,80 @@ def _rebuild(cls: type, values: dict[str, Any]) -> CocoIndex:
     return cls(**values)
 
 
-def _polygon_areas(verts: np.ndarray, vert_offsets: np.ndarray, part_offsets: np.ndarray) -> np.ndarray:
-    """(N,) float64: per instance, the sum of its polygons' absolute shoelace areas."""
-    x, y = verts[:, 0], verts[:, 1]
-    starts = vert_offsets[:-1]
-    nxt = np.arange(1, len(verts) + 1)
-    nxt[vert_offsets[1:] - 1] = starts  # each polygon closes onto its first vertex
-    cross = x * y[nxt] - x[nxt] * y
-    part_area = 0.5 * np.abs(np.add.reduceat(cross, starts)) if len(starts) else np.zeros(0)
-    per_inst = np.zeros(len(part_offsets) - 1)
-    has_parts = np.diff(part_offsets) > 0
-    if len(part_area):
-        sums = np.add.reduceat(part_area, part_offsets[:-1][has_parts])
-        per_inst[has_parts] = sums
-    return per_inst
+class IndexRecords(Sequence[ImageRecord]):
+    """The :class:`~decal.dali_pipes.coco.reader.ImageRecord` s of an index, built on access
+    (nothing is kept: a record costs ~2 µs per instance to build).
 
+    A record equals the one the per-annotation reader builds: polygons as lists of floats
+    (the reader's clipped coordinates), RLE as ``{"size": [h, w], "counts": ...}`` with the
+    json's own compressed string or run-length list, ``None`` for box-only instances.
+    """
 
-def _box_pixels(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """(N, 4) int32 ``[x0, y0, x1, y1)``: the pixels whose centres lie in each half-open box
-    (the reader's ``_box_mask`` rule)."""
-    x, y, w, h = boxes.T
-    x0 = np.maximum(0, np.ceil(x - 0.5))
-    x1 = np.minimum(widths, np.ceil(x + w - 0.5))
-    y0 = np.maximum(0, np.ceil(y - 0.5))
-    y1 = np.minimum(heights, np.ceil(y + h - 0.5))
-    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32).reshape(-1, 4)
+    def __init__(self, index: CocoIndex, image_dir: str | Path) -> None:
+        self.index = index
+        self.image_dir = Path(image_dir)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._record(k) for k in range(*i.indices(len(self)))]
+        return self._record(self._position(i))
+
+    def __iter__(self) -> Any:
+        return (self._record(k) for k in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (IndexRecords, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __reduce__(self) -> Any:
+        return (IndexRecords, (self.index, self.image_dir))
+
+    def _position(self, i: Any) -> int:
+        n = len(self)
+        k = int(i)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"record {i} out of range for {n} images")
+        return k
+
+    def image(self, i: int) -> ImageRecord:
+        """Record ``i`` without its annotations (file, size and id only: cheap)."""
+        k = self._position(i)
+        name = self.index.file_name(k)
+        return ImageRecord(int(self.index.image_ids[k]), name, self.image_dir / name,
+                           int(self.index.widths[k]), int(self.index.heights[k]), ())
+
+    def _record(self, k: int) -> ImageRecord:
+        index = self.index
+        begin, end = index.instance_range(k)
+        height, width = int(index.heights[k]), int(index.widths[k])
+        anns = []
+        if end > begin:
+            kinds = index.kinds[begin:end].tolist()
+            boxes = index.boxes[begin:end].tolist()
+            ann_ids, labels = index.ann_ids[begin:end].tolist(), index.labels[begin:end].tolist()
+            crowd = index.iscrowd[begin:end].tolist()
+            for n, kind in enumerate(kinds, start=begin):
+                seg: Any = None
+                if kind == POLYGON:
+                    seg = [np.asarray(p).reshape(-1).tolist() for p in index.polygons(n)]
+                elif kind == RLE:
+                    t0, t1 = int(index.rle_text_offsets[n]), int(index.rle_text_offsets[n + 1])
+                    if t1 > t0:
+                        counts: Any = bytes(index.rle_text[t0:t1]).decode()
+                    else:
+                        edges = np.concatenate([[0], index.instance_toggles(n).astype(np.int64), [height * width]])
+                        counts = np.diff(edges).tolist()
+                    seg = {"size": [height, width], "counts": counts}
+                m = n - begin
+                anns.append(InstanceAnnotation(ann_ids[m], labels[m], bool(crowd[m]), seg, tuple(boxes[m])))
+        name = index.file_name(k)
+        return ImageRecord(int(index.image_ids[k]), name, self.image_dir / name, width, height, tuple(anns))
 
 
 # --------------------------------------------------------------------------- cache
@@ -440,7 +424,7 @@ def open_index(
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     require_segmentation: bool = True,
     cache_dir: str | Path | None = None,
-    dataset: CocoDataset | None = None,
+    dataset: Any = None,
 ) -> CocoIndex:
     """The memory-mapped index of ``annotation_file``, built (and cached) on first use.
 
@@ -448,9 +432,10 @@ def open_index(
         annotation_file, image_dir, on_error, max_image_pixels, require_segmentation: as
             :class:`~decal.dali_pipes.coco.reader.CocoDataset`.
         cache_dir: where indices live (default :func:`default_index_dir`).
-        dataset: the already loaded dataset of this json, used when the index must be built
-            (otherwise the json is loaded, validated and counted by ``CocoDataset``); its own
-            reader options then take the place of the arguments.
+        dataset: the already loaded :class:`~decal.dali_pipes.coco.reader.CocoDataset` of
+            this json, whose index is saved when none is cached (otherwise the json is
+            compiled by :class:`~decal.dali_pipes.coco.compiler.JsonCompiler`); its own reader
+            options then take the place of the arguments.
 
     Raises:
         DatasetError: when building, for the reader's errors (``on_error="raise"``).
@@ -464,8 +449,9 @@ def open_index(
     if (directory / _COMPLETE).is_file():
         return CocoIndex.load(directory)
     if dataset is None:
-        dataset = CocoDataset(annotation_file, image_dir, on_error=on_error, **reader_options)
-    CocoIndex.from_dataset(dataset).save(directory)
+        CocoIndex(**JsonCompiler(annotation_file, image_dir, on_error=on_error, **reader_options).compile()).save(directory)
+    else:
+        dataset.index.save(directory)
     return CocoIndex.load(directory)
 
 
@@ -513,7 +499,7 @@ def batch_descriptors(
     # the batch's instances, in sample order: global instance ids, their sample, output row
     first = index.inst_offsets[images]
     counts = index.inst_offsets[images + 1] - first
-    inst = _ranges(first, counts)
+    inst = ranges(first, counts)
     sample = np.repeat(np.arange(batch, dtype=np.int64), counts)
     row = np.arange(len(inst), dtype=np.int64)
     kinds = np.asarray(index.kinds)[inst]
@@ -526,11 +512,11 @@ def batch_descriptors(
     p_sample = sample[is_poly]
     part_first = index.part_offsets[p_inst]
     part_count = index.part_offsets[p_inst + 1] - part_first
-    parts = _ranges(part_first, part_count)
+    parts = ranges(part_first, part_count)
     part_sample = np.repeat(p_sample, part_count)
     vert_first = index.vert_offsets[parts]
     vert_count = index.vert_offsets[parts + 1] - vert_first
-    xy = np.asarray(index.verts)[_ranges(vert_first, vert_count)]
+    xy = np.asarray(index.verts)[ranges(vert_first, vert_count)]
     if subpixel:
         xy = _transform(xy, np.repeat(part_sample, vert_count), geometries)
     verts = upsample_vertices(xy)
@@ -554,15 +540,15 @@ def batch_descriptors(
     tog_ends = np.cumsum(tog_count)
     tog_starts = tog_ends - tog_count
     rle_only = ~r_box
-    toggles[_ranges(tog_starts[rle_only], tog_count[rle_only])] = np.asarray(index.toggles)[
-        _ranges(tog_first[rle_only], tog_count[rle_only])
+    toggles[ranges(tog_starts[rle_only], tog_count[rle_only])] = np.asarray(index.toggles)[
+        ranges(tog_first[rle_only], tog_count[rle_only])
     ]
     if len(box):
         h_box = np.asarray(index.heights, np.int64)[images[r_sample[r_box]]]
-        col = _ranges(box[:, 0], box_cols)
+        col = ranges(box[:, 0], box_cols)
         base = col * np.repeat(h_box, box_cols)
         pairs = np.stack([base + np.repeat(box[:, 1], box_cols), base + np.repeat(box[:, 3], box_cols)], axis=1)
-        toggles[_ranges(tog_starts[r_box], 2 * box_cols)] = pairs.reshape(-1)
+        toggles[ranges(tog_starts[r_box], 2 * box_cols)] = pairs.reshape(-1)
     rle_instances = np.stack([tog_starts, tog_ends, row[is_rle], r_sample * per_sample_tables], axis=1)
 
     desc = MaskDescriptors(
@@ -584,7 +570,7 @@ def batch_descriptors(
         "toggles": np.bincount(r_sample, weights=tog_count, minlength=batch),
         "rle_instances": np.bincount(r_sample, minlength=batch),
     }
-    bounds = {name: _offsets(per_sample[name].astype(np.int64)) for name in ARRAY_FIELDS}
+    bounds = {name: offsets(per_sample[name].astype(np.int64)) for name in ARRAY_FIELDS}
     return desc, bounds
 
 

@@ -18,12 +18,12 @@ def coco_dataset(
 ) -> Callable[[Any], CocoDataset]:
     """The dataset part of an instance loader: ``config ↦`` the :class:`CocoDataset` of
     ``annotation_file`` read with the config's ``on_error`` (segmentations required unless
-    ``paste_by_box``), or ``dataset`` when one was parsed already (its ``on_error`` must be
-    the config's)."""
+    ``paste_by_box``) from its cached, memory-mapped index (:meth:`CocoDataset.open`), or
+    ``dataset`` when one was parsed already (its ``on_error`` must be the config's)."""
 
     def read(config: Any) -> CocoDataset:
         if dataset is None:
-            return CocoDataset(
+            return CocoDataset.open(
                 annotation_file, image_dir, on_error=config.on_error, require_segmentation=not config.paste_by_box
             )
         if dataset.on_error != config.on_error:

@@ -165,7 +165,7 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
         self.subpixel = subpixel
         self.index = index if index is not None else CocoIndex.from_dataset(dataset)
         if len(self.index) != len(dataset) or not np.array_equal(
-            self.index.image_ids, [r.image_id for r in dataset.records]
+            self.index.image_ids, CocoIndex.from_dataset(dataset).image_ids
         ):
             raise ValueError("index: its images are not the dataset's (built from another json or reader options)")
 

@@ -121,9 +121,10 @@ class RepeatFactorSampler:
 
     @classmethod
     def from_dataset(cls, dataset: "CocoDataset", **kw: Any) -> "RepeatFactorSampler":
-        """RFS over ``dataset.records`` using each record's non-crowd ``category_ids``.
+        """RFS over ``dataset.records`` using each record's non-crowd ``category_ids``
+        (``dataset.image_category_ids()``, read from its index).
         Keyword arguments (``seed``, ``threshold``) go to the constructor."""
-        return cls([rec.category_ids for rec in dataset.records], **kw)
+        return cls(dataset.image_category_ids(), **kw)
 
     def __len__(self) -> int:
         """Number of images (not the epoch length, which varies; see

@@ -318,7 +318,7 @@ def second_dataset(
     ``second_annotations`` is given (its category ids must be ``labelled``'s), else the
     unlabelled images of the directory ``second_images``."""
     if second_annotations is not None:
-        second = CocoDataset(
+        second = CocoDataset.open(
             second_annotations, second_images, on_error=config.on_error, require_segmentation=not config.paste_by_box
         )
     else:
