@@ -278,7 +278,7 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
         out.update(images=images_done, cpu_s=round(cpu, 3), images_per_cpu_s=round(images_done / cpu, 1))
     elif kind == "workers":
         os.environ["DECAL_INDEX_DIR"] = cache_dir  # the loader opens the index built above
-        from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteLoader
+        from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 
         loader = GpuMaskCopyPasteLoader(json_path, image_dir, batch_size=batch_size, output_size=output_size,
                                         device="cpu", seed=0)
