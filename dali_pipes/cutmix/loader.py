@@ -155,3 +155,10 @@ class CutMixLoader(PipelineLoader):
     def classes(self) -> list[str]:
         """Class names (sorted sub-directory names); index = class id."""
         return list(self.dataset.classes)
+
+    @property
+    def categories(self) -> dict[int, dict[str, Any]]:
+        """Class id → ``{"id", "name"}`` (the folder's classes), as an instance loader's
+        categories: what a server sends in a stream's header, so a remote client knows the
+        class names (``RemoteLoader.categories``)."""
+        return {k: {"id": k, "name": name} for k, name in enumerate(self.dataset.classes)}
