@@ -3,8 +3,7 @@ so that a user of one name imports only its module (no DALI until a loader is us
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ..kernels.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "CopyPasteLoader": "decal.dali_pipes.copy_paste.loader",
@@ -26,12 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'decal.dali_pipes' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,8 +8,7 @@ torch import until a name is used)::
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from .kernels.lazy_exports import lazy_exports
 
 from .kernels.version import VERSION
 
@@ -47,12 +46,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'decal' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,8 +12,7 @@ process), ``serve`` (``decal serve``), ``remote_loader`` (``RemoteLoader``), ``s
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ..kernels.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "RemoteLoader": "decal.server.remote_loader",
@@ -25,8 +24,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'decal.server' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

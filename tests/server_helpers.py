@@ -7,6 +7,7 @@ Everything binds 127.0.0.1 with ephemeral ports; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -112,6 +113,28 @@ def request(dataset: str = "synth", **fields: Any) -> pb.StreamRequest:
     for k, v in params.items():
         setattr(message.copy_paste, k, v)
     return message
+
+
+def assert_same(got: Any, want: Any, where: str = "batch") -> None:
+    """Equal types, and every tensor equal in dtype, shape and value (recursively)."""
+    assert type(got) is type(want), (where, type(got), type(want))
+    if isinstance(want, torch.Tensor):
+        assert got.dtype == want.dtype and got.shape == want.shape, (where, got.dtype, want.dtype, got.shape, want.shape)
+        assert torch.equal(got.cpu(), want.cpu()), where
+        assert got.device == want.device, where
+    elif dataclasses.is_dataclass(want):
+        for field in dataclasses.fields(want):
+            assert_same(getattr(got, field.name), getattr(want, field.name), f"{where}.{field.name}")
+    elif isinstance(want, dict):
+        assert set(got) == set(want), (where, sorted(got), sorted(want))
+        for key in want:
+            assert_same(got[key], want[key], f"{where}[{key!r}]")
+    elif isinstance(want, (list, tuple)) and not hasattr(want, "_fields"):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_same(a, b, f"{where}[{i}]")
+    else:
+        assert got == want, (where, got, want)
 
 
 def assert_batches_equal(got: Batch, want: Batch, *, images: bool = True) -> None:

@@ -5,7 +5,8 @@
 * the tiny config overfits a handful of images under CutMix (the loss really decreases) and
   the non-mixed centre-crop evaluation reports top-1/top-5;
 * checkpoint/resume restores the step, the loader position and the EMA and continues exactly;
-* the CLI (``--print-config``, ``--eval-only``), local weights, ``--remote`` refused.
+* the CLI (``--print-config``, ``--eval-only``), local weights; ``--remote`` trains on the
+  server's CutMix stream like the local loader, and refuses an option the server cannot take.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from decal.trainers.common.config import load_config
 from decal.trainers.common.metrics import read_jsonl
 
 from folder_factory import write_image_folder
-from trainer_helpers import assert_same_weights, run_and_resume, tiny_config
+from trainer_helpers import assert_remote_trains_like_local, assert_same_weights, run_and_resume, tiny_config
 
 
 
@@ -147,9 +148,20 @@ def test_local_weights_skip_the_classifier_of_another_size(tmp_path: Path) -> No
         build_classifier(ModelConfig(depth=50, weights=str(tmp_path / "r34.pth")), num_classes=3)
 
 
-def test_remote_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match="'cutmix' pipeline is not served"):
-        train(tiny(tmp_path, data={"remote": "127.0.0.1:1", "remote_dataset": "x"}))
+def test_remote_trains_like_the_local_loader(tmp_path: Path, folder: Path) -> None:
+    """``--remote``: the server's "cutmix" stream gives the same first batch, positions and
+    losses as the local CutMixLoader (the class names come in the stream's header)."""
+    pytest.importorskip("grpc")
+    common = {"loader": {"batch_size": 4}, "run": {"max_iters": 3}, "eval": {"enabled": False}}
+    result = assert_remote_trains_like_local(
+        train, tiny, tmp_path, {"folder": (None, folder)}, {"train_images": str(folder)}, common
+    )
+    assert result["loop"].extra_state["classes"] == sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+
+def test_remote_refuses_an_option_the_server_does_not_take(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"loader.mean = .*does not take this option"):
+        train(tiny(tmp_path, data={"remote": "127.0.0.1:1", "remote_dataset": "x"}, loader={"mean": [0.5, 0.5, 0.5]}))
 
 
 def test_cli_print_config_and_eval_only(overfit: dict[str, Any], folder: Path, capsys: pytest.CaptureFixture) -> None:

@@ -6,7 +6,9 @@
   and continues exactly;
 * fine-tuning from the pretraining checkpoint trains a segmenter on the two-photo sample and
   reports mIoU; ``--eval-only`` re-evaluates the checkpoint;
-* the CLI, ``--remote`` refused with a clear error, and DDP with two gloo ranks under
+* ``--remote`` pretraining on the server's CP² stream trains like the local loader;
+  fine-tuning's ``--remote`` is refused with a clear error;
+* the CLI, and DDP with two gloo ranks under
   torchrun (one DALI shard per rank, keys gathered into one queue, shuffled BN).
 """
 
@@ -33,7 +35,7 @@ from decal.trainers.cp2 import FINETUNE_PRESETS, PRESETS, CP2Config, CP2Finetune
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
-from trainer_helpers import run_and_resume, tiny_config
+from trainer_helpers import assert_remote_trains_like_local, run_and_resume, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,13 +98,19 @@ def test_resume_restores_step_loader_position_queue_and_key_encoder(tmp_path: Pa
         torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4, msg=name)
 
 
-def test_config_checks_and_remote_is_refused(tmp_path: Path) -> None:
+def test_config_checks_and_remote_finetuning_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="output_stride"):
         train(tiny(tmp_path, loader={"stride": 8}))
-    with pytest.raises(NotImplementedError, match="'cp2' pipeline is not served"):
-        train(tiny(tmp_path, data={"remote": "127.0.0.1:1", "remote_dataset": "x"}))
     with pytest.raises(NotImplementedError, match="segmentation"):
         finetune(tiny_finetune(tmp_path, data={"remote": "127.0.0.1:1", "remote_dataset": "x"}))
+
+
+def test_remote_pretraining_trains_like_the_local_loader(tmp_path: Path, folder: Path) -> None:
+    """``--remote``: the server's "cp2" stream gives the same first batch, positions and
+    losses as the local CP2Loader."""
+    pytest.importorskip("grpc")
+    common = {"run": {"max_iters": 3}}
+    assert_remote_trains_like_local(train, tiny, tmp_path, {"images": (None, folder)}, {"train_images": str(folder)}, common)
 
 
 def test_semantic_labels_of_the_sample() -> None:

@@ -30,7 +30,7 @@ from decal.server.remote_loader import RemoteLoader
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
-from server_helpers import first_status, info, make_config, running_server
+from server_helpers import assert_same, first_status, info, make_config, running_server
 
 LOCAL = {"device": "cpu", "num_threads": 1}
 
@@ -95,28 +95,6 @@ def remote(server: Any, family: Family, **extra: Any) -> RemoteLoader:
         f"127.0.0.1:{server.grpc_port}", family.dataset, pipeline=family.pipeline, prefetch=1,
         **family.options, **family.remote_extra, **extra,
     )  # fmt: skip
-
-
-def assert_same(got: Any, want: Any, where: str = "batch") -> None:
-    """Equal types, and every tensor equal in dtype, shape and value (recursively)."""
-    assert type(got) is type(want), (where, type(got), type(want))
-    if isinstance(want, torch.Tensor):
-        assert got.dtype == want.dtype and got.shape == want.shape, (where, got.dtype, want.dtype, got.shape, want.shape)
-        assert torch.equal(got.cpu(), want.cpu()), where
-        assert got.device == want.device, where
-    elif dataclasses.is_dataclass(want):
-        for field in dataclasses.fields(want):
-            assert_same(getattr(got, field.name), getattr(want, field.name), f"{where}.{field.name}")
-    elif isinstance(want, dict):
-        assert set(got) == set(want), (where, sorted(got), sorted(want))
-        for key in want:
-            assert_same(got[key], want[key], f"{where}[{key!r}]")
-    elif isinstance(want, (list, tuple)) and not hasattr(want, "_fields"):
-        assert len(got) == len(want), where
-        for i, (a, b) in enumerate(zip(got, want)):
-            assert_same(a, b, f"{where}[{i}]")
-    else:
-        assert got == want, (where, got, want)
 
 
 @pytest.fixture(params=FAMILIES, ids=lambda f: f.pipeline)

@@ -32,7 +32,7 @@ from decal.trainers.common.config import (
     save_config,
     to_dict,
 )
-from decal.trainers.common.data import build_loader, loader_options, read_categories
+from decal.trainers.common.data import REMOTE_PIPELINES, build_loader, loader_options, read_categories
 from decal.trainers.common.distributed import DistInfo, cleanup, init_distributed, resolve_device, unwrap_model, wrap_model
 from decal.trainers.common.ema import ModelEma
 from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
@@ -280,8 +280,9 @@ def test_build_loader_local_and_remote(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert remote.args == (
         "host:5000",
         "coco",
-        {"batch_size": 2, "seed": 1, "shard_id": 1, "num_shards": 2, "on_error": "skip", "device": "cuda:1", "token": "t"},
-    )
+        {"batch_size": 2, "seed": 1, "shard_id": 1, "num_shards": 2, "on_error": "skip", "device": "cuda:1", "token": "t",
+         "pipeline": "copy-paste"},
+    )  # fmt: skip
     categories = tmp_path / "c.json"
     categories.write_text(json.dumps({"categories": [{"id": 7, "name": "box"}]}))
     assert read_categories(remote, categories) == {7: {"id": 7, "name": "box"}}
@@ -512,3 +513,10 @@ def test_loop_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert state["world_size"] == 2 and len(state["loader"]) == 2 and len(state["rng"]) == 2
     records = read_jsonl(tmp_path / "metrics.jsonl", split="train")
     assert records[-1]["step"] == 8 and math.isfinite(records[-1]["loss"])
+
+
+def test_the_trainers_may_stream_every_family_the_server_serves() -> None:
+    pytest.importorskip("grpc")
+    from decal.server.pipelines import PIPELINES
+
+    assert set(REMOTE_PIPELINES) == set(PIPELINES)

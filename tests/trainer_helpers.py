@@ -63,3 +63,50 @@ def assert_same_weights(a: Any, b: Any) -> None:
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
     for p, q in zip(a.ema.state_dict().values(), b.ema.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+class FirstBatchRecorder(PositionRecorder):
+    """:class:`PositionRecorder` that also keeps the first batch the step function gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_batch: Any = None
+
+    def before_train(self, loop: TrainLoop) -> None:
+        step_fn = loop.step_fn
+
+        def recording(model: Any, batch: Any) -> StepOutput:
+            if self.first_batch is None:
+                self.first_batch = batch
+            return step_fn(model, batch)
+
+        loop.step_fn = recording
+
+
+def assert_remote_trains_like_local(
+    train: Callable[..., dict],
+    tiny: Callable[..., Any],
+    tmp_path: Path,
+    datasets: dict[str, tuple[Any, Path]],
+    local_data: dict[str, Any],
+    common: dict[str, Any],
+) -> dict:
+    """Train ``tiny(..., data=local_data, **common)`` on the local loader, then the same job
+    with ``--remote`` against an in-process server of ``datasets`` (its first one the
+    training set), and check: the remote run used a ``RemoteLoader``, got the same first
+    batch bit for bit, the same positions, finite losses equal to the local ones. Returns the
+    remote run's result."""
+    from server_helpers import assert_same, make_config, running_server
+
+    local_hook, remote_hook = FirstBatchRecorder(), FirstBatchRecorder()
+    train(tiny(tmp_path / "local", data=local_data, **common), hooks=[local_hook])
+    with running_server(make_config(datasets)) as server:
+        remote = {"remote": f"127.0.0.1:{server.grpc_port}", "remote_dataset": next(iter(datasets))}
+        result = train(tiny(tmp_path / "remote", data=remote, **common), hooks=[remote_hook])
+    assert type(result["loop"].loader).__name__ == "RemoteLoader"
+    assert remote_hook.first_batch is not None
+    assert_same(remote_hook.first_batch, local_hook.first_batch)
+    assert [p["batch_index"] for p in remote_hook.positions] == [p["batch_index"] for p in local_hook.positions]
+    assert np.all(np.isfinite(remote_hook.losses)) and len(remote_hook.losses) == len(local_hook.losses) > 0
+    np.testing.assert_allclose(remote_hook.losses, local_hook.losses, rtol=1e-4, atol=1e-5)
+    return result

@@ -52,13 +52,18 @@ from .common.config import common_updates
 __all__ = ["TRAINERS", "add_train_parser", "add_common_arguments", "common_updates", "main"]
 
 
+def _eval_only_arguments(group: Any, help: str, checkpoint: str = "checkpoint") -> None:
+    """``--eval-only`` (what it reports: ``help``) and its ``--checkpoint``."""
+    group.add_argument("--eval-only", action="store_true", help=help)
+    group.add_argument("--checkpoint", help=f"{checkpoint} for --eval-only")
+
+
 def _detection_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detection")
     group.add_argument("--self-training", action="store_true", help="pseudo-label --unlabeled with --teacher, train on the mix")
     group.add_argument("--teacher", help="self_training.teacher_checkpoint")
     group.add_argument("--unlabeled", help="self_training.unlabeled_images (a folder)")
-    group.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the validation data and exit")
-    group.add_argument("--checkpoint", help="checkpoint for --eval-only")
+    _eval_only_arguments(group, "evaluate --checkpoint on the validation data and exit")
 
 
 def _cp2_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,16 +71,14 @@ def _cp2_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--finetune", action="store_true", help="fine-tune for segmentation (COCO-style json with masks), report mIoU")
     group.add_argument("--pretrained", help="--finetune: a CP² pretraining checkpoint (model.pretrained)")
     group.add_argument("--backbone-weights", help="local ResNet weights for the backbone (Quick Tuning; model.backbone_weights)")
-    group.add_argument("--eval-only", action="store_true", help="--finetune: mIoU of --checkpoint on the validation json, then exit")
-    group.add_argument("--checkpoint", help="fine-tuned checkpoint for --eval-only")
+    _eval_only_arguments(group, "--finetune: mIoU of --checkpoint on the validation json, then exit", "fine-tuned checkpoint")
 
 
 def _classification_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("classify")
     group.add_argument("--depth", type=int, choices=[18, 34, 50, 101, 152], help="ResNet depth (model.depth)")
     group.add_argument("--weights", help="local weights to start from (model.weights)")
-    group.add_argument("--eval-only", action="store_true", help="top-1/top-5 of --checkpoint on --val-images, then exit")
-    group.add_argument("--checkpoint", help="checkpoint for --eval-only")
+    _eval_only_arguments(group, "top-1/top-5 of --checkpoint on --val-images, then exit")
 
 
 #: name → (module with ``main(args) -> int``, help, function adding the trainer's own flags).

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.instance_bank import BankParams, InstanceBank, bank_copy_paste_batch
@@ -34,8 +34,10 @@ from ..coco.loader import CocoPipelineLoader, coco_dataset
 from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, copy_paste_source
 from ..copy_paste.source import copy_paste_rng
 from ..core.assembly import assemble
+from ..core.option_schema import with_options
 from ..core.samplers import RepeatFactorSampler
 from ..core.step_io import split_result, stack_batch, to_host
+from .options import BALANCED_COPY_PASTE_OPTIONS
 
 __all__ = [
     "BALANCED",
@@ -109,6 +111,7 @@ def category_repeat_factors(dataset: Any, threshold: float) -> dict[int, float]:
 
 
 @dataclass(frozen=True)
+@with_options(BALANCED_COPY_PASTE_OPTIONS)
 class BalancedCopyPasteLoaderConfig(CopyPasteLoaderConfig):
     """:class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig` plus the bank.
 
@@ -129,13 +132,6 @@ class BalancedCopyPasteLoaderConfig(CopyPasteLoaderConfig):
             banked.
     """
 
-    max_num_pasted: int = 10
-    bank_capacity: int = 1024
-    bank_max_bytes: int = 64 << 20
-    bank_weighting: Literal["repeat_factor", "inverse_frequency", "uniform"] = "inverse_frequency"
-    bank_power: float = 1.0
-    bank_repeat_threshold: float = 0.001
-    bank_min_area: int = 16
 
 
 class BankSteps:

@@ -2,8 +2,8 @@
 (``dali_pipes/copy_paste/options.py``, with ``max_num_pasted`` 10 by default) plus the
 instance bank's, declared once (:class:`~decal.dali_pipes.core.option_schema.Option`).
 
-``BalancedCopyPasteLoaderConfig`` (``dali_pipes/balanced/loader.py``) has exactly these
-fields, with these defaults (``tests/test_family_options.py`` fails when they drift); the
+``BalancedCopyPasteLoaderConfig`` (``dali_pipes/balanced/loader.py``) takes its fields,
+defaults and bound checks from them (``with_options``); the
 server validates a request's ``BalancedCopyPasteParams`` with the served ones
 (``server/pipelines.py``), ``RemoteLoader`` forwards them, and the README's table of the
 bank options repeats them.

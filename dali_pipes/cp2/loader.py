@@ -22,16 +22,15 @@ from typing import Any
 
 from ..core.assembly import Family, assemble
 from ..core.backend import Backend
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from ..core.loader_base import PipelineLoader, dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import folder_options, output_options, pipeline_device_options
-from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
 from ..core.options import fields_from
 from ..folder.image_folder import ImageFolder
 from ..folder.loader import folder_dataset, folder_stats
 from ..folder.batches import CP2Batch
+from .options import CP2_OPTIONS
 from .pipeline import VIEW_NAMES, CP2Outputs, CP2Source, build_cp2_pipeline
 from .twin import CP2MaskConfig, CP2ViewConfig, feature_size
 
@@ -40,7 +39,7 @@ __all__ = ["CP2", "CP2LoaderConfig", "CP2Batch", "CP2Loader", "cp2_source", "cp2
 
 
 @dataclass(frozen=True)
-@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
+@with_options(CP2_OPTIONS)
 class CP2LoaderConfig:
     """Every parameter of :class:`CP2Loader`, with its default (CP2's).
 
@@ -62,30 +61,6 @@ class CP2LoaderConfig:
             num_threads, prefetch_queue_depth: as in ``CutMixLoader``.
         return_views: also yield the four augmented views (uint8 HWC) before compositing.
     """
-
-    batch_size: int = 32
-    output_size: int = 224
-    stride: int = 16
-    scale: tuple[float, float] = (0.2, 1.0)
-    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    jitter_prob: float = 0.8
-    grayscale_prob: float = 0.2
-    blur_prob: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    flip_prob: float = 0.5
-    mask_area: tuple[float, float] = (0.5, 0.8)
-    mask_ratio: tuple[float, float] = (0.8, 1.25)
-    labelled: bool = False
-    background_root: str | None = None
-    normalize: bool = True
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    verify: bool = False
-    return_views: bool = False
 
     def __post_init__(self) -> None:
         check_loader_config(self)

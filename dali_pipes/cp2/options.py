@@ -1,7 +1,7 @@
 """The options of the CP² loader, declared once (:class:`~decal.dali_pipes.core.option_schema.Option`).
 
-``CP2LoaderConfig`` (``dali_pipes/cp2/loader.py``) has exactly these fields, with these
-defaults (``tests/test_family_options.py`` fails when they drift); the server validates a
+``CP2LoaderConfig`` (``dali_pipes/cp2/loader.py``) takes its fields, defaults and bound
+checks from them (``with_options``); the server validates a
 request's ``CP2Params`` with the served ones (``server/pipelines.py``), ``RemoteLoader``
 forwards them, and the README's CP² option table repeats them.
 

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..core.assembly import Family, assemble
 from ..core.backend import Backend
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from ..core.loader_base import PipelineLoader, dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import folder_options, output_options, pipeline_device_options
-from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..core.option_schema import with_options
 from ..core.options import fields_from
 from ..folder.image_folder import ImageFolder
 from ..folder.loader import folder_dataset, folder_stats
 from ..folder.batches import ClassificationBatch
+from .options import CUTMIX_OPTIONS
 from .pipeline import CutMixOutputs, CutMixSource, build_cutmix_pipeline
 from .twin import MixConfig
 
@@ -39,7 +38,7 @@ __all__ = ["CUTMIX", "CutMixLoaderConfig", "ClassificationBatch", "CutMixLoader"
 
 
 @dataclass(frozen=True)
-@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
+@with_options(CUTMIX_OPTIONS)
 class CutMixLoaderConfig:
     """Every parameter of :class:`CutMixLoader`, with its default.
 
@@ -70,27 +69,6 @@ class CutMixLoaderConfig:
         num_threads: DALI CPU threads.
         prefetch_queue_depth: batches prepared ahead.
     """
-
-    batch_size: int = 32
-    output_size: int = 224
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
-    flip_prob: float = 0.5
-    normalize: bool = True
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    mix: bool = True
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 1.0
-    cutmix_minmax: tuple[float, float] | None = None
-    prob: float = 1.0
-    switch_prob: float = 0.5
-    mode: Literal["batch", "elem", "pair"] = "batch"
-    correct_lam: bool = True
-    label_smoothing: float = 0.0
-    num_classes: int | None = None
-    verify: bool = False
-    return_unmixed: bool = False
 
     def __post_init__(self) -> None:
         check_loader_config(self)
@@ -177,3 +155,10 @@ class CutMixLoader(PipelineLoader):
     def classes(self) -> list[str]:
         """Class names (sorted sub-directory names); index = class id."""
         return list(self.dataset.classes)
+
+    @property
+    def categories(self) -> dict[int, dict[str, Any]]:
+        """Class id → ``{"id", "name"}`` (the folder's classes), as an instance loader's
+        categories: what a server sends in a stream's header, so a remote client knows the
+        class names (``RemoteLoader.categories``)."""
+        return {k: {"id": k, "name": name} for k, name in enumerate(self.dataset.classes)}

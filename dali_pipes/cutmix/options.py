@@ -1,8 +1,8 @@
 """The options of the CutMix/MixUp classification loader, declared once
 (:class:`~decal.dali_pipes.core.option_schema.Option`).
 
-``CutMixLoaderConfig`` (``dali_pipes/cutmix/loader.py``) has exactly these fields,
-with these defaults (``tests/test_family_options.py`` fails when they drift); the server
+``CutMixLoaderConfig`` (``dali_pipes/cutmix/loader.py``) takes its fields, defaults
+and bound checks from them (``with_options``); the server
 validates a request's ``CutMixParams`` with the served ones (``server/pipelines.py``),
 ``RemoteLoader`` forwards them, and the README's CutMix option table repeats them.
 

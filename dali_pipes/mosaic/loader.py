@@ -17,12 +17,12 @@ from ..copy_paste.loader import instance_targets
 from ..core.assembly import Family, assemble
 from ..core.backend import Backend
 from ..core.batch import Batch
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
 from ..core.loader_base import dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
 from ..core.samplers import RepeatFactorSampler
+from .options import MOSAIC_OPTIONS
 from .pipeline import MosaicOutputs, MosaicSource, build_mosaic_pipeline
 from .twin import NUM_TILES
 
@@ -30,7 +30,7 @@ __all__ = ["MOSAIC", "MosaicLoader", "MosaicLoaderConfig", "mosaic_batch", "mosa
 
 
 @dataclass(frozen=True)
-@with_options(RUN_OPTIONS + DEVICE_OPTIONS, first=False)
+@with_options(MOSAIC_OPTIONS)
 class MosaicLoaderConfig:
     """Every parameter of :class:`MosaicLoader`, with its default.
 
@@ -45,16 +45,6 @@ class MosaicLoaderConfig:
         repeat_factor_threshold: t of repeat-factor sampling (0.001, LVIS), which draws
             the epoch order and weighs the three extra images by r(i); None for uniform.
     """
-
-    batch_size: int = 8
-    output_size: int = 640
-    jitter: Any = "none"
-    flip_prob: float = 0.5
-    pad_value: int = 114
-    mosaic_prob: float = 0.5
-    center_range: tuple[float, float] = (0.25, 0.75)
-    paste_by_box: bool = False
-    repeat_factor_threshold: float | None = 0.001
 
     def __post_init__(self) -> None:
         check_loader_config(self)

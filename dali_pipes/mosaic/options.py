@@ -1,8 +1,8 @@
 """The options of the balanced-Mosaic loader, declared once
 (:class:`~decal.dali_pipes.core.option_schema.Option`).
 
-``MosaicLoaderConfig`` (``dali_pipes/mosaic/pipeline.py``) has exactly these fields, with
-these defaults (``tests/test_family_options.py`` fails when they drift); the server validates
+``MosaicLoaderConfig`` (``dali_pipes/mosaic/loader.py``) takes its fields, defaults and
+bound checks from them (``with_options``); the server validates
 a request's ``MosaicParams`` with the served ones (``server/pipelines.py``), ``RemoteLoader``
 forwards them, and the README's Mosaic option table repeats them.
 

@@ -45,12 +45,14 @@ from ..core.scale_jitter import draw_geometry
 from ..copy_paste.pipeline import paste_batch
 from ..copy_paste.source import GEOMETRY_STREAM, CopyPasteSource
 from ..core.assembly import assemble
+from ..core.option_schema import with_options
 from ..core.backend import Backend
 from ..core.batch import Batch
 from ..core.epoch_source import LoaderPosition, ProducedBatch
 from ..core.errors import DatasetError
 from ..core.loader_parts import source_options
 from ..core.samplers import shard_indices
+from .options import SELF_TRAINING_OPTIONS
 
 __all__ = [
     "split_counts",
@@ -294,6 +296,7 @@ class SelfTrainingStep:
 
 
 @dataclass(frozen=True)
+@with_options(SELF_TRAINING_OPTIONS)
 class SelfTrainingLoaderConfig(CopyPasteLoaderConfig):
     """:class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig` plus:
 
@@ -302,9 +305,6 @@ class SelfTrainingLoaderConfig(CopyPasteLoaderConfig):
             of T images), in [0, 1).
         paste_into_labelled: labelled images receive pasted instances too.
     """
-
-    second_ratio: float = 0.5
-    paste_into_labelled: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

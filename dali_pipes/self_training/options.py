@@ -2,8 +2,8 @@
 (``dali_pipes/copy_paste/options.py``) plus the second set's, declared once
 (:class:`~decal.dali_pipes.core.option_schema.Option`).
 
-``SelfTrainingLoaderConfig`` (``dali_pipes/self_training/loader.py``) has exactly these fields, with
-these defaults (``tests/test_family_options.py`` fails when they drift); the server validates
+``SelfTrainingLoaderConfig`` (``dali_pipes/self_training/loader.py``) takes its fields,
+defaults and bound checks from them (``with_options``); the server validates
 a request's ``SelfTrainingParams`` with the served ones (``server/pipelines.py``; the second
 set is a registered dataset named by ``second_dataset``, never a path), ``RemoteLoader``
 forwards them, and the README's self-training table repeats them.

@@ -4,8 +4,9 @@
 
 1. join the DDP group when started by ``torchrun`` (one DALI shard per rank);
 2. build decal's :class:`~decal.dali_pipes.cutmix.loader.CutMixLoader` over the
-   training ImageFolder (the server does not stream CutMix batches, so ``data.remote`` is
-   refused with a clear error);
+   training ImageFolder, or, with ``data.remote``, a ``RemoteLoader`` of the server's
+   ``"cutmix"`` pipeline over its registered folder ``data.remote_dataset`` (the same
+   batches; the class names come from the stream);
 3. build the ResNet, the optional weight EMA, DDP, the optimiser and schedule;
 4. run :class:`~decal.trainers.common.loop.TrainLoop` with soft-target cross-entropy
    ([CUTMIX]'s area-weighted loss) and top-1/top-5 evaluation on ``data.val_images``
@@ -17,22 +18,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..common.checkpoint import Checkpointer, load_checkpoint
-from ..common.config import DataConfig, from_dict, load_config, save_config, to_dict
-from ..common.data import loader_options, require_remote_pipeline
-from ..common.distributed import DistInfo, cleanup, init_distributed, resolve_device, wrap_model
+from ..common.checkpoint import load_checkpoint
+from ..common.config import DataConfig, config_from_args, from_dict
+from ..common.data import close_loader, loader_options, remote_loader
+from ..common.distributed import DistInfo, cleanup, in_process_group, init_distributed, resolve_device, wrap_model
 from ..common.ema import ModelEma
 from ..common.evaluation import EvalHook
-from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps, resume_and_run
-from ..common.metrics import MetricLogger
-from ..common.optim import build_optimizer, build_scheduler
+from ..common.loop import Hook, StepOutput, TrainLoop
+from ..common.job import run_command, run_job, setup_run, start_logger, with_evaluation
 from .config import PRESETS, ClassificationConfig, ModelConfig
 from .evaluate import evaluate_classifier
 from .losses import soft_target_cross_entropy
@@ -62,16 +61,15 @@ def classification_step(device: torch.device) -> Callable[[nn.Module, Any], Step
 
 
 def _folders(data: DataConfig) -> tuple[str, str]:
-    """(training folder, evaluation folder or ""): the configured ones, else the demo folder
-    with ``data.use_sample``."""
-    require_remote_pipeline(data, "cutmix", "classify")
-    train_root, val_root = data.train_images, data.val_images
+    """(training folder or "" when ``data.remote`` streams the training set, evaluation
+    folder or ""): the configured ones, else the demo folder with ``data.use_sample``."""
+    train_root, val_root = ("" if data.remote else data.train_images), data.val_images
     if data.use_sample and (not train_root or not val_root):
         from decal.dali_pipes.folder.image_folder import ensure_demo_image_folder
 
         demo = str(ensure_demo_image_folder())
-        train_root, val_root = train_root or demo, val_root or demo
-    if not train_root:
+        train_root, val_root = train_root or ("" if data.remote else demo), val_root or demo
+    if not train_root and not data.remote:
         raise ValueError("no training images: set data.train_images (--images DIR, an ImageFolder) or data.use_sample (--sample)")
     return train_root, val_root
 
@@ -83,41 +81,47 @@ def train(cfg: ClassificationConfig, *, hooks: list[Hook] | None = None) -> dict
         ``{"step", "epoch", "metrics" (last training window), "eval" (last evaluation),
         "eval_history", "out_dir", "checkpoint" (latest), "resumed_from", "loop"}``.
     """
-    info = init_distributed(cfg.run.dist_backend, cfg.run.device)
-    try:
-        return _train(cfg, info, list(hooks or []))
-    finally:
-        cleanup(info)
+    return in_process_group(cfg.run, lambda info: _train(cfg, info, list(hooks or [])))
 
 
 def _train(cfg: ClassificationConfig, info: DistInfo, extra_hooks: list[Hook]) -> dict[str, Any]:
     train_root, val_root = _folders(cfg.data)
-    device = resolve_device(cfg.run.device, info)
-    if cfg.run.torch_threads > 0 and device.type == "cpu":
-        torch.set_num_threads(cfg.run.torch_threads)
-    torch.manual_seed(cfg.run.seed + info.rank)
-
+    device = setup_run(cfg.run, info)
     from decal.dali_pipes.cutmix.loader import CutMixLoader
 
     options = loader_options(cfg.loader, info, device)
-    if options.get("device") is None and device.type == "cpu":
-        options["device"] = "cpu"
     if cfg.model.num_classes:
         options["num_classes"] = cfg.model.num_classes
-    loader = CutMixLoader(train_root, **options)
-    num_classes, class_names = loader.num_classes, loader.classes
+    if cfg.data.remote:
+        loader = remote_loader(cfg.data, options, pipeline="cutmix", device=device)
+        class_names = [category["name"] for _, category in sorted(loader.categories.items())]
+        num_classes = options.get("num_classes") or len(class_names)
+    else:
+        loader = CutMixLoader(train_root, **options)
+        num_classes, class_names = loader.num_classes, loader.classes
+    try:
+        return _train_with(cfg, info, extra_hooks, device, loader, num_classes, class_names, val_root)
+    finally:
+        close_loader(loader)
+
+
+def _train_with(
+    cfg: ClassificationConfig,
+    info: DistInfo,
+    extra_hooks: list[Hook],
+    device: torch.device,
+    loader: Any,
+    num_classes: int,
+    class_names: list[str],
+    val_root: str,
+) -> dict[str, Any]:
     model = build_classifier(cfg.model, num_classes).to(device)
     if info.distributed and device.type == "cuda" and cfg.model.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ema = ModelEma(model, cfg.ema.decay, warmup=cfg.ema.warmup) if cfg.ema.enabled else None
     ddp_model = wrap_model(model, info, device)
-    optimizer = build_optimizer(cfg.optim, model, global_batch_size=cfg.loader.batch_size * info.world_size)
-    total_steps = planned_steps(cfg.run, loader)
-    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
     out_dir = Path(cfg.run.out_dir)
-    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.run.tensorboard)
-    if info.is_main:
-        save_config(cfg, out_dir / "config.json")
+    logger = start_logger(cfg, info)
 
     hooks: list[Hook] = []
     eval_hook = None
@@ -125,49 +129,29 @@ def _train(cfg: ClassificationConfig, info: DistInfo, extra_hooks: list[Hook]) -
 
         def evaluate(loop: TrainLoop) -> dict[str, float]:
             model = loop.eval_model if (cfg.ema.enabled and cfg.ema.evaluate_ema) else loop.model_without_ddp
-            return evaluate_classifier(
-                model,
-                val_root,
-                class_names,
-                image_size=cfg.loader.output_size,
-                crop_pct=cfg.eval.crop_pct,
-                mean=cfg.loader.mean,
-                std=cfg.loader.std,
-                batch_size=cfg.eval.batch_size,
-                num_workers=cfg.eval.num_workers,
-                max_images=cfg.eval.max_images,
-                device=loop.device,
-                info=loop.info,
-                amp=cfg.run.amp,
-            )
+            return _evaluate(cfg, model, val_root, class_names, loop.device, loop.info)
 
         eval_hook = EvalHook(evaluate, logger=logger, out_dir=out_dir, every_epochs=cfg.eval.every_epochs)
         hooks.append(eval_hook)
     hooks.extend(extra_hooks)
-    checkpointer = Checkpointer(out_dir / "checkpoints", keep_last=cfg.run.keep_checkpoints, enabled=info.is_main)
-    loop = TrainLoop(
-        model=ddp_model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loader=loader,
-        step_fn=classification_step(device),
-        run=cfg.run,
-        info=info,
-        device=device,
-        total_steps=total_steps,
-        grad_clip_norm=cfg.optim.grad_clip_norm,
-        ema=ema,
-        logger=logger,
-        checkpointer=checkpointer,
-        hooks=hooks,
-        extra_state={"config": to_dict(cfg), "classes": class_names, "num_classes": num_classes, "trainer": "classification"},
-    )
-    result = resume_and_run(loop, checkpointer, logger, cfg.run, out_dir)
-    return {
-        **result,
-        "eval": eval_hook.last_metrics if eval_hook else {},
-        "eval_history": eval_hook.history if eval_hook else [],
-    }
+    result = run_job(
+        cfg, info=info, device=device, model=model, ddp_model=ddp_model, loader=loader, step_fn=classification_step(device),
+        hooks=hooks, logger=logger, ema=ema,
+        extra_state={"classes": class_names, "num_classes": num_classes, "trainer": "classification"},
+    )  # fmt: skip
+    return with_evaluation(result, eval_hook)
+
+
+def _evaluate(
+    cfg: ClassificationConfig, model: nn.Module, val_root: str, class_names: list[str], device: torch.device, info: DistInfo
+) -> dict[str, float]:
+    """Top-1/top-5 of ``model`` on the folder ``val_root`` with ``cfg.eval``'s centre crop at
+    the training size and normalisation."""
+    return evaluate_classifier(
+        model, val_root, class_names, image_size=cfg.loader.output_size, crop_pct=cfg.eval.crop_pct,
+        mean=cfg.loader.mean, std=cfg.loader.std, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers,
+        max_images=cfg.eval.max_images, device=device, info=info, amp=cfg.run.amp,
+    )  # fmt: skip
 
 
 def load_classifier(checkpoint: str | Path, *, prefer_ema: bool = True, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -194,21 +178,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: ClassificationConfig, *, us
         if not val_root:
             raise ValueError("evaluation needs data.val_images (--val-images)")
         model, state = load_classifier(checkpoint, prefer_ema=use_ema, device=device)
-        return evaluate_classifier(
-            model,
-            val_root,
-            state["classes"],
-            image_size=cfg.loader.output_size,
-            crop_pct=cfg.eval.crop_pct,
-            mean=cfg.loader.mean,
-            std=cfg.loader.std,
-            batch_size=cfg.eval.batch_size,
-            num_workers=cfg.eval.num_workers,
-            max_images=cfg.eval.max_images,
-            device=device,
-            info=info,
-            amp=cfg.run.amp,
-        )
+        return _evaluate(cfg, model, val_root, state["classes"], device, info)
     finally:
         cleanup(info)
 
@@ -218,32 +188,9 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: ClassificationConfig, *, us
 
 def load_classification_config(args: argparse.Namespace) -> ClassificationConfig:
     """The config of ``decal train classify`` from its parsed arguments."""
-    from ..common.config import common_updates
-
-    updates = common_updates(args)
-    model: dict[str, Any] = {}
-    if getattr(args, "depth", None):
-        model["depth"] = args.depth
-    if getattr(args, "weights", None):
-        model["weights"] = args.weights
-    if model:
-        updates["model"] = model
-    return load_config(ClassificationConfig, args.config, presets=PRESETS, preset=args.preset, overrides=args.set or (), updates=updates)
+    return config_from_args(ClassificationConfig, PRESETS, args, {"model": {"depth": "depth", "weights": "weights"}})
 
 
 def main(args: argparse.Namespace) -> int:
     """``decal train classify ...``: train (default) or ``--eval-only`` a checkpoint."""
-    cfg = load_classification_config(args)
-    if getattr(args, "print_config", False):
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    if getattr(args, "eval_only", False):
-        if not args.checkpoint:
-            raise SystemExit("decal train classify --eval-only needs --checkpoint")
-        print(json.dumps(evaluate_checkpoint(args.checkpoint, cfg), indent=2))
-        return 0
-    result = train(cfg)
-    if result.get("eval"):
-        print(json.dumps({"step": result["step"], "eval": result["eval"]}, indent=2))
-    print(f"decal train classify: {result['step']} iterations, run directory {result['out_dir']}")
-    return 0
+    return run_command("classify", args, load_classification_config(args), train, evaluate_checkpoint)

@@ -418,9 +418,11 @@ def save_config(config: Any, path: str | Path) -> Path:
     return path
 
 
-def common_updates(args: argparse.Namespace) -> dict[str, Any]:
+def common_updates(args: argparse.Namespace, own: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """The common trainer flags (``trainers/cli.py``, ``add_common_arguments``) as a nested
-    dict of config updates (only the flags given)."""
+    dict of config updates (only the flags given), plus a trainer's ``own`` flags:
+    ``{section: {argument attribute: config key}}``, each given (truthy) one set as is
+    (e.g. ``{"model": {"depth": "depth"}}``)."""
     from ...dali_pipes.core.backend import parse_device
 
     updates: dict[str, dict[str, Any]] = {}
@@ -451,4 +453,15 @@ def common_updates(args: argparse.Namespace) -> dict[str, Any]:
     put("run", "resume", args.resume)
     if args.no_progress:
         put("run", "progress", False)
+    for section, keys in (own or {}).items():
+        for attribute, key in keys.items():
+            put(section, key, getattr(args, attribute, None) or None)
     return updates
+
+
+def config_from_args(
+    cls: type[T], presets: Mapping[str, Mapping[str, Any]], args: argparse.Namespace, own: Mapping[str, Mapping[str, str]] | None = None
+) -> T:
+    """A trainer's config from its parsed ``decal train`` arguments: ``--config``,
+    ``--preset``, ``--set`` and the flags (:func:`common_updates` with the trainer's ``own``)."""
+    return load_config(cls, args.config, presets=presets, preset=args.preset, overrides=args.set or (), updates=common_updates(args, own))

@@ -1,6 +1,7 @@
 """The trainers' data source: the local DALI iterator or the gRPC ``RemoteLoader``, one shard per rank.
 
-Both yield the same ``Batch`` objects (``images`` (B, 3, S, S) uint8 and ``targets``), have
+Both yield the family's own batch type (``Batch``: ``images`` (B, 3, S, S) uint8 and
+``targets``; ``ClassificationBatch`` for CutMix; ``CP2Batch`` for CP²), have
 ``len()`` (batches in the coming epoch), ``epoch``, and ``state_dict()`` /
 ``load_state_dict()``, so the training loop never knows which one it got.
 """
@@ -21,11 +22,13 @@ __all__ = [
     "LOCAL_ONLY_OPTIONS",
     "REMOTE_PIPELINES",
     "require_remote_pipeline",
+    "remote_loader",
     "resolve_dataset_paths",
     "loader_options",
     "build_loader",
     "read_categories",
     "move_targets",
+    "close_loader",
 ]
 
 #: Options of the local DALI pipeline that a remote loader does not take (the server runs
@@ -35,9 +38,12 @@ LOCAL_ONLY_OPTIONS = (
 )
 
 
-#: Pipelines that ``RemoteLoader`` can stream (the server's ``decal.server.pipelines.PIPELINES``
-#: and the client's batch conversion both know only these).
-REMOTE_PIPELINES = ("copy-paste",)
+#: Pipelines that ``RemoteLoader`` can stream: every family the server serves
+#: (``decal.server.pipelines.PIPELINES``; ``tests/test_trainer_common.py`` holds them equal).
+REMOTE_PIPELINES = ("copy-paste", "balanced-copy-paste", "self-training", "mosaic", "cutmix", "cp2")
+
+#: ``RemoteLoader``'s own keyword arguments among a loader config's fields.
+_REMOTE_RUN_OPTIONS = ("batch_size", "seed", "shard_id", "num_shards")
 
 
 def require_remote_pipeline(data: DataConfig, pipeline: str, trainer: str) -> None:
@@ -45,16 +51,56 @@ def require_remote_pipeline(data: DataConfig, pipeline: str, trainer: str) -> No
 
     Args:
         data: the data section (only ``data.remote`` is read).
-        pipeline: the pipeline the trainer needs (``"cp2"``, ``"cutmix"``, ...).
+        pipeline: the pipeline the trainer needs (``"cp2"``, ``"segmentation"``, ...).
         trainer: the trainer's name, for the message.
     """
     if data.remote and pipeline not in REMOTE_PIPELINES:
         raise NotImplementedError(
             f"decal train {trainer} --remote: the decal server streams only the "
-            f"{', '.join(repr(p) for p in REMOTE_PIPELINES)} pipeline (decal.server.pipelines.PIPELINES); "
+            f"{', '.join(repr(p) for p in REMOTE_PIPELINES)} pipelines (decal.server.pipelines.PIPELINES); "
             f"the {pipeline!r} pipeline is not served, so this trainer reads its data locally: drop --remote "
             "(data.remote) and pass the local data paths"
         )
+
+
+def remote_loader(data: DataConfig, options: Mapping[str, Any], *, pipeline: str, device: torch.device | None = None) -> Any:
+    """A ``RemoteLoader`` of ``pipeline`` from ``data.remote`` / ``data.remote_dataset``.
+
+    ``options`` are the local loader's keyword arguments (:func:`loader_options`): the
+    in-process ones (:data:`LOCAL_ONLY_OPTIONS`) are dropped, the ones the family serves
+    (``RemoteLoader``'s ``forwarded_options``) and the run's (batch size, seed, shard) are sent, and any other
+    option (a path, a normalisation the server does not take) must keep its default, since
+    the server would use its default. The client is imported lazily (the ``serve`` extra);
+    it puts the batches on ``device`` and takes ``data.remote_options`` (a token, TLS).
+
+    Raises:
+        ValueError: no ``data.remote_dataset``, or an option the server cannot take that is
+            not at its default (naming it).
+    """
+    require_remote_pipeline(data, pipeline, pipeline)
+    try:
+        from decal.dali_pipes.core.option_schema import served
+        from decal.server.pipelines import PIPELINES
+        from decal.server.remote_loader import RemoteLoader
+    except ImportError as error:  # not installed, or not built yet
+        raise RuntimeError("--remote needs decal.server.remote_loader.RemoteLoader (pip install 'decal[serve]')") from error
+    if not data.remote_dataset:
+        raise ValueError("data.remote_dataset: the dataset name registered on the server is required with --remote")
+    sent = {option.name for option in served(PIPELINES[pipeline].schema)} | set(_REMOTE_RUN_OPTIONS)
+    defaults = {option.name: option.default for option in PIPELINES[pipeline].schema}
+    remote_options: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in sent:
+            remote_options[name] = value
+        elif name not in LOCAL_ONLY_OPTIONS and name in defaults and value != defaults[name]:
+            raise ValueError(
+                f"loader.{name} = {value!r}: the {pipeline!r} server does not take this option (it uses "
+                f"{defaults[name]!r}); keep the default with --remote, or drop --remote to read locally"
+            )
+    if device is not None:
+        remote_options["device"] = str(device)
+    remote_options.update(data.remote_options)
+    return RemoteLoader(data.remote, data.remote_dataset, pipeline=pipeline, **remote_options)
 
 
 def resolve_dataset_paths(data: DataConfig) -> DataConfig:
@@ -74,7 +120,8 @@ def resolve_dataset_paths(data: DataConfig) -> DataConfig:
 
 def loader_options(loader_config: Any, info: DistInfo, device: torch.device) -> dict[str, Any]:
     """The loader's keyword arguments for this rank: the config's fields, with
-    ``shard_id=rank``, ``num_shards=world_size`` and, on CUDA, ``device_id=local_rank``."""
+    ``shard_id=rank``, ``num_shards=world_size``, on CUDA ``device_id=local_rank``, and on a
+    CPU training device ``device="cpu"`` where the config leaves the device to the loader."""
     if is_dataclass(loader_config):
         options = {f.name: getattr(loader_config, f.name) for f in fields(loader_config)}
     else:
@@ -82,6 +129,8 @@ def loader_options(loader_config: Any, info: DistInfo, device: torch.device) -> 
     options.update(info.shard_options())
     if device.type == "cuda":
         options["device_id"] = device.index if device.index is not None else info.local_rank
+    elif device.type == "cpu" and options.get("device") is None:
+        options["device"] = "cpu"
     return options
 
 
@@ -94,28 +143,11 @@ def build_loader(
     images: str | None = None,
     device: torch.device | None = None,
 ) -> Any:
-    """The local loader ``local_factory(annotations, images, **options)``, or a
-    ``RemoteLoader`` when ``data.remote`` is set.
-
-    The remote client is imported lazily (it needs the ``serve`` extra). It is called as
-    ``RemoteLoader(address, dataset_name, **options, device=str(device), **data.remote_options)``
-    with the in-process pipeline options (:data:`LOCAL_ONLY_OPTIONS`) removed, so that it
-    delivers the batches straight onto the training device.
-    """
+    """The local copy-paste loader ``local_factory(annotations, images, **options)``, or a
+    copy-paste ``RemoteLoader`` (:func:`remote_loader`) when ``data.remote`` is set, which
+    delivers the batches straight onto the training device."""
     if data.remote:
-        try:
-            from decal.server.remote_loader import RemoteLoader
-        except ImportError as error:  # not installed, or not built yet
-            raise RuntimeError(
-                "--remote needs decal.server.remote_loader.RemoteLoader (pip install 'decal[serve]')"
-            ) from error
-        if not data.remote_dataset:
-            raise ValueError("data.remote_dataset: the dataset name registered on the server is required with --remote")
-        remote_options = {k: v for k, v in options.items() if k not in LOCAL_ONLY_OPTIONS}
-        if device is not None:
-            remote_options["device"] = str(device)
-        remote_options.update(data.remote_options)
-        return RemoteLoader(data.remote, data.remote_dataset, **remote_options)
+        return remote_loader(data, options, pipeline="copy-paste", device=device)
     annotations = annotations or data.train_annotations
     images = images or data.train_images
     if not annotations or not images:
@@ -148,3 +180,11 @@ def move_targets(targets: list[dict[str, torch.Tensor]], device: torch.device) -
         {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
         for t in targets
     ]
+
+
+def close_loader(loader: Any) -> None:
+    """End a ``RemoteLoader``'s stream and its reader thread (a local loader has no
+    ``close``; nothing to do)."""
+    close = getattr(loader, "close", None)
+    if callable(close):
+        close()

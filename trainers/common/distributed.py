@@ -15,7 +15,7 @@ import datetime
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -24,6 +24,7 @@ from torch import nn
 __all__ = [
     "DistInfo",
     "init_distributed",
+    "in_process_group",
     "resolve_device",
     "wrap_model",
     "unwrap_model",
@@ -175,3 +176,16 @@ def cleanup(info: DistInfo) -> None:
         if sys.exc_info()[0] is None:
             dist.barrier()
         dist.destroy_process_group()
+
+
+T = TypeVar("T")
+
+
+def in_process_group(run: Any, job: Callable[[DistInfo], T]) -> T:
+    """``job(info)`` inside this process's group (``run.dist_backend``, ``run.device``:
+    :func:`init_distributed`), torn down afterwards (:func:`cleanup`) however ``job`` ends."""
+    info = init_distributed(run.dist_backend, run.device)
+    try:
+        return job(info)
+    finally:
+        cleanup(info)

@@ -4,8 +4,9 @@
 :func:`train` pretrains (:class:`~.config.CP2Config`):
 
 1. join the DDP group when started by ``torchrun`` (one DALI shard per rank);
-2. build decal's :class:`~decal.dali_pipes.cp2.loader.CP2Loader` over the image folder (the
-   server does not stream CP² batches, so ``data.remote`` is refused with a clear error);
+2. build decal's :class:`~decal.dali_pipes.cp2.loader.CP2Loader` over the image folder, or,
+   with ``data.remote``, a ``RemoteLoader`` of the server's ``"cp2"`` pipeline over its
+   registered folder ``data.remote_dataset`` (the same batches);
 3. build :class:`~.model.CP2Model` (Quick Tuning: the backbone from ``model.backbone_weights``),
    DDP (buffers not broadcast: every rank enqueues the same all-gathered keys), the optimiser
    and schedule;
@@ -30,14 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.checkpoint import Checkpointer, load_checkpoint
-from ..common.config import ConfigError, DataConfig, from_dict, load_config, save_config, to_dict
-from ..common.data import loader_options, require_remote_pipeline, resolve_dataset_paths
+from ..common.checkpoint import load_checkpoint
+from ..common.config import ConfigError, DataConfig, config_from_args, from_dict
+from ..common.data import close_loader, loader_options, remote_loader, require_remote_pipeline, resolve_dataset_paths
 from ..common.distributed import DistInfo, cleanup, init_distributed, resolve_device, wrap_model
 from ..common.evaluation import EvalHook
-from ..common.loop import Hook, StepOutput, TrainLoop, planned_steps, resume_and_run
-from ..common.metrics import MetricLogger
-from ..common.optim import build_optimizer, build_scheduler
+from ..common.loop import Hook, StepOutput, TrainLoop
+from ..common.job import run_command, run_job, setup_run, start_logger, with_evaluation
 from .config import FINETUNE_PRESETS, PRESETS, CP2Config, CP2FinetuneConfig, SegModelConfig
 from .model import CP2Model, build_cp2_model, build_segmenter
 from .segmentation import SegmentationBatch, SegmentationLoader, SemanticCoco, evaluate_segmenter
@@ -90,58 +90,14 @@ def segmentation_step(device: torch.device, ignore_index: int) -> Callable[[nn.M
 # --------------------------------------------------------------------------- shared setup
 
 
-def _setup(run: Any, info: DistInfo) -> torch.device:
-    device = resolve_device(run.device, info)
-    if run.torch_threads > 0 and device.type == "cpu":
-        torch.set_num_threads(run.torch_threads)
-    torch.manual_seed(run.seed + info.rank)
-    return device
-
-
-def _run_loop(
-    *,
-    cfg: Any,
-    info: DistInfo,
-    device: torch.device,
-    model: nn.Module,
-    ddp_model: nn.Module,
-    loader: Any,
-    step_fn: Callable[[nn.Module, Any], StepOutput],
-    hooks: list[Hook],
-    logger: MetricLogger,
-    extra_state: dict[str, Any],
-) -> dict[str, Any]:
-    out_dir = Path(cfg.run.out_dir)
-    optimizer = build_optimizer(cfg.optim, model, global_batch_size=cfg.loader.batch_size * info.world_size)
-    total_steps = planned_steps(cfg.run, loader)
-    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
-    checkpointer = Checkpointer(out_dir / "checkpoints", keep_last=cfg.run.keep_checkpoints, enabled=info.is_main)
-    loop = TrainLoop(
-        model=ddp_model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loader=loader,
-        step_fn=step_fn,
-        run=cfg.run,
-        info=info,
-        device=device,
-        total_steps=total_steps,
-        grad_clip_norm=cfg.optim.grad_clip_norm,
-        logger=logger,
-        checkpointer=checkpointer,
-        hooks=hooks,
-        extra_state={"config": to_dict(cfg), **extra_state},
-    )
-    return resume_and_run(loop, checkpointer, logger, cfg.run, out_dir)
-
-
 # --------------------------------------------------------------------------- pretraining
 
 
 def pretraining_images(data: DataConfig) -> str:
     """The image folder of pretraining: ``data.train_images``, else decal's demo folder
-    with ``data.use_sample``."""
-    require_remote_pipeline(data, "cp2", "cp2")
+    with ``data.use_sample``; "" when ``data.remote`` streams the pretraining set."""
+    if data.remote:
+        return ""
     if data.train_images:
         return data.train_images
     if data.use_sample:
@@ -173,35 +129,24 @@ def train(cfg: CP2Config, *, hooks: list[Hook] | None = None) -> dict[str, Any]:
         (latest), "resumed_from", "loop"}``.
     """
     info = init_distributed(cfg.run.dist_backend, cfg.run.device)
+    loader = None
     try:
         check_config(cfg, info)
         images = pretraining_images(cfg.data)
-        device = _setup(cfg.run, info)
+        device = setup_run(cfg.run, info)
         from decal.dali_pipes.cp2.loader import CP2Loader
 
         options = loader_options(cfg.loader, info, device)
-        if options.get("device") is None and device.type == "cpu":
-            options["device"] = "cpu"
-        loader = CP2Loader(images, **options)
+        loader = remote_loader(cfg.data, options, pipeline="cp2", device=device) if cfg.data.remote else CP2Loader(images, **options)
         model: CP2Model = build_cp2_model(cfg.model, cfg.contrast).to(device)
         ddp_model = wrap_model(model, info, device, broadcast_buffers=False)
-        out_dir = Path(cfg.run.out_dir)
-        logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.run.tensorboard)
-        if info.is_main:
-            save_config(cfg, out_dir / "config.json")
-        return _run_loop(
-            cfg=cfg,
-            info=info,
-            device=device,
-            model=model,
-            ddp_model=ddp_model,
-            loader=loader,
-            step_fn=cp2_step(device),
-            hooks=list(hooks or []),
-            logger=logger,
-            extra_state={"trainer": "cp2", "images": images},
-        )
+        logger = start_logger(cfg, info)
+        return run_job(
+            cfg, info=info, device=device, model=model, ddp_model=ddp_model, loader=loader, step_fn=cp2_step(device),
+            hooks=list(hooks or []), logger=logger, extra_state={"trainer": "cp2", "images": images},
+        )  # fmt: skip
     finally:
+        close_loader(loader)
         cleanup(info)
 
 
@@ -233,7 +178,7 @@ def finetune(cfg: CP2FinetuneConfig, *, hooks: list[Hook] | None = None) -> dict
     """
     info = init_distributed(cfg.run.dist_backend, cfg.run.device)
     try:
-        device = _setup(cfg.run, info)
+        device = setup_run(cfg.run, info)
         _, train_set, val_set = _segmentation_sets(cfg)
         num_classes = cfg.model.num_classes or train_set.num_classes
         if num_classes < train_set.num_classes:
@@ -244,9 +189,7 @@ def finetune(cfg: CP2FinetuneConfig, *, hooks: list[Hook] | None = None) -> dict
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp_model = wrap_model(model, info, device)
         out_dir = Path(cfg.run.out_dir)
-        logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.run.tensorboard)
-        if info.is_main:
-            save_config(cfg, out_dir / "config.json")
+        logger = start_logger(cfg, info)
         eval_hook = None
         all_hooks: list[Hook] = []
         if val_set is not None:
@@ -266,21 +209,12 @@ def finetune(cfg: CP2FinetuneConfig, *, hooks: list[Hook] | None = None) -> dict
             eval_hook = EvalHook(evaluate, logger=logger, out_dir=out_dir, every_epochs=cfg.eval.every_epochs)
             all_hooks.append(eval_hook)
         all_hooks.extend(hooks or [])
-        result = _run_loop(
-            cfg=cfg,
-            info=info,
-            device=device,
-            model=model,
-            ddp_model=ddp_model,
-            loader=loader,
-            step_fn=segmentation_step(device, cfg.loader.ignore_index),
-            hooks=all_hooks,
-            logger=logger,
+        result = run_job(
+            cfg, info=info, device=device, model=model, ddp_model=ddp_model, loader=loader,
+            step_fn=segmentation_step(device, cfg.loader.ignore_index), hooks=all_hooks, logger=logger,
             extra_state={"trainer": "cp2-finetune", "num_classes": num_classes, "class_names": train_set.class_names},
-        )
-        result["eval"] = eval_hook.last_metrics if eval_hook else {}
-        result["eval_history"] = eval_hook.history if eval_hook else []
-        return result
+        )  # fmt: skip
+        return with_evaluation(result, eval_hook)
     finally:
         cleanup(info)
 
@@ -325,53 +259,25 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: CP2FinetuneConfig) -> dict[
 # --------------------------------------------------------------------------- CLI
 
 
-def _updates(args: argparse.Namespace) -> dict[str, Any]:
-    from ..common.config import common_updates
-
-    updates = common_updates(args)
-    model: dict[str, Any] = {}
-    if getattr(args, "backbone_weights", None):
-        model["backbone_weights"] = args.backbone_weights
-    if getattr(args, "pretrained", None):
-        model["pretrained"] = args.pretrained
-    if model:
-        updates["model"] = model
-    return updates
+#: ``decal train cp2``'s own flags → config keys.
+_MODEL_FLAGS = {"model": {"backbone_weights": "backbone_weights", "pretrained": "pretrained"}}
 
 
 def load_cp2_config(args: argparse.Namespace) -> CP2Config:
     """The pretraining config from the parsed CLI arguments."""
-    updates = _updates(args)
-    if "pretrained" in updates.get("model", {}):
+    if getattr(args, "pretrained", None):
         raise SystemExit("decal train cp2: --pretrained is a fine-tuning flag (add --finetune)")
-    return load_config(CP2Config, args.config, presets=PRESETS, preset=args.preset, overrides=args.set or (), updates=updates)
+    return config_from_args(CP2Config, PRESETS, args, _MODEL_FLAGS)
 
 
 def load_finetune_config(args: argparse.Namespace) -> CP2FinetuneConfig:
     """The fine-tuning config from the parsed CLI arguments."""
-    return load_config(
-        CP2FinetuneConfig, args.config, presets=FINETUNE_PRESETS, preset=args.preset, overrides=args.set or (), updates=_updates(args)
-    )
+    return config_from_args(CP2FinetuneConfig, FINETUNE_PRESETS, args, _MODEL_FLAGS)
 
 
 def main(args: argparse.Namespace) -> int:
-    """``decal train cp2 [--finetune] ...``."""
-    finetuning = bool(getattr(args, "finetune", False))
-    cfg: Any = load_finetune_config(args) if finetuning else load_cp2_config(args)
-    if getattr(args, "print_config", False):
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    if getattr(args, "eval_only", False):
-        if not finetuning or not args.checkpoint:
-            raise SystemExit("decal train cp2 --eval-only needs --finetune and --checkpoint")
-        print(json.dumps(evaluate_checkpoint(args.checkpoint, cfg), indent=2))
-        return 0
-    if finetuning:
-        result = finetune(cfg)
-        if result.get("eval"):
-            print(json.dumps({"step": result["step"], "eval": result["eval"]}, indent=2))
-        print(f"decal train cp2 --finetune: {result['step']} iterations, run directory {result['out_dir']}")
-    else:
-        result = train(cfg)
-        print(f"decal train cp2: {result['step']} iterations, run directory {result['out_dir']}")
-    return 0
+    """``decal train cp2 [--finetune] ...``: pretrain, or fine-tune (and ``--eval-only`` a
+    fine-tuned checkpoint)."""
+    if getattr(args, "finetune", False):
+        return run_command("cp2 --finetune", args, load_finetune_config(args), finetune, evaluate_checkpoint)
+    return run_command("cp2", args, load_cp2_config(args), train, None)

@@ -27,14 +27,14 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..common.checkpoint import Checkpointer
-from ..common.config import DataConfig, load_config, save_config, to_dict
-from ..common.data import build_loader, loader_options, read_categories, resolve_dataset_paths
+from ..common.config import DataConfig, config_from_args
+from ..common.data import build_loader, close_loader, loader_options, read_categories, resolve_dataset_paths
 from ..common.distributed import (
     DistInfo,
     all_reduce_sum,
     barrier,
     cleanup,
+    in_process_group,
     init_distributed,
     resolve_device,
     unwrap_model,
@@ -42,9 +42,9 @@ from ..common.distributed import (
 )
 from ..common.ema import ModelEma
 from ..common.evaluation import EvalHook as CommonEvalHook
-from ..common.loop import Hook, TrainLoop, planned_steps, resume_and_run
+from ..common.loop import Hook, TrainLoop
+from ..common.job import run_command, run_job, setup_run, start_logger, with_evaluation
 from ..common.metrics import MetricLogger
-from ..common.optim import build_optimizer, build_scheduler
 from .config import PRESETS, DetectionConfig
 from .evaluate import evaluate_detector
 from .labels import LabelMap, image_counts, instance_counts, records_from_json
@@ -74,21 +74,18 @@ class EvalHook(CommonEvalHook):
     def _coco_metrics(self, loop: TrainLoop) -> dict[str, float]:
         cfg = self.cfg
         model = loop.eval_model if (cfg.ema.enabled and cfg.ema.evaluate_ema) else loop.model_without_ddp
-        return evaluate_detector(
-            model,
-            self.data.val_annotations,
-            self.data.val_images,
-            self.label_map,
-            device=loop.device,
-            batch_size=cfg.eval.batch_size,
-            max_images=cfg.eval.max_images,
-            max_dets=cfg.eval.max_dets,
-            score_thresh=cfg.eval.score_thresh,
-            mask_threshold=cfg.eval.mask_threshold,
-            iou_types=cfg.eval.iou_types,
-            info=loop.info,
-            progress=cfg.run.progress,
-        )
+        return _evaluate(cfg, model, self.data, self.label_map, loop.device, loop.info)
+
+
+def _evaluate(
+    cfg: DetectionConfig, model: nn.Module, data: DataConfig, label_map: LabelMap, device: torch.device, info: DistInfo
+) -> dict[str, float]:
+    """COCO metrics of ``model`` on ``data.val_*`` with ``cfg.eval``'s settings."""
+    return evaluate_detector(
+        model, data.val_annotations, data.val_images, label_map, device=device, batch_size=cfg.eval.batch_size,
+        max_images=cfg.eval.max_images, max_dets=cfg.eval.max_dets, score_thresh=cfg.eval.score_thresh,
+        mask_threshold=cfg.eval.mask_threshold, iou_types=cfg.eval.iou_types, info=info, progress=cfg.run.progress,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -240,18 +237,11 @@ def train(cfg: DetectionConfig, *, hooks: list[Hook] | None = None) -> dict[str,
         "eval_history", "out_dir", "checkpoint" (latest), "resumed_from", "loop" (the
         :class:`TrainLoop`, for inspection)}``.
     """
-    info = init_distributed(cfg.run.dist_backend, cfg.run.device)
-    try:
-        return _train(cfg, info, list(hooks or []))
-    finally:
-        cleanup(info)
+    return in_process_group(cfg.run, lambda info: _train(cfg, info, list(hooks or [])))
 
 
 def _train(cfg: DetectionConfig, info: DistInfo, extra_hooks: list[Hook]) -> dict[str, Any]:
-    device = resolve_device(cfg.run.device, info)
-    if cfg.run.torch_threads > 0 and device.type == "cpu":
-        torch.set_num_threads(cfg.run.torch_threads)
-    torch.manual_seed(cfg.run.seed + info.rank)
+    device = setup_run(cfg.run, info)
     data = resolve_dataset_paths(cfg.data)
     if cfg.self_training.enabled:
         data = _self_training_data(cfg, data, info, device)
@@ -259,15 +249,11 @@ def _train(cfg: DetectionConfig, info: DistInfo, extra_hooks: list[Hook]) -> dic
     from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     options = loader_options(cfg.loader, info, device)
-    if options.get("device") is None and device.type == "cpu":
-        options["device"] = "cpu"
     loader = build_loader(data, options, local_factory=CopyPasteLoader, device=device)
     try:
         return _train_with(cfg, info, extra_hooks, device, data, loader)
     finally:
-        close = getattr(loader, "close", None)  # RemoteLoader: end the stream and its thread
-        if callable(close):
-            close()
+        close_loader(loader)
 
 
 def _train_with(
@@ -288,12 +274,8 @@ def _train_with(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ema = ModelEma(model, cfg.ema.decay, warmup=cfg.ema.warmup) if cfg.ema.enabled else None
     ddp_model = wrap_model(model, info, device)
-    optimizer = build_optimizer(cfg.optim, model, global_batch_size=cfg.loader.batch_size * info.world_size)
-    total_steps = planned_steps(cfg.run, loader)
-    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
-    logger = MetricLogger(out_dir, enabled=info.is_main, tensorboard=cfg.run.tensorboard)
+    logger = start_logger(cfg, info)
     if info.is_main:
-        save_config(cfg, out_dir / "config.json")
         (out_dir / "categories.json").write_text(json.dumps(label_map.state(), indent=2))
 
     hooks: list[Hook] = []
@@ -304,30 +286,12 @@ def _train_with(
         eval_hook = EvalHook(cfg, data, label_map, logger)
         hooks.append(eval_hook)
     hooks.extend(extra_hooks)
-    checkpointer = Checkpointer(out_dir / "checkpoints", keep_last=cfg.run.keep_checkpoints, enabled=info.is_main)
-    loop = TrainLoop(
-        model=ddp_model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loader=loader,
-        step_fn=detection_step(label_map, device),
-        run=cfg.run,
-        info=info,
-        device=device,
-        total_steps=total_steps,
-        grad_clip_norm=cfg.optim.grad_clip_norm,
-        ema=ema,
-        logger=logger,
-        checkpointer=checkpointer,
-        hooks=hooks,
-        extra_state={"config": to_dict(cfg), "categories": label_map.state(), "trainer": "detection"},
-    )
-    result = resume_and_run(loop, checkpointer, logger, cfg.run, out_dir)
-    return {
-        **result,
-        "eval": eval_hook.last_metrics if eval_hook else {},
-        "eval_history": eval_hook.history if eval_hook else [],
-    }
+    result = run_job(
+        cfg, info=info, device=device, model=model, ddp_model=ddp_model, loader=loader,
+        step_fn=detection_step(label_map, device), hooks=hooks, logger=logger, ema=ema,
+        extra_state={"categories": label_map.state(), "trainer": "detection"},
+    )  # fmt: skip
+    return with_evaluation(result, eval_hook)
 
 
 def evaluate_checkpoint(
@@ -341,21 +305,7 @@ def evaluate_checkpoint(
         if not data.val_annotations:
             raise ValueError("evaluation needs data.val_annotations and data.val_images")
         model, label_map, _ = load_detector(checkpoint, device=device, prefer_ema=use_ema)
-        return evaluate_detector(
-            model,
-            data.val_annotations,
-            data.val_images,
-            label_map,
-            device=device,
-            batch_size=cfg.eval.batch_size,
-            max_images=cfg.eval.max_images,
-            max_dets=cfg.eval.max_dets,
-            score_thresh=cfg.eval.score_thresh,
-            mask_threshold=cfg.eval.mask_threshold,
-            iou_types=cfg.eval.iou_types,
-            info=info,
-            progress=cfg.run.progress,
-        )
+        return _evaluate(cfg, model, data, label_map, device, info)
     finally:
         cleanup(info)
 
@@ -366,42 +316,10 @@ def evaluate_checkpoint(
 def load_detection_config(args: argparse.Namespace) -> DetectionConfig:
     """The config of ``decal train detection`` from its parsed arguments (see
     :func:`decal.trainers.cli.add_train_parser`)."""
-    from ..common.config import common_updates
-
-    updates = common_updates(args)
-    st: dict[str, Any] = {}
-    if getattr(args, "self_training", False):
-        st["enabled"] = True
-    if getattr(args, "teacher", None):
-        st["teacher_checkpoint"] = args.teacher
-    if getattr(args, "unlabeled", None):
-        st["unlabeled_images"] = args.unlabeled
-    if st:
-        updates["self_training"] = st
-    return load_config(
-        DetectionConfig,
-        args.config,
-        presets=PRESETS,
-        preset=args.preset,
-        overrides=args.set or (),
-        updates=updates,
-    )
+    own = {"self_training": {"self_training": "enabled", "teacher": "teacher_checkpoint", "unlabeled": "unlabeled_images"}}
+    return config_from_args(DetectionConfig, PRESETS, args, own)
 
 
 def main(args: argparse.Namespace) -> int:
     """``decal train detection ...``: train (default) or ``--eval-only`` a checkpoint."""
-    cfg = load_detection_config(args)
-    if getattr(args, "print_config", False):
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    if getattr(args, "eval_only", False):
-        if not args.checkpoint:
-            raise SystemExit("decal train detection --eval-only needs --checkpoint")
-        metrics = evaluate_checkpoint(args.checkpoint, cfg)
-        print(json.dumps(metrics, indent=2))
-        return 0
-    result = train(cfg)
-    if result.get("eval"):
-        print(json.dumps({"step": result["step"], "eval": result["eval"]}, indent=2))
-    print(f"decal train detection: {result['step']} iterations, run directory {result['out_dir']}")
-    return 0
+    return run_command("detection", args, load_detection_config(args), train, evaluate_checkpoint)
