@@ -194,7 +194,7 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
             *([piece[name] for piece in pieces] for name in DESCRIPTOR_COLUMNS),
             [np.array(labels[b:e]) for b, e in ranges],
             [np.array(iscrowd[b:e]) for b, e in ranges],
-            [np.array(image_ids[i : i + 1]) for i in images.tolist()],
+            image_ids[images].astype(np.int64).reshape(-1, 1),  # (B, 1): one dense copy
             *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )
