@@ -112,6 +112,9 @@ def test_uniform_columns_are_dense_arrays(coco) -> None:
                                    ("image_id", (batch, 1), np.int64), ("position", (batch, 5), np.int64)]:
             column = columns[name]
             assert isinstance(column, np.ndarray) and column.shape == shape and column.dtype == dtype, name
+        if isinstance(source, GpuMaskCopyPasteSource):
+            tables = columns["tables"]
+            assert isinstance(tables, np.ndarray) and tables.shape == (batch, 1, 2 * 64 + 4)
         ids = [source.dataset[i].image_id for i in source.produced[-1].dataset_indices]
         assert columns["image_id"][:, 0].tolist() == ids
         assert (columns["position"] == columns["position"][0]).all()
