@@ -29,7 +29,7 @@ from ..coco.reader import CocoDataset
 from ..core.assembly import Family, assemble
 from ..core.backend import Backend
 from ..core.batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
-from ..core.loader_base import dense, position_after
+from ..core.loader_base import dense, dlpack_stream, position_after, torch_samples
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
@@ -81,7 +81,8 @@ class CopyPasteLoaderConfig:
 
 
 def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, ...] = ()) -> list[dict[str, torch.Tensor]]:
-    """The B target dicts of an instance pipeline's named outputs (DLPack, no copy).
+    """The B target dicts of an instance pipeline's named outputs (DLPack, no copy; the CUDA
+    stream looked up once per output, not per sample: :func:`~decal.dali_pipes.core.loader_base.torch_samples`).
 
     Reads the ragged outputs ``masks``, ``boxes``, ``areas``, ``labels``, ``iscrowd`` (and
     ``pasted`` when the pipeline has it; zeros otherwise), ``image_id``, and any ``extra``
@@ -89,7 +90,7 @@ def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, .
     """
     sources = {field: TARGET_OUTPUTS.get(field, field) for field in TARGET_FIELDS}
     ragged = tuple(output for output in sources.values() if named.get(output) is not None) + extra
-    per_sample = {name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)] for name in ragged}
+    per_sample = {name: torch_samples(named[name], batch_size, dlpack_stream(named[name])) for name in ragged}
     image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
     targets = []
     for i in range(batch_size):
