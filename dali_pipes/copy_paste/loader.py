@@ -229,6 +229,10 @@ class CopyPasteLoader(CocoPipelineLoader):
     server's streams, say) instead of parsing the json again. The loader is the
     :data:`COPY_PASTE` family's parts, put together by
     :func:`~decal.dali_pipes.core.assembly.assemble`.
+
+    On the GPU backend its masks are made by the step from descriptors by default (the
+    GPU-mask pipeline, the same bits; :func:`mask_source`); ``mask_source="host"`` keeps the
+    host-rasterised masks there.
     """
 
     def __init__(
