@@ -41,7 +41,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["source_thread_rate", "columns_thread_rate", "workers_wall_rate", "mode_host", "lvis_figures", "main"]
+__all__ = [
+    "source_thread_rate", "columns_thread_rate", "workers_wall_rate", "main_thread_cost", "mode_host", "lvis_figures",
+    "main",
+]  # fmt: skip
 
 
 def memory(pid: int | str = "self") -> dict[str, float]:
@@ -189,6 +192,79 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2, 
     return out
 
 
+class _ThreadClock:
+    """CPU seconds (``time.thread_time``) spent inside timed calls, in the calling thread."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def time(self, function: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return function(*args)
+        finally:
+            self.seconds += time.thread_time() - t0
+
+
+def main_thread_cost(loader: Any, batches: int, warmup: int = 2) -> dict[str, Any]:
+    """Milliseconds of CPU time per batch that the thread iterating ``loader`` spends (its own
+    ``time.thread_time``: DALI's worker threads, where decoding and the step run, are not
+    counted), in three buckets: ``source`` (the ``external_source`` callable, which DALI calls
+    in the thread that runs the pipeline), ``to_batch`` (DALI outputs to torch tensors) and
+    ``feed`` (the rest: DALI's Python feeding of the columns, ``run``'s own work).
+
+    On the GPU backend the same Python runs per batch, so this is the host's per-batch cap
+    of the main thread, measured without a GPU. ``batches`` timed batches after ``warmup``
+    (epochs wrap around)."""
+    source, family = loader.source, loader.parts.family
+    source_clock, batch_clock = _ThreadClock(), _ThreadClock()
+    untimed = type(source)
+
+    def timed_call(self: Any) -> Any:  # no arguments: DALI's batch-mode callable
+        return source_clock.time(untimed.__call__, self)
+
+    # a call looks ``__call__`` up on the type: give this one source a timed subclass
+    source.__class__ = type(untimed.__name__, (untimed,), {"__call__": timed_call})
+    loader._to_batch = lambda outputs: batch_clock.time(family.to_batch, outputs, loader.config)
+    iterator, images = iter(loader), 0
+
+    def next_batch() -> Any:
+        nonlocal iterator
+        try:
+            return next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            return next(iterator)
+
+    for _ in range(warmup):
+        next_batch()
+    source_clock.seconds = batch_clock.seconds = 0.0
+    cpu0 = time.thread_time()
+    for _ in range(batches):
+        images += next_batch().images.shape[0]
+    total = time.thread_time() - cpu0
+    per_batch = 1000.0 / batches
+    return {
+        "batches": batches, "images": images,
+        "ms_per_batch": round(total * per_batch, 2),
+        "source_ms": round(source_clock.seconds * per_batch, 2),
+        "feed_ms": round((total - source_clock.seconds - batch_clock.seconds) * per_batch, 2),
+        "to_batch_ms": round(batch_clock.seconds * per_batch, 2),
+    }  # fmt: skip
+
+
+def main_thread_figures(data: tuple[Path, Path], batch_size: int, output_size: int, batches: int) -> dict[str, Any]:
+    """:func:`main_thread_cost` of the GPU-mask loader and of the default loader on the CPU
+    backend (``num_threads=2``)."""
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoader, GpuMaskCopyPasteLoader
+
+    options = dict(batch_size=batch_size, output_size=output_size, device="cpu", seed=0, num_threads=2)
+    return {
+        "GpuMaskCopyPasteLoader": main_thread_cost(GpuMaskCopyPasteLoader(*data, **options), batches),
+        "CopyPasteLoader (host masks)": main_thread_cost(CopyPasteLoader(*data, mask_source="host", **options), batches),
+    }
+
+
 def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tuple[Any, Any]:
     from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
     from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
@@ -213,6 +289,9 @@ def mode_host(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, An
     counts = [0] + [int(w) for w in str(getattr(args, "host_workers", "1,2")).split(",") if w.strip()]
     result["workers"] = [workers_wall_rate(gpu_masks, w, batches) for w in counts]
     result["images_per_s"] = result["per_thread"]["GpuMaskCopyPasteSource"]["images_per_cpu_s"]
+    main_batches = getattr(args, "main_thread_batches", 8)
+    if main_batches:
+        result["main_thread"] = main_thread_figures(data, batch_size, output_size, main_batches)
     return result
 
 
@@ -365,6 +444,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "| GpuMaskCopyPasteSource in DALI | images/s (wall) |", "| --- | ---: |"]
     lines += [f"| {'in DALI thread' if r['workers'] == 0 else str(r['workers']) + ' worker(s)'} | {r['images_per_s']} |"
               for r in host["workers"]]
+    if host.get("main_thread"):
+        lines += ["", "| loader, CPU backend (the iterating thread only) | main-thread ms per batch | source | feed | to batch |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {r['ms_per_batch']} | {r['source_ms']} | {r['feed_ms']} | {r['to_batch_ms']} |"
+                  for name, r in host["main_thread"].items()]
     lvis = results.get("lvis")
     if lvis:
         build, reopen, coco = lvis["build"], lvis["reopen"], lvis["pycocotools"]
@@ -415,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-size", type=int, default=1024, help="S, output side")
     p.add_argument("--host-batches", type=int, default=40, help="timed batches per figure")
     p.add_argument("--host-workers", default="1,2", help="comma-separated worker counts")
+    p.add_argument("--main-thread-batches", type=int, default=8,
+                   help="timed batches of each loader for the main-thread figure (0: skip it)")
     p.add_argument("--lvis-images", type=int, default=0, help="LVIS-sized json: images (0: skip that part)")
     p.add_argument("--lvis-instances", type=int, default=1_200_000, help="LVIS-sized json: instances")
     p.add_argument("--lvis-ab-rounds", type=int, default=0,
@@ -430,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.cpu_batch_size < 1 or args.host_batches < 1 or args.output_size < 1:
+    if args.cpu_batch_size < 1 or args.host_batches < 1 or args.output_size < 1 or args.main_thread_batches < 0:
         print("decal bench host: --cpu-batch-size, --host-batches and --output-size must be >= 1", file=sys.stderr)
         return 2
     if args.lvis_ab_rounds < 0:

@@ -94,6 +94,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=2, help="cpu_scaling: rounds of the interleaved rows")
     p.add_argument("--host-batches", type=int, default=40, help="host mode: timed batches of the GPU-mask source")
     p.add_argument("--host-workers", default="1,2", help="host mode: comma-separated source worker counts")
+    p.add_argument("--main-thread-batches", type=int, default=8,
+                   help="host mode: timed batches of each loader for the main-thread ms per batch (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the JSON and the PNG")
     p.add_argument("--append-results", type=Path, default=None, help="append the Markdown table to this file")
@@ -641,6 +643,9 @@ def markdown(results: dict[str, Any]) -> str:
         for key in ("threads", "workers", "decoder", "versions", "device_memory_gib"):
             if key in r:
                 notes.append(f"{key}={r[key]}")
+        for name, cost in r.get("main_thread", {}).items():  # host mode
+            notes.append(f"{name}: main thread {cost['ms_per_batch']} ms/batch (source {cost['source_ms']}, "
+                         f"feed {cost['feed_ms']}, to batch {cost['to_batch_ms']})")
         lines.append(f"| {LABELS.get(mode, mode)} | {r.get('images_per_s', '—')} | {r.get('batch_size', '—')} | {'; '.join(notes)} |")
     if "kernels" in results["modes"] and "milliseconds" in results["modes"]["kernels"]:
         k = results["modes"]["kernels"]

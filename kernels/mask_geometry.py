@@ -170,40 +170,50 @@ def batch_geometry(
     ]
 
 
-def _nn_columns(axis: ResizeGeometry) -> np.ndarray:
-    """Source index of each resized column: ``floor(lo + (x + 0.5) · scale)`` in float32."""
-    x = np.arange(axis.size, dtype=_F32)
+def _nn_columns(axis: ResizeGeometry, x: np.ndarray | None = None) -> np.ndarray:
+    """Source index of each resized column ``x`` (default: all of them, ``0 … size-1``):
+    ``floor(lo + (x + 0.5) · scale)`` in float32, element by element."""
+    x = np.arange(axis.size, dtype=_F32) if x is None else x.astype(_F32)
     with np.errstate(over="ignore"):
         src = _F32(axis.lo) + (x + _F32(0.5)) * _F32(axis.scale)
     return np.clip(np.floor(src), 0, axis.in_size - 1).astype(np.int32)
 
 
-def _nn_rows(axis: ResizeGeometry) -> np.ndarray:
-    """Source index of each resized row: the float32 running sum of DALI's CPU kernel."""
-    steps = np.full(axis.size, _F32(axis.scale), dtype=_F32)
-    steps[0] = _F32(_F32(axis.lo) + _F32(_F32(0.5) * _F32(axis.scale)))
+def _nn_rows(axis: ResizeGeometry, count: int | None = None) -> np.ndarray:
+    """Source index of the first ``count`` resized rows (default: all ``size``): the float32
+    running sum of DALI's CPU kernel (a prefix: row k never depends on a later row)."""
+    count = axis.size if count is None else count
+    steps = np.full(count, _F32(axis.scale), dtype=_F32)
+    if count:
+        steps[0] = _F32(_F32(axis.lo) + _F32(_F32(0.5) * _F32(axis.scale)))
     src = np.cumsum(steps, dtype=_F32)  # np.add.accumulate: sequential float32 additions
     return np.clip(np.floor(src), 0, axis.in_size - 1).astype(np.int32)
 
 
-def _window(nn: np.ndarray, anchor: int, window: int) -> np.ndarray:
-    idx = np.arange(window) + anchor
-    inside = (idx >= 0) & (idx < len(nn))
-    out = np.full(window, -1, dtype=np.int32)
-    out[inside] = nn[idx[inside]]
-    return out
+def _window_span(size: int, anchor: int, window: int) -> tuple[int, int]:
+    """The output positions ``[a, b)`` of a ``window`` at ``anchor`` that show one of ``size``
+    resized pixels (``a == b`` when none do)."""
+    a, b = max(0, -anchor), min(window, size - anchor)
+    return a, max(a, b)
 
 
 def source_columns(g: SampleGeometry) -> np.ndarray:
-    """(out_w,) int32: the source column shown by each output column, -1 where padded."""
-    cols = _window(_nn_columns(g.cols), g.anchor_x, g.out_w)
+    """(out_w,) int32: the source column shown by each output column, -1 where padded.
+    Only the window's columns are computed (the same values as over the whole resized row)."""
+    a, b = _window_span(g.cols.size, g.anchor_x, g.out_w)
+    cols = np.full(g.out_w, -1, dtype=np.int32)
+    cols[a:b] = _nn_columns(g.cols, np.arange(a + g.anchor_x, b + g.anchor_x))
     return cols[::-1].copy() if g.flip else cols
 
 
 def source_rows(g: SampleGeometry) -> np.ndarray:
     """(out_h,) int32: the source row shown by each output row, -1 where padded. The valid
-    rows form one contiguous run, along which the source row never decreases."""
-    return _window(_nn_rows(g.rows), g.anchor_y, g.out_h)
+    rows form one contiguous run, along which the source row never decreases. The running
+    sum stops at the window's last row."""
+    a, b = _window_span(g.rows.size, g.anchor_y, g.out_h)
+    rows = np.full(g.out_h, -1, dtype=np.int32)
+    rows[a:b] = _nn_rows(g.rows, b + g.anchor_y)[a + g.anchor_y :]
+    return rows
 
 
 def index_tables(geometries: list[SampleGeometry]) -> tuple[np.ndarray, np.ndarray]:

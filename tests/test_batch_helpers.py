@@ -86,3 +86,28 @@ def test_tv_tensors_chain_through_v2_transforms() -> None:
     for box, mask in zip(out["boxes"], out["masks"]):
         assert box.tolist() == _tight_box(mask)  # boxes moved with the masks
     assert out["labels"].tolist() == [2, 3]
+
+
+def test_torch_samples_are_the_dlpack_views_of_each_sample() -> None:
+    """One stream lookup per output, then each ragged sample as a zero-copy torch view: the
+    same tensors ``torch.from_dlpack`` gives per sample."""
+    import numpy as np
+    from nvidia.dali import fn, pipeline_def
+
+    from decal.dali_pipes.core.loader_base import dlpack_stream, torch_samples
+
+    arrays = [np.arange(4 * (i % 3), dtype=np.float32).reshape(-1, 4) + i for i in range(5)]
+
+    @pipeline_def(batch_size=5, num_threads=1, device_id=None)
+    def ragged():
+        return fn.external_source(source=lambda: arrays, batch=True)
+
+    pipe = ragged()
+    pipe.build()
+    (output,) = pipe.run()
+    assert dlpack_stream(output) is None  # host memory: no stream
+    got = torch_samples(output, 5, dlpack_stream(output))
+    for i, tensor in enumerate(got):
+        reference = torch.from_dlpack(output[i])
+        assert tensor.shape == (i % 3, 4) and torch.equal(tensor, torch.from_numpy(arrays[i]))
+        assert tensor.data_ptr() == reference.data_ptr()

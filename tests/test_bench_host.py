@@ -31,7 +31,8 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     out, results_md = tmp_path / "out", tmp_path / "RESULTS.md"
     status = main([
         "--data", str(bench_dir), "--num-images", "8", "--cpu-batch-size", "4", "--output-size", "64",
-        "--host-batches", "2", "--host-workers", "1", "--lvis-images", "40", "--lvis-instances", "300", "--lvis-ab-rounds", "1",
+        "--host-batches", "2", "--host-workers", "1", "--main-thread-batches", "2", "--lvis-images", "40", "--lvis-instances", "300",
+        "--lvis-ab-rounds", "1",
         "--lvis-root", str(tmp_path / "lvis"), "--out", str(out), "--append-results", str(results_md),
     ])
     assert status == 0
@@ -41,6 +42,11 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     # 8 images in full batches of 4: every figure counts whole batches
     assert per_thread["GpuMaskCopyPasteSource"]["images"] == 8 and per_thread["CopyPasteSource"]["images"] == 4
     assert [w["workers"] for w in result["host"]["workers"]] == [0, 1]
+    main_thread = result["host"]["main_thread"]
+    assert set(main_thread) == {"GpuMaskCopyPasteLoader", "CopyPasteLoader (host masks)"}
+    for cost in main_thread.values():  # 2 timed batches of 4 after 2 untimed (the epoch wraps)
+        assert cost["batches"] == 2 and cost["images"] == 8
+        assert cost["ms_per_batch"] > 0 and cost["source_ms"] > 0 and cost["to_batch_ms"] > 0
     assert all(w["images"] == 8 for w in result["host"]["workers"])
     lvis = result["lvis"]
     assert lvis["pycocotools"]["instances"] == 300
@@ -57,13 +63,13 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     text = results_md.read_text()
     assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
     assert "its source worker 2 of 2" in text and "Alternating rounds" in text
-    assert "no GPU" in text
+    assert "no GPU" in text and "main-thread ms per batch" in text
 
 
 def test_host_mode_in_decal_bench(bench_dir, tmp_path) -> None:
     status = throughput_main([
         "--modes", "host", "--data", str(bench_dir), "--num-images", "8", "--cpu-batch-size", "2",
-        "--output-size", "64", "--out", str(tmp_path), "--seed", "0",
+        "--output-size", "64", "--out", str(tmp_path), "--seed", "0", "--main-thread-batches", "1",
     ])
     assert status == 0
     host = json.loads((tmp_path / "throughput-cpu.json").read_text())["modes"]["host"]

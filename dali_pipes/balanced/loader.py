@@ -178,12 +178,13 @@ class BankSteps:
 
 
 #: The balanced family: copy-paste's parts with the config, the bank's steps, and a source
-#: that keeps every instance (the bank takes them whole).
+#: that keeps every instance (the bank takes them whole) with host masks on either backend
+#: (the bank's step takes H×W×(N+1) masks; ``mask_source="descriptors"`` is an error).
 BALANCED = replace(
     COPY_PASTE,
     name="BalancedCopyPasteLoader",
     config_type=BalancedCopyPasteLoaderConfig,
-    source=partial(copy_paste_source, prune_window=False),
+    source=partial(copy_paste_source, masks="host", prune_window=False),
     steps=BankSteps,
 )
 

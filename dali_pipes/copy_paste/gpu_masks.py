@@ -136,6 +136,8 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
 
     Offsets inside the descriptor columns are batch-global: concatenating a column over the
     batch gives the :class:`~decal.kernels.instance_masks.MaskDescriptors` array directly.
+    Columns whose samples share one shape (``tables``, ``image_id``, the geometry scalars,
+    ``position``) are handed to DALI as one (B, ...) array each, the others as B arrays.
 
     The instances come from ``index`` (:class:`~decal.dali_pipes.coco.index.CocoIndex` of
     ``dataset``; compiled from it when not given): a batch's descriptors, labels and crowd
@@ -190,10 +192,12 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
         labels, iscrowd, image_ids = np.asarray(index.labels), np.asarray(index.iscrowd), np.asarray(index.image_ids)
         columns = (
             [p[1] for p in payloads],
-            *([piece[name] for piece in pieces] for name in DESCRIPTOR_COLUMNS),
+            # tables: the same shape in every sample, so one dense (B, 1 or 2, 2·S + 4) array
+            desc.tables.reshape(len(payloads), -1, desc.tables.shape[-1]),
+            *([piece[name] for piece in pieces] for name in DESCRIPTOR_COLUMNS[1:]),
             [np.array(labels[b:e]) for b, e in ranges],
             [np.array(iscrowd[b:e]) for b, e in ranges],
-            [np.array(image_ids[i : i + 1]) for i in images.tolist()],
+            image_ids[images].astype(np.int64).reshape(-1, 1),  # (B, 1): one dense copy
             *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )

@@ -29,11 +29,11 @@ from ..coco.reader import CocoDataset
 from ..core.assembly import Family, assemble
 from ..core.backend import Backend
 from ..core.batch import TARGET_FIELDS, TARGET_OUTPUTS, Batch
-from ..core.loader_base import dense, position_after
+from ..core.loader_base import dense, dlpack_stream, position_after, torch_samples
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
-from ..core.options import fields_from
+from ..core.options import OptionError, fields_from
 from ..core.parallel_source import check_workers
 from .gpu_masks import GpuMaskCopyPasteSource, build_gpu_mask_pipeline
 from .options import COPY_PASTE_OPTIONS
@@ -47,8 +47,10 @@ __all__ = [
     "GpuMaskCopyPasteLoader",
     "copy_paste_graph",
     "copy_paste_source",
+    "host_masks_only",
     "instance_batch",
     "instance_targets",
+    "mask_source",
 ]
 
 
@@ -79,7 +81,8 @@ class CopyPasteLoaderConfig:
 
 
 def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, ...] = ()) -> list[dict[str, torch.Tensor]]:
-    """The B target dicts of an instance pipeline's named outputs (DLPack, no copy).
+    """The B target dicts of an instance pipeline's named outputs (DLPack, no copy; the CUDA
+    stream looked up once per output, not per sample: :func:`~decal.dali_pipes.core.loader_base.torch_samples`).
 
     Reads the ragged outputs ``masks``, ``boxes``, ``areas``, ``labels``, ``iscrowd`` (and
     ``pasted`` when the pipeline has it; zeros otherwise), ``image_id``, and any ``extra``
@@ -87,7 +90,7 @@ def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, .
     """
     sources = {field: TARGET_OUTPUTS.get(field, field) for field in TARGET_FIELDS}
     ragged = tuple(output for output in sources.values() if named.get(output) is not None) + extra
-    per_sample = {name: [torch.from_dlpack(named[name][i]) for i in range(batch_size)] for name in ragged}
+    per_sample = {name: torch_samples(named[name], batch_size, dlpack_stream(named[name])) for name in ragged}
     image_ids = np.array(named["image_id"].as_tensor()).reshape(-1)
     targets = []
     for i in range(batch_size):
@@ -104,35 +107,69 @@ def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, .
     return targets
 
 
+def mask_source(config: Any, backend: Backend) -> Literal["host", "descriptors"]:
+    """Where a copy-paste loader's masks are made: ``config.mask_source`` when given, else
+    ``"descriptors"`` on the GPU backend (only mask descriptions cross PCIe; the step
+    rasterises them on the device, the same bits as ``"host"`` unless ``subpixel``) and
+    ``"host"`` on the CPU backend (the faster CPU path)."""
+    chosen = getattr(config, "mask_source", None)
+    if chosen is not None:
+        return chosen
+    return "descriptors" if backend == "gpu" else "host"
+
+
+def host_masks_only(config: Any) -> None:
+    """Raise an :class:`OptionError` naming the loader when ``config`` asks for
+    ``mask_source="descriptors"`` (or ``subpixel``) from a loader whose step takes host
+    masks only (balanced, self-training); None resolves to ``"host"`` there."""
+    owner = type(config).__name__.removesuffix("Config")
+    if getattr(config, "mask_source", None) == "descriptors" or getattr(config, "subpixel", False):
+        raise OptionError(
+            f"{owner}: option 'mask_source': this loader rasterises masks on the host only; "
+            "leave mask_source and subpixel unset (or mask_source='host')"
+        )
+
+
 def copy_paste_source(
     config: CopyPasteLoaderConfig,
     dataset: CocoDataset,
     sampler: Any,
     backend: Backend,
     *,
-    masks: Literal["host", "descriptors"] = "host",
+    masks: Literal["host", "descriptors"] | None = None,
     prune_window: bool = True,
-    subpixel: bool = False,
     index: CocoIndex | None = None,
 ) -> CopyPasteSource:
     """The source of a copy-paste-family loader: the one place that chooses it.
 
-    ``masks="host"``: a :class:`CopyPasteSource` (masks rasterised on the host, H×W×(N+1)
+    ``masks`` forces the kind (a loader built for one kind; a config asking for the other is
+    an :class:`OptionError`); None follows :func:`mask_source` (``config.mask_source``, else
+    by backend).
+
+    ``"host"``: a :class:`CopyPasteSource` (masks rasterised on the host, H×W×(N+1)
     uint8 per image); with ``prune_window`` (the default step only) it drops instances that
     cannot show in their output window (``dali_pipes/copy_paste/window_prune.py``).
-    ``masks="descriptors"``: a :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource`
-    (polygon and RLE descriptions, rasterised by the step; ``subpixel`` and ``index`` are
-    its own). :func:`copy_paste_graph` follows the source it is given. ``backend`` is the
-    resolved DALI backend; both sources serve both backends today.
+    ``"descriptors"``: a :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource`
+    (polygon and RLE descriptions, rasterised by the step; ``config.subpixel``; ``index``, the
+    compiled index of ``dataset``, is compiled when None). :func:`copy_paste_graph` follows the
+    source it is given; both sources serve both backends.
     """
     check_workers(config.source_workers, config.source_start_method or "spawn", config.on_error)
-    if masks == "descriptors":
-        return GpuMaskCopyPasteSource(
-            dataset, sampler, output_size=config.output_size, subpixel=subpixel, index=index, **source_options(config)
-        )
-    source = CopyPasteSource(dataset, sampler, **source_options(config))
-    source.prune_window_size = config.output_size if prune_window else None
-    return source
+    if masks is None:
+        masks = mask_source(config, backend)
+    elif config.mask_source not in (None, masks):
+        owner = type(config).__name__.removesuffix("Config")
+        raise OptionError(f"{owner}: option 'mask_source' must be {masks!r} for this loader, got {config.mask_source!r}")
+    if masks == "host":
+        if config.subpixel:
+            owner = type(config).__name__.removesuffix("Config")
+            raise OptionError(f"{owner}: option 'subpixel' needs mask_source='descriptors' (masks made by the step)")
+        source = CopyPasteSource(dataset, sampler, **source_options(config))
+        source.prune_window_size = config.output_size if prune_window else None
+        return source
+    return GpuMaskCopyPasteSource(
+        dataset, sampler, output_size=config.output_size, subpixel=config.subpixel, index=index, **source_options(config)
+    )
 
 
 def copy_paste_graph(source: CopyPasteSource, config: CopyPasteLoaderConfig, backend: Backend, step: Any) -> Any:
@@ -192,6 +229,10 @@ class CopyPasteLoader(CocoPipelineLoader):
     server's streams, say) instead of parsing the json again. The loader is the
     :data:`COPY_PASTE` family's parts, put together by
     :func:`~decal.dali_pipes.core.assembly.assemble`.
+
+    On the GPU backend its masks are made by the step from descriptors by default (the
+    GPU-mask pipeline, the same bits; :func:`mask_source`); ``mask_source="host"`` keeps the
+    host-rasterised masks there.
     """
 
     def __init__(
@@ -206,20 +247,18 @@ class CopyPasteLoader(CocoPipelineLoader):
 
 
 class GpuMaskCopyPasteLoader(CocoPipelineLoader):
-    """:class:`CopyPasteLoader` over the GPU-mask pipeline (``dali_pipes/copy_paste/gpu_masks.py``).
+    """:class:`CopyPasteLoader` with ``mask_source="descriptors"`` on either backend (the
+    GPU-mask pipeline, ``dali_pipes/copy_paste/gpu_masks.py``), which is what
+    ``CopyPasteLoader(device="gpu")`` runs by default.
 
-    Same options and batches (:class:`CopyPasteLoaderConfig`), plus:
-
-    * ``subpixel`` (bool, default False): rasterise polygons at the output resolution instead
-      of reproducing the default pipeline's masks bit for bit;
-    * ``index`` (:class:`~decal.dali_pipes.coco.index.CocoIndex`, default None): the compiled
-      index of this dataset, e.g. :func:`~decal.dali_pipes.coco.index.open_index`'s
-      memory-mapped one; compiled from the dataset when None;
-    * ``source_workers`` (int, default 0): run the source in that many worker processes
-      (DALI's parallel external source, :mod:`~decal.dali_pipes.core.parallel_source`); the
-      batches are the same as with 0; needs ``on_error="raise"``;
-    * ``source_start_method`` (``"fork"``, ``"spawn"`` or None, default None: ``"spawn"``; see
-      :mod:`~decal.dali_pipes.core.parallel_source` for why not ``"fork"``).
+    Same options and batches (:class:`CopyPasteLoaderConfig`; ``mask_source`` other than
+    ``"descriptors"`` is an error), plus ``index``
+    (:class:`~decal.dali_pipes.coco.index.CocoIndex`, default None): the compiled index of this
+    dataset, e.g. :func:`~decal.dali_pipes.coco.index.open_index`'s memory-mapped one;
+    compiled from the dataset when None. ``source_workers`` runs the source in that many
+    worker processes (DALI's parallel external source,
+    :mod:`~decal.dali_pipes.core.parallel_source`): the same batches as with 0; it needs
+    ``on_error="raise"``.
     """
 
     def __init__(
@@ -227,20 +266,22 @@ class GpuMaskCopyPasteLoader(CocoPipelineLoader):
         annotation_file: str | Path,
         image_dir: str | Path,
         *,
-        subpixel: bool = False,
         index: CocoIndex | None = None,
-        source_workers: int = 0,
-        source_start_method: str | None = None,
+        dataset: CocoDataset | None = None,
         **options: Any,
     ) -> None:
         # the worker options' own messages (the config's schema would phrase them otherwise)
-        check_workers(source_workers, source_start_method or "spawn", options.get("on_error", "raise"))
+        check_workers(
+            options.get("source_workers", 0), options.get("source_start_method") or "spawn",
+            options.get("on_error", "raise"),
+        )  # fmt: skip
+        if options.get("mask_source") not in (None, "descriptors"):
+            raise OptionError(
+                f"GpuMaskCopyPasteLoader: option 'mask_source' must be 'descriptors', got {options['mask_source']!r}; "
+                "use CopyPasteLoader for host masks"
+            )
         family = replace(
-            COPY_PASTE,
-            name="GpuMaskCopyPasteLoader",
-            source=partial(copy_paste_source, masks="descriptors", subpixel=subpixel, index=index),
+            COPY_PASTE, name="GpuMaskCopyPasteLoader", source=partial(copy_paste_source, masks="descriptors", index=index)
         )
-        dataset = coco_dataset(annotation_file, image_dir, options.pop("dataset", None))
-        options.update(source_workers=source_workers, source_start_method=source_start_method)
-        super().__init__(assemble(family, options, dataset))
-        self.subpixel = subpixel
+        super().__init__(assemble(family, options, coco_dataset(annotation_file, image_dir, dataset)))
+        self.subpixel: bool = self.config.subpixel

@@ -44,6 +44,16 @@ COPY_PASTE_OPTIONS: tuple[Option, ...] = (
         low=0.0, high=1e6, served=True,
     ),
     Option("paste_by_box", bool, False, "use filled boxes as masks (datasets without masks)", served=True),
+    Option(
+        "mask_source", str | None, None,
+        '`"descriptors"`: polygon/RLE descriptions to the step, masks rasterised there (same bits as `"host"`); '
+        '`"host"`: H×W×(N+1) masks rasterised by the source; None = descriptors on the GPU, host on the CPU',
+        choices=("host", "descriptors"),
+    ),
+    Option(
+        "subpixel", bool, False,
+        '`mask_source="descriptors"`: rasterise polygons at the output resolution (sharper when upscaled; not the host masks\' bits)',
+    ),
     SEED,
     SHUFFLE,
     Option(

@@ -113,7 +113,7 @@ class CopyPasteSource(EpochBatchSource):
             masks,
             labels,
             iscrowd,
-            [np.array([r.image_id], dtype=np.int64) for r in records],
+            np.array([[r.image_id] for r in records], dtype=np.int64).reshape(-1, 1),  # (B, 1): one dense copy
             *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )

@@ -213,9 +213,11 @@ class EpochBatchSource:
         """The generator of draw ``stream`` for the batch that starts at ``start``."""
         return np.random.default_rng([self.seed, start.epoch, self.shard_id, start.batch_index, stream])
 
-    def position_column(self, start: LoaderPosition, cursor: int, count: int) -> list[np.ndarray]:
+    def position_column(self, start: LoaderPosition, cursor: int, count: int) -> np.ndarray:
+        """The batch's ``position`` column: (count, POSITION_FIELDS) int64, the same row per
+        sample, as one dense array (one copy into DALI, not one per sample)."""
         row = PositionRow(self.seed, start.epoch, self.shard_id, start.batch_index, cursor).array()
-        return [row.copy() for _ in range(count)]
+        return np.repeat(row[None], count, axis=0)
 
     # -- the callable ------------------------------------------------------------------
     def gather(self, start: LoaderPosition, wanted: int) -> tuple[list[Any], int]:

@@ -24,7 +24,10 @@ from .assembly import LoaderParts
 from .epoch_source import EpochBatchSource, LoaderPosition, PositionRow
 from .parallel_source import expect_worker_batches
 
-__all__ = ["PipelineLoader", "position_after", "dense"]
+__all__ = ["PipelineLoader", "position_after", "dense", "dlpack_stream", "torch_samples"]
+
+#: DLPack's device type of CUDA memory (``__dlpack_device__()[0]``).
+_DLPACK_CUDA = 2
 
 
 def dense(output: Any, device: torch.device | None = None) -> torch.Tensor:
@@ -32,6 +35,29 @@ def dense(output: Any, device: torch.device | None = None) -> torch.Tensor:
     moved to ``device`` if given."""
     tensor = torch.from_dlpack(output.as_tensor())
     return tensor if device is None or tensor.device == device else tensor.to(device, non_blocking=True)
+
+
+def dlpack_stream(output: Any) -> int | None:
+    """The ``stream`` argument with which torch would take the samples of a DALI TensorList
+    (``torch.from_dlpack``'s rule): on CUDA, torch's current stream of that device (1 for the
+    legacy default stream), so DALI orders its work before it; None on the host. Look it up
+    once per batch and pass it to :func:`torch_samples`."""
+    kind, device_id = output[0].__dlpack_device__() if len(output) else (1, 0)
+    if int(kind) != _DLPACK_CUDA:
+        return None
+    handle = torch.cuda.current_stream(int(device_id)).cuda_stream
+    return 1 if handle == 0 else handle
+
+
+def torch_samples(output: Any, count: int, stream: int | None) -> list[torch.Tensor]:
+    """The first ``count`` samples of a DALI TensorList as torch tensors (zero-copy through
+    DLPack), with ``stream`` from :func:`dlpack_stream` (one lookup per batch, not one per
+    tensor; ``torch.from_dlpack`` per sample would also retry DALI's ``__dlpack__`` with
+    each keyword it knows)."""
+    from_capsule = torch.utils.dlpack.from_dlpack
+    if stream is None:
+        return [from_capsule(output[i].__dlpack__()) for i in range(count)]
+    return [from_capsule(output[i].__dlpack__(stream=stream)) for i in range(count)]
 
 
 def position_after(position_output: Any) -> LoaderPosition:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -81,10 +80,11 @@ class Geometry:
     crop_y: np.ndarray
     flip: np.ndarray
 
-    def columns(self) -> list[list[Any]]:
-        """The source's ``scale``, ``crop_x``, ``crop_y`` and ``flip`` columns: one list
-        each of the batch's per-sample scalars."""
-        return [list(self.scale), list(self.crop_x), list(self.crop_y), list(self.flip)]
+    def columns(self) -> list[np.ndarray]:
+        """The source's ``scale``, ``crop_x``, ``crop_y`` and ``flip`` columns: one (B,)
+        array each, which ``fn.external_source`` takes as B scalars in one dense copy
+        (a list of B arrays would cost DALI a conversion per sample)."""
+        return [self.scale, self.crop_x, self.crop_y, self.flip]
 
 
 def draw_geometry(rng: np.random.Generator, batch_size: int, jitter: ScaleJitter, flip_prob: float) -> Geometry:

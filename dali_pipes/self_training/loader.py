@@ -40,7 +40,7 @@ from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.paste_plan import PastePlan
 from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
 from ..coco.reader import CocoDataset, ImageRecord
-from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, instance_batch
+from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, host_masks_only, instance_batch
 from ..core.scale_jitter import draw_geometry
 from ..copy_paste.pipeline import paste_batch
 from ..copy_paste.source import GEOMETRY_STREAM, CopyPasteSource
@@ -341,7 +341,9 @@ def self_training_source(
     second_annotations: str | Path | None = None,
 ) -> SelfTrainingSource:
     """The family's source: the labelled ``dataset`` in ``sampler``'s order, mixed with the
-    second set (:func:`second_dataset`) at ``config.second_ratio``."""
+    second set (:func:`second_dataset`) at ``config.second_ratio``; masks from the host on
+    either backend (:func:`~decal.dali_pipes.copy_paste.loader.host_masks_only`)."""
+    host_masks_only(config)
     second = second_dataset(second_images, second_annotations, config, dataset)
     return SelfTrainingSource(dataset, sampler, second, ratio=config.second_ratio, **source_options(config))
 

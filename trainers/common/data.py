@@ -32,9 +32,11 @@ __all__ = [
 ]
 
 #: Options of the local DALI pipeline that a remote loader does not take (the server runs
-#: the pipeline; the client's ``device`` is where it puts the received tensors).
+#: the pipeline and chooses how its masks are made; the client's ``device`` is where it puts
+#: the received tensors).
 LOCAL_ONLY_OPTIONS = (
     "device", "device_id", "num_threads", "prefetch_queue_depth", "step_threads", "source_workers", "source_start_method",
+    "mask_source", "subpixel",
 )
 
 
