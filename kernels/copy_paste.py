@@ -67,8 +67,9 @@ class CopyPasteParams:
 
 
 @dataclass(frozen=True)
-class CopyPasteResult:
-    """A batch after Copy-Paste. Pixel arrays live where the inputs lived.
+class PastedBatch:
+    """A batch after a paste step (the fields every paste result has). Pixel arrays live
+    where the inputs lived.
 
     Attributes:
         images: (B, H, W, C) uint8.
@@ -79,7 +80,6 @@ class CopyPasteResult:
         labels: (M',) int64 host category ids.
         iscrowd: (M',) bool host.
         pasted: (M',) bool host, True for instances pasted in this step.
-        plan: the draws that were made.
     """
 
     images: Any
@@ -90,6 +90,13 @@ class CopyPasteResult:
     labels: np.ndarray
     iscrowd: np.ndarray
     pasted: np.ndarray
+
+
+@dataclass(frozen=True)
+class CopyPasteResult(PastedBatch):
+    """A batch after Copy-Paste: the :class:`PastedBatch` fields, and ``plan``, the draws
+    that were made."""
+
     plan: PastePlan
 
 

@@ -61,7 +61,7 @@ import numpy as np
 
 from ._cuda import get_array_module, to_host
 from .composite import composite
-from .copy_paste import CopyPasteParams
+from .copy_paste import CopyPasteParams, PastedBatch
 from .gaussian_blur import gaussian_blur
 from .mask_boxes import mask_boxes
 from .occlusion_update import occlusion_keep, occlusion_update
@@ -460,22 +460,14 @@ class InstanceBank:
 
 
 @dataclass(frozen=True)
-class BankPasteResult:
-    """A batch after balanced Copy-Paste; fields as
-    :class:`~decal.kernels.copy_paste.CopyPasteResult`, with ``draws`` in place of ``plan``.
+class BankPasteResult(PastedBatch):
+    """A batch after balanced Copy-Paste: the :class:`~decal.kernels.copy_paste.PastedBatch`
+    fields, and ``draws``.
 
     ``pasted_uid`` is (M',) int64 host: the bank entry of each pasted instance, -1 for a
     destination instance.
     """
 
-    images: Any
-    masks: Any
-    boxes: Any
-    areas: Any
-    instance_offsets: np.ndarray
-    labels: np.ndarray
-    iscrowd: np.ndarray
-    pasted: np.ndarray
     pasted_uid: np.ndarray
     draws: BankDraws
 
