@@ -4,9 +4,9 @@ In the lowest layer, beside ``version.py``, so that every layer's face (``decal`
 ``decal.dali_pipes``, ``decal.server``) can re-export names without importing the modules
 that define them (DALI, CuPy, gRPC load only when a name is first used)::
 
-    _EXPORTS = {"CopyPasteLoader": "decal.dali_pipes.copy_paste.loader"}
-    __all__ = sorted(_EXPORTS)
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    EXPORTS = {"CopyPasteLoader": "decal.dali_pipes.copy_paste.loader"}
+    __all__ = sorted(EXPORTS)
+    __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
 """
 
 from __future__ import annotations
