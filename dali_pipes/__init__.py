@@ -24,6 +24,4 @@ EXPORTS = {
     "Batch": "decal.dali_pipes.core.batch",
 }
 
-__all__ = sorted(EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -33,6 +33,4 @@ EXPORTS = {
     "open_index": "decal.dali_pipes.coco.index",
 }
 
-__all__ = sorted(EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -23,6 +23,4 @@ EXPORTS = {
     "ConfigError": "decal.server.config",
 }
 
-__all__ = sorted(EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
