@@ -63,7 +63,10 @@ def batch(rng: np.random.Generator, b: int, h: int, w: int, m: int) -> dict:
     return dict(masks=masks, sample=sample, alpha=alpha, offsets=offsets, indices=indices)
 
 
-@pytest.fixture(params=[(shape, m) for m in (0, 1, 9) for shape in SHAPES], ids=str)
+@pytest.fixture(
+    params=[(shape, m) for m in (0, 1, 9) for shape in SHAPES],
+    ids=lambda case: "{}x{}x{}-m{}".format(*case[0], case[1]),
+)
 def parity_batch(request, rng) -> tuple[int, int, dict]:
     """``(B, M, batch(...))`` for each (B, H, W) of SHAPES and M in {0, 1, 9} instances."""
     (b, h, w), m = request.param
