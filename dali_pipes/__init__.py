@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..kernels.lazy_exports import lazy_exports
 
-_EXPORTS = {
+#: Name -> defining module of each lazily re-exported name (the face :mod:`decal` builds on it).
+EXPORTS = {
     "CopyPasteLoader": "decal.dali_pipes.copy_paste.loader",
     "CopyPasteLoaderConfig": "decal.dali_pipes.copy_paste.loader",
     "BalancedCopyPasteLoader": "decal.dali_pipes.balanced.loader",
@@ -23,6 +24,4 @@ _EXPORTS = {
     "Batch": "decal.dali_pipes.core.batch",
 }
 
-__all__ = sorted(_EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

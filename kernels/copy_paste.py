@@ -31,7 +31,7 @@ import numpy as np
 
 from ._cuda import get_array_module, to_host
 from .occlusion_update import occlusion_keep
-from .output_order import output_order
+from .output_order import output_order, place_rows
 from .parallel_batch import BatchOps
 from .paste_plan import PastePlan, draw_paste_plan
 
@@ -67,8 +67,9 @@ class CopyPasteParams:
 
 
 @dataclass(frozen=True)
-class CopyPasteResult:
-    """A batch after Copy-Paste. Pixel arrays live where the inputs lived.
+class PastedBatch:
+    """A batch after a paste step (the fields every paste result has). Pixel arrays live
+    where the inputs lived.
 
     Attributes:
         images: (B, H, W, C) uint8.
@@ -79,7 +80,6 @@ class CopyPasteResult:
         labels: (M',) int64 host category ids.
         iscrowd: (M',) bool host.
         pasted: (M',) bool host, True for instances pasted in this step.
-        plan: the draws that were made.
     """
 
     images: Any
@@ -90,6 +90,13 @@ class CopyPasteResult:
     labels: np.ndarray
     iscrowd: np.ndarray
     pasted: np.ndarray
+
+
+@dataclass(frozen=True)
+class CopyPasteResult(PastedBatch):
+    """A batch after Copy-Paste: the :class:`PastedBatch` fields, and ``plan``, the draws
+    that were made."""
+
     plan: PastePlan
 
 
@@ -178,12 +185,9 @@ def copy_paste_batch(
     out_areas[kept_dest_x] = areas_after[kept_rows_x]
     out_areas[paste_dest_x] = areas_before[paste_rows_x]
 
-    out_labels = np.empty(total, dtype=np.int64)
-    out_crowd = np.empty(total, dtype=bool)
-    out_pasted = np.zeros(total, dtype=bool)
-    out_labels[kept_dest], out_labels[paste_dest] = labels[kept_rows], labels[plan.paste_indices]
-    out_crowd[kept_dest], out_crowd[paste_dest] = iscrowd[kept_rows], iscrowd[plan.paste_indices]
-    out_pasted[paste_dest] = True
+    out_labels = place_rows(total, np.int64, kept_dest, labels[kept_rows], paste_dest, labels[plan.paste_indices])
+    out_crowd = place_rows(total, bool, kept_dest, iscrowd[kept_rows], paste_dest, iscrowd[plan.paste_indices])
+    out_pasted = place_rows(total, bool, kept_dest, np.zeros(len(kept_rows), bool), paste_dest, True)
     return CopyPasteResult(
         images=out_images,
         masks=out_masks,

@@ -61,11 +61,11 @@ import numpy as np
 
 from ._cuda import get_array_module, to_host
 from .composite import composite
-from .copy_paste import CopyPasteParams
+from .copy_paste import CopyPasteParams, PastedBatch
 from .gaussian_blur import gaussian_blur
 from .mask_boxes import mask_boxes
 from .occlusion_update import occlusion_keep, occlusion_update
-from .output_order import output_order
+from .output_order import output_order, place_rows
 
 __all__ = [
     "BankParams",
@@ -460,22 +460,14 @@ class InstanceBank:
 
 
 @dataclass(frozen=True)
-class BankPasteResult:
-    """A batch after balanced Copy-Paste; fields as
-    :class:`~decal.kernels.copy_paste.CopyPasteResult`, with ``draws`` in place of ``plan``.
+class BankPasteResult(PastedBatch):
+    """A batch after balanced Copy-Paste: the :class:`~decal.kernels.copy_paste.PastedBatch`
+    fields, and ``draws``.
 
     ``pasted_uid`` is (M',) int64 host: the bank entry of each pasted instance, -1 for a
     destination instance.
     """
 
-    images: Any
-    masks: Any
-    boxes: Any
-    areas: Any
-    instance_offsets: np.ndarray
-    labels: np.ndarray
-    iscrowd: np.ndarray
-    pasted: np.ndarray
     pasted_uid: np.ndarray
     draws: BankDraws
 
@@ -576,14 +568,10 @@ def bank_copy_paste_batch(
     out_boxes[kd], out_boxes[pd] = boxes_after[kr], vis_boxes[pr]
     out_areas[kd], out_areas[pd] = areas_after[kr], vis_areas[pr]
 
-    out_labels = np.empty(total, dtype=np.int64)
-    out_crowd = np.zeros(total, dtype=bool)
-    out_pasted = np.zeros(total, dtype=bool)
-    out_uid = np.full(total, -1, dtype=np.int64)
-    out_labels[kept_dest], out_labels[paste_dest] = labels[kept_rows], draws.labels[paste_rows]
-    out_crowd[kept_dest] = iscrowd[kept_rows]
-    out_pasted[paste_dest] = True
-    out_uid[paste_dest] = draws.uid[paste_rows]
+    out_labels = place_rows(total, np.int64, kept_dest, labels[kept_rows], paste_dest, draws.labels[paste_rows])
+    out_crowd = place_rows(total, bool, kept_dest, iscrowd[kept_rows], paste_dest, False)
+    out_pasted = place_rows(total, bool, kept_dest, np.zeros(len(kept_rows), bool), paste_dest, True)
+    out_uid = place_rows(total, np.int64, kept_dest, np.full(len(kept_rows), -1), paste_dest, draws.uid[paste_rows])
     return BankPasteResult(
         images=out_images,
         masks=out_masks,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["output_order", "rank_within_groups"]
+__all__ = ["output_order", "place_rows", "rank_within_groups"]
 
 
 def rank_within_groups(sorted_groups: np.ndarray) -> np.ndarray:
@@ -46,3 +46,17 @@ def output_order(
     kept_rows = offsets[:-1][kept_sample] + rank_within_groups(kept_sample)
     pasted_rows = offsets[:-1][pasted_sample] + kept_per_image[pasted_sample] + rank_within_groups(pasted_sample)
     return offsets, kept_rows, pasted_rows
+
+
+def place_rows(
+    total: int, dtype: np.dtype | type, kept_rows: np.ndarray, kept_values: np.ndarray,
+    pasted_rows: np.ndarray, pasted_values: np.ndarray | bool,
+) -> np.ndarray:
+    """A host (total, ...) array of ``dtype`` holding ``kept_values`` at ``kept_rows`` and
+    ``pasted_values`` (an array, or one value for every pasted row) at ``pasted_rows``, the
+    rows :func:`output_order` gives (together they cover ``0 .. total - 1`` once)."""
+    kept_values = np.asarray(kept_values, dtype=dtype)
+    out = np.empty((total, *kept_values.shape[1:]), dtype=dtype)
+    out[kept_rows] = kept_values
+    out[pasted_rows] = pasted_values
+    return out

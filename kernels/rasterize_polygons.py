@@ -157,6 +157,23 @@ def fill_masks(
     store_areas_and_boxes(masks, areas, boxes, done)
 
 
+def _fill_on_host(
+    verts: Any, polys: Any, instances: Any, tables: Any, masks: np.ndarray, areas: np.ndarray, boxes: np.ndarray,
+    draw: Callable[[np.ndarray, np.ndarray, np.ndarray, int, int], np.ndarray],
+) -> None:  # fmt: skip
+    """The host faces' common frame: check the arrays, then fill each listed instance with
+    ``draw(verts, polys, table, H, W)``, its (H, W) uint8 mask from the (V, 2) vertices, its
+    own (n, 2) polygon ranges and its geometry table row."""
+    verts, polys = np.asarray(verts), np.asarray(polys)
+    instances, tables = np.asarray(instances), np.asarray(tables)
+    _check(verts, polys, instances, tables, masks, areas, boxes)
+    _, h, w = masks.shape
+    fill_masks(
+        instances, tables, masks, areas, boxes,
+        lambda p_begin, p_end, table: draw(verts, polys[p_begin:p_end], table, h, w),
+    )  # fmt: skip
+
+
 def rasterize_polygons_numpy(
     verts: np.ndarray,
     polys: np.ndarray,
@@ -169,14 +186,10 @@ def rasterize_polygons_numpy(
     """NumPy twin (the specification): pycocotools at the source size, then the geometry."""
     from .mask_geometry import apply_geometry
 
-    verts, polys = np.asarray(verts), np.asarray(polys)
-    instances, tables = np.asarray(instances), np.asarray(tables)
-    _check(verts, polys, instances, tables, masks, areas, boxes)
-    _, h, w = masks.shape
 
-    def draw(p_begin: int, p_end: int, table: np.ndarray) -> np.ndarray:
+    def draw(verts: np.ndarray, polys: np.ndarray, table: np.ndarray, h: int, w: int) -> np.ndarray:
         rows, cols, src_h, src_w, _, _ = split_table(table, h, w)
-        pieces = [downsample_vertices(verts[a:b]).ravel().tolist() for a, b in polys[p_begin:p_end].tolist()]
+        pieces = [downsample_vertices(verts[a:b]).ravel().tolist() for a, b in polys.tolist()]
         if any(len(p) < 6 for p in pieces):
             raise ValueError("every polygon needs at least 3 vertices")
         if pieces:
@@ -188,7 +201,7 @@ def rasterize_polygons_numpy(
             source = np.zeros((src_h, src_w), np.uint8)
         return apply_geometry(source[None], rows, cols)[0]
 
-    fill_masks(instances, tables, masks, areas, boxes, draw)
+    _fill_on_host(verts, polys, instances, tables, masks, areas, boxes, draw)
 
 
 def rasterize_polygons_cupy(
@@ -366,18 +379,14 @@ def rasterize_polygons_emulated(
     boxes: np.ndarray,
 ) -> None:
     """The CUDA kernel's algorithm, in NumPy (for CPU tests). Same arguments as the twin."""
-    verts, polys = np.asarray(verts), np.asarray(polys)
-    instances, tables = np.asarray(instances), np.asarray(tables)
-    _check(verts, polys, instances, tables, masks, areas, boxes)
-    _, h, w = masks.shape
 
-    def draw(p_begin: int, p_end: int, table: np.ndarray) -> np.ndarray:
+    def draw(verts: np.ndarray, polys: np.ndarray, table: np.ndarray, h: int, w: int) -> np.ndarray:
         _, cols, src_h, src_w, _, _ = split_table(table, h, w)
         columns = np.unique(cols[(cols >= 0) & (cols < src_w)])
         union = np.zeros((h, w), np.uint8)
-        for a, b in polys[p_begin:p_end].tolist():
+        for a, b in polys.tolist():
             c, r = polygon_column_toggles(verts[a:b], columns, src_h)
             union |= toggles_to_output(c, r, table, h, w)
         return union
 
-    fill_masks(instances, tables, masks, areas, boxes, draw)
+    _fill_on_host(verts, polys, instances, tables, masks, areas, boxes, draw)

@@ -20,7 +20,7 @@ and ``instances`` (I, 4) int32 ``[toggle begin, end, output row m, geometry tabl
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -74,26 +74,38 @@ def _check(toggles: Any, instances: Any, tables: Any, masks: Any, areas: Any, bo
     check_raster_arrays(instances, tables, masks, areas, boxes)
 
 
+def _fill_on_host(
+    toggles: Any, instances: Any, tables: Any, masks: np.ndarray, areas: np.ndarray, boxes: np.ndarray,
+    draw: Callable[[np.ndarray, np.ndarray, int, int], np.ndarray],
+) -> None:
+    """The host faces' common frame: check the arrays, then fill each listed instance with
+    ``draw(q, table, H, W)``, its (H, W) uint8 mask from its toggle slice ``q`` (int32) and
+    geometry table row."""
+    toggles, instances, tables = np.asarray(toggles), np.asarray(instances), np.asarray(tables)
+    _check(toggles, instances, tables, masks, areas, boxes)
+    _, h, w = masks.shape
+    fill_masks(
+        instances, tables, masks, areas, boxes,
+        lambda q_begin, q_end, table: draw(toggles[q_begin:q_end], table, h, w),
+    )
+
+
 def rle_decode_numpy(
     toggles: np.ndarray, instances: np.ndarray, tables: np.ndarray, masks: np.ndarray, areas: np.ndarray, boxes: np.ndarray
 ) -> None:
     """NumPy twin (the specification): pycocotools decode at the source size, then geometry."""
     from .mask_geometry import apply_geometry
 
-    toggles, instances, tables = np.asarray(toggles), np.asarray(instances), np.asarray(tables)
-    _check(toggles, instances, tables, masks, areas, boxes)
-    _, h, w = masks.shape
-
-    def draw(q_begin: int, q_end: int, table: np.ndarray) -> np.ndarray:
+    def draw(q: np.ndarray, table: np.ndarray, h: int, w: int) -> np.ndarray:
         rows, cols, src_h, src_w, _, _ = split_table(table, h, w)
-        counts = counts_from_toggles(toggles[q_begin:q_end], src_h, src_w)
+        counts = counts_from_toggles(q, src_h, src_w)
         with warnings.catch_warnings():  # pycocotools vs NumPy 2 copy= DeprecationWarning
             warnings.simplefilter("ignore", DeprecationWarning)
             rle = mask_utils.frPyObjects({"size": [src_h, src_w], "counts": counts}, src_h, src_w)
             source = mask_utils.decode(rle)
         return apply_geometry(source[None], rows, cols)[0]
 
-    fill_masks(instances, tables, masks, areas, boxes, draw)
+    _fill_on_host(toggles, instances, tables, masks, areas, boxes, draw)
 
 
 def rle_decode_cupy(toggles: Any, instances: Any, tables: Any, masks: Any, areas: Any, boxes: Any) -> None:
@@ -123,13 +135,10 @@ def rle_decode_emulated(
     toggles: np.ndarray, instances: np.ndarray, tables: np.ndarray, masks: np.ndarray, areas: np.ndarray, boxes: np.ndarray
 ) -> None:
     """The CUDA kernel's per-column procedure in NumPy (for CPU tests)."""
-    toggles, instances, tables = np.asarray(toggles), np.asarray(instances), np.asarray(tables)
-    _check(toggles, instances, tables, masks, areas, boxes)
-    _, h, w = masks.shape
 
-    def draw(q_begin: int, q_end: int, table: np.ndarray) -> np.ndarray:
+    def draw(q: np.ndarray, table: np.ndarray, h: int, w: int) -> np.ndarray:
         _, cols, src_h, src_w, _, _ = split_table(table, h, w)
-        q = toggles[q_begin:q_end].astype(np.int64)
+        q = q.astype(np.int64)
         cs, rs = [], []
         for c in np.unique(cols[(cols >= 0) & (cols < src_w)]).tolist():
             col0, col1 = c * src_h, (c + 1) * src_h
@@ -144,4 +153,4 @@ def rle_decode_emulated(
             rs.extend(rows)
         return toggles_to_output(np.array(cs, np.int64), np.array(rs, np.int64), table, h, w)
 
-    fill_masks(instances, tables, masks, areas, boxes, draw)
+    _fill_on_host(toggles, instances, tables, masks, areas, boxes, draw)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from ..kernels.lazy_exports import lazy_exports
 
-_EXPORTS = {
+#: Name -> defining module of each lazily re-exported name (the face :mod:`decal` builds on it).
+EXPORTS = {
     "RemoteLoader": "decal.server.remote_loader",
     "RemoteLoaderError": "decal.server.remote_loader",
     "DecalServer": "decal.server.app",
@@ -22,6 +23,4 @@ _EXPORTS = {
     "ConfigError": "decal.server.config",
 }
 
-__all__ = sorted(_EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

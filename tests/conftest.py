@@ -10,6 +10,8 @@
   :mod:`faulthandler` watchdog dumps every thread's traceback and ends the process
   (exit 1) ``hard_timeout_grace(S)`` seconds later, so the run as a whole stops by itself.
   With the option, SIGTERM ends the run as Ctrl-C does (the JUnit XML is still written).
+* ``server``: a module's running decal server over its ``synth`` dataset (the module defines
+  the ``synth`` fixture).
 """
 
 from __future__ import annotations
@@ -134,3 +136,13 @@ def _index_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("DECAL_INDEX_DIR", None)
     else:
         os.environ["DECAL_INDEX_DIR"] = before
+
+
+@pytest.fixture(scope="module")
+def server(synth: tuple) -> Iterator[object]:
+    """A running server (:func:`server_helpers.running_server`) that serves the requesting
+    module's ``synth`` fixture as the dataset ``synth``."""
+    from server_helpers import make_config, running_server
+
+    with running_server(make_config({"synth": synth})) as s:
+        yield s

@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from torch import nn
 
-from decal.trainers.classification import PRESETS, ClassificationConfig, EvalFolder, soft_target_cross_entropy, topk_correct, train
+from decal.trainers.classification import PRESETS, ClassificationConfig, EvalFolder, evaluate_classifier, soft_target_cross_entropy, topk_correct, train
 from decal.trainers.classification.config import ModelConfig
 from decal.trainers.classification.model import build_classifier
 from decal.trainers.cli import main as cli_main
@@ -122,6 +123,15 @@ def test_eval_reader_is_a_centre_crop_and_maps_classes(folder: Path) -> None:
     assert pixels.shape == (3, 32, 32) and label == 1  # class_0 is index 1 of the training classes
     with pytest.raises(ValueError, match="not among the training classes"):
         EvalFolder(folder, ["class_0"], image_size=32)
+
+
+def test_evaluate_classifier_counts_the_first_max_images_of_the_folder(folder: Path) -> None:
+    classes = ["class_0", "class_1", "class_2", "x", "y", "z"]
+    data = EvalFolder(folder, classes, image_size=32)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, len(classes)))
+    assert evaluate_classifier(model, data, batch_size=4)["num_images"] == len(data) == 12
+    metrics = evaluate_classifier(model, data, batch_size=4, max_images=5)
+    assert metrics["num_images"] == 5 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
 
 
 def test_resume_restores_step_loader_position_and_ema(tmp_path: Path, folder: Path) -> None:

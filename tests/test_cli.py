@@ -38,6 +38,16 @@ def test_import_decal_is_cheap() -> None:
     assert "CopyPasteLoader" in dir(decal)
 
 
+def test_the_face_re_exports_the_loaders_and_the_remote_loader() -> None:
+    import decal.dali_pipes
+    import decal.server
+
+    for face in (decal.dali_pipes, decal.server):
+        for name in set(face.__all__) - {"ConfigError"}:  # decal.ConfigError would be ambiguous
+            assert getattr(decal, name) is getattr(face, name), name
+    assert "ConfigError" not in dir(decal)
+
+
 def test_preview_cutmix_and_cp2(tmp_path: Path) -> None:
     for pipeline in ("cutmix", "cp2"):
         out = tmp_path / f"{pipeline}.png"

@@ -63,6 +63,16 @@ def batch(rng: np.random.Generator, b: int, h: int, w: int, m: int) -> dict:
     return dict(masks=masks, sample=sample, alpha=alpha, offsets=offsets, indices=indices)
 
 
+@pytest.fixture(
+    params=[(shape, m) for m in (0, 1, 9) for shape in SHAPES],
+    ids=lambda case: "{}x{}x{}-m{}".format(*case[0], case[1]),
+)
+def parity_batch(request, rng) -> tuple[int, int, dict]:
+    """``(B, M, batch(...))`` for each (B, H, W) of SHAPES and M in {0, 1, 9} instances."""
+    (b, h, w), m = request.param
+    return b, m, batch(rng, b, h, w, m)
+
+
 def unaligned(x: np.ndarray):
     """A device copy of ``x`` whose data pointer is 1 byte past an allocation (uint8 only)."""
     buf = cp.zeros(x.size + 1, dtype=x.dtype)
@@ -107,11 +117,8 @@ def test_mask_boxes_many_instances_one_band(rng) -> None:
 # --------------------------------------------------------------------------- paste_alpha
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("m", [0, 1, 9])
-def test_paste_alpha_parity(rng, shape, m) -> None:
-    b, h, w = shape
-    d = batch(rng, b, h, w, m)
+def test_paste_alpha_parity(parity_batch) -> None:
+    b, _, d = parity_batch
     out = paste_alpha_cupy(cp.asarray(d["masks"]), d["offsets"], cp.asarray(d["indices"]), b)
     ref = paste_alpha_numpy(d["masks"], d["offsets"], d["indices"], b)
     np.testing.assert_array_equal(out.get(), ref)
@@ -127,11 +134,8 @@ def test_paste_alpha_unaligned(rng) -> None:
 # --------------------------------------------------------------------------- occlusion
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("m", [0, 1, 9])
-def test_occlusion_update_parity(rng, shape, m) -> None:
-    b, h, w = shape
-    d = batch(rng, b, h, w, m)
+def test_occlusion_update_parity(parity_batch) -> None:
+    _, m, d = parity_batch
     masks_dev = cp.asarray(d["masks"])
     new_masks, areas, boxes = occlusion_update_cupy(masks_dev, d["sample"], cp.asarray(d["alpha"]))
     ref_masks, ref_areas, ref_boxes = occlusion_update_numpy(d["masks"], d["sample"], d["alpha"])

@@ -358,3 +358,16 @@ def test_output_order_matches_a_per_image_listing():
         np.testing.assert_array_equal(offsets, expected_offsets)
         for row, (kind, i) in enumerate(listing):
             assert (kept_rows if kind == "kept" else pasted_rows)[i] == row
+
+
+def test_place_rows_puts_kept_and_pasted_values_at_their_output_rows():
+    from decal.kernels.output_order import output_order, place_rows
+
+    _, kept_rows, pasted_rows = output_order(np.array([0, 1, 1]), np.array([0, 1]), 2)  # rows 0 2 3 | 1 4
+    labels = place_rows(5, np.int64, kept_rows, np.array([10, 11, 12]), pasted_rows, np.array([20, 21]))
+    np.testing.assert_array_equal(labels, [10, 20, 11, 12, 21])
+    assert labels.dtype == np.int64
+    flags = place_rows(5, bool, kept_rows, np.zeros(3, bool), pasted_rows, True)
+    np.testing.assert_array_equal(flags, [False, True, False, False, True])
+    boxes = place_rows(5, np.float32, kept_rows, np.ones((3, 4)), pasted_rows, np.zeros((2, 4)))
+    assert boxes.shape == (5, 4) and boxes.dtype == np.float32 and boxes[[0, 2, 3]].all() and not boxes[[1, 4]].any()

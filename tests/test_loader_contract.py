@@ -16,7 +16,7 @@ from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.server.remote_loader import RemoteLoader
 
 from coco_factory import write_coco_dataset
-from server_helpers import assert_batches_equal, make_config, running_server
+from server_helpers import assert_batches_equal
 
 OPTIONS = {"batch_size": 2, "output_size": 64, "seed": 5}
 LOCAL = {"device": "cpu", "num_threads": 1}
@@ -25,12 +25,6 @@ LOCAL = {"device": "cpu", "num_threads": 1}
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     return write_coco_dataset(tmp_path_factory.mktemp("synth"), num_images=7, instances_per_image=(0, 3), seed=4)
-
-
-@pytest.fixture(scope="module")
-def server(synth):
-    with running_server(make_config({"synth": synth})) as s:
-        yield s
 
 
 def _factories(synth: Any, server: Any) -> dict[str, Callable[[], Any]]:

@@ -30,12 +30,6 @@ def synth(tmp_path_factory):
     return write_coco_dataset(tmp_path_factory.mktemp("synth"), num_images=12, instances_per_image=(0, 4), seed=8)
 
 
-@pytest.fixture(scope="module")
-def server(synth):
-    with running_server(make_config({"synth": synth})) as s:
-        yield s
-
-
 def local_epochs(synth, epochs: int, **options) -> list[list[Batch]]:
     loader = CopyPasteLoader(*synth, device="cpu", **options)
     return [list(loader) for _ in range(epochs)]

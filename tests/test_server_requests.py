@@ -29,12 +29,6 @@ def synth(tmp_path_factory):
     return write_coco_dataset(tmp_path_factory.mktemp("synth"), num_images=6, seed=2)
 
 
-@pytest.fixture(scope="module")
-def server(synth):
-    with running_server(make_config({"synth": synth})) as s:
-        yield s
-
-
 def _set(message, path: str, value) -> None:
     *parents, leaf = path.split(".")
     for name in parents:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,6 +82,28 @@ def test_from_dict_converts_and_checks_types() -> None:
         from_dict(_Root, {"flag": 1})
     with pytest.raises(ConfigError, match="inner.pair"):
         from_dict(_Root, {"inner": {"pair": [1, 2, 3]}})
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"flag": 1}, "flag: expected true or false, got 1"),
+        ({"name": 3}, "name: expected a string, got 3"),
+        ({"inner": {"count": True}}, "inner.count: expected an integer, got True"),
+        ({"inner": {"count": "2"}}, "inner.count: expected an integer, got '2'"),
+        ({"inner": {"rate": False}}, "inner.rate: expected a number, got False"),
+        ({"inner": {"rate": "0.5"}}, "inner.rate: expected a number, got '0.5'"),
+    ],
+)
+def test_from_dict_scalar_errors_name_the_field_and_the_type(update: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        from_dict(_Root, update)
+
+
+def test_from_dict_scalars_accepted() -> None:
+    cfg = from_dict(_Root, {"flag": True, "name": "y", "inner": {"count": 4, "rate": 2}})
+    assert cfg.flag is True and cfg.name == "y" and cfg.inner.count == 4
+    assert cfg.inner.rate == 2.0 and type(cfg.inner.rate) is float
 
 
 def test_load_config_precedence(tmp_path: Path) -> None:

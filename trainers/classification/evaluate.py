@@ -78,13 +78,8 @@ class EvalFolder(torch.utils.data.Dataset):
 @torch.no_grad()
 def evaluate_classifier(
     model: nn.Module,
-    root: str | Path,
-    class_names: Sequence[str],
+    folder: EvalFolder,
     *,
-    image_size: int,
-    crop_pct: float = 0.875,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
     batch_size: int = 64,
     num_workers: int = 0,
     max_images: int = 0,
@@ -92,16 +87,12 @@ def evaluate_classifier(
     info: DistInfo | None = None,
     amp: bool = False,
 ) -> dict[str, float]:
-    """``{"top1", "top5", "loss", "num_images"}`` of ``model`` on the folder (fractions in [0, 1];
-    ``loss`` is the mean cross-entropy)."""
+    """``{"top1", "top5", "loss", "num_images"}`` of ``model`` on ``folder`` (fractions in
+    [0, 1]; ``loss`` is the mean cross-entropy); ``max_images`` > 0: only its first images."""
     info = info or DistInfo()
     device = torch.device(device)
-    total = len(ImageFolder(root, labelled=True))
-    count = total if max_images <= 0 else min(max_images, total)
-    dataset = EvalFolder(
-        root, class_names, image_size=image_size, crop_pct=crop_pct, mean=mean, std=std,
-        indices=range(info.rank, count, info.world_size),
-    )  # fmt: skip
+    count = len(folder) if max_images <= 0 else min(max_images, len(folder))
+    dataset = torch.utils.data.Subset(folder, range(info.rank, count, info.world_size))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss sum, images
     was_training = model.training

@@ -33,7 +33,7 @@ from ..common.evaluation import EvalHook
 from ..common.loop import Hook, StepOutput, TrainLoop
 from ..common.job import run_command, run_job, setup_run, start_logger, with_evaluation
 from .config import PRESETS, ClassificationConfig, ModelConfig
-from .evaluate import evaluate_classifier
+from .evaluate import EvalFolder, evaluate_classifier
 from .losses import soft_target_cross_entropy
 from .model import build_classifier
 
@@ -147,9 +147,12 @@ def _evaluate(
 ) -> dict[str, float]:
     """Top-1/top-5 of ``model`` on the folder ``val_root`` with ``cfg.eval``'s centre crop at
     the training size and normalisation."""
+    folder = EvalFolder(
+        val_root, class_names, image_size=cfg.loader.output_size, crop_pct=cfg.eval.crop_pct,
+        mean=cfg.loader.mean, std=cfg.loader.std,
+    )  # fmt: skip
     return evaluate_classifier(
-        model, val_root, class_names, image_size=cfg.loader.output_size, crop_pct=cfg.eval.crop_pct,
-        mean=cfg.loader.mean, std=cfg.loader.std, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers,
+        model, folder, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers,
         max_images=cfg.eval.max_images, device=device, info=info, amp=cfg.run.amp,
     )  # fmt: skip
 
