@@ -489,6 +489,31 @@ def test_read_image_bytes_errors(tmp_path):
     assert ds.decode_check(3) is None
 
 
+def test_read_image_bytes_needs_no_pillow_when_the_raw_header_parses(tmp_path, monkeypatch):
+    """The hot path reads format and size with the raw header parser; Pillow is only asked
+    about a file that parser cannot read (here a GIF), whose error it then names."""
+    import decal.dali_pipes.coco.reader as reader
+
+    coco = _base()
+    coco["images"].append(_image(4, file_name="im4.png"))
+    coco["images"].append(_image(5, file_name="im5.gif"))
+    j, d = _write(tmp_path, coco)
+    Image.new("RGB", (W, H)).save(d / "im4.png", format="PNG")
+    Image.new("RGB", (W, H)).save(d / "im5.gif", format="GIF")
+    Image.new("RGB", (W + 1, H)).save(d / "im2.jpg", format="JPEG")  # size mismatch, from the raw header
+    ds = CocoDataset(j, d)
+    opened = []
+    real_open = reader.Image.open
+    monkeypatch.setattr(reader.Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    assert ds.read_image_bytes(0)[:2].tobytes() == b"\xff\xd8" and ds.read_image_bytes(3)[:4].tobytes() == b"\x89PNG"
+    with pytest.raises(DatasetError, match="width 60"):
+        ds.read_image_bytes(1)
+    assert opened == []
+    with pytest.raises(DatasetError, match="unsupported image format 'GIF'"):
+        ds.read_image_bytes(4)
+    assert len(opened) == 1
+
+
 def test_height_mismatch(tmp_path):
     coco = _base()
     j, d = _write(tmp_path, coco)
