@@ -91,6 +91,7 @@ __all__ = [
     "index_key",
     "default_index_dir",
     "batch_descriptors",
+    "instance_columns",
     "IndexBuilder",
     "IndexRecords",
 ]
@@ -456,6 +457,19 @@ def open_index(
 
 
 # --------------------------------------------------------------------------- batches
+
+
+def instance_columns(index: CocoIndex, images: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """The per-instance source columns of the images ``images`` (B,) int64, sliced from the
+    index with no record built: labels, one (N_b,) int64 per image; iscrowd, one (N_b,) uint8
+    per image; image ids, one dense (B, 1) int64 array."""
+    ranges = np.stack([index.inst_offsets[images], index.inst_offsets[images + 1]], axis=1).tolist()
+    labels, iscrowd = np.asarray(index.labels), np.asarray(index.iscrowd)
+    return (
+        [np.array(labels[b:e], dtype=np.int64) for b, e in ranges],
+        [np.array(iscrowd[b:e], dtype=np.uint8) for b, e in ranges],
+        np.asarray(index.image_ids)[images].astype(np.int64).reshape(-1, 1),
+    )
 
 
 def batch_descriptors(

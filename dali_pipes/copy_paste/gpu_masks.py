@@ -58,7 +58,7 @@ from ...kernels.copy_paste_fused import copy_paste_batch_fused
 from ...kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, rasterize_instances
 from ...kernels.mask_geometry import sample_geometry
 from ...kernels.rle_decode import box_toggles, toggles_from_counts
-from ..coco.index import CocoIndex, batch_descriptors
+from ..coco.index import CocoIndex, batch_descriptors, instance_columns
 from ..coco.reader import CocoDataset, ImageRecord, decode_rle_string
 from .pipeline import OUTPUT_NAMES, step_outputs
 from .source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
@@ -188,16 +188,15 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
         ]
         desc, bounds = batch_descriptors(index, images, geometries, subpixel=self.subpixel, paste_by_box=self.paste_by_box)
         pieces = desc.split(bounds)
-        ranges = np.stack([index.inst_offsets[images], index.inst_offsets[images + 1]], axis=1).tolist()
-        labels, iscrowd, image_ids = np.asarray(index.labels), np.asarray(index.iscrowd), np.asarray(index.image_ids)
+        labels, iscrowd, image_ids = instance_columns(index, images)
         columns = (
             [p[1] for p in payloads],
             # tables: the same shape in every sample, so one dense (B, 1 or 2, 2·S + 4) array
             desc.tables.reshape(len(payloads), -1, desc.tables.shape[-1]),
             *([piece[name] for piece in pieces] for name in DESCRIPTOR_COLUMNS[1:]),
-            [np.array(labels[b:e]) for b, e in ranges],
-            [np.array(iscrowd[b:e]) for b, e in ranges],
-            image_ids[images].astype(np.int64).reshape(-1, 1),  # (B, 1): one dense copy
+            labels,
+            iscrowd,
+            image_ids,  # (B, 1): one dense copy
             *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )

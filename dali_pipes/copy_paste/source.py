@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..coco.reader import CocoDataset
+from ..coco.index import instance_columns
 from ..core.epoch_source import POSITION_FIELDS, EpochBatchSource, EpochSampler, LoaderPosition, PositionRow
 from ..core.scale_jitter import ScaleJitter, draw_geometry
 from .window_prune import instances_in_window
@@ -94,11 +95,10 @@ class CopyPasteSource(EpochBatchSource):
     def columns(
         self, start: LoaderPosition, cursor: int, payloads: list[tuple[int, np.ndarray, np.ndarray]]
     ) -> tuple[tuple[list[Any], ...], tuple]:
-        records = [self.dataset[p[0]] for p in payloads]
         geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
         masks = [p[2] for p in payloads]
-        labels = [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records]
-        iscrowd = [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records]
+        # sliced from the index: no record is built again (read() built the one it rasterised)
+        labels, iscrowd, image_ids = instance_columns(self.dataset.index, np.array([p[0] for p in payloads], np.int64))
         if self.prune_window_size is not None:
             for i, m in enumerate(masks):
                 keep = instances_in_window(
@@ -113,7 +113,7 @@ class CopyPasteSource(EpochBatchSource):
             masks,
             labels,
             iscrowd,
-            np.array([[r.image_id] for r in records], dtype=np.int64).reshape(-1, 1),  # (B, 1): one dense copy
+            image_ids,  # (B, 1): one dense copy
             *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )
