@@ -156,7 +156,8 @@ def create_app(server: "DecalServer") -> FastAPI:
         request = pb.StreamRequest(dataset=name, pipeline=pipeline, batch_size=batch_size, seed=seed)
         kind = PIPELINES.get(pipeline)
         if kind is not None:
-            getattr(request, kind.params_field).output_size = output_size
+            params = getattr(request, kind.params_field)
+            kind.holder(params, "output_size").output_size = output_size  # nested for balanced, self-training
         plan = validate_request(request, config)  # RequestError → its status (middleware)
         if plan.pipeline.payload is not Payload.INSTANCES:
             instance = ", ".join(k.name for k in PIPELINES.values() if k.payload is Payload.INSTANCES)

@@ -115,14 +115,17 @@ def test_datasets_and_pipelines(server, synth) -> None:
     assert "IMAGE_CODEC_JPEG" in listing["wire"]["image_codecs"]
 
 
-def test_preview_png(server) -> None:
-    status, body, content_type = get(server, "/preview.png?pipeline=copy-paste&seed=3&batch_size=2&output_size=64")
+@pytest.mark.parametrize("pipeline", ["copy-paste", "balanced-copy-paste"])
+def test_preview_png(server, pipeline) -> None:
+    """Balanced copy-paste keeps ``output_size`` in its nested copy-paste params: the preview
+    used to set it on the outer message and answer 500."""
+    status, body, content_type = get(server, f"/preview.png?pipeline={pipeline}&seed=3&batch_size=2&output_size=64")
     assert status == 200 and content_type == "image/png"
     with Image.open(io.BytesIO(body)) as picture:
         assert picture.format == "PNG"
         picture.load()
         assert picture.width > 64 and picture.height > 64
-    again = get(server, "/preview.png?pipeline=copy-paste&seed=3&batch_size=2&output_size=64")[1]
+    again = get(server, f"/preview.png?pipeline={pipeline}&seed=3&batch_size=2&output_size=64")[1]
     assert again == body  # the same seed renders the same batch
 
 
