@@ -61,13 +61,13 @@ def copy_paste_options(params: pb.CopyPasteParams, defaults: Mapping[str, Any], 
 def _parse_dataset(annotations: str, images: str, on_error: str, require_segmentation: bool, mtime_ns: int) -> Any:
     from ..dali_pipes.coco.reader import CocoDataset
 
-    return CocoDataset(annotations, images, on_error=on_error, require_segmentation=require_segmentation)
+    return CocoDataset.open(annotations, images, on_error=on_error, require_segmentation=require_segmentation)
 
 
 def parsed_dataset(annotations: str, images: str, on_error: str, require_segmentation: bool = True) -> Any:
-    """The parsed dataset of a registered entry, shared by every stream that reads it (a COCO
-    json takes tens of seconds and gigabytes to parse). Parsed again when the json changes.
-    Streams only read it: the per-stream state (skips, positions) lives in each loader.
+    """The dataset of a registered entry on its cached, memory-mapped index (as the local
+    loaders open it: the json is compiled only when it changed), shared by every stream that
+    reads it. Streams only read it: the per-stream state (skips, positions) lives in each loader.
 
     Raises:
         DatasetError: field ``"annotations"`` when the json cannot be stat'ed (gone since the
