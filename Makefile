@@ -24,7 +24,7 @@ test: install
 
 # On a machine with a CUDA GPU (NVIDIA driver >= 525.60 for the cuda12 extra).
 test-gpu: install
-	$(PY) -m pytest -q -m gpu
+	$(PY) -m pytest -q -m gpu --per-test-timeout 600 $(PYTEST_ARGS)
 
 # The one prepared GPU check (bench/README.md): install, versions, pytest -m gpu, every bench
 # mode, OUT/summary.md, inside 8 minutes; its CPU mode without a GPU. No `install`

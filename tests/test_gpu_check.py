@@ -119,7 +119,8 @@ def test_failed_and_hung_steps_are_reported_within_the_limit(tmp_path, hanging_t
     # the watchdog ended the first pytest run in the hung test; the second resumed after it
     assert steps["pytest-1"][:2] == ["failed", "1"] and steps["pytest-2"][:2] == ["ok", "0"]
     status, code, seconds_bench, budget = steps["bench"]
-    assert (status, code, budget) == ("timed_out", "124", "8") and 8 <= float(seconds_bench) < 8 + 6
+    # ended by its own 8 s budget (not a timing claim: the upper bound is the run's own limit)
+    assert (status, code, budget) == ("timed_out", "124", "8") and 8 <= float(seconds_bench) < total
     assert not _alive(int((tests / "worker.pid").read_text()))  # the step's leftovers were killed
     summary = (out / "summary.md").read_text()
     assert ("Did not finish cleanly: versions (failed, log `versions.log`), pytest-1 (failed, log `pytest-1.log`), "
