@@ -29,6 +29,7 @@ from decal.server.params import is_pair
 from decal.server.pipelines import COPY_PASTE, PIPELINES, PipelineKind, RequestError
 from decal.server.remote_loader import forwarded_options
 
+from option_round_trip import assert_options_round_trip
 from test_option_schema import _PROTO_TYPES, _readme_rows, _scalar
 
 
@@ -96,6 +97,7 @@ def test_proto_message_carries_exactly_the_served_options(kind: PipelineKind) ->
 @pytest.mark.parametrize("kind", FAMILIES, ids=lambda k: k.name)
 def test_remote_loader_forwards_exactly_the_served_options(kind: PipelineKind) -> None:
     assert forwarded_options(kind.name) == tuple(o.name for o in served(kind.schema))
+    assert_options_round_trip(kind)  # and each reaches the server's options unchanged
 
 
 @pytest.mark.parametrize("kind", FAMILIES, ids=lambda k: k.name)

@@ -40,7 +40,12 @@ def test_config_fields_are_the_schema_in_order() -> None:
 
 
 def test_remote_loader_forwards_exactly_the_served_options() -> None:
+    from option_round_trip import assert_options_round_trip
+
+    from decal.server.pipelines import COPY_PASTE
+
     assert PIPELINE_OPTIONS == tuple(o.name for o in SERVED)
+    assert_options_round_trip(COPY_PASTE)  # and each reaches the server's options unchanged
 
 
 _PROTO_TYPES = {
