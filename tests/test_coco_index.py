@@ -356,3 +356,32 @@ def test_open_dataset_reindexes_a_changed_json(tmp_path) -> None:
     assert [a.ann_id for a in anns] == [a["id"] for a in coco["annotations"]]
     assert [a.segmentation for a in anns] == [a["segmentation"] for a in coco["annotations"]]
     assert second.stats == CocoDataset(json_path, image_dir).stats
+
+
+def test_threads_opening_one_json_at_once_all_get_its_key(tmp_path) -> None:
+    """Streams of the server open a dataset from several threads of one process at once: each
+    writes the json's digest stamp through a temporary file of its own (a name shared by the
+    process made a thread's rename find the file already moved: FileNotFoundError, a stream
+    ended with INTERNAL)."""
+    import threading
+
+    json_path, image_dir = _write_factory(tmp_path, 3)
+    barrier, keys, errors = threading.Barrier(16), [], []
+
+    def open_key() -> None:
+        barrier.wait()
+        try:
+            keys.append(coco_index.index_key(json_path, image_dir, "raise", tmp_path / "cache"))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    for _round in range(20):  # the stamp is written only while missing: make it missing again
+        for stamp in (tmp_path / "cache" / "stamps").glob("*"):
+            stamp.unlink()
+        threads = [threading.Thread(target=open_key) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        barrier.reset()
+    assert errors == [] and len(set(keys)) == 1 and len(keys) == 20 * 16

@@ -393,8 +393,11 @@ def _content_digest(path: Path, stamp_dir: Path) -> str:
             digest.update(chunk)
     value = digest.hexdigest()
     stamp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": value}))
+    # a temporary file of this call's own (threads of one process open datasets at once),
+    # renamed into place atomically
+    fd, tmp = tempfile.mkstemp(prefix=stamp.stem + ".", suffix=".tmp", dir=stamp_dir)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": value}))
     os.replace(tmp, stamp)
     return value
 
