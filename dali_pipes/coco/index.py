@@ -93,6 +93,7 @@ __all__ = [
     "batch_descriptors",
     "instance_columns",
     "instance_spans",
+    "dataset_index",
     "IndexBuilder",
     "IndexRecords",
 ]
@@ -474,6 +475,17 @@ def instance_columns(index: CocoIndex, images: np.ndarray) -> tuple[list[np.ndar
         [np.array(iscrowd[b:e], dtype=np.uint8) for b, e in ranges],
         np.asarray(index.image_ids)[images].astype(np.int64).reshape(-1, 1),
     )
+
+
+def dataset_index(dataset: Any, index: CocoIndex | None = None) -> CocoIndex:
+    """The compiled index of ``dataset``: ``index`` when given (checked to hold the dataset's
+    images, else ValueError), else :meth:`CocoIndex.from_dataset`."""
+    own = CocoIndex.from_dataset(dataset)
+    if index is None:
+        return own
+    if len(index) != len(dataset) or not np.array_equal(index.image_ids, own.image_ids):
+        raise ValueError("index: its images are not the dataset's (built from another json or reader options)")
+    return index
 
 
 def instance_spans(index: CocoIndex, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -267,6 +267,41 @@ class MosaicSource(CopyPasteSource):
         return tuple(cols[name] for name in self.column_names), extras
 
 
+def resized_tiles(col: dict[str, Any], on_gpu: bool) -> list[Any]:
+    """The four tiles of a mosaic graph: ``encoded{k}`` decoded (mixed on the GPU) and resized
+    to ``size{k}`` (linear, antialiased)."""
+    tiles = []
+    for k in range(NUM_TILES):
+        image = fn.decoders.image(
+            col[f"encoded{k}"], device="mixed" if on_gpu else "cpu", output_type=types.RGB,
+            adjust_orientation=False,
+        )  # fmt: skip
+        tiles.append(fn.resize(image, size=col[f"size{k}"], antialias=True))
+    return tiles
+
+
+def step_outputs(step: Any, device: str, inputs: list[Any], col: dict[str, Any]) -> tuple[Any, ...]:
+    """The end of a mosaic graph: ``step`` (a batched ``fn.python_function`` on ``device``)
+    over ``inputs``, its eight outputs, the images transposed to 3×S×S, as a
+    :class:`MosaicOutputs` tuple with the source's ``image_id``, ``tile_image_ids`` and
+    ``position`` columns (from ``col``)."""
+    images, masks, boxes, areas, labels, iscrowd, tile, tile_boxes = fn.python_function(
+        *inputs, function=step, batch_processing=True, num_outputs=8, device=device,
+    )  # fmt: skip
+    images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
+    return tuple(
+        MosaicOutputs(
+            images=images, masks=masks, boxes=boxes, areas=areas, labels=labels, iscrowd=iscrowd,
+            tile=tile, tiles=tile_boxes, image_id=col["image_id"], tile_image_ids=col["tile_image_ids"],
+            position=col["position"],
+        )
+    )  # fmt: skip
+
+
+#: The small columns every mosaic step takes after its tiles and masks, in order.
+STEP_COLUMNS = ("start0", "regions", "counts", "flip", "labels", "iscrowd")
+
+
 def build_mosaic_pipeline(
     source: MosaicSource,
     *,
@@ -282,37 +317,22 @@ def build_mosaic_pipeline(
     level come from the source."""
     arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
     on_gpu = device == "gpu"
-    s = source.output_size
-    step = MosaicStep(s, source.pad_value)
+    step = MosaicStep(source.output_size, source.pad_value)
     names = source.column_names
 
     @pipeline_def(**arguments)
     def mosaic_pipeline():
         layouts = ["HWC" if n.startswith("masks") else "" for n in names]
         col = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True, layout=layouts)))
-        tiles, masks = [], []
+        tiles = resized_tiles(col, on_gpu)
+        masks = []
         for k in range(NUM_TILES):
-            image = fn.decoders.image(
-                col[f"encoded{k}"], device="mixed" if on_gpu else "cpu", output_type=types.RGB,
-                adjust_orientation=False,
-            )  # fmt: skip
             m = col[f"masks{k}"].gpu() if on_gpu else col[f"masks{k}"]
-            tiles.append(fn.resize(image, size=col[f"size{k}"], antialias=True))
             masks.append(fn.resize(m, size=col[f"size{k}"], interp_type=types.INTERP_NN, antialias=False))
-        small = [col[n] for n in ("start0", "regions", "counts", "flip", "labels", "iscrowd")]
+        small = [col[n] for n in STEP_COLUMNS]
         if on_gpu:
             small = [x.gpu() for x in small]
-        images, out_masks, boxes, areas, labels, iscrowd, tile, tile_boxes = fn.python_function(
-            *tiles, *masks, *small, function=step, batch_processing=True, num_outputs=8, device=device,
-        )  # fmt: skip
-        images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        outputs = tuple(
-            MosaicOutputs(
-                images=images, masks=out_masks, boxes=boxes, areas=areas, labels=labels, iscrowd=iscrowd,
-                tile=tile, tiles=tile_boxes, image_id=col["image_id"], tile_image_ids=col["tile_image_ids"],
-                position=col["position"],
-            )
-        )  # fmt: skip
+        outputs = step_outputs(step, device, [*tiles, *masks, *small], col)
         if return_tiles:  # for the twin test: the resized tiles and the plan columns
             return outputs + tuple(tiles) + (col["start0"], col["regions"], col["flip"])
         return outputs

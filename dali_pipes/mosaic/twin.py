@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...kernels.mask_boxes import mask_boxes
+from ...kernels.mask_geometry import SampleGeometry, placed_geometry
 from ...kernels.array_module import cupy_module, to_host
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "compose_images_numpy",
     "place_masks",
     "tile_boxes",
+    "tile_geometries",
     "StepInputs",
     "host_inputs",
     "compose_batch",
@@ -279,6 +281,35 @@ def tile_boxes(regions: np.ndarray, output_size: int, flip: int) -> np.ndarray:
             x0, x1 = (s - out_x - w, s - out_x) if flip else (out_x, out_x + w)
             boxes[k] = (x0, out_y, x1, out_y + h)
     return boxes
+
+
+def tile_geometries(
+    heights: np.ndarray, widths: np.ndarray, sizes: np.ndarray, regions: np.ndarray, flips: np.ndarray, output_size: int
+) -> list[SampleGeometry]:
+    """The mask geometry of every tile of a batch, sample by sample, tile by tile (4·B).
+
+    A tile resized to ``sizes[b, k]`` (h, w) and placed by its region ``regions[b, k]`` shows
+    resized pixel (y + in_y - out_y, x + in_x - out_x) at canvas pixel (y, x) inside the
+    region, which is exactly where that anchor's window meets the tile (the regions are the
+    tile clipped to the canvas); the canvas is then flipped by ``flips[b]``. A tile with an
+    empty region (or unused) gets a window that shows nothing. :func:`place_masks` is what
+    these geometries reproduce (``tests/test_mosaic_descriptors.py``).
+
+    Args:
+        heights, widths: (B, 4) source sizes in pixels (>= 1; anything for unused tiles).
+        sizes: (B, 4, 2) resized (h, w); regions: (B, 4, 6); flips: (B,).
+        output_size: S.
+    """
+    geometries = []
+    for b in range(len(flips)):
+        for k in range(NUM_TILES):
+            in_y, in_x, out_y, out_x, h, w = (int(v) for v in regions[b, k])
+            size = (int(sizes[b, k, 0]), int(sizes[b, k, 1]))
+            anchor = (in_y - out_y, in_x - out_x) if h > 0 and w > 0 else size
+            geometries.append(
+                placed_geometry(int(heights[b, k]), int(widths[b, k]), size, anchor, output_size, int(flips[b]))
+            )
+    return geometries
 
 
 @dataclass(frozen=True)
