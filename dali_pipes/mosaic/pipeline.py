@@ -1,4 +1,6 @@
-"""The balanced Mosaic DALI pipeline and its source (the loader: ``dali_pipes/mosaic/loader.py``).
+"""The balanced Mosaic DALI pipeline with host masks and its source (the loader:
+``dali_pipes/mosaic/loader.py``; the descriptor graph, the GPU default:
+``dali_pipes/mosaic/descriptors.py``).
 
 Semantics: :mod:`decal.dali_pipes.mosaic.twin` (YOLOv4 Mosaic; balanced after the LVIS 2021
 challenge reports: the four images are drawn by repeat-factor sampling).

@@ -26,6 +26,9 @@ after the LVIS 2021 challenge reports: the four images are drawn by repeat-facto
 
 The images are composed and the masks placed by :class:`MosaicStep`, the same code on both
 backends (:func:`compose_images` and :func:`place_masks`: a few strided copies per sample);
+the descriptor graph's step (``dali_pipes/mosaic/descriptors.py``) rasterises the masks onto
+the canvas instead, through :func:`tile_geometries`, and shares the rest
+(:func:`host_inputs`, :func:`compose_batch`, :func:`finish_instances`);
 :func:`compose_images_numpy` is the composition's NumPy twin. DALI's ``fn.multi_paste`` is not
 used: on the GPU backend (DALI 2.4, H200) it returned wrong canvases for this graph's inputs
 (tiles of different sizes, 8×8 placeholders with empty regions), while the CPU backend was right.
@@ -382,8 +385,9 @@ def finish_instances(
     Returns:
         Seven lists of B arrays: masks (N', S, S) uint8, boxes (N', 4) float32, areas (N',)
         int64, labels (N',) int64, iscrowd (N',) uint8, tile (N',) int64 and tiles (4, 4)
-        int32 (:func:`tile_boxes`). One synchronisation (the areas) and two uploads (the
-        per-instance metadata, the tile boxes) per batch.
+        int32 (:func:`tile_boxes`). On the GPU: one synchronisation (the areas) and two
+        uploads per batch (the per-instance metadata, the tile boxes; a third, the kept rows,
+        when some instance is dropped).
     """
     batch = len(host.flips)
     keep = to_host(areas) > 0
