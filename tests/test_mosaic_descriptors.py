@@ -7,6 +7,7 @@ path."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +17,17 @@ from nvidia.dali import fn, pipeline_def, types
 from decal.dali_pipes.core import assembly
 from decal.dali_pipes.core.options import OptionError
 from decal.dali_pipes.mosaic import loader as mosaic_loader
-from decal.dali_pipes.mosaic.descriptors import MosaicDescriptorSource
+from decal.dali_pipes.mosaic.descriptors import MosaicDescriptorSource, MosaicDescriptorStep
 from decal.dali_pipes.mosaic.loader import MosaicLoader, MosaicLoaderConfig
 from decal.dali_pipes.mosaic.pipeline import MosaicSource
-from decal.dali_pipes.mosaic.twin import NUM_TILES, crop_regions, place_masks, quadrant_regions, tile_geometries
-from decal.dali_pipes.copy_paste.loader import mask_source
+from decal.dali_pipes.mosaic.twin import (
+    NUM_TILES,
+    MosaicStep,
+    crop_regions,
+    place_masks,
+    quadrant_regions,
+    tile_geometries,
+)
 from decal.kernels.instance_masks import build_descriptors, rasterize_instances
 from decal.kernels.mask_geometry import SampleGeometry, apply_geometry, resize_to, source_columns, source_rows
 from decal.kernels.rle_decode import toggles_from_counts
@@ -247,23 +254,27 @@ def fake_gpu(monkeypatch) -> None:
     monkeypatch.setattr(assembly, "resolve_backend", lambda device: "gpu" if device == "gpu" else "cpu")
 
 
-def test_default_per_backend(coco, fake_gpu, monkeypatch) -> None:
-    """``MosaicLoader(device="gpu")`` ships descriptors and builds the descriptor graph;
-    ``mask_source="host"`` keeps host masks there; the CPU default is host masks."""
-    config = MosaicLoaderConfig()
-    assert config.mask_source is None and config.subpixel is False
-    assert mask_source(config, "gpu") == "descriptors" and mask_source(config, "cpu") == "host"
-    built: list[str] = []
-    monkeypatch.setattr(mosaic_loader, "build_mosaic_descriptor_pipeline", lambda *a, **k: built.append("descriptors"))
-    monkeypatch.setattr(mosaic_loader, "build_mosaic_pipeline", lambda *a, **k: built.append("host"))
-    gpu = MosaicLoader(*coco, device="gpu", **KW)
-    assert gpu.backend == "gpu" and isinstance(gpu.source, MosaicDescriptorSource)
-    gpu._build_pipeline()
-    host = MosaicLoader(*coco, device="gpu", mask_source="host", **KW)
-    assert type(host.source) is MosaicSource
-    host._build_pipeline()
-    assert built == ["descriptors", "host"]
-    assert type(MosaicLoader(*coco, device="cpu", **KW).source) is MosaicSource
+@pytest.mark.parametrize(
+    "device, option, source_type, step_type",
+    [
+        ("gpu", None, MosaicDescriptorSource, MosaicDescriptorStep),
+        ("gpu", "host", MosaicSource, MosaicStep),
+        ("cpu", None, MosaicSource, MosaicStep),
+        ("cpu", "descriptors", MosaicDescriptorSource, MosaicDescriptorStep),
+    ],
+)
+def test_mask_source_per_backend(coco, fake_gpu, monkeypatch, device, option, source_type, step_type) -> None:
+    """``MosaicLoader(device="gpu")`` ships descriptors and its graph gets the descriptor step
+    (no GPU needed: the backend is faked and the graph builder only records its source);
+    ``mask_source`` overrides the default on either backend."""
+    assert MosaicLoaderConfig().mask_source is None and MosaicLoaderConfig().subpixel is False
+    graphs: list[tuple[Any, str]] = []
+    monkeypatch.setattr(mosaic_loader, "build_mosaic_pipeline", lambda source, **k: graphs.append((source, k["device"])))
+    loader = MosaicLoader(*coco, device=device, mask_source=option, **KW)
+    assert loader.backend == device and type(loader.source) is source_type
+    loader._build_pipeline()
+    assert graphs == [(loader.source, device)]
+    assert type(loader.source.step()) is step_type
 
 
 def test_option_errors(coco) -> None:

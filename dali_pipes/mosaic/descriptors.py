@@ -19,7 +19,7 @@ same seed both graphs make the same draws and deliver the same batches
 (``tests/test_mosaic_descriptors.py``). With ``subpixel=True`` polygons are instead mapped onto
 the canvas and rasterised at its resolution (sharper when upscaled; differs on edge pixels).
 
-Graph::
+Graph (:func:`~decal.dali_pipes.mosaic.pipeline.build_mosaic_pipeline` over this source)::
 
     external_source(MosaicDescriptorSource)   4 × encoded, descriptors, sizes, regions, ...
       ├─ decoders.image × 4 (mixed on GPU, cpu) → resize × 4 to the planned tile sizes
@@ -33,11 +33,9 @@ the rasteriser is launched, and synchronises once more for the kept instances.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from nvidia.dali import fn, pipeline_def
-from nvidia.dali.pipeline import Pipeline
 
 from ...kernels.array_module import cupy_module, is_cupy_array
 from ...kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, rasterize_instances
@@ -45,11 +43,10 @@ from ..coco.index import CocoIndex, batch_descriptors, dataset_index
 from ..coco.reader import CocoDataset
 from ..copy_paste.gpu_masks import GpuMaskCopyPasteSource
 from ..core.epoch_source import LoaderPosition
-from ..core.graph import pipeline_arguments
-from .pipeline import PLACEHOLDER_SIZE, STEP_COLUMNS, MosaicSource, TileLayout, resized_tiles, step_outputs
+from .pipeline import PLACEHOLDER_SIZE, MosaicSource, TileLayout
 from .twin import NUM_TILES, compose_batch, finish_instances, host_inputs, tile_geometries
 
-__all__ = ["MosaicDescriptorSource", "MosaicDescriptorStep", "build_mosaic_descriptor_pipeline", "tile_descriptors"]
+__all__ = ["MosaicDescriptorSource", "MosaicDescriptorStep", "tile_descriptors"]
 
 
 def tile_descriptors(
@@ -112,6 +109,15 @@ class MosaicDescriptorSource(MosaicSource):
         self.subpixel = bool(subpixel)
         self.index = dataset_index(dataset, index)
 
+    def step(self) -> "MosaicDescriptorStep":
+        """The graph's step for this source's columns (descriptors rasterised on the canvas)."""
+        return MosaicDescriptorStep(self.output_size, self.pad_value)
+
+    def mask_inputs(self, col: dict[str, Any], on_gpu: bool) -> list[Any]:
+        """The step's mask inputs in a graph over this source: the six descriptor columns
+        (moved to the device on the GPU: they are small)."""
+        return [col[n].gpu() if on_gpu else col[n] for n in ARRAY_FIELDS]
+
     def columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[tuple[list[Any], ...], tuple]:
         tiles, layout, extras = self.layout(start, payloads)
         cols = self.tile_columns(layout)
@@ -135,7 +141,8 @@ class MosaicDescriptorStep:
     rasterised onto the canvas, the images composed, empties dropped.
 
     Inputs per sample: the four resized tiles (h_k, w_k, 3) uint8, the six descriptor columns
-    (:class:`MosaicDescriptorSource`), then start0, regions, counts, flip, labels, iscrowd as
+    (:class:`MosaicDescriptorSource`, in :data:`~decal.kernels.instance_masks.ARRAY_FIELDS`
+    order), then start0, regions, counts, flip, labels, iscrowd as
     :class:`~decal.dali_pipes.mosaic.twin.MosaicStep` takes them (NumPy on the CPU backend, CuPy
     on the GPU). Outputs: those of :class:`~decal.dali_pipes.mosaic.twin.MosaicStep`.
     """
@@ -156,31 +163,3 @@ class MosaicDescriptorStep:
         host = host_inputs(xp, start0, regions, counts, flips, labels, iscrowd)
         images = compose_batch(xp, (tiles0, tiles1, tiles2, tiles3), host, s, self.pad_value)
         return (images, *finish_instances(xp, masks, areas, boxes, host, s))
-
-
-def build_mosaic_descriptor_pipeline(
-    source: MosaicDescriptorSource,
-    *,
-    device: Literal["cpu", "gpu"] = "cpu",
-    device_id: int = 0,
-    num_threads: int = 2,
-    prefetch_queue_depth: int = 2,
-) -> Pipeline:
-    """Build (not yet run) the descriptor Mosaic graph over ``source``; outputs are
-    :data:`~decal.dali_pipes.mosaic.pipeline.OUTPUT_NAMES`. Output size and gray level come
-    from the source."""
-    arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
-    on_gpu = device == "gpu"
-    step = MosaicDescriptorStep(source.output_size, source.pad_value)
-    names = source.column_names
-
-    @pipeline_def(**arguments)
-    def mosaic_descriptor_pipeline():
-        col = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True)))
-        tiles = resized_tiles(col, on_gpu)
-        small = [col[n] for n in (*ARRAY_FIELDS, *STEP_COLUMNS)]
-        if on_gpu:  # the step's inputs must share its backend; these are small
-            small = [x.gpu() for x in small]
-        return step_outputs(step, device, [*tiles, *small], col)
-
-    return mosaic_descriptor_pipeline()

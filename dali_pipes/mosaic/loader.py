@@ -22,7 +22,7 @@ from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
 from ..core.samplers import RepeatFactorSampler
-from .descriptors import MosaicDescriptorSource, build_mosaic_descriptor_pipeline
+from .descriptors import MosaicDescriptorSource
 from .options import MOSAIC_OPTIONS
 from .pipeline import MosaicOutputs, MosaicSource, build_mosaic_pipeline
 from .twin import NUM_TILES
@@ -73,11 +73,10 @@ def mosaic_source(config: MosaicLoaderConfig, dataset: CocoDataset, sampler: Any
 
 
 def mosaic_graph(source: MosaicSource, config: MosaicLoaderConfig, backend: Backend, step: Any) -> Any:
-    """The Mosaic graph over ``source``: the descriptor graph for a
-    :class:`MosaicDescriptorSource` (:class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorStep`),
-    else the host-mask graph (:class:`~decal.dali_pipes.mosaic.twin.MosaicStep`)."""
-    if isinstance(source, MosaicDescriptorSource):
-        return build_mosaic_descriptor_pipeline(source, **pipeline_device_options(config, backend))
+    """The Mosaic graph over ``source``, whose masks and step follow the source: descriptors
+    rasterised by :class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorStep` for a
+    :class:`MosaicDescriptorSource`, host masks placed by
+    :class:`~decal.dali_pipes.mosaic.twin.MosaicStep` for a :class:`MosaicSource`."""
     return build_mosaic_pipeline(source, **pipeline_device_options(config, backend))
 
 

@@ -259,6 +259,19 @@ class MosaicSource(CopyPasteSource):
         )
         return columns
 
+    def step(self) -> MosaicStep:
+        """The graph's step for this source's columns (host masks placed on the canvas)."""
+        return MosaicStep(self.output_size, self.pad_value)
+
+    def mask_inputs(self, col: dict[str, Any], on_gpu: bool) -> list[Any]:
+        """The step's mask inputs in a graph over this source (``col``: its columns by name):
+        ``masks0..3`` resized with their tiles (nearest neighbour)."""
+        masks = []
+        for k in range(NUM_TILES):
+            m = col[f"masks{k}"].gpu() if on_gpu else col[f"masks{k}"]
+            masks.append(fn.resize(m, size=col[f"size{k}"], interp_type=types.INTERP_NN, antialias=False))
+        return masks
+
     def columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[tuple[list[Any], ...], tuple]:
         tiles, layout, extras = self.layout(start, payloads)
         cols = self.tile_columns(layout)
@@ -316,10 +329,12 @@ def build_mosaic_pipeline(
     """Build (not yet run) the Mosaic pipeline over ``source``; outputs are
     :data:`OUTPUT_NAMES` (then, with ``return_tiles``, the four resized tiles and the
     ``start0``, ``regions`` and ``flip`` columns, for the twin test). Output size and gray
-    level come from the source."""
+    level come from the source; its masks and step from the source too
+    (:meth:`MosaicSource.mask_inputs`, :meth:`MosaicSource.step`): host masks here,
+    descriptors for a :class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorSource`."""
     arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
     on_gpu = device == "gpu"
-    step = MosaicStep(source.output_size, source.pad_value)
+    step = source.step()
     names = source.column_names
 
     @pipeline_def(**arguments)
@@ -327,14 +342,10 @@ def build_mosaic_pipeline(
         layouts = ["HWC" if n.startswith("masks") else "" for n in names]
         col = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True, layout=layouts)))
         tiles = resized_tiles(col, on_gpu)
-        masks = []
-        for k in range(NUM_TILES):
-            m = col[f"masks{k}"].gpu() if on_gpu else col[f"masks{k}"]
-            masks.append(fn.resize(m, size=col[f"size{k}"], interp_type=types.INTERP_NN, antialias=False))
         small = [col[n] for n in STEP_COLUMNS]
-        if on_gpu:
+        if on_gpu:  # the step's inputs must share its backend; these are small
             small = [x.gpu() for x in small]
-        outputs = step_outputs(step, device, [*tiles, *masks, *small], col)
+        outputs = step_outputs(step, device, [*tiles, *source.mask_inputs(col, on_gpu), *small], col)
         if return_tiles:  # for the twin test: the resized tiles and the plan columns
             return outputs + tuple(tiles) + (col["start0"], col["regions"], col["flip"])
         return outputs
