@@ -286,17 +286,18 @@ def test_option_errors(coco) -> None:
 
 @pytest.mark.gpu
 def test_gpu_descriptors_equal_cpu_host_masks(coco) -> None:
-    """On a GPU: the default (descriptor) mosaic equals the GPU host-mask mosaic in every
-    field, and the CPU host-mask mosaic in masks, boxes, areas, labels, iscrowd and tiles
-    (the images differ by the decoders' rounding only)."""
+    """On a GPU: the default (descriptor) mosaic's masks, boxes, areas, labels, iscrowd and
+    tiles equal the CPU host-mask mosaic's (the tables follow DALI's CPU resize rule, the
+    kernels pycocotools); its images equal the GPU host-mask mosaic's (the same image graph;
+    the CPU images differ by the decoders' rounding)."""
     options = dict(KW, seed=3, jitter=(0.5, 1.8), mosaic_prob=0.7)
     gpu = list(MosaicLoader(*coco, device="gpu", **options))
     gpu_host = list(MosaicLoader(*coco, device="gpu", mask_source="host", **options))
     cpu_host = list(MosaicLoader(*coco, device="cpu", mask_source="host", **options))
     assert len(gpu) == len(gpu_host) == len(cpu_host) > 0
     for a, b, c in zip(gpu, gpu_host, cpu_host):
-        assert a.images.is_cuda and torch.equal(a.images, b.images)
-        for ta, tb, tc in zip(a.targets, b.targets, c.targets):
+        assert a.images.is_cuda and a.targets[0]["masks"].is_cuda
+        assert torch.equal(a.images, b.images)
+        for ta, tc in zip(a.targets, c.targets):
             for k in ("masks", "boxes", "area", "labels", "iscrowd", "tile", "tiles", "tile_image_ids", "image_id"):
-                assert torch.equal(ta[k], tb[k]), k
                 assert torch.equal(ta[k].cpu(), tc[k].cpu()), k
