@@ -94,6 +94,18 @@ class MaskDescriptors:
             joined[name] = xp.concatenate(arrays) if arrays else np.zeros((0,) + _TAIL[name], np.int32)
         return cls(height=height, width=width, num_instances=num_instances, **joined)
 
+    @classmethod
+    def from_columns(
+        cls, columns: Sequence[Sequence[Any]], height: int, width: int, num_instances: int
+    ) -> "MaskDescriptors":
+        """The batch of a step's six descriptor inputs: ``columns`` holds, in
+        :data:`ARRAY_FIELDS` order, one list of B per-sample pieces each (as a source's
+        columns deliver them, global offsets already applied)."""
+        if len(columns) != len(ARRAY_FIELDS):
+            raise ValueError(f"expected the {len(ARRAY_FIELDS)} columns {ARRAY_FIELDS}, got {len(columns)}")
+        parts = [dict(zip(ARRAY_FIELDS, sample)) for sample in zip(*columns)]
+        return cls.concatenate(parts, height, width, num_instances)
+
     def split(self, bounds: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         """Per-sample pieces: ``bounds[name]`` (B + 1,) offsets along each array's first axis."""
         n = len(bounds["tables"]) - 1

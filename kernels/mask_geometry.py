@@ -53,8 +53,10 @@ __all__ = [
     "ResizeGeometry",
     "SampleGeometry",
     "resize_longer",
+    "resize_to",
     "crop_anchor",
     "sample_geometry",
+    "placed_geometry",
     "batch_geometry",
     "source_columns",
     "source_rows",
@@ -109,6 +111,22 @@ def resize_longer(height: int, width: int, longer: float) -> tuple[ResizeGeometr
     return axes[0], axes[1]
 
 
+def resize_to(height: int, width: int, out_h: int, out_w: int) -> tuple[ResizeGeometry, ResizeGeometry]:
+    """(rows, columns) geometry of ``fn.resize(size=(out_h, out_w))`` on a height×width image.
+
+    Both output sides are given as whole numbers (the mosaic's planned tile sizes), so DALI
+    keeps them as they are and its ROI is the whole image: ``lo = 0``, ``scale = float32(in) /
+    float32(out)`` source pixels per output pixel (:func:`resize_longer`'s arithmetic without
+    the rounding adjustment).
+    """
+    if min(height, width, out_h, out_w) < 1:
+        raise ValueError(f"image and output sizes must be positive, got {height}x{width} -> {out_h}x{out_w}")
+    return tuple(
+        ResizeGeometry(int(n), int(size), 0.0, float(_F32(_F32(n) / _F32(size))))
+        for n, size in ((height, out_h), (width, out_w))
+    )  # type: ignore[return-value]
+
+
 def crop_anchor(crop_pos: float, size: int, window: int) -> int:
     """Anchor of ``fn.crop``'s window in a ``size``-pixel axis (may be negative: padding)."""
     raw = _F32(crop_pos) * _F32(size - window)  # float32 product, exact in float64
@@ -158,6 +176,24 @@ def sample_geometry(
         out_w=output_size,
         flip=bool(flip),
     )
+
+
+def placed_geometry(
+    height: int, width: int, size: tuple[int, int], anchor: tuple[int, int], output_size: int, flip: int | bool
+) -> SampleGeometry:
+    """An image resized to exactly ``size`` (h, w) (:func:`resize_to`) and shown in an S×S
+    canvas whose pixel (y, x) is the resized pixel (y + anchor_y, x + anchor_x) where that
+    exists (empty elsewhere), the canvas then flipped horizontally when ``flip``.
+
+    This is how a mosaic tile lands on its canvas: a tile placed at canvas ``(out_y, out_x)``
+    showing its part from ``(in_y, in_x)`` has ``anchor = (in_y - out_y, in_x - out_x)``; the
+    window's valid rows and columns are the tile's region clipped to the canvas.
+    """
+    rows, cols = resize_to(height, width, int(size[0]), int(size[1]))
+    return SampleGeometry(
+        rows=rows, cols=cols, anchor_y=int(anchor[0]), anchor_x=int(anchor[1]),
+        out_h=int(output_size), out_w=int(output_size), flip=bool(flip),
+    )  # fmt: skip
 
 
 def batch_geometry(

@@ -378,15 +378,19 @@ def test_gpu_matches_cpu(solid, tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.array(images[i]).transpose(1, 2, 0), twin)
 
 
-def test_corrupt_extra_tile_is_skipped_and_counted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+def test_corrupt_extra_tile_is_skipped_and_counted(tmp_path: Path, mask_source: str) -> None:
     """A JPEG whose header parses but whose data is broken fails inside DALI; with
-    ``on_error="skip"`` the loader finds it (tiles 1–3 included), skips it and draws another."""
+    ``on_error="skip"`` the loader finds it (tiles 1–3 included), skips it and draws another,
+    with either mask source."""
     json_path, image_dir = write_coco_dataset(tmp_path, num_images=6, seed=4)
     victim = image_dir / "img_000004.jpg"
     data = bytearray(victim.read_bytes())
     body = len(data) // 3  # keep the header, wreck the entropy-coded data and the end marker
     victim.write_bytes(bytes(data[:body]) + b"\x00\xff" * 20)
-    loader = loader_on((json_path, image_dir), mosaic_prob=1.0, on_error="skip", repeat_factor_threshold=None)
+    loader = loader_on(
+        (json_path, image_dir), mosaic_prob=1.0, on_error="skip", repeat_factor_threshold=None, mask_source=mask_source
+    )
     ids = [t["tile_image_ids"].tolist() for _ in range(2) for b in loader for t in b.targets]
     assert ids and all(4 not in row for row in ids)
     assert sum(loader.stats["skipped_images"].values()) == 1

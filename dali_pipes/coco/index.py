@@ -92,6 +92,8 @@ __all__ = [
     "default_index_dir",
     "batch_descriptors",
     "instance_columns",
+    "instance_spans",
+    "dataset_index",
     "IndexBuilder",
     "IndexRecords",
 ]
@@ -475,6 +477,27 @@ def instance_columns(index: CocoIndex, images: np.ndarray) -> tuple[list[np.ndar
     )
 
 
+def dataset_index(dataset: Any, index: CocoIndex | None = None) -> CocoIndex:
+    """The compiled index of ``dataset``: ``index`` when given (checked to hold the dataset's
+    images, else ValueError), else :meth:`CocoIndex.from_dataset`."""
+    own = CocoIndex.from_dataset(dataset)
+    if index is None:
+        return own
+    if len(index) != len(dataset) or not np.array_equal(index.image_ids, own.image_ids):
+        raise ValueError("index: its images are not the dataset's (built from another json or reader options)")
+    return index
+
+
+def instance_spans(index: CocoIndex, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first instance, instance count) of each image of ``images`` (B,) int64, both (B,)
+    int64; an entry of -1 stands for an image without instances (e.g. an unused mosaic tile)."""
+    images = np.asarray(images, dtype=np.int64)
+    present = images >= 0
+    at = np.where(present, images, 0)
+    first = np.asarray(index.inst_offsets)[at]
+    return np.where(present, first, 0), np.where(present, np.asarray(index.inst_offsets)[at + 1] - first, 0)
+
+
 def batch_descriptors(
     index: CocoIndex,
     images: Sequence[int],
@@ -488,7 +511,8 @@ def batch_descriptors(
 
     Args:
         index: the compiled dataset.
-        images: (B,) image indices of the batch.
+        images: (B,) image indices of the batch; -1 for an entry without instances (its
+            geometry still gets its table).
         geometries: per sample, its :class:`~decal.kernels.mask_geometry.SampleGeometry`
             (all of one output size).
         subpixel, paste_by_box: as ``build_descriptors`` / the loaders.
@@ -514,8 +538,7 @@ def batch_descriptors(
     per_sample_tables = 2 if subpixel else 1
 
     # the batch's instances, in sample order: global instance ids, their sample, output row
-    first = index.inst_offsets[images]
-    counts = index.inst_offsets[images + 1] - first
+    first, counts = instance_spans(index, images)
     inst = ranges(first, counts)
     sample = np.repeat(np.arange(batch, dtype=np.int64), counts)
     row = np.arange(len(inst), dtype=np.int64)

@@ -51,6 +51,7 @@ __all__ = [
     "instance_batch",
     "instance_targets",
     "mask_source",
+    "resolve_mask_source",
 ]
 
 
@@ -118,6 +119,22 @@ def mask_source(config: Any, backend: Backend) -> Literal["host", "descriptors"]
     return "descriptors" if backend == "gpu" else "host"
 
 
+def resolve_mask_source(
+    config: Any, backend: Backend, masks: Literal["host", "descriptors"] | None = None
+) -> Literal["host", "descriptors"]:
+    """The mask source a loader builds: ``masks`` when the loader forces one (a config asking
+    for the other is an :class:`OptionError`), else :func:`mask_source`; ``subpixel`` with
+    host masks is an :class:`OptionError` too. Errors name the loader and the option."""
+    owner = type(config).__name__.removesuffix("Config")
+    if masks is None:
+        masks = mask_source(config, backend)
+    elif config.mask_source not in (None, masks):
+        raise OptionError(f"{owner}: option 'mask_source' must be {masks!r} for this loader, got {config.mask_source!r}")
+    if masks == "host" and config.subpixel:
+        raise OptionError(f"{owner}: option 'subpixel' needs mask_source='descriptors' (masks made by the step)")
+    return masks
+
+
 def host_masks_only(config: Any) -> None:
     """Raise an :class:`OptionError` naming the loader when ``config`` asks for
     ``mask_source="descriptors"`` (or ``subpixel``) from a loader whose step takes host
@@ -155,15 +172,8 @@ def copy_paste_source(
     source it is given; both sources serve both backends.
     """
     check_workers(config.source_workers, config.source_start_method or "spawn", config.on_error)
-    if masks is None:
-        masks = mask_source(config, backend)
-    elif config.mask_source not in (None, masks):
-        owner = type(config).__name__.removesuffix("Config")
-        raise OptionError(f"{owner}: option 'mask_source' must be {masks!r} for this loader, got {config.mask_source!r}")
+    masks = resolve_mask_source(config, backend, masks)
     if masks == "host":
-        if config.subpixel:
-            owner = type(config).__name__.removesuffix("Config")
-            raise OptionError(f"{owner}: option 'subpixel' needs mask_source='descriptors' (masks made by the step)")
         source = CopyPasteSource(dataset, sampler, **source_options(config))
         source.prune_window_size = config.output_size if prune_window else None
         return source

@@ -13,7 +13,7 @@ import torch
 
 from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
 from ..coco.reader import CocoDataset
-from ..copy_paste.loader import instance_targets
+from ..copy_paste.loader import instance_targets, resolve_mask_source
 from ..core.assembly import Family, assemble
 from ..core.backend import Backend
 from ..core.batch import Batch
@@ -22,6 +22,7 @@ from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
 from ..core.samplers import RepeatFactorSampler
+from .descriptors import MosaicDescriptorSource
 from .options import MOSAIC_OPTIONS
 from .pipeline import MosaicOutputs, MosaicSource, build_mosaic_pipeline
 from .twin import NUM_TILES
@@ -37,7 +38,9 @@ class MosaicLoaderConfig:
     Attributes:
         batch_size, output_size, flip_prob, pad_value, paste_by_box, seed, shuffle,
         shard_id, num_shards, drop_last, on_error, device, device_id, num_threads,
-        prefetch_queue_depth: as :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig`.
+        prefetch_queue_depth, mask_source, subpixel: as
+        :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig` (``mask_source``
+        None: descriptors on the GPU backend, host masks on the CPU; the same batches).
         jitter: range of r; a tile's longer side is r·S/2 in a mosaic, r·S alone
             (``"none"``, ``"ssj"``, ``"lsj"`` or a (min, max) pair).
         mosaic_prob: probability that a sample is a mosaic (0.5).
@@ -52,11 +55,11 @@ class MosaicLoaderConfig:
 
 def mosaic_source(config: MosaicLoaderConfig, dataset: CocoDataset, sampler: Any, backend: Backend) -> MosaicSource:
     """The family's source; the three extra images of a mosaic are weighed by the sampler's
-    repeat factors (uniformly under the uniform sampler)."""
+    repeat factors (uniformly under the uniform sampler). Its masks follow
+    :func:`~decal.dali_pipes.copy_paste.loader.mask_source`: a :class:`MosaicDescriptorSource`
+    (descriptors, the GPU default) or a :class:`MosaicSource` (host masks, the CPU default)."""
     weights = sampler.repeat_factors if isinstance(sampler, RepeatFactorSampler) else np.ones(len(dataset))
-    return MosaicSource(
-        dataset,
-        sampler,
+    options = dict(
         output_size=config.output_size,
         prob=config.mosaic_prob,
         center_range=tuple(config.center_range),
@@ -64,10 +67,16 @@ def mosaic_source(config: MosaicLoaderConfig, dataset: CocoDataset, sampler: Any
         item_weights=weights,
         **source_options(config),
     )
+    if resolve_mask_source(config, backend) == "host":
+        return MosaicSource(dataset, sampler, **options)
+    return MosaicDescriptorSource(dataset, sampler, subpixel=config.subpixel, **options)
 
 
 def mosaic_graph(source: MosaicSource, config: MosaicLoaderConfig, backend: Backend, step: Any) -> Any:
-    """The Mosaic graph over ``source`` (its step is :class:`~decal.dali_pipes.mosaic.twin.MosaicStep`)."""
+    """The Mosaic graph over ``source``, whose masks and step follow the source: descriptors
+    rasterised by :class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorStep` for a
+    :class:`MosaicDescriptorSource`, host masks placed by
+    :class:`~decal.dali_pipes.mosaic.twin.MosaicStep` for a :class:`MosaicSource`."""
     return build_mosaic_pipeline(source, **pipeline_device_options(config, backend))
 
 
@@ -98,6 +107,10 @@ class MosaicLoader(CocoPipelineLoader):
     ``tiles`` (4, 4) int32 each tile's box on the canvas (zeros when unused) and
     ``tile_image_ids`` (4,) int64 (-1 when unused; only tile 0 is used when the sample is not
     a mosaic).
+
+    On the GPU backend its masks are rasterised by the step from descriptors by default
+    (``dali_pipes/mosaic/descriptors.py``, the same bits); ``mask_source="host"`` keeps the
+    host-rasterised tile masks there.
 
     Keyword arguments are the fields of :class:`MosaicLoaderConfig`.
     """

@@ -29,6 +29,17 @@ MOSAIC_OPTIONS: tuple[Option, ...] = (
     Option("center_range", tuple[float, float], (0.25, 0.75), "the mosaic centre is uniform in this range × S", low=0.0, high=1.0, served=True),
     Option("paste_by_box", bool, False, "use filled boxes as masks (datasets without masks)", served=True),
     Option(
+        "mask_source", str | None, None,
+        '`"descriptors"`: polygon/RLE descriptions and a geometry table per tile to the step, masks rasterised '
+        'onto the canvas there (same bits as `"host"`); `"host"`: H×W×(N+1) masks per tile rasterised by the '
+        "source; None = descriptors on the GPU, host on the CPU",
+        choices=("host", "descriptors"),
+    ),
+    Option(
+        "subpixel", bool, False,
+        '`mask_source="descriptors"`: rasterise polygons at the canvas resolution (sharper when upscaled; not the host masks\' bits)',
+    ),
+    Option(
         "repeat_factor_threshold", float | None, 0.001,
         "t of repeat-factor sampling (epoch order and the extra tiles); None = uniform (not sendable over gRPC)",
         low=0.0, high=1.0, low_open=True, served=True,

@@ -1,4 +1,6 @@
-"""The balanced Mosaic DALI pipeline and its source (the loader: ``dali_pipes/mosaic/loader.py``).
+"""The balanced Mosaic DALI pipeline with host masks and its source (the loader:
+``dali_pipes/mosaic/loader.py``; the descriptor graph, the GPU default:
+``dali_pipes/mosaic/descriptors.py``).
 
 Semantics: :mod:`decal.dali_pipes.mosaic.twin` (YOLOv4 Mosaic; balanced after the LVIS 2021
 challenge reports: the four images are drawn by repeat-factor sampling).
@@ -24,6 +26,7 @@ empty regions, so that every sample has the same four inputs (decoding 8×8 pixe
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
@@ -31,14 +34,16 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
+from ..coco.index import instance_spans
 from ..coco.reader import CocoDataset
+from ..coco.records import ranges
 from ..copy_paste.source import CopyPasteSource
 from ..core.epoch_source import LoaderPosition
 from .twin import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
 from ..core.graph import pipeline_arguments
 
 
-__all__ = ["MosaicSource", "build_mosaic_pipeline", "MosaicOutputs", "OUTPUT_NAMES"]
+__all__ = ["MosaicSource", "TileLayout", "build_mosaic_pipeline", "MosaicOutputs", "OUTPUT_NAMES"]
 
 GEOMETRY_STREAM = 0
 MOSAIC_STREAM = 2
@@ -82,6 +87,24 @@ def placeholder_jpeg(pad_value: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE), (pad_value,) * 3).save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Where a batch's tiles go (host arrays, B samples).
+
+    Attributes:
+        items: (B, 4) int64 dataset index of each tile, -1 for a placeholder.
+        sizes: (B, 4, 2) int64 resized (h, w) of each tile (8×8 for a placeholder).
+        regions: (B, 4, 6) int64 (:func:`~decal.dali_pipes.mosaic.twin.quadrant_regions`,
+            :func:`~decal.dali_pipes.mosaic.twin.crop_regions`; zeros for unused tiles).
+        flip: (B,) int32.
+    """
+
+    items: np.ndarray
+    sizes: np.ndarray
+    regions: np.ndarray
+    flip: np.ndarray
 
 
 class MosaicSource(CopyPasteSource):
@@ -162,70 +185,136 @@ class MosaicSource(CopyPasteSource):
             index = int(replacement.choice(len(prob), p=prob))
         raise RuntimeError("MosaicSource: could not find a readable image for a mosaic tile in 64 draws")
 
-    def columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[tuple[list[Any], ...], tuple]:
+    def layout(self, start: LoaderPosition, payloads: list[Any]) -> tuple[list[list[Any]], TileLayout, tuple]:
+        """The batch's mosaic: per sample the payloads of its four tiles (tile 0 from the epoch
+        order, tiles 1–3 drawn, placeholders when it is not a mosaic), their
+        :class:`TileLayout`, and the (dataset, index) of the extra tiles read."""
         b = len(payloads)
         s = self.output_size
-        jitter = (self.jitter.min_scale, self.jitter.max_scale)
         plan = draw_mosaic_plan(
             self.batch_rng(start, GEOMETRY_STREAM),
             self.batch_rng(start, MOSAIC_STREAM),
             b,
             prob=self.prob,
-            jitter=jitter,
+            jitter=(self.jitter.min_scale, self.jitter.max_scale),
             flip_prob=self.flip_prob,
             center_range=self.center_range,
             output_size=s,
             item_weights=self.item_weights,
         )
         replacement = self.batch_rng(start, REPLACEMENT_STREAM)
-        cols: dict[str, list[Any]] = {name: [] for name in self.column_names}
+        tiles: list[list[Any]] = []
         extras: list[tuple[Any, int]] = []
-        for i, payload in enumerate(payloads):  # host work per sample: records and small arrays
-            tiles = [payload]
+        for i, payload in enumerate(payloads):  # file reads of the drawn tiles
+            row = [payload]
             if plan.mosaic[i]:
                 for k in range(NUM_TILES - 1):
                     index, extra = self._load_extra(int(plan.extra[i, k]), replacement)
-                    tiles.append(extra)
+                    row.append(extra)
                     extras.append((self.dataset, index))
             else:
-                tiles += [self._placeholder] * (NUM_TILES - 1)
-            records = [self.dataset[t[0]] if t[0] >= 0 else None for t in tiles]
-            sizes = np.zeros((NUM_TILES, 2), dtype=np.int64)
-            for k, (t, rec) in enumerate(zip(tiles, records)):
-                if rec is None:
-                    sizes[k] = (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)
-                    continue
-                longer = plan.tile_scale[i, k] * (s / 2 if plan.mosaic[i] else s)
-                h, w = resized_size(rec.height, rec.width, longer)
-                sizes[k] = (int(h), int(w))
+                row += [self._placeholder] * (NUM_TILES - 1)
+            tiles.append(row)
+        items = np.array([[t[0] for t in row] for row in tiles], dtype=np.int64).reshape(b, NUM_TILES)
+        index = self.dataset.index
+        used = items >= 0
+        at = np.where(used, items, 0)
+        longer = plan.tile_scale * np.where(plan.mosaic, s / 2, s)[:, None]
+        h, w = resized_size(np.asarray(index.heights)[at], np.asarray(index.widths)[at], longer)
+        sizes = np.where(used[..., None], np.stack([h, w], axis=-1), PLACEHOLDER_SIZE).astype(np.int64)
+        regions = np.zeros((b, NUM_TILES, 6), dtype=np.int64)
+        for i in range(b):  # four fixed cases per sample (host arithmetic)
             if plan.mosaic[i]:
-                regions = quadrant_regions(sizes, (int(plan.centre[i, 0]), int(plan.centre[i, 1])), s)
+                regions[i] = quadrant_regions(sizes[i], (int(plan.centre[i, 0]), int(plan.centre[i, 1])), s)
             else:
-                regions = np.zeros((NUM_TILES, 6), dtype=np.int64)
-                _, regions[0] = crop_regions((int(sizes[0, 0]), int(sizes[0, 1])), tuple(plan.crop_pos[i]), s)
-            start0 = regions[0, :2] - regions[0, 2:4]
-            labels, crowd, counts = [], [], np.zeros(NUM_TILES, dtype=np.int64)
-            for k, rec in enumerate(records):
-                if rec is not None:
-                    labels += [a.category_id for a in rec.annotations]
-                    crowd += [a.iscrowd for a in rec.annotations]
-                    counts[k] = len(rec.annotations)
-            for k, t in enumerate(tiles):
-                cols[f"encoded{k}"].append(t[1])
-                cols[f"masks{k}"].append(t[2])
-                cols[f"size{k}"].append(sizes[k].astype(np.float32))
-            cols["start0"].append(start0.astype(np.float32))
-            cols["regions"].append(regions)
-            cols["counts"].append(counts)
-            cols["labels"].append(np.array(labels, dtype=np.int64))
-            cols["iscrowd"].append(np.array(crowd, dtype=np.uint8))
-            cols["image_id"].append(np.array([records[0].image_id], dtype=np.int64))
-            cols["tile_image_ids"].append(
-                np.array([rec.image_id if rec is not None else -1 for rec in records], dtype=np.int64)
-            )
-            cols["flip"].append(np.int32(plan.flip[i]))
-        cols["position"] = self.position_column(start, cursor, b)
-        return tuple(cols[name] for name in self.column_names), tuple(extras)
+                _, regions[i, 0] = crop_regions((int(sizes[i, 0, 0]), int(sizes[i, 0, 1])), tuple(plan.crop_pos[i]), s)
+        layout = TileLayout(items=items, sizes=sizes, regions=regions, flip=plan.flip.astype(np.int32))
+        return tiles, layout, tuple(extras)
+
+    def tile_columns(self, layout: TileLayout) -> dict[str, Any]:
+        """The columns both mosaic sources share, by name: ``size0..3``, ``start0``,
+        ``regions``, ``counts``, ``labels``, ``iscrowd``, ``image_id``, ``tile_image_ids``,
+        ``flip``; gathered from the compiled index, with no loop over annotations."""
+        index = self.dataset.index
+        b = len(layout.items)
+        first, counts = instance_spans(index, layout.items.reshape(-1))
+        instances = ranges(first, counts)
+        per_sample = counts.reshape(b, NUM_TILES).sum(axis=1)
+        bounds = np.concatenate([[0], np.cumsum(per_sample)])
+        labels = np.asarray(index.labels)[instances].astype(np.int64)
+        crowd = np.asarray(index.iscrowd)[instances].astype(np.uint8)
+        ids = np.where(layout.items >= 0, np.asarray(index.image_ids)[np.maximum(layout.items, 0)], -1).astype(np.int64)
+        columns: dict[str, Any] = {
+            f"size{k}": layout.sizes[:, k].astype(np.float32) for k in range(NUM_TILES)
+        }  # fmt: skip
+        columns.update(
+            start0=(layout.regions[:, 0, :2] - layout.regions[:, 0, 2:4]).astype(np.float32),
+            regions=layout.regions,
+            counts=counts.reshape(b, NUM_TILES),
+            labels=[labels[bounds[i] : bounds[i + 1]] for i in range(b)],
+            iscrowd=[crowd[bounds[i] : bounds[i + 1]] for i in range(b)],
+            image_id=ids[:, :1].copy(),
+            tile_image_ids=ids,
+            flip=layout.flip,
+        )
+        return columns
+
+    def step(self) -> MosaicStep:
+        """The graph's step for this source's columns (host masks placed on the canvas)."""
+        return MosaicStep(self.output_size, self.pad_value)
+
+    def mask_inputs(self, col: dict[str, Any], on_gpu: bool) -> list[Any]:
+        """The step's mask inputs in a graph over this source (``col``: its columns by name):
+        ``masks0..3`` resized with their tiles (nearest neighbour)."""
+        masks = []
+        for k in range(NUM_TILES):
+            m = col[f"masks{k}"].gpu() if on_gpu else col[f"masks{k}"]
+            masks.append(fn.resize(m, size=col[f"size{k}"], interp_type=types.INTERP_NN, antialias=False))
+        return masks
+
+    def columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[tuple[list[Any], ...], tuple]:
+        tiles, layout, extras = self.layout(start, payloads)
+        cols = self.tile_columns(layout)
+        for k in range(NUM_TILES):
+            cols[f"encoded{k}"] = [row[k][1] for row in tiles]
+            cols[f"masks{k}"] = [row[k][2] for row in tiles]
+        cols["position"] = self.position_column(start, cursor, len(payloads))
+        return tuple(cols[name] for name in self.column_names), extras
+
+
+def resized_tiles(col: dict[str, Any], on_gpu: bool) -> list[Any]:
+    """The four tiles of a mosaic graph: ``encoded{k}`` decoded (mixed on the GPU) and resized
+    to ``size{k}`` (linear, antialiased)."""
+    tiles = []
+    for k in range(NUM_TILES):
+        image = fn.decoders.image(
+            col[f"encoded{k}"], device="mixed" if on_gpu else "cpu", output_type=types.RGB,
+            adjust_orientation=False,
+        )  # fmt: skip
+        tiles.append(fn.resize(image, size=col[f"size{k}"], antialias=True))
+    return tiles
+
+
+def step_outputs(step: Any, device: str, inputs: list[Any], col: dict[str, Any]) -> tuple[Any, ...]:
+    """The end of a mosaic graph: ``step`` (a batched ``fn.python_function`` on ``device``)
+    over ``inputs``, its eight outputs, the images transposed to 3×S×S, as a
+    :class:`MosaicOutputs` tuple with the source's ``image_id``, ``tile_image_ids`` and
+    ``position`` columns (from ``col``)."""
+    images, masks, boxes, areas, labels, iscrowd, tile, tile_boxes = fn.python_function(
+        *inputs, function=step, batch_processing=True, num_outputs=8, device=device,
+    )  # fmt: skip
+    images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
+    return tuple(
+        MosaicOutputs(
+            images=images, masks=masks, boxes=boxes, areas=areas, labels=labels, iscrowd=iscrowd,
+            tile=tile, tiles=tile_boxes, image_id=col["image_id"], tile_image_ids=col["tile_image_ids"],
+            position=col["position"],
+        )
+    )  # fmt: skip
+
+
+#: The small columns every mosaic step takes after its tiles and masks, in order.
+STEP_COLUMNS = ("start0", "regions", "counts", "flip", "labels", "iscrowd")
 
 
 def build_mosaic_pipeline(
@@ -240,40 +329,23 @@ def build_mosaic_pipeline(
     """Build (not yet run) the Mosaic pipeline over ``source``; outputs are
     :data:`OUTPUT_NAMES` (then, with ``return_tiles``, the four resized tiles and the
     ``start0``, ``regions`` and ``flip`` columns, for the twin test). Output size and gray
-    level come from the source."""
+    level come from the source; its masks and step from the source too
+    (:meth:`MosaicSource.mask_inputs`, :meth:`MosaicSource.step`): host masks here,
+    descriptors for a :class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorSource`."""
     arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
     on_gpu = device == "gpu"
-    s = source.output_size
-    step = MosaicStep(s, source.pad_value)
+    step = source.step()
     names = source.column_names
 
     @pipeline_def(**arguments)
     def mosaic_pipeline():
         layouts = ["HWC" if n.startswith("masks") else "" for n in names]
         col = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True, layout=layouts)))
-        tiles, masks = [], []
-        for k in range(NUM_TILES):
-            image = fn.decoders.image(
-                col[f"encoded{k}"], device="mixed" if on_gpu else "cpu", output_type=types.RGB,
-                adjust_orientation=False,
-            )  # fmt: skip
-            m = col[f"masks{k}"].gpu() if on_gpu else col[f"masks{k}"]
-            tiles.append(fn.resize(image, size=col[f"size{k}"], antialias=True))
-            masks.append(fn.resize(m, size=col[f"size{k}"], interp_type=types.INTERP_NN, antialias=False))
-        small = [col[n] for n in ("start0", "regions", "counts", "flip", "labels", "iscrowd")]
-        if on_gpu:
+        tiles = resized_tiles(col, on_gpu)
+        small = [col[n] for n in STEP_COLUMNS]
+        if on_gpu:  # the step's inputs must share its backend; these are small
             small = [x.gpu() for x in small]
-        images, out_masks, boxes, areas, labels, iscrowd, tile, tile_boxes = fn.python_function(
-            *tiles, *masks, *small, function=step, batch_processing=True, num_outputs=8, device=device,
-        )  # fmt: skip
-        images = fn.transpose(images, perm=[2, 0, 1], output_layout="CHW")
-        outputs = tuple(
-            MosaicOutputs(
-                images=images, masks=out_masks, boxes=boxes, areas=areas, labels=labels, iscrowd=iscrowd,
-                tile=tile, tiles=tile_boxes, image_id=col["image_id"], tile_image_ids=col["tile_image_ids"],
-                position=col["position"],
-            )
-        )  # fmt: skip
+        outputs = step_outputs(step, device, [*tiles, *source.mask_inputs(col, on_gpu), *small], col)
         if return_tiles:  # for the twin test: the resized tiles and the plan columns
             return outputs + tuple(tiles) + (col["start0"], col["regions"], col["flip"])
         return outputs

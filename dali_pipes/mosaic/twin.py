@@ -26,6 +26,9 @@ after the LVIS 2021 challenge reports: the four images are drawn by repeat-facto
 
 The images are composed and the masks placed by :class:`MosaicStep`, the same code on both
 backends (:func:`compose_images` and :func:`place_masks`: a few strided copies per sample);
+the descriptor graph's step (``dali_pipes/mosaic/descriptors.py``) rasterises the masks onto
+the canvas instead, through :func:`tile_geometries`, and shares the rest
+(:func:`host_inputs`, :func:`compose_batch`, :func:`finish_instances`);
 :func:`compose_images_numpy` is the composition's NumPy twin. DALI's ``fn.multi_paste`` is not
 used: on the GPU backend (DALI 2.4, H200) it returned wrong canvases for this graph's inputs
 (tiles of different sizes, 8×8 placeholders with empty regions), while the CPU backend was right.
@@ -39,6 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...kernels.mask_boxes import mask_boxes
+from ...kernels.mask_geometry import SampleGeometry, placed_geometry
 from ...kernels.array_module import cupy_module, to_host
 
 __all__ = [
@@ -52,6 +56,12 @@ __all__ = [
     "compose_images",
     "compose_images_numpy",
     "place_masks",
+    "tile_boxes",
+    "tile_geometries",
+    "StepInputs",
+    "host_inputs",
+    "compose_batch",
+    "finish_instances",
     "MosaicStep",
 ]
 
@@ -276,9 +286,139 @@ def tile_boxes(regions: np.ndarray, output_size: int, flip: int) -> np.ndarray:
     return boxes
 
 
+def tile_geometries(
+    heights: np.ndarray, widths: np.ndarray, sizes: np.ndarray, regions: np.ndarray, flips: np.ndarray, output_size: int
+) -> list[SampleGeometry]:
+    """The mask geometry of every tile of a batch, sample by sample, tile by tile (4·B).
+
+    A tile resized to ``sizes[b, k]`` (h, w) and placed by its region ``regions[b, k]`` shows
+    resized pixel (y + in_y - out_y, x + in_x - out_x) at canvas pixel (y, x) inside the
+    region, which is exactly where that anchor's window meets the tile (the regions are the
+    tile clipped to the canvas); the canvas is then flipped by ``flips[b]``. A tile with an
+    empty region (or unused) gets a window that shows nothing. :func:`place_masks` is what
+    these geometries reproduce (``tests/test_mosaic_descriptors.py``).
+
+    Args:
+        heights, widths: (B, 4) source sizes in pixels (>= 1; anything for unused tiles).
+        sizes: (B, 4, 2) resized (h, w); regions: (B, 4, 6); flips: (B,).
+        output_size: S.
+    """
+    geometries = []
+    for b in range(len(flips)):
+        for k in range(NUM_TILES):
+            in_y, in_x, out_y, out_x, h, w = (int(v) for v in regions[b, k])
+            size = (int(sizes[b, k, 0]), int(sizes[b, k, 1]))
+            anchor = (in_y - out_y, in_x - out_x) if h > 0 and w > 0 else size
+            geometries.append(
+                placed_geometry(int(heights[b, k]), int(widths[b, k]), size, anchor, output_size, int(flips[b]))
+            )
+    return geometries
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """A batch's small per-sample step inputs on the host (B samples, N instances).
+
+    Attributes:
+        start0: (B, 2) int64 (y, x) of the S×S window on tile 0.
+        regions: (B, 4, 6) int64 tile regions.
+        counts: (B, 4) int64 instances of each tile.
+        flips: (B,) int64.
+        labels: (N,) int64, tile by tile, sample by sample.
+        iscrowd: (N,) uint8.
+    """
+
+    start0: np.ndarray
+    regions: np.ndarray
+    counts: np.ndarray
+    flips: np.ndarray
+    labels: np.ndarray
+    iscrowd: np.ndarray
+
+
+def host_inputs(xp: Any, start0, regions, counts, flips, labels, iscrowd) -> StepInputs:
+    """The step's small per-sample inputs (lists of B arrays of ``xp``) on the host, in one
+    device-to-host transfer on the GPU (none on the CPU). The sizes are read from the arrays'
+    shapes, which live on the host."""
+    batch = len(start0)
+    sizes = [2 * batch, NUM_TILES * REGION_FIELDS * batch, NUM_TILES * batch, batch]
+    total = sum(int(x.shape[0]) for x in labels)
+    parts = [xp.reshape(x, (-1,)).astype(xp.int64) for column in (start0, regions, counts, flips) for x in column]
+    parts += [xp.reshape(x, (-1,)).astype(xp.int64) for column in (labels, iscrowd) for x in column]
+    flat = to_host(xp.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    bounds = np.cumsum([0, *sizes, total, total])
+    pieces = [flat[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
+    return StepInputs(
+        start0=pieces[0].reshape(batch, 2),
+        regions=pieces[1].reshape(batch, NUM_TILES, REGION_FIELDS),
+        counts=pieces[2].reshape(batch, NUM_TILES),
+        flips=pieces[3].reshape(batch),
+        labels=pieces[4],
+        iscrowd=pieces[5].astype(np.uint8),
+    )
+
+
+def compose_batch(xp: Any, tiles: Sequence[Sequence[Any]], host: StepInputs, output_size: int, pad_value: int) -> list[Any]:
+    """:func:`compose_images` of every sample: ``tiles`` are the four lists of B resized tiles."""
+    return [
+        compose_images(xp, [column[b] for column in tiles], host.start0[b], host.regions[b], output_size, pad_value,
+                       int(host.flips[b]))
+        for b in range(len(host.flips))
+    ]  # fmt: skip
+
+
+def finish_instances(
+    xp: Any, masks: Any, areas: Any, boxes: Any, host: StepInputs, output_size: int
+) -> tuple[list[Any], ...]:
+    """What the mosaic steps do once the instances are on the canvas: drop the empty ones and
+    hand out the ragged per-sample outputs.
+
+    Args:
+        xp: ``numpy`` or ``cupy`` (the module of ``masks``).
+        masks: (N, S, S) uint8 every instance of the batch on its canvas, tile by tile,
+            sample by sample (``host.counts`` of them per tile).
+        areas: (N,) int64 and boxes (N, 4) float32 xyxy of ``masks``
+            (:func:`~decal.kernels.mask_boxes.mask_boxes`).
+        host: the batch's :class:`StepInputs`.
+        output_size: S.
+
+    Returns:
+        Seven lists of B arrays: masks (N', S, S) uint8, boxes (N', 4) float32, areas (N',)
+        int64, labels (N',) int64, iscrowd (N',) uint8, tile (N',) int64 and tiles (4, 4)
+        int32 (:func:`tile_boxes`). On the GPU: one synchronisation (the areas) and two
+        uploads per batch (the per-instance metadata, the tile boxes; a third, the kept rows,
+        when some instance is dropped).
+    """
+    batch = len(host.flips)
+    keep = to_host(areas) > 0
+    per_tile = host.counts.reshape(-1)
+    tile = np.repeat(np.tile(np.arange(NUM_TILES, dtype=np.int64), batch), per_tile)
+    sample = np.repeat(np.arange(batch, dtype=np.int64), host.counts.sum(axis=1))
+    kept = np.flatnonzero(keep)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(sample[kept], minlength=batch))]).astype(np.int64)
+    small = np.stack([host.labels[kept], host.iscrowd[kept].astype(np.int64), tile[kept]]) if batch else None
+    boxes_of_tiles = np.stack([tile_boxes(host.regions[b], output_size, int(host.flips[b])) for b in range(batch)])
+    if xp is not np:  # one upload each
+        small, boxes_of_tiles = xp.asarray(small), xp.asarray(boxes_of_tiles)
+    if len(kept) != len(keep):
+        rows = xp.asarray(kept)
+        masks, boxes, areas = masks[rows], boxes[rows], areas[rows]
+    out = tuple([] for _ in range(7))
+    for b in range(batch):
+        r = slice(int(offsets[b]), int(offsets[b + 1]))
+        out[0].append(masks[r])
+        out[1].append(boxes[r])
+        out[2].append(areas[r])
+        out[3].append(small[0, r])
+        out[4].append(small[1, r].astype(xp.uint8))
+        out[5].append(small[2, r])
+        out[6].append(boxes_of_tiles[b])
+    return out
+
+
 class MosaicStep:
-    """The ``fn.python_function`` body (batch mode): the images composed, masks onto the
-    canvas, boxes from masks.
+    """The ``fn.python_function`` body (batch mode) of the host-mask graph: the images
+    composed, masks onto the canvas, boxes from masks.
 
     Inputs per sample: the four resized tiles (h_k, w_k, 3) uint8, the four resized tile masks
     (h_k, w_k, N_k + 1) uint8 (last channel a dummy), start0 (2,) float32, regions (4, 6)
@@ -286,7 +426,7 @@ class MosaicStep:
     (N = counts.sum(), tile by tile). Outputs per sample: image (S, S, 3) uint8, masks
     (N', S, S) uint8, boxes (N', 4) float32, areas (N',) int64, labels (N',), iscrowd (N',),
     tile (N',) int64 (which tile each instance came from) and tiles (4, 4) int32 (each tile's
-    box on the canvas); N' drops the instances clipped to nothing.
+    box on the canvas); N' drops the instances clipped to nothing (:func:`finish_instances`).
     """
 
     def __init__(self, output_size: int, pad_value: int = 114) -> None:
@@ -297,46 +437,14 @@ class MosaicStep:
         self, tiles0, tiles1, tiles2, tiles3, masks0, masks1, masks2, masks3, start0, regions, counts, flips, labels, iscrowd
     ):
         xp = np if isinstance(masks0[0], np.ndarray) else cupy_module()
-        batch_size = len(masks0)
-        # the small per-sample inputs come to the host in one transfer each
-        host_start0 = to_host(xp.stack(list(start0))).reshape(batch_size, 2)
-        host_regions = to_host(xp.stack(list(regions))).reshape(batch_size, NUM_TILES, REGION_FIELDS)
-        host_counts = to_host(xp.stack(list(counts))).reshape(batch_size, NUM_TILES).astype(np.int64)
-        host_flips = to_host(xp.stack([xp.reshape(f, (1,)) for f in flips])).reshape(batch_size).astype(np.int64)
-        host_labels = to_host(xp.concatenate([xp.reshape(x, (-1,)) for x in labels])).astype(np.int64)
-        host_crowd = to_host(xp.concatenate([xp.reshape(x, (-1,)) for x in iscrowd])).astype(np.uint8)
-        images, placed, tiles, boxes_of_tiles = [], [], [], []
-        for b in range(batch_size):  # a few strided copies per sample
-            flip = int(host_flips[b])
-            images.append(
-                compose_images(
-                    xp, (tiles0[b], tiles1[b], tiles2[b], tiles3[b]), host_start0[b], host_regions[b],
-                    self.output_size, self.pad_value, flip,
-                )
-            )  # fmt: skip
-            m, t = place_masks(
-                xp, (masks0[b], masks1[b], masks2[b], masks3[b]), host_counts[b], host_regions[b], self.output_size, flip
-            )
-            placed.append(m)
-            tiles.append(t)
-            boxes_of_tiles.append(tile_boxes(host_regions[b], self.output_size, flip))
-        per_image = host_counts.sum(axis=1)
-        all_masks = xp.concatenate(placed) if batch_size else xp.zeros((0, self.output_size, self.output_size), xp.uint8)
+        host = host_inputs(xp, start0, regions, counts, flips, labels, iscrowd)
+        images = compose_batch(xp, (tiles0, tiles1, tiles2, tiles3), host, self.output_size, self.pad_value)
+        placed = [
+            place_masks(xp, (masks0[b], masks1[b], masks2[b], masks3[b]), host.counts[b], host.regions[b],
+                        self.output_size, int(host.flips[b]))[0]
+            for b in range(len(masks0))  # a few strided copies per sample
+        ]  # fmt: skip
+        s = self.output_size
+        all_masks = xp.concatenate(placed) if placed else xp.zeros((0, s, s), xp.uint8)
         areas, boxes = mask_boxes(all_masks)
-        keep = to_host(areas) > 0
-        offsets = np.concatenate([[0], np.cumsum(per_image)])
-        host_tile = np.concatenate(tiles) if tiles else np.zeros(0, np.int64)
-        out = tuple([] for _ in range(7))
-        for b in range(batch_size):
-            rows = np.arange(offsets[b], offsets[b + 1])[keep[offsets[b] : offsets[b + 1]]]
-            rows_x = xp.asarray(rows)
-            out[0].append(all_masks[rows_x])
-            out[1].append(boxes[rows_x])
-            out[2].append(areas[rows_x])
-            out[3].append(xp.asarray(host_labels[rows]))
-            out[4].append(xp.asarray(host_crowd[rows]))
-            out[5].append(xp.asarray(host_tile[rows]))
-            out[6].append(xp.asarray(boxes_of_tiles[b]))
-        return (images, *out)
-
-
+        return (images, *finish_instances(xp, all_masks, areas, boxes, host, s))
