@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,48 @@ def num_sms(device_id: int) -> int:
     import cupy
 
     return int(cupy.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
+
+
+def current_device_sms() -> int:
+    """Streaming multiprocessors of CuPy's current device."""
+    import cupy
+
+    return num_sms(cupy.cuda.Device().id)
+
+
+def row_blocks(work: int, rows: int, threads: int) -> int:
+    """``gridDim.x`` of a ``(blocks_x, rows)`` grid whose blocks of ``threads`` threads stride
+    over ``work`` items per row: enough blocks to cover a row, but no more than needed for
+    about 32 blocks per SM over the whole grid (a block then loops over several items)."""
+    return min(ceil_div(work, threads), max(1, ceil_div(32 * current_device_sms(), rows)))
+
+
+@dataclass(frozen=True)
+class PlaneGrid:
+    """Launch geometry of a kernel with one grid row per ``(H, W)`` uint8 plane.
+
+    Attributes:
+        vec4: the plane is read as 4-byte words (its size and every array's address are
+            multiples of 4), else byte by byte.
+        words: items per plane: ``H*W / 4`` with ``vec4``, else ``H*W``.
+        blocks_x: ``gridDim.x`` (:func:`row_blocks`); ``gridDim.y`` is the number of planes.
+    """
+
+    vec4: bool
+    words: int
+    blocks_x: int
+
+
+def plane_grid(rows: int, plane: int, threads: int, what: str, *arrays: Any) -> PlaneGrid | None:
+    """The grid of a launch over ``rows`` planes of ``plane`` bytes, reading ``arrays`` (CuPy);
+    None when there is nothing to launch (no rows or empty planes).
+
+    Raises:
+        ValueError: ``rows`` over the CUDA grid limit (the message names ``what``).
+    """
+    if rows == 0 or plane == 0:
+        return None
+    check_grid_yz(rows, what)
+    vec4 = plane % 4 == 0 and all(array.data.ptr % 4 == 0 for array in arrays)
+    words = plane // 4 if vec4 else plane
+    return PlaneGrid(vec4, words, row_blocks(words, rows, threads))

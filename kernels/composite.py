@@ -74,8 +74,7 @@ def composite_cupy(dst_images: Any, src_images: Any, partner: Any, alpha: Any) -
     if b == 0 or plane == 0 or c == 0:
         return out
     _cuda.check_grid_yz(b, "batch size")
-    sms = _cuda.num_sms(cupy.cuda.Device().id)
-    blocks_x = min(_cuda.ceil_div(plane, _THREADS), max(1, _cuda.ceil_div(32 * sms, b)))
+    blocks_x = _cuda.row_blocks(plane, b, _THREADS)
     name = "composite_u8" if alpha.dtype == cupy.uint8 else "composite_f32"
     kernel = _cuda.get_kernel("composite.cu", name)
     kernel(

@@ -53,17 +53,12 @@ def gather_masks_cupy(masks: Any, alpha_hard: Any, src_rows: Any, clear: Any) ->
     n = int(src_rows.shape[0])
     _, h, w = masks.shape
     out = _cuda.empty((n, h, w), cupy.uint8)
-    plane = h * w
-    if n == 0 or plane == 0:
+    grid = _cuda.plane_grid(n, h * w, _THREADS, "output masks", masks, alpha_hard)
+    if grid is None:
         return out
-    _cuda.check_grid_yz(n, "output masks")
-    vec4 = plane % 4 == 0 and masks.data.ptr % 4 == 0 and alpha_hard.data.ptr % 4 == 0
-    words = plane // 4 if vec4 else plane
-    sms = _cuda.num_sms(cupy.cuda.Device().id)
-    blocks_x = min(_cuda.ceil_div(words, _THREADS), max(1, _cuda.ceil_div(32 * sms, n)))
     hard_arg = alpha_hard if alpha_hard.size else cupy.zeros((1, h, w), cupy.uint8)
-    kernel = _cuda.get_kernel("gather_masks.cu", "gather_masks_u8x4" if vec4 else "gather_masks_u8")
-    kernel((blocks_x, n, 1), (_THREADS, 1, 1), (masks, hard_arg, src_rows, clear, np.int64(words), out))
+    kernel = _cuda.get_kernel("gather_masks.cu", "gather_masks_u8x4" if grid.vec4 else "gather_masks_u8")
+    kernel((grid.blocks_x, n, 1), (_THREADS, 1, 1), (masks, hard_arg, src_rows, clear, np.int64(grid.words), out))
     return out
 
 

@@ -109,11 +109,8 @@ def gaussian_blur_cupy(alpha: Any, sigma: float) -> Any:
 
 def _direct(name: str, src: Any, dst: Any, args: tuple[Any, ...], vertical: int) -> None:
     """Untiled pass for a sigma too large for the shared-memory tile."""
-    import cupy
-
     b, h, w = src.shape
-    sms = _cuda.num_sms(cupy.cuda.Device().id)
-    blocks_x = min(_cuda.ceil_div(h * w, 256), max(1, _cuda.ceil_div(32 * sms, b)))
+    blocks_x = _cuda.row_blocks(h * w, b, 256)
     kernel = _cuda.get_kernel("gaussian_blur.cu", name)
     kernel((blocks_x, b, 1), (256, 1, 1), (src, dst, *args, np.int32(vertical)))
 

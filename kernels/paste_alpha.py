@@ -53,19 +53,14 @@ def paste_alpha_cupy(
     _check(masks, paste_offsets, paste_indices, num_samples)
     _, h, w = masks.shape
     alpha = _cuda.empty((num_samples, h, w), cupy.uint8)
-    plane = h * w
-    if num_samples == 0 or plane == 0:
+    grid = _cuda.plane_grid(num_samples, h * w, _THREADS, "num_samples", masks)
+    if grid is None:
         return alpha
-    _cuda.check_grid_yz(num_samples, "num_samples")
-    vec4 = plane % 4 == 0 and masks.data.ptr % 4 == 0
-    n = plane // 4 if vec4 else plane
-    sms = _cuda.num_sms(cupy.cuda.Device().id)
-    blocks_x = min(_cuda.ceil_div(n, _THREADS), max(1, _cuda.ceil_div(32 * sms, num_samples)))
-    kernel = _cuda.get_kernel("paste_alpha.cu", "paste_alpha_u8x4" if vec4 else "paste_alpha_u8")
+    kernel = _cuda.get_kernel("paste_alpha.cu", "paste_alpha_u8x4" if grid.vec4 else "paste_alpha_u8")
     kernel(
-        (blocks_x, num_samples, 1),
+        (grid.blocks_x, num_samples, 1),
         (_THREADS, 1, 1),
-        (masks, paste_offsets, paste_indices, np.int64(n), alpha),
+        (masks, paste_offsets, paste_indices, np.int64(grid.words), alpha),
     )
     return alpha
 

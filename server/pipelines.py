@@ -175,8 +175,7 @@ class PipelineKind:
     """One pipeline a client can ask for.
 
     Attributes:
-        name: ``StreamRequest.pipeline``.
-        params_field: the ``params`` oneof field of its parameters message.
+        name: ``StreamRequest.pipeline``; its :attr:`params_field` is the name with ``_`` for ``-``.
         schema: the family's options (``dali_pipes/<family>_options.py``); the served ones
             are the message's fields.
         build_loader: (dataset entry, loader keyword options) → the loader.
@@ -191,7 +190,6 @@ class PipelineKind:
 
     name: str
     description: str
-    params_field: str
     schema: tuple[Option, ...]
     build_loader: Callable[[DatasetEntry, Mapping[str, Any]], Any]
     payload: Payload
@@ -199,6 +197,11 @@ class PipelineKind:
     needs_annotations: bool = True
     second_dataset: bool = False
     nested: str | None = None
+
+    @property
+    def params_field(self) -> str:
+        """The ``params`` oneof field of ``StreamRequest`` that carries this kind's parameters."""
+        return self.name.replace("-", "_")
 
     def _in_nested(self, name: str) -> bool:
         return self.nested is not None and name in _COPY_PASTE_SERVED
@@ -226,78 +229,99 @@ class PipelineKind:
         """Whether the batches' images are float32 (normalised) rather than uint8."""
         return self.payload is not Payload.INSTANCES and bool(options.get("normalize", _default(self.schema, "normalize")))
 
+    def image_bytes_per_pixel(self, options: Mapping[str, Any]) -> int:
+        """Bytes per output pixel of one sample's images (:func:`image_bytes_per_pixel`)."""
+        return image_bytes_per_pixel(self.payload, self.float_images(options))
+
     def defaults_json(self) -> dict[str, str]:
         """Parameter name → the loader's default, JSON-encoded (for Info and /pipelines)."""
         return {option.name: json.dumps(option.default) for option in served(self.schema)}
 
 
+def image_bytes_per_pixel(payload: Payload, float_images: bool) -> int:
+    """Bytes per output pixel of one sample's images, in the loader's output and uncompressed
+    on the wire: CP² has two composed views, the other payloads one image; 3 channels of
+    float32 (``float_images``, normalised) or uint8."""
+    return (2 if payload is Payload.CP2 else 1) * 3 * (4 if float_images else 1)
+
+
 def _cutmix_bytes(options: Mapping[str, Any]) -> int:
-    return 3 + (12 if options.get("normalize", True) else 3) + (3 if options.get("return_unmixed") else 0)
+    """A CutMix sample's bytes per pixel: its 3 uint8 crop, its image, its 3 uint8 unmixed crop with ``return_unmixed``."""
+    image = image_bytes_per_pixel(Payload.MIXED, options.get("normalize", True))
+    return 3 + image + (3 if options.get("return_unmixed") else 0)
 
 
 def _cp2_bytes(options: Mapping[str, Any]) -> int:
-    return 12 + (24 if options.get("normalize", True) else 6) + 2 + (12 if options.get("return_views") else 0)
+    """A CP² sample's bytes per pixel: 4 uint8 views (12), its two images, 2 uint8 masks, the views again with ``return_views``."""
+    images = image_bytes_per_pixel(Payload.CP2, options.get("normalize", True))
+    return 12 + images + 2 + (12 if options.get("return_views") else 0)
 
 
-COPY_PASTE = PipelineKind(
-    name="copy-paste",
-    description="Simple Copy-Paste (Ghiasi et al. 2021) with LSJ/SSJ scale jitter and flip; COCO/LVIS instance masks",
-    params_field="copy_paste",
-    schema=COPY_PASTE_OPTIONS,
-    build_loader=copy_paste_loader,
-    payload=Payload.INSTANCES,
-    memory=_instance_memory(_default(COPY_PASTE_OPTIONS, "jitter")),
-)
-BALANCED_COPY_PASTE = PipelineKind(
-    name="balanced-copy-paste",
-    description="Copy-Paste from a class-balanced bank of recent instances (LVIS 2021 challenge report)",
-    params_field="balanced_copy_paste",
-    schema=BALANCED_COPY_PASTE_OPTIONS,
-    build_loader=balanced_copy_paste_loader,
-    payload=Payload.INSTANCES,
-    memory=_instance_memory(_default(BALANCED_COPY_PASTE_OPTIONS, "jitter"), bank=True),
-    nested="copy_paste",
-)
-SELF_TRAINING = PipelineKind(
-    name="self-training",
-    description="Self-training Copy-Paste: labelled images mixed with a second registered dataset (Ghiasi et al. §4.4)",
-    params_field="self_training",
-    schema=SELF_TRAINING_OPTIONS,
-    build_loader=self_training_loader,
-    payload=Payload.INSTANCES,
-    memory=_instance_memory(_default(SELF_TRAINING_OPTIONS, "jitter")),
-    second_dataset=True,
-    nested="copy_paste",
-)
-MOSAIC = PipelineKind(
-    name="mosaic",
-    description="Balanced Mosaic: 2x2 grids of repeat-factor-drawn images (YOLOv4; LVIS 2021 report)",
-    params_field="mosaic",
-    schema=MOSAIC_OPTIONS,
-    build_loader=mosaic_loader,
-    payload=Payload.INSTANCES,
-    memory=_instance_memory(_default(MOSAIC_OPTIONS, "jitter"), tiles=4),
-)
-CUTMIX = PipelineKind(
-    name="cutmix",
-    description="CutMix/MixUp classification batches with soft targets (timm Mixup semantics) from an image folder",
-    params_field="cutmix",
-    schema=CUTMIX_OPTIONS,
-    build_loader=cutmix_loader,
-    payload=Payload.MIXED,
-    memory=_folder_memory(_cutmix_bytes, "crops and images"),
-    needs_annotations=False,
-)
-CP2 = PipelineKind(
-    name="cp2",
-    description="CP² compositions: two views of a foreground pasted onto two backgrounds, with masks (Wang et al. 2022)",
-    params_field="cp2",
-    schema=CP2_OPTIONS,
-    build_loader=cp2_loader,
-    payload=Payload.CP2,
-    memory=_folder_memory(_cp2_bytes, "views, composed images and masks"),
-    needs_annotations=False,
-)
+def _instance_kind(
+    name: str,
+    description: str,
+    schema: tuple[Option, ...],
+    build_loader: Callable[[DatasetEntry, Mapping[str, Any]], Any],
+    *,
+    tiles: int = 1,
+    bank: bool = False,
+    second_dataset: bool = False,
+    nested: str | None = None,
+) -> PipelineKind:
+    """A family that yields :attr:`Payload.INSTANCES` batches from a COCO/LVIS json; its memory is
+    :func:`_instance_memory` at the schema's default jitter, ``tiles`` images per sample, plus
+    the instance bank with ``bank``."""
+    memory = _instance_memory(_default(schema, "jitter"), tiles=tiles, bank=bank)
+    return PipelineKind(
+        name, description, schema, build_loader, Payload.INSTANCES, memory, second_dataset=second_dataset, nested=nested
+    )
+
+
+def _folder_kind(
+    name: str,
+    description: str,
+    schema: tuple[Option, ...],
+    build_loader: Callable[[DatasetEntry, Mapping[str, Any]], Any],
+    payload: Payload,
+    bytes_per_pixel: Callable[[Mapping[str, Any]], int],
+    planes: str,
+) -> PipelineKind:
+    """A family that reads an image folder (no annotations needed), whose buffers are S×S
+    planes of ``bytes_per_pixel(options)`` bytes per pixel (:func:`_folder_memory`)."""
+    memory = _folder_memory(bytes_per_pixel, planes)
+    return PipelineKind(name, description, schema, build_loader, payload, memory, needs_annotations=False)
+
+
+COPY_PASTE = _instance_kind(
+    "copy-paste",
+    "Simple Copy-Paste (Ghiasi et al. 2021) with LSJ/SSJ scale jitter and flip; COCO/LVIS instance masks",
+    COPY_PASTE_OPTIONS, copy_paste_loader,
+)  # fmt: skip
+BALANCED_COPY_PASTE = _instance_kind(
+    "balanced-copy-paste",
+    "Copy-Paste from a class-balanced bank of recent instances (LVIS 2021 challenge report)",
+    BALANCED_COPY_PASTE_OPTIONS, balanced_copy_paste_loader, bank=True, nested="copy_paste",
+)  # fmt: skip
+SELF_TRAINING = _instance_kind(
+    "self-training",
+    "Self-training Copy-Paste: labelled images mixed with a second registered dataset (Ghiasi et al. §4.4)",
+    SELF_TRAINING_OPTIONS, self_training_loader, second_dataset=True, nested="copy_paste",
+)  # fmt: skip
+MOSAIC = _instance_kind(
+    "mosaic",
+    "Balanced Mosaic: 2x2 grids of repeat-factor-drawn images (YOLOv4; LVIS 2021 report)",
+    MOSAIC_OPTIONS, mosaic_loader, tiles=4,
+)  # fmt: skip
+CUTMIX = _folder_kind(
+    "cutmix",
+    "CutMix/MixUp classification batches with soft targets (timm Mixup semantics) from an image folder",
+    CUTMIX_OPTIONS, cutmix_loader, Payload.MIXED, _cutmix_bytes, "crops and images",
+)  # fmt: skip
+CP2 = _folder_kind(
+    "cp2",
+    "CP² compositions: two views of a foreground pasted onto two backgrounds, with masks (Wang et al. 2022)",
+    CP2_OPTIONS, cp2_loader, Payload.CP2, _cp2_bytes, "views, composed images and masks",
+)  # fmt: skip
 
 #: name → kind, what this server can stream.
 PIPELINES: dict[str, PipelineKind] = {k.name: k for k in (COPY_PASTE, BALANCED_COPY_PASTE, SELF_TRAINING, MOSAIC, CUTMIX, CP2)}

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..kernels.version import VERSION
 from ..proto import decal_pb2 as pb
-from .config import DatasetEntry, ServerConfig
+from .config import DatasetEntry, Limits, ServerConfig
 from .metrics import ServerMetrics
 from .pipelines import COPY_PASTE, PIPELINES, Payload, RequestError
 from .status import ErrorStatus, error_status
@@ -60,7 +60,7 @@ from .wire import (
     position_to_proto,
 )
 
-__all__ = ["BatchServicer", "LoaderFactory", "SERVICE_NAME", "STREAM_METHOD", "INFO_METHOD", "add_to_server"]
+__all__ = ["BatchServicer", "LoaderFactory", "SERVICE_NAME", "STREAM_METHOD", "INFO_METHOD", "add_to_server", "limits_message"]
 
 log = logging.getLogger("decal.server")
 
@@ -129,6 +129,13 @@ def release_device_memory() -> None:
         cupy.get_default_pinned_memory_pool().free_all_blocks()
     except Exception:
         log.debug("CuPy pool release failed", exc_info=True)
+
+
+def limits_message(limits: Limits) -> pb.Limits:
+    """The limits a client is told (``InfoReply.limits``): every field of the ``Limits``
+    message, read from the server config's field of the same name (the config may hold more,
+    e.g. ``max_shards``)."""
+    return pb.Limits(**{field.name: getattr(limits, field.name) for field in pb.Limits.DESCRIPTOR.fields})
 
 
 def encode_response(batch: Any, plan: StreamPlan) -> tuple[bytes, int, dict[str, int]]:
@@ -206,20 +213,11 @@ class BatchServicer:
         return self._backend
 
     def info(self) -> pb.InfoReply:
-        limits = self.config.limits
         return pb.InfoReply(
             version=VERSION,
             datasets=[pb.DatasetInfo(name=e.name, description=e.description) for e in self.config.datasets.values()],
             pipelines=[pb.PipelineInfo(name=k.name, description=k.description, defaults=k.defaults_json()) for k in PIPELINES.values()],
-            limits=pb.Limits(
-                max_streams=limits.max_streams,
-                max_batch_size=limits.max_batch_size,
-                max_output_size=limits.max_output_size,
-                max_message_bytes=limits.max_message_bytes,
-                prefetch_batches=limits.prefetch_batches,
-                max_num_pasted=limits.max_num_pasted,
-                max_stream_bytes=limits.max_stream_bytes,
-            ),
+            limits=limits_message(self.config.limits),
             auth_required=self.config.token is not None,
             backend=self.backend,
         )

@@ -17,7 +17,7 @@ import grpc
 
 from ..proto import decal_pb2 as pb
 from .config import DATASET_NAME, DatasetEntry, ServerConfig
-from .pipelines import PIPELINES, Payload, PipelineKind, RequestError, invalid, short
+from .pipelines import PIPELINES, PipelineKind, RequestError, invalid, short
 from .wire import WireOptions
 
 __all__ = ["StreamPlan", "validate_request", "DEFAULT_PIPELINE", "MAX_EPOCH"]
@@ -147,8 +147,7 @@ def validate_request(request: pb.StreamRequest, config: ServerConfig) -> StreamP
             f"ask for IMAGE_CODEC_RAW or IMAGE_CODEC_ZLIB, or set {kind.params_field}.normalize=false",
         )
     if wire_options.image_codec != pb.IMAGE_CODEC_JPEG:
-        per_sample = 2 if kind.payload is Payload.CP2 else 1  # CP²: two composed views
-        image_bytes = request.batch_size * per_sample * 3 * size * size * (4 if kind.float_images(options) else 1)
+        image_bytes = request.batch_size * size * size * kind.image_bytes_per_pixel(options)
         if image_bytes > limits.max_message_bytes:
             raise invalid(
                 "batch_size",

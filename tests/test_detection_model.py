@@ -12,10 +12,10 @@ import torchvision
 from pycocotools import mask as mask_utils
 
 from decal.dali_pipes.core.batch import Batch
-from decal.trainers.detection.config import ModelConfig
+from decal.trainers.detection.config import DetectionConfig, FasaConfig, ModelConfig, SeesawConfig
 from decal.trainers.detection.evaluate import coco_evaluate, detections_to_coco, load_ground_truth
 from decal.trainers.detection.labels import LabelMap, image_counts, instance_counts, lvis_frequency
-from decal.trainers.detection.model import build_maskrcnn, load_weights, prepare_batch
+from decal.trainers.detection.model import build_detector, build_maskrcnn, load_weights, prepare_batch
 
 
 def test_default_model_is_torchvision_maskrcnn_resnet50_fpn(tmp_path: Path) -> None:
@@ -52,6 +52,29 @@ def test_backbone_weights_and_freezing(tmp_path: Path) -> None:
                                     mask_head_channels=16), 3, image_size=64)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in v2.roi_heads.box_head.modules())
     assert all(p.requires_grad for p in v2.backbone.parameters())
+
+
+def test_config_sections_reach_maskrcnn_seesaw_and_fasa() -> None:
+    """The config fields passed by name (model.MASKRCNN_FIELDS, SEESAW_FIELDS, FASA_FIELDS)
+    arrive at non-default values, read back where the modules keep them."""
+    cfg = DetectionConfig(
+        model=ModelConfig(
+            backbone="resnet18", fpn_channels=16, representation_size=32, mask_head_channels=8,
+            rpn_batch_size_per_image=64, box_batch_size_per_image=128, box_positive_fraction=0.5,
+            box_score_thresh=0.25, box_nms_thresh=0.6, box_detections_per_img=7,
+        ),
+        seesaw=SeesawConfig(enabled=True, p=0.7, q=1.5, eps=0.02, loss_weight=2.0),
+        fasa=FasaConfig(enabled=True, momentum=0.2, loss_weight=0.3, up=1.2, down=0.8, start_epoch=3),
+    )  # fmt: skip
+    model = build_detector(cfg, LabelMap.from_categories({1: {"name": "a"}, 2: {"name": "b"}}))
+    assert model.rpn.fg_bg_sampler.batch_size_per_image == 64
+    roi = model.roi_heads
+    assert (roi.fg_bg_sampler.batch_size_per_image, roi.fg_bg_sampler.positive_fraction) == (128, 0.5)
+    assert (roi.score_thresh, roi.nms_thresh, roi.detections_per_img) == (0.25, 0.6, 7)
+    loss = roi.classification_loss
+    assert (loss.p, loss.q, loss.eps, loss.loss_weight) == (0.7, 1.5, 0.02, 2.0)
+    fasa = roi.fasa
+    assert (fasa.momentum, fasa.loss_weight, fasa.up, fasa.down, fasa.start_epoch) == (0.2, 0.3, 1.2, 0.8, 3)
 
 
 def test_label_map_round_trip_and_counts() -> None:

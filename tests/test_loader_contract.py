@@ -4,7 +4,7 @@ the local ones and ``RemoteLoader`` alike."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -59,29 +59,29 @@ def _close(loader: Any) -> None:
         loader.close()
 
 
-def test_satisfies_the_protocol(make) -> None:
-    loader = make()
-    try:
-        assert isinstance(loader, Loader)
-        json.dumps(loader.stats)
-        assert loader.categories and all(isinstance(k, int) and isinstance(v, dict) for k, v in loader.categories.items())
-    finally:
-        _close(loader)
+@pytest.fixture
+def loader(make) -> Iterator[Any]:
+    """One loader of the kind under test, closed after the test (remote ones hold a stream)."""
+    built = make()
+    yield built
+    _close(built)
 
 
-def test_an_epoch_has_len_batches_then_the_next_begins(make) -> None:
-    loader = make()
-    try:
-        expected = len(loader)
-        first = list(loader)
-        assert len(first) == expected == 4  # 7 images, batches of 2, last one short
-        assert all(isinstance(b, Batch) for b in first)
-        assert sum(len(b) for b in first) == 7
-        assert loader.state_dict()["epoch"] == 1
-        second = len(loader)
-        assert len(list(loader)) == second == 4
-    finally:
-        _close(loader)
+def test_satisfies_the_protocol(loader) -> None:
+    assert isinstance(loader, Loader)
+    json.dumps(loader.stats)
+    assert loader.categories and all(isinstance(k, int) and isinstance(v, dict) for k, v in loader.categories.items())
+
+
+def test_an_epoch_has_len_batches_then_the_next_begins(loader) -> None:
+    expected = len(loader)
+    first = list(loader)
+    assert len(first) == expected == 4  # 7 images, batches of 2, last one short
+    assert all(isinstance(b, Batch) for b in first)
+    assert sum(len(b) for b in first) == 7
+    assert loader.state_dict()["epoch"] == 1
+    second = len(loader)
+    assert len(list(loader)) == second == 4
 
 
 def test_state_dict_resumes_exactly(make) -> None:

@@ -26,6 +26,7 @@ from decal.dali_pipes.core.samplers import UniformSampler
 from decal.dali_pipes.core.scale_jitter import ScaleJitter
 
 from coco_factory import write_coco_dataset, write_json
+from resume_check import stop_and_resume
 
 S = 64
 
@@ -324,17 +325,7 @@ def test_determinism_resume_and_rfs_weights(solid) -> None:
     assert first == again and first != other
     reference = loader_on(solid, seed=3)
     expected = [flatten(b) for _ in range(2) for b in reference]
-    partial = loader_on(solid, seed=3)
-    got = []
-    for batch in partial:
-        got.append(flatten(batch))
-        if len(got) == 1:
-            break
-    resumed = loader_on(solid, seed=3)
-    resumed.load_state_dict(partial.state_dict())
-    while len(got) < len(expected):
-        got += [flatten(b) for b in resumed]
-    assert got == expected
+    assert stop_and_resume(lambda: loader_on(solid, seed=3), flatten, stop_after=1, resumed_epochs=2) == expected
     rfs = loader_on(solid, repeat_factor_threshold=0.5)
     np.testing.assert_array_equal(rfs.source.item_weights, rfs.sampler.repeat_factors)
     assert rfs.source.item_weights.max() > 1.0

@@ -163,3 +163,17 @@ def test_an_image_folder_dataset_has_a_format_and_no_annotations(tmp_path) -> No
         ServerConfig.from_dict({"datasets": {"folder": {"format": "voc", "images": "i"}}})
     with pytest.raises(ConfigError, match=r"datasets\.coco\.annotations: required"):
         ServerConfig.from_dict({"datasets": {"coco": {"format": "coco", "images": "i"}}})
+
+
+def test_info_reports_every_limit_of_the_message_from_the_config() -> None:
+    from dataclasses import fields
+
+    from decal.proto import decal_pb2 as pb
+    from decal.server.config import Limits
+    from decal.server.stream_service import limits_message
+
+    names = [field.name for field in pb.Limits.DESCRIPTOR.fields]
+    assert set(names) <= {f.name for f in fields(Limits)}  # a new wire limit needs its config field
+    limits = Limits(**{name: 1000 + i for i, name in enumerate(names)})
+    message = limits_message(limits)
+    assert [getattr(message, name) for name in names] == [1000 + i for i in range(len(names))]

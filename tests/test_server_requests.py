@@ -185,6 +185,26 @@ def test_raw_batch_over_the_message_limit_is_refused_up_front(synth) -> None:
         assert code == INVALID and details.startswith("batch_size:") and "max_message_bytes" in details
 
 
+def test_raw_size_check_counts_each_family_s_image_planes(tmp_path) -> None:
+    """The up-front size check (validation, no server) counts CP²'s two composed views and
+    float32 images: 2 samples of 64×64 are 24,576 bytes as one uint8 image each, 49,152 as CP²'s
+    two uint8 views, 98,304 as CutMix's normalised float32 image."""
+    config = make_config({"folder": (None, tmp_path)}, limits=Limits(max_batch_size=16, max_message_bytes=30_000))
+
+    def folder_request(pipeline: str, normalize: bool) -> pb.StreamRequest:
+        message = pb.StreamRequest(dataset="folder", pipeline=pipeline, batch_size=2)
+        params = getattr(message, PIPELINES[pipeline].params_field)
+        params.output_size, params.normalize = 64, normalize
+        return message
+
+    assert validate_request(folder_request("cutmix", False), config).options["output_size"] == 64
+    for pipeline, normalize, size in (("cp2", False, 49_152), ("cutmix", True, 98_304)):
+        with pytest.raises(RequestError) as error:
+            validate_request(folder_request(pipeline, normalize), config)
+        assert error.value.code == INVALID and error.value.message.startswith("batch_size:"), error.value.message
+        assert f"are {size} bytes uncompressed" in error.value.message
+
+
 def test_encoded_batch_over_the_message_limit_ends_the_stream(synth) -> None:
     config = make_config({"synth": synth}, limits=Limits(max_batch_size=16, max_message_bytes=3_000))
     with running_server(config) as server:

@@ -255,22 +255,16 @@ def test_single_process_without_torchrun_env(monkeypatch: pytest.MonkeyPatch) ->
     assert unwrap_model(nn.DataParallel(model)) is model
 
 
-@dataclass(frozen=True)
-class _LoaderConfig:
-    batch_size: int = 4
-    seed: int = 0
-    shard_id: int = 0
-    num_shards: int = 1
-    device: str | None = None
-    device_id: int = 0
-
-
 def test_loader_options_one_shard_per_rank() -> None:
+    """On the loader config the detection trainer really passes (its ``device`` left to the loader)."""
+    from decal.dali_pipes.copy_paste.loader import CopyPasteLoaderConfig
+
     info = DistInfo(rank=3, world_size=4, local_rank=1, backend="gloo")
-    options = loader_options(_LoaderConfig(), info, torch.device("cpu"))
+    options = loader_options(CopyPasteLoaderConfig(batch_size=4), info, torch.device("cpu"))
     assert options["shard_id"] == 3 and options["num_shards"] == 4 and options["device_id"] == 0
-    cuda_options = loader_options(_LoaderConfig(), info, torch.device("cuda", 1))
-    assert cuda_options["device_id"] == 1
+    assert options["batch_size"] == 4 and options["device"] == "cpu"
+    cuda_options = loader_options(CopyPasteLoaderConfig(batch_size=4), info, torch.device("cuda", 1))
+    assert cuda_options["device_id"] == 1 and cuda_options["device"] is None
 
 
 def test_build_loader_local_and_remote(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "deep_merge",
+    "fields_of",
     "parse_overrides",
     "load_config",
     "save_config",
@@ -332,6 +333,16 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def fields_of(section: Any, names: Sequence[str]) -> dict[str, Any]:
+    """``{name: section.<name>}`` for each of ``names``: the fields of a config section that a
+    constructor takes as keyword arguments under the same names.
+
+    Raises:
+        AttributeError: a name that is not a field of ``section``.
+    """
+    return {name: getattr(section, name) for name in names}
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

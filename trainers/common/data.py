@@ -74,12 +74,13 @@ def remote_loader(data: DataConfig, options: Mapping[str, Any], *, pipeline: str
     option (a path, a normalisation the server does not take) must keep its default, since
     the server would use its default. The client is imported lazily (the ``serve`` extra);
     it puts the batches on ``device`` and takes ``data.remote_options`` (a token, TLS).
+    ``pipeline`` is one of :data:`REMOTE_PIPELINES` (the caller's own family); a trainer whose
+    data no server streams calls :func:`require_remote_pipeline` instead.
 
     Raises:
         ValueError: no ``data.remote_dataset``, or an option the server cannot take that is
             not at its default (naming it).
     """
-    require_remote_pipeline(data, pipeline, pipeline)
     try:
         from decal.dali_pipes.core.option_schema import served
         from decal.server.pipelines import PIPELINES

@@ -26,6 +26,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ..common.config import fields_of
 from ..common.loop import StepOutput
 from .config import DetectionConfig, ModelConfig
 from .fasa import FASA
@@ -43,6 +44,17 @@ __all__ = [
     "detection_step",
     "predict",
 ]
+
+#: ``ModelConfig`` fields passed under the same names to torchvision's ``MaskRCNN`` (its RPN
+#: and RoI sampling and its inference post-processing).
+MASKRCNN_FIELDS = (
+    "rpn_batch_size_per_image", "box_batch_size_per_image", "box_positive_fraction",
+    "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
+)  # fmt: skip
+#: ``SeesawConfig`` fields that are :class:`~decal.trainers.detection.losses.SeesawLoss`'s keyword arguments.
+SEESAW_FIELDS = ("p", "q", "eps", "loss_weight")
+#: ``FasaConfig`` fields that are :class:`~decal.trainers.detection.fasa.FASA`'s keyword arguments.
+FASA_FIELDS = ("momentum", "loss_weight", "prob_power", "prob_scale", "up", "down", "start_epoch")
 
 
 def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -193,12 +205,7 @@ def build_maskrcnn(
         box_predictor=box_predictor,
         mask_head=mask_head,
         mask_predictor=mask_predictor,
-        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-        box_batch_size_per_image=cfg.box_batch_size_per_image,
-        box_positive_fraction=cfg.box_positive_fraction,
-        box_score_thresh=cfg.box_score_thresh,
-        box_nms_thresh=cfg.box_nms_thresh,
-        box_detections_per_img=cfg.box_detections_per_img,
+        **fields_of(cfg, MASKRCNN_FIELDS),
     )
     model.roi_heads = DecalRoIHeads.from_roi_heads(model.roi_heads, classification_loss=loss, fasa=fasa)
     if cfg.weights:
@@ -235,7 +242,7 @@ def build_detector(
     loss: nn.Module = CrossEntropyClassification()
     if cfg.seesaw.enabled:
         s = cfg.seesaw
-        loss = SeesawLoss(num_classes, p=s.p, q=s.q, eps=s.eps, loss_weight=s.loss_weight)
+        loss = SeesawLoss(num_classes, **fields_of(s, SEESAW_FIELDS))
     fasa = None
     if cfg.fasa.enabled:
         f = cfg.fasa
@@ -244,13 +251,7 @@ def build_detector(
             num_classes,
             cfg.model.representation_size,
             counts,
-            momentum=f.momentum,
-            loss_weight=f.loss_weight,
-            prob_power=f.prob_power,
-            prob_scale=f.prob_scale,
-            up=f.up,
-            down=f.down,
-            start_epoch=f.start_epoch,
+            **fields_of(f, FASA_FIELDS),
             groups=_fasa_groups(cfg, label_map, image_counts),
         )
     return build_maskrcnn(
