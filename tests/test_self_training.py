@@ -11,12 +11,9 @@ import pycocotools.mask as mask_utils
 import pytest
 from PIL import Image
 
-from decal.dali_pipes.self_training.loader import (
-    ImageDirectoryDataset,
-    SelfTrainingLoader,
-    draw_labelled_paste_plan,
-    split_counts,
-)
+from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+from decal.dali_pipes.self_training.second_set import ImageDirectoryDataset
+from decal.dali_pipes.self_training.twin import draw_labelled_paste_plan, split_counts
 from decal.dali_pipes.preview.self_training import preview_self_training
 
 from coco_factory import CATEGORIES, build_coco_dict, write_images, write_json
