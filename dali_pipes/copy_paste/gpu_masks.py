@@ -214,7 +214,7 @@ def join_descriptors(
     (:func:`~decal.dali_pipes.coco.index.batch_descriptors` of each, e.g. one per dataset)
     as one batch: the arrays concatenated, every offset inside them (vertex, polygon, toggle
     ranges, output rows, tables) and the bounds shifted past the runs before. Equal, array for
-    array, to the descriptors of the whole batch at once (``tests/test_self_training_masks.py``)."""
+    array, to the descriptors of the whole batch at once (``tests/test_family_masks.py``)."""
     if not parts:
         raise ValueError("a batch needs at least one sample")
     if len(parts) == 1:

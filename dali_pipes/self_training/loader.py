@@ -25,7 +25,7 @@ Each target carries ``domain`` () uint8: 0 for a labelled image, 1 for a second-
 
 Masks follow the option ``mask_source`` as in copy-paste: descriptors rasterised by the step
 on the GPU backend by default, host-rasterised masks on the CPU; the same batches either way
-(``tests/test_self_training_masks.py``). The family's modules: ``twin.py`` (the host draws),
+(``tests/test_family_masks.py``). The family's modules: ``twin.py`` (the host draws),
 ``second_set.py`` (the second set and its order), ``source.py``, ``step.py``, and this one
 (config, parts :data:`SELF_TRAINING`, loader).
 """
