@@ -34,7 +34,7 @@ from decal.dali_pipes.self_training.source import GpuMaskSelfTrainingSource, Sel
 from decal.kernels.instance_masks import ARRAY_FIELDS, build_descriptors, rasterize_instances
 from decal.kernels.mask_geometry import sample_geometry
 
-from coco_factory import CATEGORIES, build_coco_dict, write_images, write_json
+from coco_factory import write_self_training_sets
 
 OUT = 72
 PSEUDO = 99
@@ -45,23 +45,11 @@ def sets(tmp_path_factory) -> dict[str, Path]:
     """A labelled json (polygons, multi-polygons, compressed RLE, uncompressed RLE crowds,
     an image without annotations), a pseudo-labelled json and its image directory."""
     root = tmp_path_factory.mktemp("family_masks")
-    cats = CATEGORIES + [{"id": PSEUDO, "name": "pseudo"}]
-    labelled = build_coco_dict(9, size=(70, 90), instances_per_image=(0, 5), seed=4)
-    labelled["categories"] = cats
-    write_images(labelled, root / "labelled", seed=4)
-    pseudo = build_coco_dict(5, size=(80, 64), instances_per_image=(0, 3), seed=5, with_crowd=False)
-    for ann in pseudo["annotations"]:
-        ann["category_id"] = PSEUDO
-    pseudo["categories"] = cats
-    for img in pseudo["images"]:
-        img["file_name"] = "pseudo_" + img["file_name"]
-    write_images(pseudo, root / "second", seed=5)
-    return {
-        "labelled_json": write_json(root / "labelled.json", labelled),
-        "labelled_dir": root / "labelled",
-        "pseudo_json": write_json(root / "pseudo.json", pseudo),
-        "second_dir": root / "second",
-    }
+    _, paths = write_self_training_sets(
+        root, dict(num_images=9, size=(70, 90), instances_per_image=(0, 5), seed=4),
+        dict(num_images=5, size=(80, 64), instances_per_image=(0, 3), seed=5), pseudo_category=PSEUDO,
+    )  # fmt: skip
+    return paths
 
 
 def balanced(sets, **options) -> BalancedCopyPasteLoader:
