@@ -408,3 +408,48 @@ def test_emulated_pipeline_step_gpu_branch(emulated) -> None:
             assert isinstance(g_, DevArray)
             assert g_.dtype == r.dtype and g_.shape == r.shape
             np.testing.assert_array_equal(_host(g_), r)
+
+
+def test_step_inputs_reach_the_host_in_one_copy(emulated, monkeypatch) -> None:
+    """Both input forms of a paste step become the batched form with ONE device-to-host copy
+    per batch on the device path: labels, crowd flags and the position row (host masks,
+    ``stack_batch``), plus the areas (descriptors, ``descriptor_batch``); the values are those
+    of the NumPy path."""
+    from decal.dali_pipes.core.step_io import DESCRIPTOR_COLUMNS, descriptor_batch, stack_batch
+
+    emulated.moveaxis = lambda *a, **k: _dev(np.moveaxis(*a, **k))  # stack_batch's HWC → CHW
+    copies: list[tuple[int, ...]] = []
+    get = DevArray.get
+    monkeypatch.setattr(DevArray, "get", lambda self, stream=None: copies.append(self.shape) or get(self, stream))
+    rng = np.random.default_rng(5)
+    side = 16
+    samples, geometries = random_batch(rng, 3, side, max_instances=4)
+    desc, bounds = build_descriptors(samples, geometries)
+    pieces = desc.split(bounds)
+    columns = [[piece[name] for piece in pieces] for name in DESCRIPTOR_COLUMNS]
+    masks, _, _ = rasterize_instances(desc)
+    counts = [len(s) for s in samples]
+    offsets = np.cumsum([0] + counts)
+    host_masks = [np.concatenate([np.moveaxis(masks[offsets[b] : offsets[b + 1]], 0, 2), np.zeros((side, side, 1), np.uint8)], 2)
+                  for b in range(len(samples))]  # fmt: skip
+    images = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in samples]
+    labels = [rng.integers(1, 9, n).astype(np.int64) for n in counts]
+    crowd = [(rng.uniform(size=n) < 0.5).astype(np.uint8) for n in counts]
+    positions = [np.array([4, 0, 0, 7, 3], np.int64) for _ in samples]
+
+    want = stack_batch(images, host_masks, labels, crowd, positions)
+    want_desc = descriptor_batch(images, *columns, labels, crowd, positions)
+    assert not copies  # NumPy inputs: nothing to copy
+    dev = lambda col: [_dev(x) for x in col]  # noqa: E731
+    got = stack_batch(dev(images), dev(host_masks), dev(labels), dev(crowd), dev(positions))
+    assert len(copies) == 1
+    got_desc = descriptor_batch(dev(images), *[dev(c) for c in columns], dev(labels), dev(crowd), dev(positions))
+    assert len(copies) == 2
+    for a, b in ((got, want), (got_desc, want_desc)):
+        assert isinstance(a.masks, DevArray) and isinstance(a.images, DevArray)
+        np.testing.assert_array_equal(_host(a.masks), b.masks)
+        for name in ("offsets", "labels", "iscrowd", "position"):
+            value = getattr(a, name)
+            assert type(value) is np.ndarray, name
+            np.testing.assert_array_equal(value, getattr(b, name), err_msg=name)
+    np.testing.assert_array_equal(got_desc.areas_host, want_desc.areas_host)
