@@ -25,6 +25,11 @@ Graph::
       └─ python_function(GpuMaskCopyPasteStep) rasterise + copy-paste, one call per batch
            → images → transpose → 3×S×S, masks N'×S×S, boxes, areas, labels, iscrowd, pasted
 
+The step's inputs become the batched form every paste core takes
+(:func:`~decal.dali_pipes.core.step_io.descriptor_batch`: one rasterisation launch per batch,
+one host copy of the areas, labels, crowd flags and position); the balanced and self-training
+cores plug in instead of copy-paste's through ``build_gpu_mask_pipeline(step=...)``.
+
 On the GPU the step's CuPy kernels run on DALI's stream: DALI 2.4's GPU ``python_function``
 wraps the call in a ``cupy.cuda.Stream`` whose handle is ``current_dali_stream()`` and sets
 ``synchronize_stream=False``, so nothing waits for DALI's earlier work on the host. The step
