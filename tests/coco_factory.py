@@ -205,3 +205,32 @@ def write_coco_dataset(root: Path, num_images: int = 6, *, seed: int = 0, **opti
     image_dir = root / "images"
     write_images(coco, image_dir, seed=seed)
     return write_json(root / "annotations.json", coco), image_dir
+
+
+def write_self_training_sets(
+    root: Path, labelled: dict[str, Any], pseudo: dict[str, Any], *, pseudo_category: int
+) -> tuple[dict, dict[str, Path]]:
+    """A labelled set and a pseudo-labelled second set for self-training, written under
+    ``root``: ``labelled`` / ``pseudo`` are :func:`build_coco_dict`'s arguments of each (its
+    ``seed`` also seeds the photos). Every pseudo annotation gets ``pseudo_category`` (a
+    category both jsons define, no labelled instance has), the pseudo images the file-name
+    prefix ``pseudo_`` and no crowds. Returns the pseudo COCO dict and the paths
+    ``labelled_json``, ``labelled_dir``, ``pseudo_json``, ``second_dir`` (the pseudo images)."""
+    root = Path(root)
+    cats = CATEGORIES + [{"id": pseudo_category, "name": "pseudo"}]
+    labelled_coco = build_coco_dict(**labelled)
+    labelled_coco["categories"] = cats
+    write_images(labelled_coco, root / "labelled", seed=labelled.get("seed", 0))
+    pseudo_coco = build_coco_dict(**pseudo, with_crowd=False)
+    for ann in pseudo_coco["annotations"]:
+        ann["category_id"] = pseudo_category
+    pseudo_coco["categories"] = cats
+    for img in pseudo_coco["images"]:
+        img["file_name"] = "pseudo_" + img["file_name"]
+    write_images(pseudo_coco, root / "second", seed=pseudo.get("seed", 0))
+    return pseudo_coco, {
+        "labelled_json": write_json(root / "labelled.json", labelled_coco),
+        "labelled_dir": root / "labelled",
+        "pseudo_json": write_json(root / "pseudo.json", pseudo_coco),
+        "second_dir": root / "second",
+    }

@@ -91,14 +91,45 @@ def test_contradictions_are_option_errors(coco) -> None:
         CopyPasteLoader(*coco, device="cpu", mask_source="gpu", **KW)
 
 
-def test_host_mask_families_refuse_descriptors(coco, fake_gpu) -> None:
-    """Balanced and self-training steps take host masks: on the GPU they keep them (None
-    resolves to host there) and refuse ``mask_source="descriptors"`` by name."""
-    assert type(BalancedCopyPasteLoader(*coco, device="gpu", **KW).source) is CopyPasteSource
-    with pytest.raises(OptionError, match="BalancedCopyPasteLoader: option 'mask_source' must be 'host'"):
-        BalancedCopyPasteLoader(*coco, device="cpu", mask_source="descriptors", **KW)
-    with pytest.raises(OptionError, match="SelfTrainingLoader: option 'mask_source'"):
-        SelfTrainingLoader(*coco, second_images=coco[1], device="cpu", mask_source="descriptors", **KW)
+@pytest.mark.parametrize("family", ["balanced", "self-training"])
+def test_balanced_and_self_training_resolve_like_copy_paste(coco, fake_gpu, monkeypatch, family) -> None:
+    """Balanced and self-training take ``mask_source`` as copy-paste does: on the GPU backend
+    None resolves to descriptors (the descriptor source, and the descriptor graph running the
+    family's own step through ``FromDescriptors``), ``mask_source="host"`` keeps host masks;
+    on the CPU backend None resolves to host masks; ``subpixel`` needs descriptors."""
+    from decal.dali_pipes.balanced.step import BalancedCopyPasteStep
+    from decal.dali_pipes.core.step_io import FromDescriptors
+    from decal.dali_pipes.self_training.step import SelfTrainingStep
+
+    if family == "balanced":
+        make, name, step_type = (lambda **o: BalancedCopyPasteLoader(*coco, **o, **KW)), "BalancedCopyPasteLoader", BalancedCopyPasteStep
+    else:
+        make = lambda **o: SelfTrainingLoader(*coco, second_images=coco[1], **o, **KW)  # noqa: E731
+        name, step_type = "SelfTrainingLoader", SelfTrainingStep
+    steps: list = []
+    monkeypatch.setattr(copy_paste_loader, "build_gpu_mask_pipeline", lambda *a, **k: steps.append(k["step"]))
+    monkeypatch.setattr(copy_paste_loader, "build_copy_paste_pipeline", lambda *a, **k: steps.append(k["step"]))
+    on_gpu = make(device="gpu")
+    assert on_gpu.backend == "gpu" and isinstance(on_gpu.source, GpuMaskCopyPasteSource)
+    assert mask_source(on_gpu.config, "gpu") == "descriptors"
+    on_gpu._build_pipeline()
+    assert isinstance(steps[-1], FromDescriptors) and isinstance(steps[-1].core, step_type)
+    kept = make(device="gpu", mask_source="host")
+    assert isinstance(kept.source, CopyPasteSource) and not isinstance(kept.source, GpuMaskCopyPasteSource)
+    kept._build_pipeline()
+    assert isinstance(steps[-1], step_type)
+    on_cpu = make(device="cpu")
+    assert isinstance(on_cpu.source, CopyPasteSource) and not isinstance(on_cpu.source, GpuMaskCopyPasteSource)
+    assert isinstance(make(device="cpu", mask_source="descriptors").source, GpuMaskCopyPasteSource)
+    with pytest.raises(OptionError, match=f"{name}: option 'subpixel' needs mask_source='descriptors'"):
+        make(device="cpu", subpixel=True)
+
+
+def test_self_training_refuses_source_workers(coco) -> None:
+    """The parallel source reads one set: a self-training loader with workers is an error
+    naming the option, not batches without their second-set images."""
+    with pytest.raises(OptionError, match="SelfTrainingLoader: option 'source_workers' must be 0"):
+        SelfTrainingLoader(*coco, second_images=coco[1], device="cpu", source_workers=1, **KW)
 
 
 def test_uniform_columns_are_dense_arrays(coco) -> None:

@@ -381,14 +381,11 @@ def test_emulated_copy_paste_fused_end_to_end(emulated) -> None:
         np.testing.assert_array_equal(_host(getattr(got, f)), getattr(ref, f), err_msg=f)
 
 
-def test_emulated_pipeline_step_gpu_branch(emulated) -> None:
-    """The python_function body of the GPU-mask pipeline, fed per-sample "device" arrays as
-    DALI would (its CuPy branch: one metadata transfer, device compaction, one upload of the
-    small outputs), against the same call with NumPy arrays (its CPU branch)."""
-    from decal.dali_pipes.copy_paste.gpu_masks import DESCRIPTOR_COLUMNS, GpuMaskCopyPasteStep
+def step_inputs(rng: np.random.Generator, side: int) -> tuple:
+    """A random batch of 3 samples as a descriptor step takes it (NumPy): its descriptors,
+    the descriptor columns, images, labels, crowd flags (none) and positions."""
+    from decal.dali_pipes.core.step_io import DESCRIPTOR_COLUMNS
 
-    rng = np.random.default_rng(21)
-    side = 20
     samples, geometries = random_batch(rng, 3, side, max_instances=4)
     desc, bounds = build_descriptors(samples, geometries)
     pieces = desc.split(bounds)
@@ -397,6 +394,17 @@ def test_emulated_pipeline_step_gpu_branch(emulated) -> None:
     labels = [rng.integers(1, 9, len(s)).astype(np.int64) for s in samples]
     crowd = [np.zeros(len(s), np.uint8) for s in samples]
     positions = [np.array([4, 0, 0, 7, 3], np.int64) for _ in samples]
+    return desc, columns, images, labels, crowd, positions
+
+
+def test_emulated_pipeline_step_gpu_branch(emulated) -> None:
+    """The python_function body of the GPU-mask pipeline, fed per-sample "device" arrays as
+    DALI would (its CuPy branch: one metadata transfer, device compaction, one upload of the
+    small outputs), against the same call with NumPy arrays (its CPU branch)."""
+    from decal.dali_pipes.copy_paste.gpu_masks import GpuMaskCopyPasteStep
+
+    rng = np.random.default_rng(21)
+    _, columns, images, labels, crowd, positions = step_inputs(rng, 20)
     step = GpuMaskCopyPasteStep(CopyPasteParams(max_num_pasted=3, mask_occluded_thr=4, bbox_occluded_thr=1.0))
     ref = step(images, *columns, labels, crowd, positions)
     dev = [[_dev(x) for x in col] for col in (images, *columns, labels, crowd, positions)]
@@ -408,3 +416,41 @@ def test_emulated_pipeline_step_gpu_branch(emulated) -> None:
             assert isinstance(g_, DevArray)
             assert g_.dtype == r.dtype and g_.shape == r.shape
             np.testing.assert_array_equal(_host(g_), r)
+
+
+def test_step_inputs_reach_the_host_in_one_copy(emulated, monkeypatch) -> None:
+    """Both input forms of a paste step become the batched form with ONE device-to-host copy
+    per batch on the device path: labels, crowd flags and the position row (host masks,
+    ``stack_batch``), plus the areas (descriptors, ``descriptor_batch``); the values are those
+    of the NumPy path."""
+    from decal.dali_pipes.core.step_io import descriptor_batch, stack_batch
+
+    emulated.moveaxis = lambda *a, **k: _dev(np.moveaxis(*a, **k))  # stack_batch's HWC → CHW
+    copies: list[tuple[int, ...]] = []
+    get = DevArray.get
+    monkeypatch.setattr(DevArray, "get", lambda self, stream=None: copies.append(self.shape) or get(self, stream))
+    rng = np.random.default_rng(5)
+    side = 16
+    desc, columns, images, labels, _, positions = step_inputs(rng, side)
+    crowd = [(rng.uniform(size=len(x)) < 0.5).astype(np.uint8) for x in labels]
+    masks, _, _ = rasterize_instances(desc)
+    offsets = np.cumsum([0] + [len(x) for x in labels])
+    host_masks = [np.concatenate([np.moveaxis(masks[offsets[b] : offsets[b + 1]], 0, 2), np.zeros((side, side, 1), np.uint8)], 2)
+                  for b in range(len(labels))]  # fmt: skip
+
+    want = stack_batch(images, host_masks, labels, crowd, positions)
+    want_desc = descriptor_batch(images, *columns, labels, crowd, positions)
+    assert not copies  # NumPy inputs: nothing to copy
+    dev = lambda col: [_dev(x) for x in col]  # noqa: E731
+    got = stack_batch(dev(images), dev(host_masks), dev(labels), dev(crowd), dev(positions))
+    assert len(copies) == 1
+    got_desc = descriptor_batch(dev(images), *[dev(c) for c in columns], dev(labels), dev(crowd), dev(positions))
+    assert len(copies) == 2
+    for a, b in ((got, want), (got_desc, want_desc)):
+        assert isinstance(a.masks, DevArray) and isinstance(a.images, DevArray)
+        np.testing.assert_array_equal(_host(a.masks), b.masks)
+        for name in ("offsets", "labels", "iscrowd", "position"):
+            value = getattr(a, name)
+            assert type(value) is np.ndarray, name
+            np.testing.assert_array_equal(value, getattr(b, name), err_msg=name)
+    np.testing.assert_array_equal(got_desc.areas_host, want_desc.areas_host)

@@ -335,7 +335,7 @@ def _folder_with_a_bomb(root: Path) -> Path:
 
 def test_unlabelled_directory_refuses_or_counts_an_image_over_the_pixel_limit(tmp_path: Path) -> None:
     """Self-training's second set: Pillow's DecompressionBombError never escapes."""
-    from decal.dali_pipes.self_training.loader import ImageDirectoryDataset
+    from decal.dali_pipes.self_training.second_set import ImageDirectoryDataset
 
     root = _folder_with_a_bomb(tmp_path / "unlabelled")
     with pytest.raises(DatasetError) as error:

@@ -11,15 +11,12 @@ import pycocotools.mask as mask_utils
 import pytest
 from PIL import Image
 
-from decal.dali_pipes.self_training.loader import (
-    ImageDirectoryDataset,
-    SelfTrainingLoader,
-    draw_labelled_paste_plan,
-    split_counts,
-)
+from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+from decal.dali_pipes.self_training.second_set import ImageDirectoryDataset
+from decal.dali_pipes.self_training.twin import draw_labelled_paste_plan, split_counts
 from decal.dali_pipes.preview.self_training import preview_self_training
 
-from coco_factory import CATEGORIES, build_coco_dict, write_images, write_json
+from coco_factory import CATEGORIES, write_json, write_self_training_sets
 from resume_check import stop_and_resume
 
 OUT = 64
@@ -29,26 +26,13 @@ PSEUDO = 99  # the only category of the pseudo labels; no labelled instance has 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("selftrain")
-    cats = CATEGORIES + [{"id": PSEUDO, "name": "pseudo"}]
-    labelled = build_coco_dict(7, size=(64, 80), instances_per_image=(1, 4), seed=1)
-    labelled["categories"] = cats
-    write_images(labelled, root / "labelled", seed=1)
-    pseudo = build_coco_dict(5, size=(72, 72), instances_per_image=(0, 3), seed=2, with_crowd=False)
-    for ann in pseudo["annotations"]:
-        ann["category_id"] = PSEUDO
-    pseudo["categories"] = cats
-    for img in pseudo["images"]:
-        img["file_name"] = "pseudo_" + img["file_name"]
-    write_images(pseudo, root / "second", seed=2)
-    bad = dict(pseudo, categories=cats + [{"id": 123, "name": "unknown"}])
+    pseudo, paths = write_self_training_sets(
+        root, dict(num_images=7, size=(64, 80), instances_per_image=(1, 4), seed=1),
+        dict(num_images=5, size=(72, 72), instances_per_image=(0, 3), seed=2), pseudo_category=PSEUDO,
+    )  # fmt: skip
+    bad = dict(pseudo, categories=pseudo["categories"] + [{"id": 123, "name": "unknown"}])
     bad["annotations"] = [dict(a, category_id=123) for a in pseudo["annotations"]]
-    return {
-        "labelled_json": write_json(root / "labelled.json", labelled),
-        "labelled_dir": root / "labelled",
-        "pseudo_json": write_json(root / "pseudo.json", pseudo),
-        "bad_json": write_json(root / "bad.json", bad),
-        "second_dir": root / "second",
-    }
+    return {**paths, "bad_json": write_json(root / "bad.json", bad)}
 
 
 def loader_on(sets, pseudo: bool = True, **options) -> SelfTrainingLoader:

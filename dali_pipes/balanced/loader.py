@@ -1,14 +1,13 @@
 """Balanced Copy-Paste: the copy-paste pipeline with a class-balanced instance bank as the
 paste source (LVIS 2021 challenge reports, instance-level re-sampling; Ghiasi et al. 2021).
 
-The DALI graph is the copy-paste one (:func:`~decal.dali_pipes.copy_paste.pipeline.build_copy_paste_pipeline`:
-decode → scale jitter → crop/pad → flip) with :class:`BalancedCopyPasteStep` as its batch
-step. The step stacks the batch, pastes instances drawn from an
-:class:`~decal.kernels.instance_bank.InstanceBank` with class-balanced probability (see
-:mod:`decal.kernels.instance_bank` for the semantics), then feeds the batch's own instances
-to the bank. On the GPU backend the bank's pixel pool is a CuPy array that stays on the
-device, and every pixel operation runs on DALI's stream (``fn.python_function`` makes it
-CuPy's current stream).
+The DALI graph is a copy-paste one (:func:`~decal.dali_pipes.copy_paste.loader.copy_paste_graph`:
+decode → scale jitter → crop/pad → flip; masks from the host or from descriptors, option
+``mask_source``) with :class:`~decal.dali_pipes.balanced.step.BalancedCopyPasteStep` as its
+batch step: it pastes instances drawn from an :class:`~decal.kernels.instance_bank.InstanceBank`
+with class-balanced probability (see :mod:`decal.kernels.instance_bank` for the semantics),
+then feeds the batch's own instances to the bank. This module holds the config, the family's
+parts (:data:`BALANCED`) and the loader.
 
 Determinism and resume: the draws of batch k come from the same per-batch generator as
 copy-paste (``[seed, epoch, shard, k, 1]``), and the bank's content is a function of the
@@ -22,92 +21,20 @@ the bank.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ...kernels.copy_paste import CopyPasteParams
-from ...kernels.instance_bank import BankParams, InstanceBank, bank_copy_paste_batch
+from ...kernels.instance_bank import InstanceBank
 from ..coco.loader import CocoPipelineLoader, coco_dataset
 from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, copy_paste_source
-from ..copy_paste.source import copy_paste_rng
 from ..core.assembly import assemble
 from ..core.option_schema import with_options
-from ..core.samplers import RepeatFactorSampler
-from ..core.step_io import split_result, stack_batch, to_host
 from .options import BALANCED_COPY_PASTE_OPTIONS
+from .step import BalancedCopyPasteStep, BankSteps
 
-__all__ = [
-    "BALANCED",
-    "BalancedCopyPasteStep",
-    "BalancedCopyPasteLoader",
-    "BalancedCopyPasteLoaderConfig",
-    "BankSteps",
-    "category_repeat_factors",
-]
-
-
-class BalancedCopyPasteStep:
-    """The ``fn.python_function`` body (batch mode) of balanced Copy-Paste.
-
-    Same inputs and outputs as :class:`~decal.dali_pipes.copy_paste.pipeline.CopyPasteStep`.
-    Stateful: it uses the bank, so DALI must call it once per batch, in order (it does: one
-    operator instance, iterations in sequence). With ``params=None`` nothing is pasted and
-    the bank is not fed.
-
-    A loader builds one step per pipeline. When it drops a pipeline (resume, recovery), it
-    retires that pipeline's step (:meth:`retire`): batches the old pipeline still prefetches then
-    neither draw from nor feed the bank. ``lock`` (shared by the steps of one bank)
-    serialises a call with a retirement.
-    """
-
-    def __init__(
-        self,
-        bank: InstanceBank,
-        params: CopyPasteParams | None,
-        *,
-        lock: threading.Lock | None = None,
-        pasted_per_category: dict[int, int] | None = None,
-    ) -> None:
-        self.bank = bank
-        self.params = params
-        self.lock = lock or threading.Lock()
-        #: pasted instances per category so far (host bookkeeping, for stats)
-        self.pasted_per_category = {} if pasted_per_category is None else pasted_per_category
-        self.active = True
-
-    def retire(self) -> None:
-        """Stop touching the bank (waits for a call in progress)."""
-        with self.lock:
-            self.active = False
-
-    def __call__(self, images, masks, labels, iscrowd, positions):
-        batch = stack_batch(images, masks, labels, iscrowd)
-        with self.lock:
-            live = self.active and self.params is not None
-            result = bank_copy_paste_batch(
-                batch.images,
-                batch.masks,
-                batch.offsets,
-                batch.labels,
-                batch.iscrowd,
-                self.params if live else CopyPasteParams(max_num_pasted=0),
-                self.bank if live else InstanceBank(self.bank.params),
-                copy_paste_rng(to_host(positions[0])),
-                feed=live,
-            )
-            if live:
-                for label in result.labels[result.pasted]:
-                    self.pasted_per_category[int(label)] = self.pasted_per_category.get(int(label), 0) + 1
-        return split_result(batch.xp, result, len(images))
-
-
-def category_repeat_factors(dataset: Any, threshold: float) -> dict[int, float]:
-    """LVIS ``r(c) = max(1, sqrt(t / f(c)))`` of every category of ``dataset`` (``f(c)`` the
-    fraction of its images holding a non-crowd instance of ``c``)."""
-    return RepeatFactorSampler.from_dataset(dataset, seed=0, threshold=threshold).category_repeat_factors
+__all__ = ["BALANCED", "BalancedCopyPasteLoader", "BalancedCopyPasteLoaderConfig"]
 
 
 @dataclass(frozen=True)
@@ -134,57 +61,16 @@ class BalancedCopyPasteLoaderConfig(CopyPasteLoaderConfig):
 
 
 
-class BankSteps:
-    """The instance bank of one balanced loader and the step of each of its pipelines (the
-    family's ``steps`` part, see :class:`~decal.dali_pipes.core.assembly.Family`).
-
-    Calling it retires the current step (a pipeline being replaced must not touch the bank
-    any more) and returns a new one over the same bank, lock and per-category counts.
-    """
-
-    def __init__(self, config: BalancedCopyPasteLoaderConfig, dataset: Any) -> None:
-        weights = None
-        if config.bank_weighting == "repeat_factor":
-            weights = category_repeat_factors(dataset, config.bank_repeat_threshold)
-        self.bank = InstanceBank(
-            BankParams(
-                capacity=config.bank_capacity,
-                max_bytes=config.bank_max_bytes,
-                weighting=config.bank_weighting,
-                power=config.bank_power,
-                class_weights=weights,
-                min_area=config.bank_min_area,
-            )
-        )
-        self.params = config.copy_paste_params()
-        self.lock = threading.Lock()
-        #: pasted instances per category so far, over every step
-        self.pasted_per_category: dict[int, int] = {}
-        self.step = self._new_step()
-
-    def _new_step(self) -> BalancedCopyPasteStep:
-        return BalancedCopyPasteStep(self.bank, self.params, lock=self.lock, pasted_per_category=self.pasted_per_category)
-
-    def __call__(self) -> BalancedCopyPasteStep:
-        self.step.retire()
-        self.step = self._new_step()
-        return self.step
-
-    def clear(self) -> None:
-        """Retire the current step and empty the bank (a resume starts with an empty bank)."""
-        self.step.retire()  # the dropped pipeline may still be prefetching
-        with self.lock:
-            self.bank.clear()
-
-
 #: The balanced family: copy-paste's parts with the config, the bank's steps, and a source
-#: that keeps every instance (the bank takes them whole) with host masks on either backend
-#: (the bank's step takes H×W×(N+1) masks; ``mask_source="descriptors"`` is an error).
+#: that keeps every instance (the bank takes them whole). Its masks come from
+#: ``mask_source`` as copy-paste's do (:func:`~decal.dali_pipes.copy_paste.loader.mask_source`:
+#: descriptors on the GPU backend, host masks on the CPU, the same batches either way); the
+#: bank's step takes both forms (``dali_pipes/balanced/step.py``).
 BALANCED = replace(
     COPY_PASTE,
     name="BalancedCopyPasteLoader",
     config_type=BalancedCopyPasteLoaderConfig,
-    source=partial(copy_paste_source, masks="host", prune_window=False),
+    source=partial(copy_paste_source, prune_window=False),
     steps=BankSteps,
 )
 

@@ -25,6 +25,11 @@ Graph::
       └─ python_function(GpuMaskCopyPasteStep) rasterise + copy-paste, one call per batch
            → images → transpose → 3×S×S, masks N'×S×S, boxes, areas, labels, iscrowd, pasted
 
+The step's inputs become the batched form every paste core takes
+(:func:`~decal.dali_pipes.core.step_io.descriptor_batch`: one rasterisation launch per batch,
+one host copy of the areas, labels, crowd flags and position); the balanced and self-training
+cores plug in instead of copy-paste's through ``build_gpu_mask_pipeline(step=...)``.
+
 On the GPU the step's CuPy kernels run on DALI's stream: DALI 2.4's GPU ``python_function``
 wraps the call in a ``cupy.cuda.Stream`` whose handle is ``current_dali_stream()`` and sets
 ``synchronize_stream=False``, so nothing waits for DALI's earlier work on the host. The step
@@ -45,37 +50,33 @@ the Python call and lets DALI own the ragged outputs without a copy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from ...kernels.array_module import cupy_module, is_cupy_array
 from ...kernels.copy_paste import CopyPasteParams
-from ...kernels.copy_paste_fused import copy_paste_batch_fused
-from ...kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, rasterize_instances
+from ...kernels.instance_masks import MaskDescriptors
 from ...kernels.mask_geometry import sample_geometry
 from ...kernels.rle_decode import box_toggles, toggles_from_counts
-from ..coco.index import CocoIndex, batch_descriptors, instance_columns
+from ..coco.index import CocoIndex, batch_descriptors
 from ..coco.reader import CocoDataset, ImageRecord, decode_rle_string
-from .pipeline import OUTPUT_NAMES, step_outputs
-from .source import GEOMETRY_STREAM, CopyPasteSource, copy_paste_rng
+from .pipeline import OUTPUT_NAMES, CopyPasteStep, step_outputs
+from .source import GEOMETRY_STREAM, CopyPasteSource, SourceGroup, group_instance_columns
 from ..core.graph import pipeline_arguments, source_outputs
 from ..core.parallel_source import check_workers
 from ..core.scale_jitter import draw_geometry
+from ..core.step_io import DESCRIPTOR_COLUMNS, FromDescriptors
 
 __all__ = [
     "record_instances",
     "GpuMaskCopyPasteSource",
     "GpuMaskCopyPasteStep",
     "build_gpu_mask_pipeline",
+    "join_descriptors",
     "OUTPUT_NAMES",
 ]
-
-#: Descriptor columns of the source (the :data:`~decal.kernels.instance_masks.ARRAY_FIELDS`).
-DESCRIPTOR_COLUMNS = ARRAY_FIELDS
 
 
 def _box_pixels(bbox: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
@@ -176,20 +177,29 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
         come from :attr:`index` in :meth:`columns`."""
         return index, dataset.read_image_bytes(index)
 
-    def columns(self, start: Any, cursor: int, payloads: list[tuple[int, np.ndarray]]) -> tuple[tuple[list[Any], ...], tuple]:
-        index = self.index
-        images = np.array([p[0] for p in payloads], dtype=np.int64)
+    def batch_columns(self, start: Any, cursor: int, groups: Sequence[SourceGroup]) -> tuple[list[Any], ...]:
+        payloads = [p for _, part in groups for p in part]
         geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
-        heights, widths = index.heights[images].tolist(), index.widths[images].tolist()
-        geometries = [
-            sample_geometry(heights[i], widths[i], geometry.scale[i], geometry.crop_x[i], geometry.crop_y[i],
-                            geometry.flip[i], self.output_size)
-            for i in range(len(payloads))
-        ]
-        desc, bounds = batch_descriptors(index, images, geometries, subpixel=self.subpixel, paste_by_box=self.paste_by_box)
+        described = []
+        first = 0
+        for index, part in groups:
+            if not part:
+                continue
+            images = np.array([p[0] for p in part], dtype=np.int64)
+            heights, widths = index.heights[images].tolist(), index.widths[images].tolist()
+            geometries = [
+                sample_geometry(heights[i], widths[i], geometry.scale[first + i], geometry.crop_x[first + i],
+                                geometry.crop_y[first + i], geometry.flip[first + i], self.output_size)
+                for i in range(len(part))
+            ]  # fmt: skip
+            described.append(
+                batch_descriptors(index, images, geometries, subpixel=self.subpixel, paste_by_box=self.paste_by_box)
+            )
+            first += len(part)
+        desc, bounds = join_descriptors(described)
         pieces = desc.split(bounds)
-        labels, iscrowd, image_ids = instance_columns(index, images)
-        columns = (
+        labels, iscrowd, image_ids = group_instance_columns(groups)
+        return (
             [p[1] for p in payloads],
             # tables: the same shape in every sample, so one dense (B, 1 or 2, 2·S + 4) array
             desc.tables.reshape(len(payloads), -1, desc.tables.shape[-1]),
@@ -200,13 +210,50 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
             *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )
-        return columns, ()
+
+
+def join_descriptors(
+    parts: Sequence[tuple[MaskDescriptors, dict[str, np.ndarray]]],
+) -> tuple[MaskDescriptors, dict[str, np.ndarray]]:
+    """The descriptors and per-sample bounds of consecutive runs of a batch
+    (:func:`~decal.dali_pipes.coco.index.batch_descriptors` of each, e.g. one per dataset)
+    as one batch: the arrays concatenated, every offset inside them (vertex, polygon, toggle
+    ranges, output rows, tables) and the bounds shifted past the runs before. Equal, array for
+    array, to the descriptors of the whole batch at once (``tests/test_family_masks.py``)."""
+    if not parts:
+        raise ValueError("a batch needs at least one sample")
+    if len(parts) == 1:
+        return parts[0]
+    arrays: dict[str, list[np.ndarray]] = {name: [] for name in DESCRIPTOR_COLUMNS}
+    bounds: dict[str, list[np.ndarray]] = {name: [np.zeros(1, np.int64)] for name in DESCRIPTOR_COLUMNS}
+    verts = polygons = toggles = rows = tables = 0
+    for desc, part_bounds in parts:
+        arrays["tables"].append(desc.tables)
+        arrays["verts"].append(desc.verts)
+        arrays["polys"].append(desc.polys + verts)
+        arrays["poly_instances"].append(desc.poly_instances + np.array([polygons, polygons, rows, tables], np.int32))
+        arrays["toggles"].append(desc.toggles)
+        arrays["rle_instances"].append(desc.rle_instances + np.array([toggles, toggles, rows, tables], np.int32))
+        for name in DESCRIPTOR_COLUMNS:
+            bounds[name].append(part_bounds[name][1:] + bounds[name][-1][-1])
+        verts += len(desc.verts)
+        polygons += len(desc.polys)
+        toggles += len(desc.toggles)
+        rows += desc.num_instances
+        tables += len(desc.tables)
+    height, width = parts[0][0].height, parts[0][0].width
+    joined = MaskDescriptors(
+        height=height, width=width, num_instances=rows,
+        **{name: np.concatenate(arrays[name]).astype(np.int32) for name in DESCRIPTOR_COLUMNS},
+    )  # fmt: skip
+    return joined, {name: np.concatenate(bounds[name]).astype(np.int64) for name in DESCRIPTOR_COLUMNS}
 
 
 
-@dataclass(frozen=True)
-class GpuMaskCopyPasteStep:
-    """The ``fn.python_function`` body (batch mode): rasterise the masks, then Copy-Paste.
+class GpuMaskCopyPasteStep(FromDescriptors):
+    """The ``fn.python_function`` body (batch mode) of the GPU-mask graph: rasterise the
+    masks, then Copy-Paste (:class:`~decal.dali_pipes.copy_paste.pipeline.CopyPasteStep`'s core
+    over :func:`~decal.dali_pipes.core.step_io.descriptor_batch`, so the fused step).
 
     Inputs per sample: image S×S×3 uint8, the six descriptor columns, labels (N,) int64,
     iscrowd (N,) uint8, position (5,) int64 (NumPy on the CPU backend, CuPy on the GPU
@@ -214,52 +261,12 @@ class GpuMaskCopyPasteStep:
     With ``params=None`` nothing is pasted (empty instances are still dropped).
     """
 
-    params: CopyPasteParams | None
+    def __init__(self, params: CopyPasteParams | None) -> None:
+        super().__init__(CopyPasteStep(params))
 
-    def __call__(self, images, tables, verts, polys, poly_instances, toggles, rle_instances, labels, iscrowd, positions):
-        on_host = not is_cupy_array(images[0])
-        xp = np if on_host else cupy_module()
-        batch = len(images)
-        height, width = images[0].shape[:2]
-        counts = np.array([int(x.shape[0]) for x in labels], dtype=np.int64)  # shapes: no sync
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        total = int(offsets[-1])
-        columns = dict(zip(DESCRIPTOR_COLUMNS, (tables, verts, polys, poly_instances, toggles, rle_instances)))
-        parts = [{name: columns[name][b] for name in DESCRIPTOR_COLUMNS} for b in range(batch)]
-        desc = MaskDescriptors.concatenate(parts, height, width, total)
-        masks, areas, boxes = rasterize_instances(desc)  # launched before the first sync
-
-        # one transfer for the host metadata and the areas the paste draws need
-        meta = xp.concatenate(
-            [areas.astype(xp.int64)]
-            + [x.astype(xp.int64).reshape(-1) for x in labels]
-            + [x.astype(xp.int64).reshape(-1) for x in iscrowd]
-            + [positions[0].astype(xp.int64).reshape(-1)]
-        )
-        meta = meta if on_host else meta.get()
-        areas_host = meta[:total]
-        host_labels = meta[total : 2 * total]
-        host_crowd = meta[2 * total : 3 * total].astype(bool)
-        position = meta[3 * total :]
-
-        params = self.params or CopyPasteParams(max_num_pasted=0)
-        result = copy_paste_batch_fused(
-            xp.stack(images), masks, areas, boxes, offsets, host_labels, host_crowd, params,
-            copy_paste_rng(position), areas_host=areas_host,
-        )
-        o = result.instance_offsets
-        rows = [slice(int(o[b]), int(o[b + 1])) for b in range(batch)]
-        small = np.stack([result.labels, result.iscrowd.astype(np.int64), result.pasted.astype(np.int64)])
-        small = small if on_host else xp.asarray(small)  # one upload for the three
-        return (
-            [result.images[b] for b in range(batch)],
-            [result.masks[r] for r in rows],
-            [result.boxes[r] for r in rows],
-            [result.areas[r] for r in rows],
-            [small[0, r] for r in rows],
-            [small[1, r].astype(xp.uint8) for r in rows],
-            [small[2, r].astype(xp.uint8) for r in rows],
-        )
+    @property
+    def params(self) -> CopyPasteParams | None:
+        return self.core.params  # type: ignore[attr-defined]
 
 
 def build_gpu_mask_pipeline(
@@ -271,13 +278,17 @@ def build_gpu_mask_pipeline(
     device_id: int = 0,
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
+    step: Any = None,
     source_workers: int = 0,
     source_start_method: str = "spawn",
 ) -> Pipeline:
     """Build (not yet run) the GPU-mask copy-paste pipeline over ``source``; outputs are
     :data:`~decal.dali_pipes.copy_paste.pipeline.OUTPUT_NAMES`. The output size is the
     source's. Arguments as :func:`~decal.dali_pipes.copy_paste.pipeline.build_copy_paste_pipeline`,
-    plus ``source_workers`` (0: call the source in DALI's thread; N: N worker processes of DALI's
+    plus ``step`` (the batch function after the geometric transforms, taking the descriptor
+    inputs and giving the seven outputs of ``GpuMaskCopyPasteStep``; None:
+    ``GpuMaskCopyPasteStep(copy_paste)``; balanced and self-training plug their cores in here
+    through :class:`~decal.dali_pipes.core.step_io.FromDescriptors`), ``source_workers`` (0: call the source in DALI's thread; N: N worker processes of DALI's
     parallel external source, :mod:`~decal.dali_pipes.core.parallel_source`, from ``source.position``)
     and their ``source_start_method`` (``"fork"`` or ``"spawn"``).
     """
@@ -286,7 +297,7 @@ def build_gpu_mask_pipeline(
     if not 0 <= pad_value <= 255:
         raise ValueError(f"pad_value must be in [0, 255], got {pad_value}")
     on_gpu = device == "gpu"
-    step = GpuMaskCopyPasteStep(copy_paste)
+    step = GpuMaskCopyPasteStep(copy_paste) if step is None else step
     n_desc = len(DESCRIPTOR_COLUMNS)
     arguments = pipeline_arguments(
         source, device, device_id, num_threads, prefetch_queue_depth, source_workers, source_start_method

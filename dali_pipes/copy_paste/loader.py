@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_o
 from ..core.option_schema import with_options
 from ..core.options import OptionError, fields_from
 from ..core.parallel_source import check_workers
+from ..core.step_io import FromDescriptors
 from .gpu_masks import GpuMaskCopyPasteSource, build_gpu_mask_pipeline
 from .options import COPY_PASTE_OPTIONS
 from .pipeline import CopyPasteOutputs, build_copy_paste_pipeline
@@ -45,9 +46,9 @@ __all__ = [
     "CopyPasteLoader",
     "CopyPasteLoaderConfig",
     "GpuMaskCopyPasteLoader",
+    "SourceKinds",
     "copy_paste_graph",
     "copy_paste_source",
-    "host_masks_only",
     "instance_batch",
     "instance_targets",
     "mask_source",
@@ -109,7 +110,8 @@ def instance_targets(named: dict[str, Any], batch_size: int, extra: tuple[str, .
 
 
 def mask_source(config: Any, backend: Backend) -> Literal["host", "descriptors"]:
-    """Where a copy-paste loader's masks are made: ``config.mask_source`` when given, else
+    """Where a copy-paste-family loader's masks are made (copy-paste, balanced,
+    self-training): ``config.mask_source`` when given, else
     ``"descriptors"`` on the GPU backend (only mask descriptions cross PCIe; the step
     rasterises them on the device, the same bits as ``"host"`` unless ``subpixel``) and
     ``"host"`` on the CPU backend (the faster CPU path)."""
@@ -135,16 +137,11 @@ def resolve_mask_source(
     return masks
 
 
-def host_masks_only(config: Any) -> None:
-    """Raise an :class:`OptionError` naming the loader when ``config`` asks for
-    ``mask_source="descriptors"`` (or ``subpixel``) from a loader whose step takes host
-    masks only (balanced, self-training); None resolves to ``"host"`` there."""
-    owner = type(config).__name__.removesuffix("Config")
-    if getattr(config, "mask_source", None) == "descriptors" or getattr(config, "subpixel", False):
-        raise OptionError(
-            f"{owner}: option 'mask_source': this loader rasterises masks on the host only; "
-            "leave mask_source and subpixel unset (or mask_source='host')"
-        )
+class SourceKinds(NamedTuple):
+    """The source class of each mask source (:func:`copy_paste_source`)."""
+
+    host: type[CopyPasteSource] = CopyPasteSource
+    descriptors: type[GpuMaskCopyPasteSource] = GpuMaskCopyPasteSource
 
 
 def copy_paste_source(
@@ -156,6 +153,8 @@ def copy_paste_source(
     masks: Literal["host", "descriptors"] | None = None,
     prune_window: bool = True,
     index: CocoIndex | None = None,
+    kinds: SourceKinds = SourceKinds(),
+    **extra: Any,
 ) -> CopyPasteSource:
     """The source of a copy-paste-family loader: the one place that chooses it.
 
@@ -170,23 +169,30 @@ def copy_paste_source(
     (polygon and RLE descriptions, rasterised by the step; ``config.subpixel``; ``index``, the
     compiled index of ``dataset``, is compiled when None). :func:`copy_paste_graph` follows the
     source it is given; both sources serve both backends.
+
+    ``kinds``: the two source classes (a variant's, e.g. self-training's two-set sources,
+    built on these two), each given ``extra`` keyword arguments too.
     """
     check_workers(config.source_workers, config.source_start_method or "spawn", config.on_error)
     masks = resolve_mask_source(config, backend, masks)
     if masks == "host":
-        source = CopyPasteSource(dataset, sampler, **source_options(config))
+        source = kinds.host(dataset, sampler, **extra, **source_options(config))
         source.prune_window_size = config.output_size if prune_window else None
         return source
-    return GpuMaskCopyPasteSource(
-        dataset, sampler, output_size=config.output_size, subpixel=config.subpixel, index=index, **source_options(config)
+    return kinds.descriptors(
+        dataset, sampler, output_size=config.output_size, subpixel=config.subpixel, index=index, **extra,
+        **source_options(config),
     )
 
 
 def copy_paste_graph(source: CopyPasteSource, config: CopyPasteLoaderConfig, backend: Backend, step: Any) -> Any:
     """The copy-paste DALI graph over ``source`` (not yet built): the GPU-mask graph for a
-    :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource` (its own step),
-    else :func:`~decal.dali_pipes.copy_paste.pipeline.build_copy_paste_pipeline` with
-    ``step`` (None: ``CopyPasteStep`` with the config's paste parameters)."""
+    :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource` (``step``'s core
+    over the descriptor inputs, :class:`~decal.dali_pipes.core.step_io.FromDescriptors`; None:
+    ``GpuMaskCopyPasteStep`` with the config's paste parameters), else
+    :func:`~decal.dali_pipes.copy_paste.pipeline.build_copy_paste_pipeline` with ``step``
+    (its host-mask ``__call__``; None: ``CopyPasteStep`` with the config's paste parameters).
+    A family's step (balanced, self-training) thus serves both mask sources."""
     workers = dict(source_workers=config.source_workers, source_start_method=config.source_start_method or "spawn")
     if isinstance(source, GpuMaskCopyPasteSource):
         return build_gpu_mask_pipeline(
@@ -194,6 +200,7 @@ def copy_paste_graph(source: CopyPasteSource, config: CopyPasteLoaderConfig, bac
             copy_paste=config.copy_paste_params(),
             pad_value=config.pad_value,
             **pipeline_device_options(config, backend),
+            step=None if step is None else FromDescriptors(step),
             **workers,
         )
     return build_copy_paste_pipeline(

@@ -17,19 +17,20 @@ sets CuPy's current stream to DALI's), and DALI keeps async, pipelined execution
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
 
-from ...kernels.array_module import to_host
 from ...kernels.copy_paste import CopyPasteParams, copy_paste_batch
+from ...kernels.copy_paste_fused import copy_paste_batch_fused
+from ...kernels.paste_plan import PastePlan, draw_paste_plan
 from ...kernels.parallel_batch import BatchOps, shared_pool
 from .source import CopyPasteSource, copy_paste_rng
 from ..core.graph import pipeline_arguments, source_outputs
 from ..core.parallel_source import check_workers
-from ..core.step_io import split_result, stack_batch
+from ..core.step_io import StackedBatch, split_result, stack_batch
 
 #: Names of the pipeline's outputs, in order.
 class CopyPasteOutputs(NamedTuple):
@@ -84,27 +85,42 @@ class CopyPasteStep:
             raise ValueError(f"step threads must be an integer >= 1 or None, got {self.threads!r}")
 
     def __call__(self, images, masks, labels, iscrowd, positions):
-        pool = shared_pool(self.threads) if self.threads else None
-        return paste_batch(images, masks, labels, iscrowd, positions, self.params, pool=pool)
+        pool = self.pool()
+        return self.paste(stack_batch(images, masks, labels, iscrowd, positions, pool))
+
+    def pool(self) -> Any:
+        """The shared thread pool of ``threads``, or None."""
+        return shared_pool(self.threads) if self.threads else None
+
+    def paste(self, batch: StackedBatch) -> tuple[list[Any], ...]:
+        """Copy-Paste over a batch in the batched form (host masks or descriptors)."""
+        return paste_stacked(batch, self.params, pool=self.pool())
 
 
-def paste_batch(
-    images: Any, masks: Any, labels: Any, iscrowd: Any, positions: Any, params: CopyPasteParams | None,
-    *, pool: Any = None, **options: Any,
-) -> tuple[list[Any], ...]:  # fmt: skip
-    """One batch of a copy-paste step: the per-sample inputs (as :class:`CopyPasteStep`'s)
-    stacked, :func:`~decal.kernels.copy_paste.copy_paste_batch` with ``params`` (None:
-    nothing pasted) and the batch's generator (:func:`copy_paste_rng` of its position), the
-    result split per sample. ``pool``: threads for the host twins' per-sample chunks;
-    ``options`` go to ``copy_paste_batch`` (``draw_plan``)."""
-    batch = stack_batch(images, masks, labels, iscrowd, pool)
-    if pool is not None and batch.xp is np:
-        options["ops"] = BatchOps.threaded(pool)
-    result = copy_paste_batch(
-        batch.images, batch.masks, batch.offsets, batch.labels, batch.iscrowd,
-        params or CopyPasteParams(max_num_pasted=0), copy_paste_rng(to_host(positions[0])), **options,
-    )  # fmt: skip
-    return split_result(batch.xp, result, len(images))
+def paste_stacked(
+    batch: StackedBatch, params: CopyPasteParams | None, *, pool: Any = None, draw_plan: Callable[..., PastePlan] = draw_paste_plan
+) -> tuple[list[Any], ...]:
+    """One batch of a copy-paste step: Copy-Paste with ``params`` (None: nothing pasted,
+    empty instances still dropped) and the batch's generator (:func:`copy_paste_rng` of its
+    position), the result split per sample. Masks rasterised from descriptors (they come with
+    their areas and boxes) take :func:`~decal.kernels.copy_paste_fused.copy_paste_batch_fused`,
+    host masks :func:`~decal.kernels.copy_paste.copy_paste_batch`: the same result for the
+    same inputs (``tests/test_copy_paste_fused.py``). ``pool``: threads for the host twins'
+    per-sample chunks (host masks on the CPU backend); ``draw_plan``: the partners and pasted
+    subsets (:func:`~decal.kernels.paste_plan.draw_paste_plan`, or a family's own)."""
+    params = params or CopyPasteParams(max_num_pasted=0)
+    rng = copy_paste_rng(batch.position)
+    if batch.areas is not None:
+        result = copy_paste_batch_fused(
+            batch.images, batch.masks, batch.areas, batch.boxes, batch.offsets, batch.labels, batch.iscrowd, params,
+            rng, areas_host=batch.areas_host, draw_plan=draw_plan,
+        )  # fmt: skip
+    else:
+        options: dict[str, Any] = {"ops": BatchOps.threaded(pool)} if pool is not None and batch.xp is np else {}
+        result = copy_paste_batch(
+            batch.images, batch.masks, batch.offsets, batch.labels, batch.iscrowd, params, rng, draw_plan=draw_plan, **options
+        )  # fmt: skip
+    return split_result(batch.xp, result, len(batch.offsets) - 1)
 
 
 def build_copy_paste_pipeline(

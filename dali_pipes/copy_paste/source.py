@@ -18,17 +18,21 @@ ARCHITECTURE.md "DALI pitfalls the code works around"; the dummy channel is remo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..coco.reader import CocoDataset
-from ..coco.index import instance_columns
+from ..coco.index import CocoIndex, instance_columns
 from ..core.epoch_source import POSITION_FIELDS, EpochBatchSource, EpochSampler, LoaderPosition, PositionRow
 from ..core.scale_jitter import ScaleJitter, draw_geometry
 from .window_prune import instances_in_window
 
-__all__ = ["CopyPasteSource", "LoaderPosition", "POSITION_FIELDS", "copy_paste_rng"]
+__all__ = ["CopyPasteSource", "LoaderPosition", "POSITION_FIELDS", "SourceGroup", "copy_paste_rng", "group_instance_columns"]
+
+#: The images of a batch read from one dataset: its compiled index and their payloads (each a
+#: tuple whose first element is the image's position in that index).
+SourceGroup = tuple[CocoIndex, list[Any]]
 
 #: Draw streams of a batch (see :meth:`EpochBatchSource.batch_rng`).
 GEOMETRY_STREAM = 0
@@ -75,6 +79,8 @@ class CopyPasteSource(EpochBatchSource):
         """``run``: the options of :class:`EpochBatchSource` (``batch_size``, ``seed``,
         ``shard_id``, ``num_shards``, ``drop_last``, ``on_error``, ``position``)."""
         super().__init__(dataset, sampler, **run)
+        #: the compiled index of ``dataset`` (its instances' labels, crowd flags, image ids)
+        self.index: CocoIndex = CocoIndex.from_dataset(dataset)
         self.jitter = jitter
         self.flip_prob = flip_prob
         self.paste_by_box = paste_by_box
@@ -95,10 +101,17 @@ class CopyPasteSource(EpochBatchSource):
     def columns(
         self, start: LoaderPosition, cursor: int, payloads: list[tuple[int, np.ndarray, np.ndarray]]
     ) -> tuple[tuple[list[Any], ...], tuple]:
+        return self.batch_columns(start, cursor, [(self.index, payloads)]), ()
+
+    def batch_columns(self, start: LoaderPosition, cursor: int, groups: Sequence[SourceGroup]) -> tuple[list[Any], ...]:
+        """The batch's columns (:attr:`column_names` order) of payloads read from one or more
+        datasets: ``groups`` holds, in batch order, each dataset's compiled index and the
+        payloads (:meth:`read`) of its images (the self-training source mixes two sets)."""
+        payloads = [p for _, part in groups for p in part]
         geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
         masks = [p[2] for p in payloads]
         # sliced from the index: no record is built again (read() built the one it rasterised)
-        labels, iscrowd, image_ids = instance_columns(self.dataset.index, np.array([p[0] for p in payloads], np.int64))
+        labels, iscrowd, image_ids = group_instance_columns(groups)
         if self.prune_window_size is not None:
             for i, m in enumerate(masks):
                 keep = instances_in_window(
@@ -108,7 +121,7 @@ class CopyPasteSource(EpochBatchSource):
                 if not keep.all():
                     masks[i] = np.ascontiguousarray(m[..., np.append(keep, True)])  # the dummy channel stays
                     labels[i], iscrowd[i] = labels[i][keep], iscrowd[i][keep]
-        columns = (
+        return (
             [p[1] for p in payloads],
             masks,
             labels,
@@ -117,7 +130,23 @@ class CopyPasteSource(EpochBatchSource):
             *geometry.columns(),
             self.position_column(start, cursor, len(payloads)),
         )
-        return columns, ()
+
+
+def group_instance_columns(groups: Sequence[SourceGroup]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """:func:`~decal.dali_pipes.coco.index.instance_columns` of a batch whose images come from
+    one or more indices (``groups`` as :meth:`CopyPasteSource.batch_columns` takes them; a
+    payload's first element is its image's position in its index): labels and crowd flags per
+    image, image ids as one (B, 1) int64 array, in batch order."""
+    labels: list[np.ndarray] = []
+    iscrowd: list[np.ndarray] = []
+    image_ids = []
+    for index, part in groups:
+        if part:
+            group_labels, group_crowd, group_ids = instance_columns(index, np.array([p[0] for p in part], np.int64))
+            labels += group_labels
+            iscrowd += group_crowd
+            image_ids.append(group_ids)
+    return labels, iscrowd, np.concatenate(image_ids)
 
 
 def copy_paste_rng(position: np.ndarray) -> np.random.Generator:
