@@ -44,6 +44,7 @@ import numpy as np
 from ...kernels.mask_boxes import mask_boxes
 from ...kernels.mask_geometry import SampleGeometry, placed_geometry
 from ...kernels.array_module import cupy_module, to_host
+from ..core.step_io import host_int64
 
 __all__ = [
     "NUM_TILES",
@@ -341,20 +342,14 @@ def host_inputs(xp: Any, start0, regions, counts, flips, labels, iscrowd) -> Ste
     device-to-host transfer on the GPU (none on the CPU). The sizes are read from the arrays'
     shapes, which live on the host."""
     batch = len(start0)
-    sizes = [2 * batch, NUM_TILES * REGION_FIELDS * batch, NUM_TILES * batch, batch]
-    total = sum(int(x.shape[0]) for x in labels)
-    parts = [xp.reshape(x, (-1,)).astype(xp.int64) for column in (start0, regions, counts, flips) for x in column]
-    parts += [xp.reshape(x, (-1,)).astype(xp.int64) for column in (labels, iscrowd) for x in column]
-    flat = to_host(xp.concatenate(parts)) if parts else np.zeros(0, np.int64)
-    bounds = np.cumsum([0, *sizes, total, total])
-    pieces = [flat[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
+    start, region, count, flip, label, crowd = host_int64(xp, start0, regions, counts, flips, labels, iscrowd)
     return StepInputs(
-        start0=pieces[0].reshape(batch, 2),
-        regions=pieces[1].reshape(batch, NUM_TILES, REGION_FIELDS),
-        counts=pieces[2].reshape(batch, NUM_TILES),
-        flips=pieces[3].reshape(batch),
-        labels=pieces[4],
-        iscrowd=pieces[5].astype(np.uint8),
+        start0=start.reshape(batch, 2),
+        regions=region.reshape(batch, NUM_TILES, REGION_FIELDS),
+        counts=count.reshape(batch, NUM_TILES),
+        flips=flip.reshape(batch),
+        labels=label,
+        iscrowd=crowd.astype(np.uint8),
     )
 
 
@@ -396,7 +391,7 @@ def finish_instances(
     sample = np.repeat(np.arange(batch, dtype=np.int64), host.counts.sum(axis=1))
     kept = np.flatnonzero(keep)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(sample[kept], minlength=batch))]).astype(np.int64)
-    small = np.stack([host.labels[kept], host.iscrowd[kept].astype(np.int64), tile[kept]]) if batch else None
+    small = np.stack([host.labels[kept], host.iscrowd[kept].astype(np.int64), tile[kept]])
     boxes_of_tiles = np.stack([tile_boxes(host.regions[b], output_size, int(host.flips[b])) for b in range(batch)])
     if xp is not np:  # one upload each
         small, boxes_of_tiles = xp.asarray(small), xp.asarray(boxes_of_tiles)
