@@ -145,9 +145,8 @@ def descriptor_batch(
     counts = np.array([int(x.shape[0]) for x in labels], dtype=np.int64)  # shapes: no sync
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     total = int(offsets[-1])
-    columns = dict(zip(DESCRIPTOR_COLUMNS, (tables, verts, polys, poly_instances, toggles, rle_instances)))
-    parts = [{name: columns[name][b] for name in DESCRIPTOR_COLUMNS} for b in range(len(images))]
-    masks, areas, boxes = rasterize_instances(MaskDescriptors.concatenate(parts, height, width, total))
+    columns = (tables, verts, polys, poly_instances, toggles, rle_instances)
+    masks, areas, boxes = rasterize_instances(MaskDescriptors.from_columns(columns, height, width, total))
     areas_host, host_labels, host_crowd, position = host_int64(xp, [areas], labels, iscrowd, positions[:1])
     return StackedBatch(
         xp, xp.stack(images), masks, offsets, host_labels, host_crowd.astype(bool), position,
