@@ -60,7 +60,7 @@ from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.instance_masks import MaskDescriptors
 from ...kernels.mask_geometry import sample_geometry
 from ...kernels.rle_decode import box_toggles, toggles_from_counts
-from ..coco.index import CocoIndex, batch_descriptors
+from ..coco.index import CocoIndex, dataset_index, batch_descriptors
 from ..coco.reader import CocoDataset, ImageRecord, decode_rle_string
 from .pipeline import OUTPUT_NAMES, CopyPasteStep, step_outputs
 from .source import GEOMETRY_STREAM, CopyPasteSource, SourceGroup, group_instance_columns
@@ -166,11 +166,7 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
             raise ValueError(f"output_size must be >= 1, got {output_size}")
         self.output_size = output_size
         self.subpixel = subpixel
-        self.index = index if index is not None else CocoIndex.from_dataset(dataset)
-        if len(self.index) != len(dataset) or not np.array_equal(
-            self.index.image_ids, CocoIndex.from_dataset(dataset).image_ids
-        ):
-            raise ValueError("index: its images are not the dataset's (built from another json or reader options)")
+        self.index = dataset_index(dataset, index)
 
     def read(self, dataset: CocoDataset, index: int) -> tuple[int, np.ndarray]:
         """(index, encoded bytes) of one image; DatasetError if unreadable. The instances

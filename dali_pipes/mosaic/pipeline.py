@@ -216,7 +216,7 @@ class MosaicSource(CopyPasteSource):
                 row += [self._placeholder] * (NUM_TILES - 1)
             tiles.append(row)
         items = np.array([[t[0] for t in row] for row in tiles], dtype=np.int64).reshape(b, NUM_TILES)
-        index = self.dataset.index
+        index = self.index
         used = items >= 0
         at = np.where(used, items, 0)
         longer = plan.tile_scale * np.where(plan.mosaic, s / 2, s)[:, None]
@@ -235,7 +235,7 @@ class MosaicSource(CopyPasteSource):
         """The columns both mosaic sources share, by name: ``size0..3``, ``start0``,
         ``regions``, ``counts``, ``labels``, ``iscrowd``, ``image_id``, ``tile_image_ids``,
         ``flip``; gathered from the compiled index, with no loop over annotations."""
-        index = self.dataset.index
+        index = self.index
         b = len(layout.items)
         first, counts = instance_spans(index, layout.items.reshape(-1))
         instances = ranges(first, counts)
