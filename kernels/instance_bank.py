@@ -483,6 +483,9 @@ def bank_copy_paste_batch(
     rng: np.random.Generator,
     *,
     feed: bool = True,
+    areas: Any = None,
+    boxes: Any = None,
+    areas_host: np.ndarray | None = None,
 ) -> BankPasteResult:
     """Balanced Copy-Paste over a batch: paste from ``bank``, then feed the batch to it.
 
@@ -498,6 +501,10 @@ def bank_copy_paste_batch(
         bank: the bank (mutated: fed with this batch's instances when ``feed``).
         rng: the batch's generator; all draws are made on the host from it.
         feed: add this batch's instances to the bank after pasting.
+        areas, boxes: (M,) int64 and (M, 4) float32 xyxy of ``masks``
+            (:func:`~decal.kernels.mask_boxes.mask_boxes`), same array module, when the caller
+            has them already (masks rasterised with them); computed here when None.
+        areas_host: ``areas`` on the host, when the caller copied them already.
     """
     xp = get_array_module(images)
     instance_offsets = np.asarray(instance_offsets, dtype=np.int64)
@@ -514,8 +521,11 @@ def bank_copy_paste_batch(
     counts = np.diff(instance_offsets)
     instance_sample = np.repeat(np.arange(batch_size, dtype=np.int64), counts)
 
-    areas_before, boxes_before = mask_boxes(masks)
-    host_areas, host_boxes = to_host(areas_before), to_host(boxes_before)
+    if areas is None or boxes is None:
+        areas, boxes, areas_host = *mask_boxes(masks), None
+    areas_before, boxes_before = areas, boxes
+    host_areas = areas_host if areas_host is not None else to_host(areas_before)
+    host_boxes = to_host(boxes_before)
 
     draws = bank.draw(rng, batch_size, height, width, params.max_num_pasted)
     src, top = bank.render(draws, batch_size, height, width, xp)

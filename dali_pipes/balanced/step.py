@@ -77,6 +77,9 @@ class BalancedCopyPasteStep:
                 self.bank if live else InstanceBank(self.bank.params),
                 copy_paste_rng(batch.position),
                 feed=live,
+                areas=batch.areas,
+                boxes=batch.boxes,
+                areas_host=batch.areas_host,
             )
             if live:
                 for label in result.labels[result.pasted]:
