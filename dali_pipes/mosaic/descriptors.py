@@ -160,6 +160,6 @@ class MosaicDescriptorStep:
         total = sum(int(x.shape[0]) for x in labels)  # shapes: no sync
         desc = MaskDescriptors.from_columns((tables, verts, polys, poly_instances, toggles, rle_instances), s, s, total)
         masks, areas, boxes = rasterize_instances(desc)  # launched before the first sync
-        host = host_inputs(xp, start0, regions, counts, flips, labels, iscrowd)
+        host = host_inputs(xp, start0, regions, counts, flips, labels, iscrowd, areas)  # one sync
         images = compose_batch(xp, (tiles0, tiles1, tiles2, tiles3), host, s, self.pad_value)
         return (images, *finish_instances(xp, masks, areas, boxes, host, s))

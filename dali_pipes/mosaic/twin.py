@@ -327,6 +327,8 @@ class StepInputs:
         flips: (B,) int64.
         labels: (N,) int64, tile by tile, sample by sample.
         iscrowd: (N,) uint8.
+        areas: (N,) int64 pixels of each instance on the canvas, when the step had them
+            before the copy (the descriptor step: rasterised first); None otherwise.
     """
 
     start0: np.ndarray
@@ -335,14 +337,18 @@ class StepInputs:
     flips: np.ndarray
     labels: np.ndarray
     iscrowd: np.ndarray
+    areas: np.ndarray | None = None
 
 
-def host_inputs(xp: Any, start0, regions, counts, flips, labels, iscrowd) -> StepInputs:
+def host_inputs(xp: Any, start0, regions, counts, flips, labels, iscrowd, areas: Any = None) -> StepInputs:
     """The step's small per-sample inputs (lists of B arrays of ``xp``) on the host, in one
-    device-to-host transfer on the GPU (none on the CPU). The sizes are read from the arrays'
-    shapes, which live on the host."""
+    device-to-host transfer on the GPU (none on the CPU), with ``areas`` ((N,) of ``xp``) when
+    given. The sizes are read from the arrays' shapes, which live on the host."""
     batch = len(start0)
-    start, region, count, flip, label, crowd = host_int64(xp, start0, regions, counts, flips, labels, iscrowd)
+    extra = [[areas]] if areas is not None else []
+    start, region, count, flip, label, crowd, *areas_host = host_int64(
+        xp, start0, regions, counts, flips, labels, iscrowd, *extra
+    )
     return StepInputs(
         start0=start.reshape(batch, 2),
         regions=region.reshape(batch, NUM_TILES, REGION_FIELDS),
@@ -350,6 +356,7 @@ def host_inputs(xp: Any, start0, regions, counts, flips, labels, iscrowd) -> Ste
         flips=flip.reshape(batch),
         labels=label,
         iscrowd=crowd.astype(np.uint8),
+        areas=areas_host[0] if areas_host else None,
     )
 
 
@@ -380,12 +387,12 @@ def finish_instances(
     Returns:
         Seven lists of B arrays: masks (N', S, S) uint8, boxes (N', 4) float32, areas (N',)
         int64, labels (N',) int64, iscrowd (N',) uint8, tile (N',) int64 and tiles (4, 4)
-        int32 (:func:`tile_boxes`). On the GPU: one synchronisation (the areas) and two
-        uploads per batch (the per-instance metadata, the tile boxes; a third, the kept rows,
+        int32 (:func:`tile_boxes`). On the GPU: one synchronisation for the areas (none when
+        ``host.areas`` came with the step's inputs) and two uploads per batch (the per-instance metadata, the tile boxes; a third, the kept rows,
         when some instance is dropped).
     """
     batch = len(host.flips)
-    keep = to_host(areas) > 0
+    keep = (host.areas if host.areas is not None else to_host(areas)) > 0
     per_tile = host.counts.reshape(-1)
     tile = np.repeat(np.tile(np.arange(NUM_TILES, dtype=np.int64), batch), per_tile)
     sample = np.repeat(np.arange(batch, dtype=np.int64), host.counts.sum(axis=1))
@@ -395,6 +402,7 @@ def finish_instances(
     boxes_of_tiles = np.stack([tile_boxes(host.regions[b], output_size, int(host.flips[b])) for b in range(batch)])
     if xp is not np:  # one upload each
         small, boxes_of_tiles = xp.asarray(small), xp.asarray(boxes_of_tiles)
+    crowd = small[1].astype(xp.uint8)  # one cast for the batch
     if len(kept) != len(keep):
         rows = xp.asarray(kept)
         masks, boxes, areas = masks[rows], boxes[rows], areas[rows]
@@ -405,7 +413,7 @@ def finish_instances(
         out[1].append(boxes[r])
         out[2].append(areas[r])
         out[3].append(small[0, r])
-        out[4].append(small[1, r].astype(xp.uint8))
+        out[4].append(crowd[r])
         out[5].append(small[2, r])
         out[6].append(boxes_of_tiles[b])
     return out
