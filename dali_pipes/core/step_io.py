@@ -184,12 +184,13 @@ def split_result(xp: Any, result: Any, batch_size: int) -> tuple[list[Any], ...]
     small = np.stack([np.asarray(result.labels, np.int64), np.asarray(result.iscrowd).astype(np.int64),
                       np.asarray(result.pasted).astype(np.int64)])  # fmt: skip
     small = small if xp is np else xp.asarray(small)  # one upload for the three
+    flags = small[1:].astype(xp.uint8)  # one cast for the batch: iscrowd, pasted
     return (
         [result.images[b] for b in range(batch_size)],
         [result.masks[r] for r in rows],
         [result.boxes[r] for r in rows],
         [result.areas[r] for r in rows],
         [small[0, r] for r in rows],
-        [small[1, r].astype(xp.uint8) for r in rows],
-        [small[2, r].astype(xp.uint8) for r in rows],
+        [flags[0, r] for r in rows],
+        [flags[1, r] for r in rows],
     )
