@@ -10,6 +10,9 @@ without decoding anything:
   from the compiled index); for the latter also its ``columns`` step alone (no file reads);
 * **workers**: a DALI pipeline made of the source alone, in DALI's thread (0) and in 1, 2, …
   worker processes (:mod:`decal.dali_pipes.core.parallel_source`), wall-clock images/s;
+* **families** (:mod:`bench.host_families`): every copy-paste-family source (copy-paste,
+  balanced, self-training, mosaic) as its loader builds it, host masks and descriptors, alone
+  in DALI's thread: images per CPU second and per wall second, files read per sample;
 * **LVIS-sized index** (``--lvis-images``/``--lvis-instances``, :mod:`bench.lvis_synth`), each
   step in a fresh process (:data:`LVIS_STEPS`): ``json.loads`` alone (the floor every reader
   pays); ``pycocotools.coco.COCO`` load time and memory; the index build (``CocoDataset``:
@@ -40,6 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from .host_families import family_markdown, family_rows
 
 __all__ = [
     "source_thread_rate", "columns_thread_rate", "workers_wall_rate", "main_thread_cost", "mode_host", "lvis_figures",
@@ -276,7 +281,8 @@ def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tupl
 def mode_host(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
     """The per-thread and worker figures on the bench data (``--cpu-batch-size``,
     ``--output-size``; ``--host-batches`` batches of the GPU-mask source, fewer of the
-    default one, which is ~30× slower)."""
+    default one, which is ~30× slower), and the family rows (:func:`~bench.host_families.family_rows`,
+    ``--family-batches``, default ``--host-batches``; 0 skips them) under ``families``."""
     batch_size, output_size = args.cpu_batch_size, args.output_size
     batches = getattr(args, "host_batches", 40)
     default, gpu_masks = _sources(data, batch_size, output_size)
@@ -292,6 +298,10 @@ def mode_host(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, An
     main_batches = getattr(args, "main_thread_batches", 8)
     if main_batches:
         result["main_thread"] = main_thread_figures(data, batch_size, output_size, main_batches)
+    family_batches = getattr(args, "family_batches", None)
+    family_batches = batches if family_batches is None else family_batches
+    if family_batches:  # every copy-paste-family source, host masks and descriptors
+        result["families"] = family_rows(data, batch_size, output_size, family_batches)
     return result
 
 
@@ -449,6 +459,8 @@ def markdown(results: dict[str, Any]) -> str:
                   "| --- | ---: | ---: | ---: | ---: |"]
         lines += [f"| {name} | {r['ms_per_batch']} | {r['source_ms']} | {r['feed_ms']} | {r['to_batch_ms']} |"
                   for name, r in host["main_thread"].items()]
+    if host.get("families"):
+        lines += family_markdown(host["families"])
     lvis = results.get("lvis")
     if lvis:
         build, reopen, coco = lvis["build"], lvis["reopen"], lvis["pycocotools"]
@@ -501,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-workers", default="1,2", help="comma-separated worker counts")
     p.add_argument("--main-thread-batches", type=int, default=8,
                    help="timed batches of each loader for the main-thread figure (0: skip it)")
+    p.add_argument("--family-batches", type=int, default=None,
+                   help="timed batches of each family's descriptor source (host masks: a tenth); "
+                        "default --host-batches, 0: skip the family rows")
     p.add_argument("--lvis-images", type=int, default=0, help="LVIS-sized json: images (0: skip that part)")
     p.add_argument("--lvis-instances", type=int, default=1_200_000, help="LVIS-sized json: instances")
     p.add_argument("--lvis-ab-rounds", type=int, default=0,
@@ -518,6 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cpu_batch_size < 1 or args.host_batches < 1 or args.output_size < 1 or args.main_thread_batches < 0:
         print("decal bench host: --cpu-batch-size, --host-batches and --output-size must be >= 1", file=sys.stderr)
+        return 2
+    if args.family_batches is not None and args.family_batches < 0:
+        print("decal bench host: --family-batches must be >= 0", file=sys.stderr)
         return 2
     if args.lvis_ab_rounds < 0:
         print("decal bench host: --lvis-ab-rounds must be >= 0", file=sys.stderr)

@@ -27,6 +27,29 @@ def bench_dir(tmp_path_factory):
     return root
 
 
+#: The family rows of the host mode: every copy-paste-family loader's source.
+FAMILIES = ("CopyPasteLoader", "BalancedCopyPasteLoader", "SelfTrainingLoader (second set: image directory)", "MosaicLoader")
+
+
+def check_family_rows(families: dict, *, batch_size: int, batches: int) -> None:
+    """Every family has a row for host masks and for descriptors, each with positive rates over
+    whole batches; a copy-paste, balanced or self-training sample reads one file, a mosaic
+    sample 1 (single image) to 4 (2×2 mosaic)."""
+    assert set(families) == set(FAMILIES)
+    for name, by_masks in families.items():
+        assert set(by_masks) == {"host", "descriptors"}, name
+        for masks, row in by_masks.items():
+            timed = max(1, batches // 10) if masks == "host" else batches
+            assert row["images"] == timed * batch_size, (name, masks)  # the 8 images wrap in whole batches
+            assert row["samples"] > 0 and row["samples"] % batch_size == 0, (name, masks)
+            assert row["cpu_s"] > 0 and row["wall_s"] > 0, (name, masks)
+            assert row["images_per_cpu_s"] > 0 and row["images_per_wall_s"] > 0, (name, masks)
+            if name == "MosaicLoader":
+                assert 1.0 <= row["files_per_sample"] <= 4.0
+            else:
+                assert row["files_per_sample"] == 1.0, (name, masks)
+
+
 def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     out, results_md = tmp_path / "out", tmp_path / "RESULTS.md"
     status = main([
@@ -48,6 +71,7 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
         assert cost["batches"] == 2 and cost["images"] == 8
         assert cost["ms_per_batch"] > 0 and cost["source_ms"] > 0 and cost["to_batch_ms"] > 0
     assert all(w["images"] == 8 for w in result["host"]["workers"])
+    check_family_rows(result["host"]["families"], batch_size=4, batches=2)
     lvis = result["lvis"]
     assert lvis["pycocotools"]["instances"] == 300
     assert lvis["build"]["images"] == 40 and lvis["build"]["instances"] == 300
@@ -64,6 +88,9 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
     assert "its source worker 2 of 2" in text and "Alternating rounds" in text
     assert "no GPU" in text and "main-thread ms per batch" in text
+    family_lines = [line for line in text.splitlines() if line.split(" | ")[0].lstrip("| ") in FAMILIES]
+    assert sorted(line.split(" | ")[0].lstrip("| ") for line in family_lines) == sorted(FAMILIES)
+    assert all(len(line.strip("|").split("|")) == 7 for line in family_lines)  # host, descriptors, files, target
 
 
 def test_host_mode_in_decal_bench(bench_dir, tmp_path) -> None:
@@ -74,12 +101,27 @@ def test_host_mode_in_decal_bench(bench_dir, tmp_path) -> None:
     assert status == 0
     host = json.loads((tmp_path / "throughput-cpu.json").read_text())["modes"]["host"]
     assert host["images_per_s"] > 0 and [w["workers"] for w in host["workers"]] == [0, 1, 2]
+    check_family_rows(host["families"], batch_size=2, batches=40)
 
 
 def test_host_cli_mistake_exits_2(bench_dir, capsys) -> None:
     assert main(["--data", str(bench_dir), "--num-images", "8", "--host-batches", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--host-batches" in err[0]
+
+
+def test_host_cli_negative_family_batches_exits_2(bench_dir, capsys) -> None:
+    assert main(["--data", str(bench_dir), "--num-images", "8", "--family-batches", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--family-batches" in err[0]
+
+
+def test_family_rows_can_be_skipped(bench_dir, tmp_path) -> None:
+    out = tmp_path / "out"
+    status = main(["--data", str(bench_dir), "--num-images", "8", "--cpu-batch-size", "4", "--output-size", "64",
+                   "--host-batches", "1", "--host-workers", "", "--main-thread-batches", "0", "--family-batches", "0",
+                   "--out", str(out)])  # fmt: skip
+    assert status == 0 and "families" not in json.loads((out / "host.json").read_text())["host"]
 
 
 def test_lvis_like_json_is_valid(tmp_path) -> None:
