@@ -60,6 +60,9 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     assert workers["workers"] == 2 and workers["images"] == 2 * 4
     assert len(workers["worker_memory_mib"]) == 2
     assert all(m["rss"] > 0 and m["index"] > 0 for m in workers["worker_memory_mib"])
+    # PSS splits shared pages among the processes mapping them; USS is what no other maps
+    assert all(0 < m["pss"] <= m["rss"] and 0 < m["uss"] <= m["pss"] for m in workers["worker_memory_mib"])
+    assert not any(m["torch"] for m in workers["worker_memory_mib"])  # the source's modules stay torch-free
     text = results_md.read_text()
     assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
     assert "its source worker 2 of 2" in text and "Alternating rounds" in text
