@@ -26,33 +26,29 @@ Each target carries ``domain`` () uint8: 0 for a labelled image, 1 for a second-
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.paste_plan import PastePlan
 from ..coco.loader import CocoPipelineLoader, coco_dataset, coco_stats
-from ..coco.reader import CocoDataset, ImageRecord
+from ..coco.reader import CocoDataset
 from ..copy_paste.loader import COPY_PASTE, CopyPasteLoaderConfig, host_masks_only, instance_batch
-from ..core.scale_jitter import draw_geometry
 from ..copy_paste.pipeline import paste_batch
-from ..copy_paste.source import GEOMETRY_STREAM, CopyPasteSource
 from ..core.assembly import assemble
 from ..core.option_schema import with_options
 from ..core.backend import Backend
 from ..core.batch import Batch
-from ..core.epoch_source import LoaderPosition, ProducedBatch
-from ..core.errors import DatasetError
 from ..core.loader_parts import source_options
-from ..core.samplers import shard_indices
 from .options import SELF_TRAINING_OPTIONS
+# the source lives apart, free of torch, for the source workers that unpickle it
+from .source import ImageDirectoryDataset, SelfTrainingSource, check_ratio, split_counts
 
 __all__ = [
     "split_counts",
@@ -65,22 +61,6 @@ __all__ = [
     "SELF_TRAINING",
     "ensure_unlabelled_sample",
 ]
-
-#: Stream of the second set's epoch order (the labelled sampler uses ``[seed, epoch]``).
-SECOND_ORDER_STREAM = 11
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def split_counts(total: int, ratio: float) -> tuple[int, int]:
-    """``(labelled, second)`` images of a batch of ``total``: second = floor(ratio · total)."""
-    second = int(math.floor(ratio * total + 1e-9))
-    return total - second, second
-
-
-def _check_ratio(ratio: float) -> float:
-    if not (isinstance(ratio, (int, float)) and 0.0 <= ratio < 1.0):
-        raise ValueError(f"second-set ratio must be in [0, 1), got {ratio!r}")
-    return float(ratio)
 
 
 def draw_labelled_paste_plan(
@@ -134,149 +114,6 @@ def draw_labelled_paste_plan(
     )
 
 
-class ImageDirectoryDataset(CocoDataset):
-    """Unlabelled images: every JPEG/PNG file under a directory (sorted by relative path),
-    as a :class:`CocoDataset` without categories or annotations.
-
-    Image ids are 1.. in file order; sizes come from the file headers (read once, at load).
-    An unreadable file raises a :class:`DatasetError`, or is left out and counted in
-    ``stats.skipped_images`` with ``on_error="skip"``.
-    """
-
-    def __init__(self, image_dir: str | Path, *, on_error: Literal["raise", "skip"] = "raise") -> None:
-        super().__init__(image_dir, image_dir, on_error=on_error)
-
-    def _load(self) -> None:
-        root = self.image_dir
-        if not root.is_dir():
-            raise DatasetError(root, "not a directory of images")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        next_id = 1
-        for path in files:
-            try:
-                with Image.open(path) as img:
-                    width, height = img.size
-                if self.max_image_pixels is not None and width * height > self.max_image_pixels:
-                    raise DatasetError(
-                        path, f"too many pixels: {width}x{height} = {width * height} > max_image_pixels "
-                        f"{self.max_image_pixels}", field="width",
-                    )
-            except (UnidentifiedImageError, OSError, Image.DecompressionBombError, DatasetError) as error:
-                if isinstance(error, Image.DecompressionBombError):
-                    error = DatasetError(path, f"too many pixels for Pillow to open: {error}", field="width")
-                elif not isinstance(error, DatasetError):
-                    error = DatasetError(path, f"not a readable image: {error}", field="file_name")
-                if self.on_error == "raise":
-                    raise error
-                reason = "too_many_pixels" if error.field == "width" else "unreadable_file"
-                self.stats.skipped_images[reason] = self.stats.skipped_images.get(reason, 0) + 1
-                continue
-            name = path.relative_to(root).as_posix()
-            self.records.append(ImageRecord(next_id, name, path, int(width), int(height), ()))
-            next_id += 1
-        if not self.records:
-            raise DatasetError(root, "no readable JPEG or PNG image found")
-
-
-class _SecondOrder:
-    """The second set's epoch order: a permutation from ``[seed, epoch, SECOND_ORDER_STREAM]``."""
-
-    def __init__(self, num_items: int, seed: int) -> None:
-        self.num_items = num_items
-        self.seed = seed
-
-    def epoch_indices(self, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch, SECOND_ORDER_STREAM])
-        return rng.permutation(self.num_items).astype(np.int64)
-
-
-class SelfTrainingSource(CopyPasteSource):
-    """Batch-mode ``external_source`` callable over a labelled and a second dataset.
-
-    Columns as :class:`~decal.dali_pipes.copy_paste.source.CopyPasteSource`; each batch of T
-    samples holds ``split_counts(T, ratio)`` labelled, then second-set images.
-    """
-
-    def __init__(self, dataset: CocoDataset, sampler: Any, second: CocoDataset, *, ratio: float, **kwargs: Any) -> None:
-        super().__init__(dataset, sampler, **kwargs)
-        self.second = second
-        self.ratio = _check_ratio(ratio)
-        self.labelled_per_batch, self.second_per_batch = split_counts(self.batch_size, self.ratio)
-        if self.second_per_batch and len(second) == 0:
-            raise ValueError("the second dataset is empty")
-        self.second_order = _SecondOrder(len(second), self.seed)
-        self._second_cache: tuple[int, np.ndarray] | None = None
-
-    # -- epoch bookkeeping in labelled images --------------------------------------------
-    def batches_in_epoch(self, epoch: int) -> int:
-        length, per = len(self.epoch_order(epoch)), self.labelled_per_batch
-        return length // per if self.drop_last else -(-length // per)
-
-    def normalize(self, position: LoaderPosition) -> LoaderPosition:
-        remaining = len(self.epoch_order(position.epoch)) - position.cursor
-        if remaining <= 0 or (self.drop_last and remaining < self.labelled_per_batch):
-            return LoaderPosition(position.epoch + 1, 0, 0)
-        return position
-
-    def second_epoch_order(self, epoch: int) -> np.ndarray:
-        if self._second_cache is None or self._second_cache[0] != epoch:
-            order = shard_indices(self.second_order.epoch_indices(epoch), self.shard_id, self.num_shards)
-            self._second_cache = (epoch, order)
-        return self._second_cache[1]
-
-    def batch_size_for(self, labelled: int) -> int:
-        """The batch size T whose labelled share is ``labelled`` (the largest such T <= B)."""
-        if labelled == self.labelled_per_batch:
-            return self.batch_size
-        return max(t for t in range(1, self.batch_size + 1) if split_counts(t, self.ratio)[0] == labelled)
-
-    def read(self, dataset: CocoDataset, index: int) -> tuple[Any, ...]:
-        return (*super().read(dataset, index), dataset)
-
-    # -- the callable --------------------------------------------------------------------
-    def __call__(self) -> tuple[list[Any], ...]:
-        start = self.position
-        labelled, cursor = self.gather(start, self.labelled_per_batch)
-        wanted = self.batch_size_for(len(labelled)) - len(labelled)
-        second = self._second_items(start, wanted)
-        self.position = LoaderPosition(start.epoch, cursor, start.batch_index + 1)
-        payloads = labelled + second
-        self.produced.append(ProducedBatch(start, tuple(p[0] for p in labelled)))
-        self.produced_extra.append(tuple((self.second, p[0]) for p in second))
-        return self._columns(start, cursor, payloads)
-
-    def _second_items(self, start: LoaderPosition, wanted: int) -> list[Any]:
-        order = self.second_epoch_order(start.epoch)
-        found: list[Any] = []
-        j = start.batch_index * self.second_per_batch
-        for _ in range(len(order)):
-            if len(found) == wanted:
-                break
-            index = int(order[j % len(order)])
-            j += 1
-            if index in self.bad_extra_indices:
-                continue
-            payload = self.load(index, self.second)
-            if payload is not None:
-                found.append(payload)
-        if len(found) < wanted:
-            raise RuntimeError("SelfTrainingSource: not enough readable images in the second set")
-        return found
-
-    def _columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[list[Any], ...]:
-        records = [p[3][p[0]] for p in payloads]
-        geometry = draw_geometry(self.batch_rng(start, GEOMETRY_STREAM), len(payloads), self.jitter, self.flip_prob)
-        return (
-            [p[1] for p in payloads],
-            [p[2] for p in payloads],
-            [np.array([a.category_id for a in r.annotations], dtype=np.int64) for r in records],
-            [np.array([a.iscrowd for a in r.annotations], dtype=np.uint8) for r in records],
-            [np.array([r.image_id], dtype=np.int64) for r in records],
-            *geometry.columns(),
-            self.position_column(start, cursor, len(payloads)),
-        )
-
-
 @dataclass(frozen=True)
 class SelfTrainingStep:
     """The ``fn.python_function`` body (batch mode): Copy-Paste whose partners are the
@@ -308,7 +145,7 @@ class SelfTrainingLoaderConfig(CopyPasteLoaderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_ratio(self.second_ratio)
+        check_ratio(self.second_ratio)
 
 
 def second_dataset(
