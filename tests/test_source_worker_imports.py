@@ -1,8 +1,8 @@
 """What a source worker imports: a spawned worker of DALI's parallel external source unpickles
 the loader's source (:class:`~decal.dali_pipes.core.parallel_source.BatchInfoSource` over
 ``loader.source``), which imports the modules that define it and whatever those import. torch
-is not needed to make a batch's columns, and importing it costs a worker ~250 MiB of heap
-and ~200 MiB of libraries (bench/RESULTS.md, host mode), once per worker. So unpickling the
+is not needed to make a batch's columns, and importing it costs a process ~500 MiB of RSS,
+~280 MiB of it heap (measured on the 2-core CPU machine, torch 2.15), once per worker. So unpickling the
 source of every loader that takes ``source_workers`` must not import torch (nor torchvision).
 
 Each check runs in a fresh interpreter (``python -c``, which a spawned worker also is: there is
