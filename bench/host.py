@@ -21,7 +21,7 @@ without decoding anything:
   resident and anonymous (heap) memory.
 
 Entry points: :func:`main` (``python -m decal.bench.host``) and :func:`mode_host`, the ``host``
-mode of :mod:`bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
+mode of :mod:`decal.bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
 ``--append-results``, as Markdown (device, date, command) to ``bench/RESULTS.md``.
 """
 

@@ -4,20 +4,16 @@ asserted), and the LVIS-sized generator writes a valid LVIS-style json."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
+from decal.bench.data import make_bench_dataset
+from decal.bench.host import main
+from decal.bench.lvis_synth import make_lvis_like
+from decal.bench.throughput import main as throughput_main
 
-from bench.data import make_bench_dataset  # noqa: E402
-from bench.host import main  # noqa: E402
-from bench.lvis_synth import make_lvis_like  # noqa: E402
-from bench.throughput import main as throughput_main  # noqa: E402
-
-from decal.dali_pipes.coco.reader import CocoDataset  # noqa: E402
+from decal.dali_pipes.coco.reader import CocoDataset
 
 
 @pytest.fixture(scope="module")
