@@ -171,3 +171,27 @@ def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
     in_memory = GpuMaskCopyPasteLoader(*coco, dataset=CocoDataset(*coco), **KW)
     assert in_memory.dataset.index.directory is None
     _same(list(in_memory), list(loader))
+
+
+@pytest.mark.parametrize("options", [dict(), dict(drop_last=True), dict(shard_id=1, num_shards=2, second_ratio=0.25)],
+                         ids=["default", "drop-last", "shard-1-of-2"])
+def test_self_training_workers_give_the_in_thread_batches(coco, options) -> None:
+    """Self-training's batches hold labelled images and then second-set images; workers made
+    them of labelled images only (and twice as many batches' worth), until the source's second
+    set became part of its ``columns`` (a function of the batch's start)."""
+    from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+
+    kw = dict(KW, batch_size=4, second_images=coco[1], **{"second_ratio": 0.5, **options})
+    inline = SelfTrainingLoader(*coco, **kw)
+    workers = SelfTrainingLoader(*coco, source_workers=2, **kw)
+    assert len(workers) == len(inline)
+    for _ in range(2):
+        _same(list(inline), list(workers))
+    assert workers.state_dict() == inline.state_dict()
+    # and a resumed worker loader continues as the in-thread one
+    reference = list(SelfTrainingLoader(*coco, **kw))
+    first = SelfTrainingLoader(*coco, source_workers=2, **kw)
+    next(iter(first))
+    resumed = SelfTrainingLoader(*coco, source_workers=2, **kw)
+    resumed.load_state_dict(first.state_dict())
+    _same(reference[1:], list(resumed))

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..coco.reader import CocoDataset, ImageRecord
 from ..copy_paste.source import GEOMETRY_STREAM, CopyPasteSource
-from ..core.epoch_source import LoaderPosition, ProducedBatch
+from ..core.epoch_source import LoaderPosition
 from ..core.errors import DatasetError
 from ..core.samplers import shard_indices
 from ..core.scale_jitter import draw_geometry
@@ -115,15 +115,10 @@ class SelfTrainingSource(CopyPasteSource):
         self._second_cache: tuple[int, np.ndarray] | None = None
 
     # -- epoch bookkeeping in labelled images --------------------------------------------
-    def batches_in_epoch(self, epoch: int) -> int:
-        length, per = len(self.epoch_order(epoch)), self.labelled_per_batch
-        return length // per if self.drop_last else -(-length // per)
-
-    def normalize(self, position: LoaderPosition) -> LoaderPosition:
-        remaining = len(self.epoch_order(position.epoch)) - position.cursor
-        if remaining <= 0 or (self.drop_last and remaining < self.labelled_per_batch):
-            return LoaderPosition(position.epoch + 1, 0, 0)
-        return position
+    @property
+    def items_per_batch(self) -> int:
+        """A full batch's labelled images: the epoch order is the labelled set's."""
+        return self.labelled_per_batch
 
     def second_epoch_order(self, epoch: int) -> np.ndarray:
         if self._second_cache is None or self._second_cache[0] != epoch:
@@ -140,17 +135,13 @@ class SelfTrainingSource(CopyPasteSource):
     def read(self, dataset: CocoDataset, index: int) -> tuple[Any, ...]:
         return (*super().read(dataset, index), dataset)
 
-    # -- the callable --------------------------------------------------------------------
-    def __call__(self) -> tuple[list[Any], ...]:
-        start = self.position
-        labelled, cursor = self.gather(start, self.labelled_per_batch)
-        wanted = self.batch_size_for(len(labelled)) - len(labelled)
-        second = self._second_items(start, wanted)
-        self.position = LoaderPosition(start.epoch, cursor, start.batch_index + 1)
-        payloads = labelled + second
-        self.produced.append(ProducedBatch(start, tuple(p[0] for p in labelled)))
-        self.produced_extra.append(tuple((self.second, p[0]) for p in second))
-        return self._columns(start, cursor, payloads)
+    # -- the batch ---------------------------------------------------------------------
+    def columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[tuple[list[Any], ...], list[tuple[Any, int]]]:
+        """The labelled ``payloads`` followed by the second-set images of the batch at
+        ``start`` (:meth:`_second_items`, a function of ``start``: the same in DALI's thread
+        and in a worker), as copy-paste's columns; the second-set items for error recovery."""
+        second = self._second_items(start, self.batch_size_for(len(payloads)) - len(payloads))
+        return self._columns(start, cursor, payloads + second), [(self.second, p[0]) for p in second]
 
     def _second_items(self, start: LoaderPosition, wanted: int) -> list[Any]:
         order = self.second_epoch_order(start.epoch)
