@@ -177,7 +177,7 @@ def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
                          ids=["default", "drop-last", "shard-1-of-2"])
 def test_self_training_workers_give_the_in_thread_batches(coco, options) -> None:
     """Self-training's batches hold labelled images and then second-set images; workers made
-    them of labelled images only (and twice as many batches' worth), until the source's second
+    them of labelled images only (so an epoch had half the batches), until the source's second
     set became part of its ``columns`` (a function of the batch's start)."""
     from decal.dali_pipes.self_training.loader import SelfTrainingLoader
 
