@@ -195,3 +195,23 @@ def test_self_training_workers_give_the_in_thread_batches(coco, options) -> None
     resumed = SelfTrainingLoader(*coco, source_workers=2, **kw)
     resumed.load_state_dict(first.state_dict())
     _same(reference[1:], list(resumed))
+
+
+def test_a_corrupt_second_set_image_made_by_a_worker_is_named(coco, tmp_path) -> None:
+    """Error recovery checks the second-set images of the batches workers made too (the
+    self-training source's ``extra_items``); before, it named only the labelled files."""
+    import shutil
+
+    from decal.dali_pipes.core.errors import DatasetError
+    from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+
+    second = tmp_path / "second"
+    shutil.copytree(coco[1], second)
+    victim = sorted(second.glob("*.jpg"))[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3] + b"\x00\xff" * 20)  # header intact, data broken
+    loader = SelfTrainingLoader(*coco, second_images=second, source_workers=2, **dict(KW, batch_size=4))
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value)

@@ -259,6 +259,12 @@ class EpochBatchSource:
         return columns
 
     # -- for subclasses ----------------------------------------------------------------
+    def extra_items(self, start: LoaderPosition, count: int) -> tuple[tuple[Dataset, int], ...]:
+        """The (dataset, index) of the items :meth:`columns` adds to the batch at ``start``
+        holding ``count`` items of the epoch order, known without reading them: what error
+        recovery checks of the batches source workers made. None here."""
+        return ()
+
     def read(self, dataset: Any, index: int) -> Any:
         """One item's payload, a tuple whose first element is ``index``; raises
         :class:`DatasetError` for bad input."""

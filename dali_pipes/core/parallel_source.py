@@ -118,7 +118,9 @@ def expect_worker_batches(source: EpochBatchSource, position: LoaderPosition, pr
     """Before error recovery with ``workers`` > 0: restart ``source`` at the last delivered
     ``position`` and record as produced every batch the workers may have made since (the
     pipeline's queue, the parallel source's own queue of ``max(2, workers)``, one in flight),
-    so that recovery decodes them to find a corrupt file."""
+    so that recovery decodes them (and the items their ``columns`` add) to find a corrupt file."""
     ahead = prefetch_queue_depth + max(2, workers) + 1
     source.restart(position)
-    source.produced.extend(planned_batches(source, position, ahead))
+    planned = planned_batches(source, position, ahead)
+    source.produced.extend(planned)
+    source.produced_extra.extend(source.extra_items(batch.start, len(batch.dataset_indices)) for batch in planned)

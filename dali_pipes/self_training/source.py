@@ -8,9 +8,10 @@ parallel external source) unpickles (``tests/test_source_worker_imports.py``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -143,17 +144,28 @@ class SelfTrainingSource(CopyPasteSource):
         second = self._second_items(start, self.batch_size_for(len(payloads)) - len(payloads))
         return self._columns(start, cursor, payloads + second), [(self.second, p[0]) for p in second]
 
-    def _second_items(self, start: LoaderPosition, wanted: int) -> list[Any]:
+    def extra_items(self, start: LoaderPosition, count: int) -> tuple[tuple[Any, int], ...]:
+        """The second-set images of the batch at ``start`` with ``count`` labelled ones, as
+        :meth:`columns` reads them when all are readable (source workers need
+        ``on_error="raise"``)."""
+        wanted = self.batch_size_for(count) - count
+        return tuple((self.second, index) for index in itertools.islice(self._second_candidates(start), wanted))
+
+    def _second_candidates(self, start: LoaderPosition) -> Iterator[int]:
+        """The second set's indices the batch at ``start`` tries, in order: its own epoch order
+        from entry ``batch_index · second_per_batch`` on, wrapping around once, bad ones left out."""
         order = self.second_epoch_order(start.epoch)
+        first = start.batch_index * self.second_per_batch
+        for k in range(len(order)):
+            index = int(order[(first + k) % len(order)])
+            if index not in self.bad_extra_indices:
+                yield index
+
+    def _second_items(self, start: LoaderPosition, wanted: int) -> list[Any]:
         found: list[Any] = []
-        j = start.batch_index * self.second_per_batch
-        for _ in range(len(order)):
+        for index in self._second_candidates(start):
             if len(found) == wanted:
                 break
-            index = int(order[j % len(order)])
-            j += 1
-            if index in self.bad_extra_indices:
-                continue
             payload = self.load(index, self.second)
             if payload is not None:
                 found.append(payload)
