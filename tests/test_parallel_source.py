@@ -1,9 +1,11 @@
-"""The GPU-mask and the default copy-paste sources in DALI's parallel external source (worker
-processes): the very same batches, positions, resume and sharding as the in-thread source; and
-the default loader's threaded copy-paste step: the batches of the batched kernels."""
+"""The GPU-mask and the default copy-paste sources, and self-training's two sources, in DALI's
+parallel external source (worker processes): the very same batches, positions, resume and
+sharding as the in-thread source; and the default loader's threaded copy-paste step: the
+batches of the batched kernels."""
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +17,7 @@ from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.dali_pipes.core.epoch_source import LoaderPosition
 from decal.dali_pipes.core.parallel_source import BatchInfoSource, check_workers
 
-from coco_factory import write_coco_dataset
+from coco_factory import write_coco_dataset, write_self_training_sets
 from loader_variants import copy_paste_with_step
 
 KW = dict(batch_size=3, output_size=48, device="cpu", num_threads=1, seed=4)
@@ -171,3 +173,77 @@ def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
     in_memory = GpuMaskCopyPasteLoader(*coco, dataset=CocoDataset(*coco), **KW)
     assert in_memory.dataset.index.directory is None
     _same(list(in_memory), list(loader))
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory) -> dict:
+    """A labelled set and a pseudo-labelled second set (its own images and instances)."""
+    _, paths = write_self_training_sets(
+        tmp_path_factory.mktemp("two-sets"), dict(num_images=9, instances_per_image=(0, 4), seed=6),
+        dict(num_images=5, size=(56, 72), instances_per_image=(0, 3), seed=7), pseudo_category=99,
+    )  # fmt: skip
+    return paths
+
+
+#: self-training cases: (second set, options); "images" = an unlabelled image directory,
+#: "pseudo" = a pseudo-labelled json (instances of both sets in one batch)
+SELF_TRAINING_CASES = {
+    "images": ("images", dict()),
+    "pseudo-drop-last": ("pseudo", dict(drop_last=True)),
+    "pseudo-shard-1-of-2": ("pseudo", dict(shard_id=1, num_shards=2, second_ratio=0.25)),
+}
+
+
+def self_training_loader(two_sets, second: str, **options):
+    from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+
+    pseudo = dict(second_annotations=two_sets["pseudo_json"]) if second == "pseudo" else {}
+    return SelfTrainingLoader(two_sets["labelled_json"], two_sets["labelled_dir"], second_images=two_sets["second_dir"],
+                              **pseudo, **{**KW, "batch_size": 4, "second_ratio": 0.5, **options})  # fmt: skip
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+@pytest.mark.parametrize("case", list(SELF_TRAINING_CASES))
+def test_self_training_workers_give_the_in_thread_batches(two_sets, case, mask_source) -> None:
+    """Self-training's batches hold labelled images and then second-set images; workers made
+    them of labelled images only (so an epoch had half the batches), until the source's second
+    set became part of its ``columns`` (a function of the batch's start). Both sources of the
+    family (host masks, descriptors) take workers."""
+    from decal.dali_pipes.self_training.source import GpuMaskSelfTrainingSource
+
+    second, options = SELF_TRAINING_CASES[case]
+    make = partial(self_training_loader, two_sets, second, mask_source=mask_source, **options)
+    inline, workers = make(), make(source_workers=2)
+    assert isinstance(workers.source, GpuMaskSelfTrainingSource) == (mask_source == "descriptors")
+    assert len(workers) == len(inline)
+    for _ in range(2):
+        _same(list(inline), list(workers))
+    assert workers.state_dict() == inline.state_dict()
+    # and a resumed worker loader continues as the in-thread one
+    reference = list(make())
+    first = make(source_workers=2)
+    next(iter(first))
+    resumed = make(source_workers=2)
+    resumed.load_state_dict(first.state_dict())
+    _same(reference[1:], list(resumed))
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+def test_a_corrupt_second_set_image_made_by_a_worker_is_named(coco, tmp_path, mask_source) -> None:
+    """Error recovery checks the second-set images of the batches workers made too (the
+    self-training source's ``extra_items``); before, it named only the labelled files."""
+    import shutil
+
+    from decal.dali_pipes.core.errors import DatasetError
+    from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+
+    second = tmp_path / "second"
+    shutil.copytree(coco[1], second)
+    victim = sorted(second.glob("*.jpg"))[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3] + b"\x00\xff" * 20)  # header intact, data broken
+    loader = SelfTrainingLoader(*coco, second_images=second, source_workers=2, mask_source=mask_source, **dict(KW, batch_size=4))
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value)

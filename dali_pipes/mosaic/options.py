@@ -41,7 +41,7 @@ MOSAIC_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "repeat_factor_threshold", float | None, 0.001,
-        "t of repeat-factor sampling (epoch order and the extra tiles); None = uniform (not sendable over gRPC)",
+        "t of repeat-factor sampling (epoch order and the extra tiles); None = uniform",
         low=0.0, high=1.0, low_open=True, served=True,
     ),
     *RUN_OPTIONS,
