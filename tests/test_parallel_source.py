@@ -247,3 +247,64 @@ def test_a_corrupt_second_set_image_made_by_a_worker_is_named(coco, tmp_path, ma
         for _ in loader:
             pass
     assert victim.name in str(caught.value)
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+@pytest.mark.parametrize("options", [dict(), dict(drop_last=True, repeat_factor_threshold=None), dict(shard_id=1, num_shards=2)],
+                         ids=["default", "drop-last-uniform", "shard-1-of-2"])
+def test_mosaic_workers_give_the_in_thread_batches(coco, options, mask_source) -> None:
+    """A mosaic's extra tiles are drawn from its batch's start (``MosaicSource.plan``), so
+    workers make the in-thread batches, for both mask sources, resumed runs included."""
+    from decal.dali_pipes.mosaic.loader import MosaicLoader
+
+    make = partial(MosaicLoader, *coco, **{**KW, "batch_size": 4, "mosaic_prob": 0.7, "mask_source": mask_source, **options})
+    inline, workers = make(), make(source_workers=2)
+    assert len(workers) == len(inline)
+    for _ in range(2):
+        _same(list(inline), list(workers))
+    assert workers.state_dict() == inline.state_dict()
+    reference = list(make())
+    first = make(source_workers=2)
+    next(iter(first))
+    resumed = make(source_workers=2)
+    resumed.load_state_dict(first.state_dict())
+    _same(reference[1:], list(resumed))
+
+
+def test_mosaic_extra_items_are_the_tiles_it_reads(coco) -> None:
+    """``extra_items`` names, without reading, the extra tiles ``columns`` reads: what error
+    recovery decodes of the batches workers made."""
+    from decal.dali_pipes.mosaic.loader import MosaicLoader
+
+    source = MosaicLoader(*coco, **{**KW, "batch_size": 4, "mosaic_prob": 0.7}).source
+    start = LoaderPosition(1, 4, 1)
+    payloads = [source.read(source.dataset, int(i)) for i in source.epoch_order(1)[4:8]]
+    _, extras = source.columns(start, 8, payloads)
+    assert len(extras) > 0 and source.extra_items(start, 4) == tuple(extras)
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+def test_a_corrupt_mosaic_tile_made_by_a_worker_is_named(coco, tmp_path, mask_source) -> None:
+    """Error recovery with workers decodes a mosaic's extra tiles too (``extra_items``): a
+    corrupt image read only as an extra tile is named."""
+    import shutil
+
+    from decal.dali_pipes.core.errors import DatasetError
+    from decal.dali_pipes.mosaic.loader import MosaicLoader
+
+    images = tmp_path / "images"
+    shutil.copytree(coco[1], images)
+    kw = {**KW, "batch_size": 4, "mosaic_prob": 1.0, "mask_source": mask_source, "drop_last": True}
+    source = MosaicLoader(coco[0], images, **kw).source
+    start = LoaderPosition(0, 0, 0)
+    tile0 = {int(i) for i in source.epoch_order(0)[:8]}  # tile 0 of the epoch's two batches
+    extra_only = sorted({i for _, i in source.extra_items(start, 4)} - tile0)
+    assert extra_only, "the draw must hold an image read only as an extra tile"
+    victim = source.dataset[extra_only[0]].path
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3] + b"\x00\xff" * 20)  # header intact, data broken
+    loader = MosaicLoader(coco[0], images, source_workers=2, **kw)
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value)

@@ -22,6 +22,7 @@ from decal.dali_pipes.balanced.loader import BalancedCopyPasteLoader
 from decal.dali_pipes.copy_paste.loader import CopyPasteLoader, GpuMaskCopyPasteLoader
 from decal.dali_pipes.core.epoch_source import LoaderPosition
 from decal.dali_pipes.core.parallel_source import BatchInfoSource
+from decal.dali_pipes.mosaic.loader import MosaicLoader
 from decal.dali_pipes.self_training.loader import SelfTrainingLoader
 
 from coco_factory import write_coco_dataset
@@ -39,6 +40,8 @@ LOADERS = {
     "balanced descriptors": lambda coco: BalancedCopyPasteLoader(*coco, mask_source="descriptors", **KW),
     "self-training host masks": lambda coco: SelfTrainingLoader(*coco, second_images=coco[1], **KW),
     "self-training descriptors": lambda coco: SelfTrainingLoader(*coco, second_images=coco[1], mask_source="descriptors", **KW),
+    "mosaic host masks": lambda coco: MosaicLoader(*coco, **KW),
+    "mosaic descriptors": lambda coco: MosaicLoader(*coco, mask_source="descriptors", **KW),
 }
 
 _UNPICKLE = (

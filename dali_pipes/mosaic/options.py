@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
+from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS, WORKER_OPTIONS
 from ..core.option_schema import Option
 
 __all__ = ["MOSAIC_OPTIONS"]
@@ -46,4 +46,5 @@ MOSAIC_OPTIONS: tuple[Option, ...] = (
     ),
     *RUN_OPTIONS,
     *DEVICE_OPTIONS,
+    *WORKER_OPTIONS,
 )  # fmt: skip
