@@ -175,6 +175,23 @@ def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
     _same(list(in_memory), list(loader))
 
 
+def assert_workers_give_the_in_thread_batches(make) -> None:
+    """``make(**options)`` builds a loader: with ``source_workers=2`` it gives the in-thread
+    loader's batches over two epochs (the second from ``BatchInfo.epoch_idx`` = 1) and its
+    state; a worker loader resumed after one batch continues as the in-thread one."""
+    inline, workers = make(), make(source_workers=2)
+    assert len(workers) == len(inline)
+    for _ in range(2):
+        _same(list(inline), list(workers))
+    assert workers.state_dict() == inline.state_dict()
+    reference = list(make())
+    first = make(source_workers=2)
+    next(iter(first))
+    resumed = make(source_workers=2)
+    resumed.load_state_dict(first.state_dict())
+    _same(reference[1:], list(resumed))
+
+
 @pytest.fixture(scope="module")
 def two_sets(tmp_path_factory) -> dict:
     """A labelled set and a pseudo-labelled second set (its own images and instances)."""
@@ -213,19 +230,8 @@ def test_self_training_workers_give_the_in_thread_batches(two_sets, case, mask_s
 
     second, options = SELF_TRAINING_CASES[case]
     make = partial(self_training_loader, two_sets, second, mask_source=mask_source, **options)
-    inline, workers = make(), make(source_workers=2)
-    assert isinstance(workers.source, GpuMaskSelfTrainingSource) == (mask_source == "descriptors")
-    assert len(workers) == len(inline)
-    for _ in range(2):
-        _same(list(inline), list(workers))
-    assert workers.state_dict() == inline.state_dict()
-    # and a resumed worker loader continues as the in-thread one
-    reference = list(make())
-    first = make(source_workers=2)
-    next(iter(first))
-    resumed = make(source_workers=2)
-    resumed.load_state_dict(first.state_dict())
-    _same(reference[1:], list(resumed))
+    assert isinstance(make().source, GpuMaskSelfTrainingSource) == (mask_source == "descriptors")
+    assert_workers_give_the_in_thread_batches(make)
 
 
 @pytest.mark.parametrize("mask_source", ["host", "descriptors"])
@@ -258,17 +264,7 @@ def test_mosaic_workers_give_the_in_thread_batches(coco, options, mask_source) -
     from decal.dali_pipes.mosaic.loader import MosaicLoader
 
     make = partial(MosaicLoader, *coco, **{**KW, "batch_size": 4, "mosaic_prob": 0.7, "mask_source": mask_source, **options})
-    inline, workers = make(), make(source_workers=2)
-    assert len(workers) == len(inline)
-    for _ in range(2):
-        _same(list(inline), list(workers))
-    assert workers.state_dict() == inline.state_dict()
-    reference = list(make())
-    first = make(source_workers=2)
-    next(iter(first))
-    resumed = make(source_workers=2)
-    resumed.load_state_dict(first.state_dict())
-    _same(reference[1:], list(resumed))
+    assert_workers_give_the_in_thread_batches(make)
 
 
 def test_mosaic_extra_items_are_the_tiles_it_reads(coco) -> None:
