@@ -5,6 +5,7 @@ batches of the batched kernels."""
 
 from __future__ import annotations
 
+import gc
 from functools import partial
 from types import SimpleNamespace
 
@@ -26,6 +27,16 @@ KW = dict(batch_size=3, output_size=48, device="cpu", num_threads=1, seed=4)
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     return write_coco_dataset(tmp_path_factory.mktemp("parallel"), num_images=11, instances_per_image=(0, 5), seed=2)
+
+
+@pytest.fixture(autouse=True)
+def _collect_worker_pools():
+    """A worker loader holds its pool's pipes and shared-memory files until the garbage
+    collector frees it (it sits in reference cycles); collected after each test, so the
+    process stays far below the 1024 descriptors ``select()`` takes in the later server
+    tests' proxy (without it this file leaves ~900 open)."""
+    yield
+    gc.collect()
 
 
 def _same(a, b) -> None:
