@@ -7,10 +7,13 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test test-gpu gpu-check bench serve proto bench-stream clean
 
+# lvis goes in with --no-deps: the LVIS API without the GUI opencv-python it requires
+# (pyproject.toml, extra "test").
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[cuda12,serve,bench,test]"
+	$(PY) -m pip install --quiet --no-deps "lvis>=0.5.3"
 	touch $(STAMP)
 
 install: $(STAMP)

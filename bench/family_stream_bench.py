@@ -2,7 +2,7 @@
 from a server on loopback, and the bytes per image on the wire (default wire options: raw
 images, bit-packed + zlib masks), on the same data and options.
 
-    python bench/family_stream_bench.py --output-size 256 --batches 8 --out bench/results/family_stream.json
+    python -m decal.bench.family_stream_bench --output-size 256 --batches 8 --out bench/results/family_stream.json
 
 Data: ``bench/data.py``'s synthetic COCO (real photographs, random polygons) for the instance
 families; its images split into two class folders for CutMix and CP² (and as the unlabelled
@@ -23,9 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _image_folder(images: Path, root: Path) -> Path:
     """``root/class_{0,1}/`` holding symlinks to ``images``' files, alternately."""
@@ -74,7 +71,7 @@ def _wire_bytes(pipeline: str, batches: list[Any]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.data import make_bench_dataset
+    from decal.bench.data import make_bench_dataset
     from decal.dali_pipes import BalancedCopyPasteLoader, CopyPasteLoader, CP2Loader, CutMixLoader, MosaicLoader, SelfTrainingLoader
     from decal.server.app import DecalServer
     from decal.server.config import DatasetEntry, Limits, ServerConfig
@@ -153,5 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     raise SystemExit(main())

@@ -24,7 +24,7 @@ without decoding anything:
   resident and anonymous (heap) memory.
 
 Entry points: :func:`main` (``python -m decal.bench.host``) and :func:`mode_host`, the ``host``
-mode of :mod:`bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
+mode of :mod:`decal.bench.throughput` (bench data only). Results go to ``--out`` as JSON and, with
 ``--append-results``, as Markdown (device, date, command) to ``bench/RESULTS.md``.
 """
 
@@ -57,7 +57,10 @@ def memory(pid: int | str = "self") -> dict[str, float]:
     (``/proc/<pid>/status``); of the resident pages (``smaps_rollup``) the ``anonymous`` ones
     (heap: this process's alone) and the ``private``/``shared`` split (a memory-mapped index's
     pages count as private while no other process maps them, yet they are clean page-cache
-    pages that any process shares)."""
+    pages that any process shares); ``pss`` (proportional set size: each resident page divided
+    by the number of processes mapping it, so N workers' PSS add up to what they hold together)
+    and ``uss`` (unique set size: the pages no other process maps, what ending this process
+    frees; equal to ``private``)."""
     out: dict[str, float] = {}
     keys = {"VmRSS": "rss", "VmHWM": "hwm"}
     with open(f"/proc/{pid}/status") as handle:
@@ -71,6 +74,8 @@ def memory(pid: int | str = "self") -> dict[str, float]:
         out["private"] = round((fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024, 1)
         out["shared"] = round((fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0)) / 1024, 1)
         out["anonymous"] = round(fields.get("Anonymous", 0) / 1024, 1)
+        out["pss"] = round(fields.get("Pss", 0) / 1024, 1)
+        out["uss"] = out["private"]
     except OSError:
         pass
     return out
@@ -88,6 +93,13 @@ def mapped_mib(pid: int | str, directory: str | Path) -> float:
             elif inside and head == "Rss:":
                 total += int(line.split()[1])
     return round(total / 1024, 1)
+
+
+def maps_file(pid: int | str, name_part: str) -> bool:
+    """Whether a process maps a file whose name contains ``name_part`` (``/proc/<pid>/maps``):
+    ``"libtorch"`` tells whether it imported torch."""
+    with open(f"/proc/{pid}/maps") as handle:
+        return any(name_part in line.rsplit("/", 1)[-1] for line in handle if "/" in line)
 
 
 def child_pids() -> list[int]:
@@ -186,6 +198,7 @@ def workers_wall_rate(source: Any, workers: int, batches: int, warmup: int = 2, 
             if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue  # multiprocessing's helper, not a worker
             worker_memory.append(memory(pid))
+            worker_memory[-1]["torch"] = maps_file(pid, "libtorch")
             if index_dir is not None:
                 worker_memory[-1]["index"] = mapped_mib(pid, index_dir)
         except OSError:  # exited meanwhile
@@ -479,7 +492,7 @@ def markdown(results: dict[str, Any]) -> str:
         if "error" not in workers:
             lines.append(f"| GpuMaskCopyPasteLoader opened on the cached index (main process) | {workers['loader_open_s']} | {workers['memory_after_open_mib']['rss']} | {workers['memory_after_open_mib'].get('anonymous', '—')} |")
             for k, mem in enumerate(workers.get("worker_memory_mib", [])):
-                lines.append(f"| its source worker {k + 1} of 2 (spawn), after {workers['images']} timed images; of its RSS, index pages: {mem.get('index', '—')} MiB | | {mem['rss']} ({mem['hwm']}) | {mem.get('anonymous', '—')} |")
+                lines.append(f"| its source worker {k + 1} of 2 (spawn), after {workers['images']} timed images; of its RSS, index pages: {mem.get('index', '—')} MiB; torch {'imported' if mem.get('torch') else 'not imported'}; PSS {mem.get('pss', '—')} MiB, USS {mem.get('uss', '—')} MiB | | {mem['rss']} ({mem['hwm']}) | {mem.get('anonymous', '—')} |")
         objects = lvis["objects"]
         if "error" not in objects:
             lines.append(f"| for comparison: the same records as Python objects (ImageRecord, InstanceAnnotation, polygon lists), what each worker held before | {objects['objects_s']} | {objects['memory_mib']['rss']} ({objects['memory_mib']['hwm']}) | {objects['memory_mib'].get('anonymous', '—')} |")

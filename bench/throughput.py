@@ -36,7 +36,7 @@ annotations on real photos, ~640×480 JPEGs, 1–50 instances). Results: JSON an
 (PIL) under ``--out``, and a Markdown table (``--append-results bench/RESULTS.md`` appends it
 with the device, date and command).
 
-Entry points: :func:`main` (``python -m bench.throughput``) and :func:`add_bench_parser`
+Entry points: :func:`main` (``python -m decal.bench.throughput``) and :func:`add_bench_parser`
 for the ``decal`` command line.
 """
 
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.command_line = "python -m bench.throughput " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    args.command_line = "python -m decal.bench.throughput " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     return run_from_args(args)
 
 

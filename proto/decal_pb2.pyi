@@ -104,7 +104,7 @@ class Position(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., cursor: _Optional[int] = ..., batch_index: _Optional[int] = ...) -> None: ...
 
 class CopyPasteParams(_message.Message):
-    __slots__ = ("output_size", "jitter_preset", "jitter_range", "flip_prob", "pad_value", "copy_paste", "max_num_pasted", "blend_sigma", "mask_occluded_thr", "bbox_occluded_thr", "paste_by_box", "shuffle", "repeat_factor_threshold", "drop_last", "on_error")
+    __slots__ = ("output_size", "jitter_preset", "jitter_range", "flip_prob", "pad_value", "copy_paste", "max_num_pasted", "blend_sigma", "mask_occluded_thr", "bbox_occluded_thr", "paste_by_box", "shuffle", "repeat_factor_threshold", "drop_last", "on_error", "none_options")
     OUTPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     JITTER_PRESET_FIELD_NUMBER: _ClassVar[int]
     JITTER_RANGE_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class CopyPasteParams(_message.Message):
     REPEAT_FACTOR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DROP_LAST_FIELD_NUMBER: _ClassVar[int]
     ON_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NONE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     output_size: int
     jitter_preset: str
     jitter_range: JitterRange
@@ -135,7 +136,8 @@ class CopyPasteParams(_message.Message):
     repeat_factor_threshold: float
     drop_last: bool
     on_error: str
-    def __init__(self, output_size: _Optional[int] = ..., jitter_preset: _Optional[str] = ..., jitter_range: _Optional[_Union[JitterRange, _Mapping]] = ..., flip_prob: _Optional[float] = ..., pad_value: _Optional[int] = ..., copy_paste: _Optional[bool] = ..., max_num_pasted: _Optional[int] = ..., blend_sigma: _Optional[float] = ..., mask_occluded_thr: _Optional[int] = ..., bbox_occluded_thr: _Optional[float] = ..., paste_by_box: _Optional[bool] = ..., shuffle: _Optional[bool] = ..., repeat_factor_threshold: _Optional[float] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ...) -> None: ...
+    none_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, output_size: _Optional[int] = ..., jitter_preset: _Optional[str] = ..., jitter_range: _Optional[_Union[JitterRange, _Mapping]] = ..., flip_prob: _Optional[float] = ..., pad_value: _Optional[int] = ..., copy_paste: _Optional[bool] = ..., max_num_pasted: _Optional[int] = ..., blend_sigma: _Optional[float] = ..., mask_occluded_thr: _Optional[int] = ..., bbox_occluded_thr: _Optional[float] = ..., paste_by_box: _Optional[bool] = ..., shuffle: _Optional[bool] = ..., repeat_factor_threshold: _Optional[float] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ..., none_options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JitterRange(_message.Message):
     __slots__ = ("min_scale", "max_scale")
@@ -184,7 +186,7 @@ class SelfTrainingParams(_message.Message):
     def __init__(self, copy_paste: _Optional[_Union[CopyPasteParams, _Mapping]] = ..., second_ratio: _Optional[float] = ..., paste_into_labelled: _Optional[bool] = ..., second_dataset: _Optional[str] = ...) -> None: ...
 
 class MosaicParams(_message.Message):
-    __slots__ = ("output_size", "jitter_preset", "jitter_range", "flip_prob", "pad_value", "mosaic_prob", "center_range", "paste_by_box", "repeat_factor_threshold", "shuffle", "drop_last", "on_error")
+    __slots__ = ("output_size", "jitter_preset", "jitter_range", "flip_prob", "pad_value", "mosaic_prob", "center_range", "paste_by_box", "repeat_factor_threshold", "shuffle", "drop_last", "on_error", "none_options")
     OUTPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     JITTER_PRESET_FIELD_NUMBER: _ClassVar[int]
     JITTER_RANGE_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +199,7 @@ class MosaicParams(_message.Message):
     SHUFFLE_FIELD_NUMBER: _ClassVar[int]
     DROP_LAST_FIELD_NUMBER: _ClassVar[int]
     ON_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NONE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     output_size: int
     jitter_preset: str
     jitter_range: JitterRange
@@ -209,10 +212,11 @@ class MosaicParams(_message.Message):
     shuffle: bool
     drop_last: bool
     on_error: str
-    def __init__(self, output_size: _Optional[int] = ..., jitter_preset: _Optional[str] = ..., jitter_range: _Optional[_Union[JitterRange, _Mapping]] = ..., flip_prob: _Optional[float] = ..., pad_value: _Optional[int] = ..., mosaic_prob: _Optional[float] = ..., center_range: _Optional[_Union[Range, _Mapping]] = ..., paste_by_box: _Optional[bool] = ..., repeat_factor_threshold: _Optional[float] = ..., shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ...) -> None: ...
+    none_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, output_size: _Optional[int] = ..., jitter_preset: _Optional[str] = ..., jitter_range: _Optional[_Union[JitterRange, _Mapping]] = ..., flip_prob: _Optional[float] = ..., pad_value: _Optional[int] = ..., mosaic_prob: _Optional[float] = ..., center_range: _Optional[_Union[Range, _Mapping]] = ..., paste_by_box: _Optional[bool] = ..., repeat_factor_threshold: _Optional[float] = ..., shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ..., none_options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CutMixParams(_message.Message):
-    __slots__ = ("output_size", "scale", "ratio", "flip_prob", "normalize", "mix", "mixup_alpha", "cutmix_alpha", "cutmix_minmax", "prob", "switch_prob", "mode", "correct_lam", "label_smoothing", "num_classes", "return_unmixed", "shuffle", "drop_last", "on_error")
+    __slots__ = ("output_size", "scale", "ratio", "flip_prob", "normalize", "mix", "mixup_alpha", "cutmix_alpha", "cutmix_minmax", "prob", "switch_prob", "mode", "correct_lam", "label_smoothing", "num_classes", "return_unmixed", "shuffle", "drop_last", "on_error", "none_options")
     OUTPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     RATIO_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +236,7 @@ class CutMixParams(_message.Message):
     SHUFFLE_FIELD_NUMBER: _ClassVar[int]
     DROP_LAST_FIELD_NUMBER: _ClassVar[int]
     ON_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NONE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     output_size: int
     scale: Range
     ratio: Range
@@ -251,7 +256,8 @@ class CutMixParams(_message.Message):
     shuffle: bool
     drop_last: bool
     on_error: str
-    def __init__(self, output_size: _Optional[int] = ..., scale: _Optional[_Union[Range, _Mapping]] = ..., ratio: _Optional[_Union[Range, _Mapping]] = ..., flip_prob: _Optional[float] = ..., normalize: _Optional[bool] = ..., mix: _Optional[bool] = ..., mixup_alpha: _Optional[float] = ..., cutmix_alpha: _Optional[float] = ..., cutmix_minmax: _Optional[_Union[Range, _Mapping]] = ..., prob: _Optional[float] = ..., switch_prob: _Optional[float] = ..., mode: _Optional[str] = ..., correct_lam: _Optional[bool] = ..., label_smoothing: _Optional[float] = ..., num_classes: _Optional[int] = ..., return_unmixed: _Optional[bool] = ..., shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ...) -> None: ...
+    none_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, output_size: _Optional[int] = ..., scale: _Optional[_Union[Range, _Mapping]] = ..., ratio: _Optional[_Union[Range, _Mapping]] = ..., flip_prob: _Optional[float] = ..., normalize: _Optional[bool] = ..., mix: _Optional[bool] = ..., mixup_alpha: _Optional[float] = ..., cutmix_alpha: _Optional[float] = ..., cutmix_minmax: _Optional[_Union[Range, _Mapping]] = ..., prob: _Optional[float] = ..., switch_prob: _Optional[float] = ..., mode: _Optional[str] = ..., correct_lam: _Optional[bool] = ..., label_smoothing: _Optional[float] = ..., num_classes: _Optional[int] = ..., return_unmixed: _Optional[bool] = ..., shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., on_error: _Optional[str] = ..., none_options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CP2Params(_message.Message):
     __slots__ = ("output_size", "stride", "scale", "ratio", "brightness", "contrast", "saturation", "hue", "jitter_prob", "grayscale_prob", "blur_prob", "blur_sigma", "flip_prob", "mask_area", "mask_ratio", "labelled", "normalize", "return_views", "shuffle", "drop_last", "on_error")

@@ -6,6 +6,11 @@ params message with the option's name (``tests/test_family_options.py`` checks t
 against the schema): a scalar with presence (``optional``), a ``Range`` for a ``(min, max)``
 option, and for ``jitter`` the oneof ``jitter_preset`` / ``jitter_range``. A field left
 unset takes the server config's ``[defaults.<family>]`` value, else the loader's own default.
+An option that can be None (``float | None``: ``repeat_factor_threshold``, CutMix's
+``num_classes`` and ``cutmix_minmax``) is set to None by naming it in the message's
+``none_options`` (:data:`NONE_FIELD`), which a message has exactly when one of its own options
+can be None: proto3 cannot carry None in the field itself, and an unset field means "the
+server's default", which may differ.
 Every value is checked against the option's bounds and choices and the server's
 :class:`~decal.server.config.Limits`; the first problem is a :class:`RequestError`
 (INVALID_ARGUMENT) whose message starts with the field (``cutmix.scale.min: ...``).
@@ -22,11 +27,16 @@ import grpc
 from ..dali_pipes.core.option_schema import Option, served
 from .config import Limits
 
-__all__ = ["RequestError", "invalid", "short", "checked", "request_options", "JITTER_PRESETS", "MAX_JITTER_SCALE"]
+__all__ = [
+    "RequestError", "invalid", "short", "checked", "request_options", "can_be_none", "none_options", "JITTER_PRESETS",
+    "MAX_JITTER_SCALE", "NONE_FIELD",
+]  # fmt: skip
 
 JITTER_PRESETS = ("lsj", "ssj", "none")
 MAX_JITTER_SCALE = 10.0
 _MAX_INT64 = 2**63 - 1
+#: The repeated string field of a params message naming the options a request sets to None.
+NONE_FIELD = "none_options"
 
 
 class RequestError(Exception):
@@ -67,6 +77,35 @@ def is_pair(option: Option) -> bool:
     args = [a for a in typing.get_args(option.type) if a is not type(None)]
     kind = args[0] if len(args) == 1 else option.type
     return typing.get_origin(kind) is tuple
+
+
+def can_be_none(option: Option) -> bool:
+    """Whether None is a value of ``option`` (its type is ``X | None``)."""
+    return type(None) in typing.get_args(option.type)
+
+
+def none_options(params: Any, options: Sequence[Option], field: str) -> set[str]:
+    """The options of ``options`` that the params message ``params`` sets to None
+    (:data:`NONE_FIELD`; empty for a message without that field).
+
+    Raises:
+        RequestError: INVALID_ARGUMENT ``<field>.none_options: ...`` for a name that is not one
+            of ``options``, cannot be None, or is also set in ``params``.
+    """
+    if NONE_FIELD not in params.DESCRIPTOR.fields_by_name:
+        return set()
+    by_name = {option.name: option for option in options}
+    names = set()
+    for name in getattr(params, NONE_FIELD):
+        where = f"{field}.{NONE_FIELD}"
+        if name not in by_name:
+            raise invalid(where, f"{short(name)} is not an option of this message")
+        if not can_be_none(by_name[name]):
+            raise invalid(where, f"{name} cannot be None")
+        if params.HasField(name):
+            raise invalid(where, f"{name} is both set and None")
+        names.add(name)
+    return names
 
 
 def checked(option: Option, where: str, value: Any, limits: Limits) -> Any:
@@ -145,16 +184,21 @@ def request_options(
         family: the pipeline name (``"cutmix"``), for errors in ``defaults``.
 
     Returns:
-        ``{name: value}`` of every option the request or the defaults set, plus
-        ``output_size`` always (the loader default when neither does).
+        ``{name: value}`` of every option the request or the defaults set (None for those the
+        request names in :data:`NONE_FIELD`), plus ``output_size`` always (the loader default
+        when neither does).
     """
     options_served = served(schema)
     unknown = set(defaults) - {option.name for option in options_served}
     if unknown:
         raise invalid(f"defaults.{family}.{sorted(unknown)[0]}", "unknown parameter")
     options: dict[str, Any] = {}
+    nones = none_options(params, options_served, field)
     for option in options_served:
         name = option.name
+        if name in nones:
+            options[name] = None
+            continue
         if name == "jitter":
             value = _jitter(params, defaults, field, family)
             if value is not None:

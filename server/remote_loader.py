@@ -58,23 +58,21 @@ from ..dali_pipes.folder.batches import ClassificationBatch, CP2Batch
 from ..dali_pipes.core.option_schema import Option, served
 from ..proto import decal_pb2 as pb
 from .auth import bearer_metadata
-from .params import is_pair
+from .params import NONE_FIELD, can_be_none, is_pair
 from .pipelines import COPY_PASTE, PIPELINES, PipelineKind
 from .wire import CP2_FIELDS, IMAGE_CODECS, INFO_METHOD, MASK_CODECS, STREAM_METHOD, WireFormatError, decode_batch
 
-__all__ = ["RemoteLoader", "RemoteLoaderError", "RETRYABLE", "is_transient", "forwarded_options"]
-
-#: Status codes after which the reader reconnects and resumes (RESOURCE_EXHAUSTED only for
-#: "max_streams": a server full now may have room soon; a batch over the message limit, or a
-#: request over the memory limit, would be over it again).
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+__all__ = ["RemoteLoader", "RemoteLoaderError", "is_transient", "forwarded_options"]
 
 #: What gRPC reports when the connection under a call is cut (with UNKNOWN or INTERNAL).
 _CUT_CONNECTION = ("rst_stream", "socket closed", "connection reset", "stream removed", "goaway", "broken pipe", "connection aborted")
 
 
 def is_transient(code: grpc.StatusCode | None, details: str) -> bool:
-    """Whether a stream that ended with ``code``/``details`` may succeed if retried."""
+    """Whether a stream that ended with ``code``/``details`` may succeed if retried: the reader
+    then reconnects and resumes. UNAVAILABLE; RESOURCE_EXHAUSTED only for ``max_streams`` (a
+    server full now may have room soon; a batch over the message limit, or a request over the
+    memory limit, would be over it again); UNKNOWN or INTERNAL when the connection was cut."""
     if code == grpc.StatusCode.UNAVAILABLE:
         return True
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -83,6 +81,7 @@ def is_transient(code: grpc.StatusCode | None, details: str) -> bool:
         lowered = details.lower()
         return any(mark in lowered for mark in _CUT_CONNECTION)
     return False
+
 
 def forwarded_options(pipeline: str) -> tuple[str, ...]:
     """The parameters a RemoteLoader of ``pipeline`` forwards: the served options of the
@@ -199,11 +198,12 @@ def _params_message(kind: PipelineKind, options: Mapping[str, Any], second_datas
         option: Option = schema[name]
         holder = kind.holder(params, name)
         if value is None:
-            if option.default is not None:
+            if not can_be_none(option):
                 raise TypeError(
-                    f"RemoteLoader option {name}=None: not sendable for pipeline {kind.name!r} (leave it out for the "
-                    f"server's default, {option.default!r})"
+                    f"RemoteLoader option {name}=None: {name} cannot be None for pipeline {kind.name!r} (leave it out "
+                    f"for the server's default, {option.default!r})"
                 )
+            getattr(holder, NONE_FIELD).append(name)  # None itself, not the server's default
             continue
         try:
             if name == "jitter":

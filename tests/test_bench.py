@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-
-from bench import mmdet_baseline as mb  # noqa: E402
-from bench.data import make_bench_dataset  # noqa: E402
-from bench.throughput import add_bench_parser, main, ratios  # noqa: E402
+from decal.bench import mmdet_baseline as mb
+from decal.bench.data import make_bench_dataset
+from decal.bench.throughput import add_bench_parser, main, ratios
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ def test_cpu_half_end_to_end(bench_data, tmp_path) -> None:
     with Image.open(out / "throughput-cpu.png") as im:
         assert im.size[0] == 900
     text = results_md.read_text()
-    assert "(d) DataLoader + mmdet-style NumPy" in text and "Command: `python -m bench.throughput --cpu" in text
+    assert "(d) DataLoader + mmdet-style NumPy" in text and "Command: `python -m decal.bench.throughput --cpu" in text
 
 
 def test_add_bench_parser_and_ratios() -> None:
@@ -95,7 +91,7 @@ def test_mmdet_style_copy_paste_semantics(bench_data) -> None:
 
 def test_a_stopped_run_keeps_the_finished_modes(bench_data, tmp_path, monkeypatch) -> None:
     """`bench/gpu_check.sh` stops the bench at its time limit: every finished mode is on disk."""
-    import bench.throughput as tp
+    import decal.bench.throughput as tp
 
     def stopped(args, data):
         raise KeyboardInterrupt  # the run stops inside this mode (gpu_check: SIGTERM ends the process)

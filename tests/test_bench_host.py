@@ -4,20 +4,16 @@ asserted), and the LVIS-sized generator writes a valid LVIS-style json."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
+from decal.bench.data import make_bench_dataset
+from decal.bench.host import main
+from decal.bench.lvis_synth import make_lvis_like
+from decal.bench.throughput import main as throughput_main
 
-from bench.data import make_bench_dataset  # noqa: E402
-from bench.host import main  # noqa: E402
-from bench.lvis_synth import make_lvis_like  # noqa: E402
-from bench.throughput import main as throughput_main  # noqa: E402
-
-from decal.dali_pipes.coco.reader import CocoDataset  # noqa: E402
+from decal.dali_pipes.coco.reader import CocoDataset
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +80,9 @@ def test_host_mode_end_to_end(bench_dir, tmp_path) -> None:
     assert workers["workers"] == 2 and workers["images"] == 2 * 4
     assert len(workers["worker_memory_mib"]) == 2
     assert all(m["rss"] > 0 and m["index"] > 0 for m in workers["worker_memory_mib"])
+    # PSS splits shared pages among the processes mapping them; USS is what no other maps
+    assert all(0 < m["pss"] <= m["rss"] and 0 < m["uss"] <= m["pss"] for m in workers["worker_memory_mib"])
+    assert not any(m["torch"] for m in workers["worker_memory_mib"])  # the source's modules stay torch-free
     text = results_md.read_text()
     assert "Command: `python -m decal.bench.host --data" in text and "index reopen (mmap)" in text
     assert "its source worker 2 of 2" in text and "Alternating rounds" in text

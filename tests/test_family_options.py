@@ -13,6 +13,7 @@ import typing
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
 
 from decal.dali_pipes import (
     BalancedCopyPasteLoaderConfig,
@@ -25,7 +26,7 @@ from decal.dali_pipes import (
 from decal.dali_pipes.core.option_schema import Option, served
 from decal.proto import decal_pb2 as pb
 from decal.server.config import Limits
-from decal.server.params import is_pair
+from decal.server.params import NONE_FIELD, can_be_none, is_pair
 from decal.server.pipelines import COPY_PASTE, PIPELINES, PipelineKind, RequestError
 from decal.server.remote_loader import forwarded_options
 
@@ -68,7 +69,8 @@ def test_config_fields_are_the_schema_in_order(kind: PipelineKind) -> None:
 def test_proto_message_carries_exactly_the_served_options(kind: PipelineKind) -> None:
     """Every served option is a field of the family's message of the same name: a scalar with
     presence and the matching type, a ``Range`` for a pair, the ``jitter`` oneof for jitter;
-    nothing else but the family's request fields. The copy-paste variants carry the
+    nothing else but the family's request fields, and ``none_options`` (repeated string) exactly
+    when one of the message's own options can be None. The copy-paste variants carry the
     copy-paste options in a nested ``CopyPasteParams`` (checked by test_option_schema.py)."""
     descriptor = getattr(pb.StreamRequest(), kind.params_field).DESCRIPTOR
     proto_fields = {f.name: f for f in descriptor.fields}
@@ -91,6 +93,10 @@ def test_proto_message_carries_exactly_the_served_options(kind: PipelineKind) ->
             assert field.message_type is pb.Range.DESCRIPTOR, option.name
         else:
             assert field.type == _PROTO_TYPES[_scalar(option)], option.name
+        if can_be_none(option):
+            expected.add(NONE_FIELD)
+            assert proto_fields[NONE_FIELD].is_repeated
+            assert proto_fields[NONE_FIELD].type == FieldDescriptor.TYPE_STRING
     assert set(proto_fields) == expected
 
 
@@ -192,3 +198,25 @@ def test_the_request_value_wins_over_the_server_default() -> None:
     options = kind.to_options(pb.CP2Params(stride=8), {"stride": 32}, Limits())
     assert options["stride"] == 8
     assert kind.to_options(pb.CP2Params(), {"stride": 32}, Limits())["stride"] == 32
+
+
+def test_a_bad_none_options_entry_names_the_field() -> None:
+    """``none_options`` may name only the message's own options that can be None, and not one
+    the request also sets."""
+    kind, limits = PIPELINES["cutmix"], Limits()
+    cases = {
+        "prob": r"^cutmix\.none_options: prob cannot be None$",
+        "bogus": r"^cutmix\.none_options: 'bogus' is not an option of this message$",
+    }
+    for name, message in cases.items():
+        with pytest.raises(RequestError, match=message) as error:
+            kind.to_options(pb.CutMixParams(none_options=[name]), {}, limits)
+        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(RequestError, match=r"^cutmix\.none_options: num_classes is both set and None$"):
+        kind.to_options(pb.CutMixParams(num_classes=5, none_options=["num_classes"]), {}, limits)
+    # a copy-paste option of a variant is named in the nested message, where it lives
+    balanced = PIPELINES["balanced-copy-paste"]
+    nested = pb.BalancedCopyPasteParams(copy_paste=pb.CopyPasteParams(none_options=["repeat_factor_threshold"]))
+    assert balanced.to_options(nested, {"repeat_factor_threshold": 0.01}, limits)["repeat_factor_threshold"] is None
+    with pytest.raises(RequestError, match=r"^balanced_copy_paste\.copy_paste\.none_options: 'bank_power' is not an"):
+        balanced.to_options(pb.BalancedCopyPasteParams(copy_paste=pb.CopyPasteParams(none_options=["bank_power"])), {}, limits)

@@ -211,8 +211,7 @@ def test_per_test_timeout_ends_a_process_that_never_returns(tmp_path) -> None:
     assert "test_never_reached" not in log.split("Timeout (")[1] and proc.returncode == 1
     assert seconds < 100  # not the 300 s sleep: ended 1 + 10 s after the test began, plus start-up
     (tmp_path / "pytest-1.log").write_text(log)
-    sys.path.insert(0, str(ROOT))
-    from bench.gpu_summary import parse_pytest_log
+    from decal.bench.gpu_summary import parse_pytest_log
 
     run = parse_pytest_log(tmp_path / "pytest-1.log")
     assert run.hung == "tests/test_it.py::test_blocks_the_alarm" and run.selected == 2 and run.results == []
@@ -234,8 +233,7 @@ def test_sigterm_still_writes_the_junit_xml(tmp_path) -> None:
         assert proc.wait(timeout=60) == 2 and "KeyboardInterrupt" in log
     finally:
         proc.kill()
-    sys.path.insert(0, str(ROOT))
-    from bench.gpu_summary import parse_junit
+    from decal.bench.gpu_summary import parse_junit
 
     # the finished test is in the XML; the interrupted one leaves an empty entry, which is ignored
     assert [(r.nodeid, r.outcome) for r in parse_junit(tmp_path / "j.xml").results] == [("tests/test_it.py::test_first", "passed")]
@@ -243,7 +241,6 @@ def test_sigterm_still_writes_the_junit_xml(tmp_path) -> None:
 
 @pytest.mark.parametrize("limit, grace", [(1, 10), (60, 15), (120, 30)])
 def test_hard_timeout_grace(limit, grace) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
     from conftest import hard_timeout_grace
 
     assert hard_timeout_grace(limit) == grace

@@ -5,14 +5,11 @@ targets' ratios, and missing or broken files reported instead of failing."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-
-from bench import gpu_summary as gs  # noqa: E402
+from decal.bench import gpu_summary as gs
 
 # What pytest 9 writes with -o junit_family=xunit1 (cut down): a collection error, a module
 # skipped by importorskip, passes, a failure, a setup error, a skip, a class and a parameter.

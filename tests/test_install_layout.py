@@ -65,3 +65,13 @@ def test_user_facing_files_point_inside_the_repository() -> None:
     for name in ("README.md", "Makefile", "pyproject.toml"):
         text = (ROOT / name).read_text()
         assert "../shared" not in text and "DESIGN.md" not in text, name
+
+
+def test_make_installs_the_lvis_api_without_the_gui_opencv() -> None:
+    """lvis 0.5.3 requires opencv-python, whose cv2 would replace the bench's headless one: no
+    extra that `make install` uses lists lvis; the Makefile adds it with --no-deps."""
+    extras = {name: _names(reqs) for name, reqs in PROJECT["optional-dependencies"].items()}
+    installed = set().union(*(extras[name] for name in ("cuda12", "serve", "bench", "test")))
+    assert "opencv-python-headless" in installed
+    assert not {"lvis", "opencv-python"} & installed
+    assert re.search(r'pip install --quiet --no-deps "lvis>=[0-9.]+"', (ROOT / "Makefile").read_text())

@@ -125,13 +125,6 @@ def test_balanced_and_self_training_resolve_like_copy_paste(coco, fake_gpu, monk
         make(device="cpu", subpixel=True)
 
 
-def test_self_training_refuses_source_workers(coco) -> None:
-    """The parallel source reads one set: a self-training loader with workers is an error
-    naming the option, not batches without their second-set images."""
-    with pytest.raises(OptionError, match="SelfTrainingLoader: option 'source_workers' must be 0"):
-        SelfTrainingLoader(*coco, second_images=coco[1], device="cpu", source_workers=1, **KW)
-
-
 def test_uniform_columns_are_dense_arrays(coco) -> None:
     """Scalars and fixed-size rows reach DALI as one (B, ...) array per batch (one copy), not B
     arrays; the per-sample values are those of the rows."""

@@ -23,6 +23,7 @@ from decal.dali_pipes.core.options import OptionError
 from decal.dali_pipes.copy_paste.loader import CopyPasteLoaderConfig
 from decal.proto import decal_pb2 as pb
 from decal.server.config import Limits
+from decal.server.params import NONE_FIELD, can_be_none
 from decal.server.pipelines import RequestError, copy_paste_options
 from decal.server.remote_loader import PIPELINE_OPTIONS
 
@@ -65,11 +66,16 @@ def _scalar(option: Option) -> type:
 
 def test_proto_message_carries_exactly_the_served_options() -> None:
     """Every served option is a field of CopyPasteParams with presence (``optional``) and the
-    matching scalar type; ``jitter`` is the oneof of a preset and a range; nothing else."""
+    matching scalar type; ``jitter`` is the oneof of a preset and a range; ``none_options``
+    (repeated string) names the options a request sets to None, since some can be; nothing else."""
     descriptor = pb.CopyPasteParams.DESCRIPTOR
     proto_fields = {f.name: f for f in descriptor.fields}
     assert set(descriptor.oneofs_by_name["jitter"].fields) == {proto_fields["jitter_preset"], proto_fields["jitter_range"]}
     expected = {o.name for o in SERVED} - {"jitter"} | {"jitter_preset", "jitter_range"}
+    assert any(can_be_none(o) for o in SERVED)
+    expected.add(NONE_FIELD)
+    assert proto_fields[NONE_FIELD].is_repeated
+    assert proto_fields[NONE_FIELD].type == FieldDescriptor.TYPE_STRING
     assert set(proto_fields) == expected
     for option in SERVED:
         if option.name == "jitter":

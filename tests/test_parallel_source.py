@@ -1,9 +1,12 @@
-"""The GPU-mask and the default copy-paste sources in DALI's parallel external source (worker
-processes): the very same batches, positions, resume and sharding as the in-thread source; and
-the default loader's threaded copy-paste step: the batches of the batched kernels."""
+"""The GPU-mask and the default copy-paste sources, and self-training's two sources, in DALI's
+parallel external source (worker processes): the very same batches, positions, resume and
+sharding as the in-thread source; and the default loader's threaded copy-paste step: the
+batches of the batched kernels."""
 
 from __future__ import annotations
 
+import gc
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +18,7 @@ from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 from decal.dali_pipes.core.epoch_source import LoaderPosition
 from decal.dali_pipes.core.parallel_source import BatchInfoSource, check_workers
 
-from coco_factory import write_coco_dataset
+from coco_factory import write_coco_dataset, write_self_training_sets
 from loader_variants import copy_paste_with_step
 
 KW = dict(batch_size=3, output_size=48, device="cpu", num_threads=1, seed=4)
@@ -24,6 +27,16 @@ KW = dict(batch_size=3, output_size=48, device="cpu", num_threads=1, seed=4)
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     return write_coco_dataset(tmp_path_factory.mktemp("parallel"), num_images=11, instances_per_image=(0, 5), seed=2)
+
+
+@pytest.fixture(autouse=True)
+def _collect_worker_pools():
+    """A worker loader holds its pool's pipes and shared-memory files until the garbage
+    collector frees it (it sits in reference cycles); collected after each test, so the
+    process stays far below the 1024 descriptors ``select()`` takes in the later server
+    tests' proxy (without it this file leaves ~900 open)."""
+    yield
+    gc.collect()
 
 
 def _same(a, b) -> None:
@@ -171,3 +184,134 @@ def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
     in_memory = GpuMaskCopyPasteLoader(*coco, dataset=CocoDataset(*coco), **KW)
     assert in_memory.dataset.index.directory is None
     _same(list(in_memory), list(loader))
+
+
+def assert_workers_give_the_in_thread_batches(make) -> None:
+    """``make(**options)`` builds a loader: with ``source_workers=2`` it gives the in-thread
+    loader's batches over two epochs (the second from ``BatchInfo.epoch_idx`` = 1) and its
+    state; a worker loader resumed after one batch continues as the in-thread one."""
+    inline, workers = make(), make(source_workers=2)
+    assert len(workers) == len(inline)
+    for _ in range(2):
+        _same(list(inline), list(workers))
+    assert workers.state_dict() == inline.state_dict()
+    reference = list(make())
+    first = make(source_workers=2)
+    next(iter(first))
+    resumed = make(source_workers=2)
+    resumed.load_state_dict(first.state_dict())
+    _same(reference[1:], list(resumed))
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory) -> dict:
+    """A labelled set and a pseudo-labelled second set (its own images and instances)."""
+    _, paths = write_self_training_sets(
+        tmp_path_factory.mktemp("two-sets"), dict(num_images=9, instances_per_image=(0, 4), seed=6),
+        dict(num_images=5, size=(56, 72), instances_per_image=(0, 3), seed=7), pseudo_category=99,
+    )  # fmt: skip
+    return paths
+
+
+#: self-training cases: (second set, options); "images" = an unlabelled image directory,
+#: "pseudo" = a pseudo-labelled json (instances of both sets in one batch)
+SELF_TRAINING_CASES = {
+    "images": ("images", dict()),
+    "pseudo-drop-last": ("pseudo", dict(drop_last=True)),
+    "pseudo-shard-1-of-2": ("pseudo", dict(shard_id=1, num_shards=2, second_ratio=0.25)),
+}
+
+
+def self_training_loader(two_sets, second: str, **options):
+    from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+
+    pseudo = dict(second_annotations=two_sets["pseudo_json"]) if second == "pseudo" else {}
+    return SelfTrainingLoader(two_sets["labelled_json"], two_sets["labelled_dir"], second_images=two_sets["second_dir"],
+                              **pseudo, **{**KW, "batch_size": 4, "second_ratio": 0.5, **options})  # fmt: skip
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+@pytest.mark.parametrize("case", list(SELF_TRAINING_CASES))
+def test_self_training_workers_give_the_in_thread_batches(two_sets, case, mask_source) -> None:
+    """Self-training's batches hold labelled images and then second-set images; workers made
+    them of labelled images only (so an epoch had half the batches), until the source's second
+    set became part of its ``columns`` (a function of the batch's start). Both sources of the
+    family (host masks, descriptors) take workers."""
+    from decal.dali_pipes.self_training.source import GpuMaskSelfTrainingSource
+
+    second, options = SELF_TRAINING_CASES[case]
+    make = partial(self_training_loader, two_sets, second, mask_source=mask_source, **options)
+    assert isinstance(make().source, GpuMaskSelfTrainingSource) == (mask_source == "descriptors")
+    assert_workers_give_the_in_thread_batches(make)
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+def test_a_corrupt_second_set_image_made_by_a_worker_is_named(coco, tmp_path, mask_source) -> None:
+    """Error recovery checks the second-set images of the batches workers made too (the
+    self-training source's ``extra_items``); before, it named only the labelled files."""
+    import shutil
+
+    from decal.dali_pipes.core.errors import DatasetError
+    from decal.dali_pipes.self_training.loader import SelfTrainingLoader
+
+    second = tmp_path / "second"
+    shutil.copytree(coco[1], second)
+    victim = sorted(second.glob("*.jpg"))[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3] + b"\x00\xff" * 20)  # header intact, data broken
+    loader = SelfTrainingLoader(*coco, second_images=second, source_workers=2, mask_source=mask_source, **dict(KW, batch_size=4))
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value)
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+@pytest.mark.parametrize("options", [dict(), dict(drop_last=True, repeat_factor_threshold=None), dict(shard_id=1, num_shards=2)],
+                         ids=["default", "drop-last-uniform", "shard-1-of-2"])
+def test_mosaic_workers_give_the_in_thread_batches(coco, options, mask_source) -> None:
+    """A mosaic's extra tiles are drawn from its batch's start (``MosaicSource.plan``), so
+    workers make the in-thread batches, for both mask sources, resumed runs included."""
+    from decal.dali_pipes.mosaic.loader import MosaicLoader
+
+    make = partial(MosaicLoader, *coco, **{**KW, "batch_size": 4, "mosaic_prob": 0.7, "mask_source": mask_source, **options})
+    assert_workers_give_the_in_thread_batches(make)
+
+
+def test_mosaic_extra_items_are_the_tiles_it_reads(coco) -> None:
+    """``extra_items`` names, without reading, the extra tiles ``columns`` reads: what error
+    recovery decodes of the batches workers made."""
+    from decal.dali_pipes.mosaic.loader import MosaicLoader
+
+    source = MosaicLoader(*coco, **{**KW, "batch_size": 4, "mosaic_prob": 0.7}).source
+    start = LoaderPosition(1, 4, 1)
+    payloads = [source.read(source.dataset, int(i)) for i in source.epoch_order(1)[4:8]]
+    _, extras = source.columns(start, 8, payloads)
+    assert len(extras) > 0 and source.extra_items(start, 4) == tuple(extras)
+
+
+@pytest.mark.parametrize("mask_source", ["host", "descriptors"])
+def test_a_corrupt_mosaic_tile_made_by_a_worker_is_named(coco, tmp_path, mask_source) -> None:
+    """Error recovery with workers decodes a mosaic's extra tiles too (``extra_items``): a
+    corrupt image read only as an extra tile is named."""
+    import shutil
+
+    from decal.dali_pipes.core.errors import DatasetError
+    from decal.dali_pipes.mosaic.loader import MosaicLoader
+
+    images = tmp_path / "images"
+    shutil.copytree(coco[1], images)
+    kw = {**KW, "batch_size": 4, "mosaic_prob": 1.0, "mask_source": mask_source, "drop_last": True}
+    source = MosaicLoader(coco[0], images, **kw).source
+    start = LoaderPosition(0, 0, 0)
+    tile0 = {int(i) for i in source.epoch_order(0)[:8]}  # tile 0 of the epoch's two batches
+    extra_only = sorted({i for _, i in source.extra_items(start, 4)} - tile0)
+    assert extra_only, "the draw must hold an image read only as an extra tile"
+    victim = source.dataset[extra_only[0]].path
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3] + b"\x00\xff" * 20)  # header intact, data broken
+    loader = MosaicLoader(coco[0], images, source_workers=2, **kw)
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value)

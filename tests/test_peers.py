@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-
-from bench import peers  # noqa: E402
-from bench.data import make_bench_dataset  # noqa: E402
-from bench.sample_batch import sample_batch  # noqa: E402
-from bench.throughput import mode_peers, peers_markdown  # noqa: E402
+from decal.bench import peers
+from decal.bench.data import make_bench_dataset
+from decal.bench.sample_batch import sample_batch
+from decal.bench.throughput import mode_peers, peers_markdown
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +85,7 @@ def test_failing_peer_is_an_error_row_not_a_crash(arrays, monkeypatch) -> None:
 
 
 def test_bench_mode_without_gpu_says_why(monkeypatch) -> None:
-    monkeypatch.setattr(sys.modules["bench.throughput"], "gpu_info", lambda: None)
+    monkeypatch.setattr(sys.modules["decal.bench.throughput"], "gpu_info", lambda: None)
     result = mode_peers(argparse.Namespace(batch_size=64, output_size=1024, seed=0), (Path("x.json"), Path("x")))
     assert result["rows"] == [] and "needs a GPU" in result["skipped"]
     assert peers_markdown(result) == ["", f"Peers: {result['skipped']}."]

@@ -30,7 +30,7 @@ from decal.server.remote_loader import RemoteLoader
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
-from server_helpers import assert_same, first_status, info, make_config, running_server
+from server_helpers import FAST, assert_same, first_status, info, make_config, running_server
 
 LOCAL = {"device": "cpu", "num_threads": 1}
 
@@ -258,13 +258,13 @@ def test_decal_stream_pulls_any_family(server, capsys) -> None:
     assert "max_stream_bytes=" in capsys.readouterr().out
 
 
-def test_the_client_refuses_a_missing_or_misplaced_second_dataset_and_unsendable_none() -> None:
+def test_the_client_refuses_a_missing_or_misplaced_second_dataset_and_a_none_that_cannot_be() -> None:
     with pytest.raises(TypeError, match=r"pipeline='self-training'\) needs second_dataset"):
         RemoteLoader("127.0.0.1:1", "synth", pipeline="self-training")
     with pytest.raises(TypeError, match=r"second_dataset is an option of the self-training pipeline, not of 'mosaic'"):
         RemoteLoader("127.0.0.1:1", "synth", pipeline="mosaic", second_dataset="unlabelled")
-    with pytest.raises(TypeError, match=r"repeat_factor_threshold=None: not sendable for pipeline 'mosaic'"):
-        RemoteLoader("127.0.0.1:1", "synth", pipeline="mosaic", repeat_factor_threshold=None)
+    with pytest.raises(TypeError, match=r"flip_prob=None: flip_prob cannot be None for pipeline 'mosaic'"):
+        RemoteLoader("127.0.0.1:1", "synth", pipeline="mosaic", flip_prob=None)
     with pytest.raises(ValueError, match=r"pipeline: expected one of copy-paste, .*cp2, got 'segment'"):
         RemoteLoader("127.0.0.1:1", "synth", pipeline="segment")
 
@@ -277,3 +277,23 @@ def test_a_bad_second_set_is_failed_precondition_naming_it_without_server_paths(
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert details.startswith("dataset 'empty': "), details
     assert str(tmp_path) not in details and "no readable JPEG or PNG image" in details
+
+
+def test_a_none_option_reaches_the_loader_as_none_not_as_the_servers_default(paths) -> None:
+    """Over a real stream: ``num_classes=None`` (CutMix: the folder's classes) and
+    ``repeat_factor_threshold=None`` (mosaic: uniform sampling) arrive as None although the
+    server's ``[defaults.<family>]`` sets both; left out, the server's default applies."""
+    defaults = {"copy-paste": FAST, "cutmix": {**FAST, "num_classes": 5}, "mosaic": {**FAST, "repeat_factor_threshold": 0.01}}
+    cutmix, mosaic = FAMILIES[3], FAMILIES[2]
+    assert (cutmix.pipeline, mosaic.pipeline) == ("cutmix", "mosaic")
+    with running_server(make_config(paths, defaults=defaults)) as s:
+        with remote(s, cutmix, num_classes=None) as loader:
+            assert {tuple(b.targets.shape[1:]) for b in loader} == {(2,)}  # the folder's 2 classes
+        with remote(s, cutmix) as loader:
+            assert {tuple(b.targets.shape[1:]) for b in loader} == {(5,)}  # the server's default
+        with remote(s, mosaic, repeat_factor_threshold=None) as loader:
+            got = list(loader)
+    want = list(mosaic.local(paths, dict(mosaic.options, repeat_factor_threshold=None)))
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        assert_same(a, b)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.common_options import DEVICE_OPTIONS, DROP_LAST, NUM_SHARDS, ON_ERROR, SEED, SHARD_ID, SHUFFLE
+from ..core.common_options import DEVICE_OPTIONS, DROP_LAST, NUM_SHARDS, ON_ERROR, SEED, SHARD_ID, SHUFFLE, WORKER_OPTIONS
 from ..core.option_schema import Option
 
 __all__ = ["COPY_PASTE_OPTIONS"]
@@ -71,15 +71,5 @@ COPY_PASTE_OPTIONS: tuple[Option, ...] = (
         "CPU backend: threads of the copy-paste step (per-sample chunks, same batches bit for bit); None = `num_threads`",
         low=1,
     ),
-    Option(
-        "source_workers", int, 0,
-        "worker processes of the source (file reads, mask raster; DALI's parallel external source, same batches); "
-        '`on_error="raise"` only',
-        low=0,
-    ),
-    Option(
-        "source_start_method", str | None, None,
-        'the workers\' `"fork"` or `"spawn"`; None = spawn (fork is faster to start but may deadlock a worker forked while other threads hold locks)',
-        choices=("fork", "spawn"),
-    ),
+    *WORKER_OPTIONS,
 )  # fmt: skip

@@ -113,7 +113,10 @@ class EpochBatchSource:
     """Base of the batch-mode ``fn.external_source`` callables.
 
     Subclasses set :attr:`column_names` and implement :meth:`read` (one item's payload; the
-    first element of a payload is always the dataset index) and :meth:`columns`.
+    first element of a payload is always the dataset index) and :meth:`columns`. A batch takes
+    :attr:`items_per_batch` items of the epoch order; :meth:`columns` may add items of its
+    own (a second dataset's), which is how a batch stays a function of its start position for
+    the parallel source's workers (:mod:`~decal.dali_pipes.core.parallel_source`).
     """
 
     column_names: tuple[str, ...] = ()
@@ -155,6 +158,12 @@ class EpochBatchSource:
         self._order_cache: tuple[int, np.ndarray] | None = None
         self.position = position or LoaderPosition()
 
+    @property
+    def items_per_batch(self) -> int:
+        """Items of the epoch order a full batch takes (``batch_size`` unless :meth:`columns`
+        adds items of another dataset)."""
+        return self.batch_size
+
     # -- epoch order -------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> np.ndarray:
         """This shard's dataset indices for ``epoch``, (L,) int64."""
@@ -165,14 +174,14 @@ class EpochBatchSource:
 
     def batches_in_epoch(self, epoch: int) -> int:
         """Batches in ``epoch`` for this shard (before any skipped item)."""
-        length = len(self.epoch_order(epoch))
-        return length // self.batch_size if self.drop_last else -(-length // self.batch_size)
+        length, per = len(self.epoch_order(epoch)), self.items_per_batch
+        return length // per if self.drop_last else -(-length // per)
 
     def normalize(self, position: LoaderPosition) -> LoaderPosition:
         """The same place, written as the next epoch's start when ``position`` is at (or,
         with ``drop_last``, too near) the end of its epoch for another batch."""
         remaining = len(self.epoch_order(position.epoch)) - position.cursor
-        if remaining <= 0 or (self.drop_last and remaining < self.batch_size):
+        if remaining <= 0 or (self.drop_last and remaining < self.items_per_batch):
             return LoaderPosition(position.epoch + 1, 0, 0)
         return position
 
@@ -242,7 +251,7 @@ class EpochBatchSource:
 
     def __call__(self) -> tuple[list[Any], ...]:
         start = self.position
-        payloads, cursor = self.gather(start, self.batch_size)
+        payloads, cursor = self.gather(start, self.items_per_batch)
         self.position = LoaderPosition(start.epoch, cursor, start.batch_index + 1)
         columns, extra = self.columns(start, cursor, payloads)
         self.produced.append(ProducedBatch(start, tuple(p[0] for p in payloads)))
@@ -250,6 +259,12 @@ class EpochBatchSource:
         return columns
 
     # -- for subclasses ----------------------------------------------------------------
+    def extra_items(self, start: LoaderPosition, count: int) -> tuple[tuple[Dataset, int], ...]:
+        """The (dataset, index) of the items :meth:`columns` adds to the batch at ``start``
+        holding ``count`` items of the epoch order, known without reading them: what error
+        recovery checks of the batches source workers made. None here."""
+        return ()
+
     def read(self, dataset: Any, index: int) -> Any:
         """One item's payload, a tuple whose first element is ``index``; raises
         :class:`DatasetError` for bad input."""
@@ -259,5 +274,7 @@ class EpochBatchSource:
         self, start: LoaderPosition, cursor: int, payloads: list[Any]
     ) -> tuple[tuple[list[Any], ...], Sequence[tuple[Dataset, int]]]:
         """The batch's columns (in :attr:`column_names` order) and the (dataset, index) of any
-        further items the batch holds (e.g. backgrounds), for error recovery."""
+        further items the batch holds (e.g. backgrounds), for error recovery. ``payloads`` are
+        the items of the epoch order from ``start`` (``cursor`` is the one after them); further
+        items must be a function of ``start`` too."""
         raise NotImplementedError

@@ -11,7 +11,8 @@ alone, so a worker needs no state:
 * epoch ``start.epoch + epoch_idx``; its first batch is ``start`` in the epoch the pipeline was
   built at, batch 0 / cursor 0 in the later ones;
 * batch ``k`` of that run covers entries ``[cursor₀ + k·B, cursor₀ + (k+1)·B)`` of the shard's
-  epoch order, and draws from ``(seed, epoch, shard_id, batch_index₀ + k)`` as the in-thread
+  epoch order (B the source's ``items_per_batch``: its batch size, or a self-training batch's
+  labelled images, the source's ``columns`` adding the second set's), and draws from ``(seed, epoch, shard_id, batch_index₀ + k)`` as the in-thread
   source does (:meth:`~decal.dali_pipes.core.epoch_source.EpochBatchSource.batch_rng`).
 
 So the batches, their positions, resume and sharding are exactly those of the in-thread
@@ -78,7 +79,7 @@ class BatchInfoSource:
     def batch_start(self, iteration: int, epoch_idx: int) -> LoaderPosition:
         """Where batch ``iteration`` of the pipeline's epoch ``epoch_idx`` starts."""
         first = self.start if epoch_idx == 0 else LoaderPosition(self.start.epoch + epoch_idx, 0, 0)
-        size = self.source.batch_size
+        size = self.source.items_per_batch
         return LoaderPosition(first.epoch, first.cursor + iteration * size, first.batch_index + iteration)
 
     def __call__(self, info: Any) -> tuple[list[Any], ...]:
@@ -87,9 +88,10 @@ class BatchInfoSource:
         start = self.batch_start(int(info.iteration), int(info.epoch_idx))
         order = source.epoch_order(start.epoch)
         remaining = len(order) - start.cursor
-        if remaining <= 0 or (source.drop_last and remaining < source.batch_size):
+        per = source.items_per_batch
+        if remaining <= 0 or (source.drop_last and remaining < per):
             raise StopIteration
-        items = order[start.cursor : start.cursor + source.batch_size].tolist()
+        items = order[start.cursor : start.cursor + per].tolist()
         payloads = [source.read(source.dataset, index) for index in items]
         columns, _ = source.columns(start, start.cursor + len(items), payloads)
         # parallel external source ships arrays through shared memory: no NumPy scalars
@@ -105,7 +107,7 @@ def planned_batches(source: EpochBatchSource, start: LoaderPosition, count: int)
     out = []
     for k in range(count):
         batch = parallel.batch_start(k, 0)
-        items = order[batch.cursor : batch.cursor + source.batch_size]
+        items = order[batch.cursor : batch.cursor + source.items_per_batch]
         if not len(items):
             break
         out.append(ProducedBatch(batch, tuple(int(i) for i in items)))
@@ -116,7 +118,9 @@ def expect_worker_batches(source: EpochBatchSource, position: LoaderPosition, pr
     """Before error recovery with ``workers`` > 0: restart ``source`` at the last delivered
     ``position`` and record as produced every batch the workers may have made since (the
     pipeline's queue, the parallel source's own queue of ``max(2, workers)``, one in flight),
-    so that recovery decodes them to find a corrupt file."""
+    so that recovery decodes them (and the items their ``columns`` add) to find a corrupt file."""
     ahead = prefetch_queue_depth + max(2, workers) + 1
     source.restart(position)
-    source.produced.extend(planned_batches(source, position, ahead))
+    planned = planned_batches(source, position, ahead)
+    source.produced.extend(planned)
+    source.produced_extra.extend(source.extra_items(batch.start, len(batch.dataset_indices)) for batch in planned)

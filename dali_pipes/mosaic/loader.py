@@ -21,6 +21,7 @@ from ..core.loader_base import dense, position_after
 from ..core.loader_config import check_loader_config
 from ..core.loader_parts import epoch_sampler, pipeline_device_options, source_options
 from ..core.option_schema import with_options
+from ..core.parallel_source import check_workers
 from ..core.samplers import RepeatFactorSampler
 from .descriptors import MosaicDescriptorSource
 from .options import MOSAIC_OPTIONS
@@ -38,7 +39,7 @@ class MosaicLoaderConfig:
     Attributes:
         batch_size, output_size, flip_prob, pad_value, paste_by_box, seed, shuffle,
         shard_id, num_shards, drop_last, on_error, device, device_id, num_threads,
-        prefetch_queue_depth, mask_source, subpixel: as
+        prefetch_queue_depth, mask_source, subpixel, source_workers, source_start_method: as
         :class:`~decal.dali_pipes.copy_paste.loader.CopyPasteLoaderConfig` (``mask_source``
         None: descriptors on the GPU backend, host masks on the CPU; the same batches).
         jitter: range of r; a tile's longer side is r·S/2 in a mosaic, r·S alone
@@ -58,6 +59,7 @@ def mosaic_source(config: MosaicLoaderConfig, dataset: CocoDataset, sampler: Any
     repeat factors (uniformly under the uniform sampler). Its masks follow
     :func:`~decal.dali_pipes.copy_paste.loader.mask_source`: a :class:`MosaicDescriptorSource`
     (descriptors, the GPU default) or a :class:`MosaicSource` (host masks, the CPU default)."""
+    check_workers(config.source_workers, config.source_start_method or "spawn", config.on_error)
     weights = sampler.repeat_factors if isinstance(sampler, RepeatFactorSampler) else np.ones(len(dataset))
     options = dict(
         output_size=config.output_size,
@@ -76,8 +78,12 @@ def mosaic_graph(source: MosaicSource, config: MosaicLoaderConfig, backend: Back
     """The Mosaic graph over ``source``, whose masks and step follow the source: descriptors
     rasterised by :class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorStep` for a
     :class:`MosaicDescriptorSource`, host masks placed by
-    :class:`~decal.dali_pipes.mosaic.twin.MosaicStep` for a :class:`MosaicSource`."""
-    return build_mosaic_pipeline(source, **pipeline_device_options(config, backend))
+    :class:`~decal.dali_pipes.mosaic.twin.MosaicStep` for a :class:`MosaicSource`; the source
+    in ``source_workers`` worker processes when > 0."""
+    return build_mosaic_pipeline(
+        source, **pipeline_device_options(config, backend), source_workers=config.source_workers,
+        source_start_method=config.source_start_method or "spawn",
+    )  # fmt: skip
 
 
 def mosaic_batch(outputs: tuple[Any, ...], config: Any = None) -> Batch:

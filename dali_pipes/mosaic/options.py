@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
+from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS, WORKER_OPTIONS
 from ..core.option_schema import Option
 
 __all__ = ["MOSAIC_OPTIONS"]
@@ -41,9 +41,10 @@ MOSAIC_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "repeat_factor_threshold", float | None, 0.001,
-        "t of repeat-factor sampling (epoch order and the extra tiles); None = uniform (not sendable over gRPC)",
+        "t of repeat-factor sampling (epoch order and the extra tiles); None = uniform",
         low=0.0, high=1.0, low_open=True, served=True,
     ),
     *RUN_OPTIONS,
     *DEVICE_OPTIONS,
+    *WORKER_OPTIONS,
 )  # fmt: skip

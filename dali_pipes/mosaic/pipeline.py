@@ -39,8 +39,9 @@ from ..coco.reader import CocoDataset
 from ..coco.records import ranges
 from ..copy_paste.source import CopyPasteSource
 from ..core.epoch_source import LoaderPosition
-from .twin import NUM_TILES, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
-from ..core.graph import pipeline_arguments
+from .twin import NUM_TILES, MosaicPlan, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
+from ..core.graph import pipeline_arguments, source_outputs
+from ..core.parallel_source import check_workers
 
 
 __all__ = ["MosaicSource", "TileLayout", "build_mosaic_pipeline", "MosaicOutputs", "OUTPUT_NAMES"]
@@ -185,23 +186,35 @@ class MosaicSource(CopyPasteSource):
             index = int(replacement.choice(len(prob), p=prob))
         raise RuntimeError("MosaicSource: could not find a readable image for a mosaic tile in 64 draws")
 
+    def plan(self, start: LoaderPosition, count: int) -> MosaicPlan:
+        """The draws of the batch at ``start`` holding ``count`` samples (a function of the
+        start alone: the same in DALI's thread and in a source worker)."""
+        return draw_mosaic_plan(
+            self.batch_rng(start, GEOMETRY_STREAM),
+            self.batch_rng(start, MOSAIC_STREAM),
+            count,
+            prob=self.prob,
+            jitter=(self.jitter.min_scale, self.jitter.max_scale),
+            flip_prob=self.flip_prob,
+            center_range=self.center_range,
+            output_size=self.output_size,
+            item_weights=self.item_weights,
+        )
+
+    def extra_items(self, start: LoaderPosition, count: int) -> tuple[tuple[Any, int], ...]:
+        """The (dataset, index) of the extra tiles of the batch at ``start`` with ``count``
+        samples, as :meth:`layout` reads them when all are readable (source workers need
+        ``on_error="raise"``): what error recovery checks of the batches workers made."""
+        plan = self.plan(start, count)
+        return tuple((self.dataset, int(index)) for index in plan.extra[plan.mosaic].reshape(-1))
+
     def layout(self, start: LoaderPosition, payloads: list[Any]) -> tuple[list[list[Any]], TileLayout, tuple]:
         """The batch's mosaic: per sample the payloads of its four tiles (tile 0 from the epoch
         order, tiles 1–3 drawn, placeholders when it is not a mosaic), their
         :class:`TileLayout`, and the (dataset, index) of the extra tiles read."""
         b = len(payloads)
         s = self.output_size
-        plan = draw_mosaic_plan(
-            self.batch_rng(start, GEOMETRY_STREAM),
-            self.batch_rng(start, MOSAIC_STREAM),
-            b,
-            prob=self.prob,
-            jitter=(self.jitter.min_scale, self.jitter.max_scale),
-            flip_prob=self.flip_prob,
-            center_range=self.center_range,
-            output_size=s,
-            item_weights=self.item_weights,
-        )
+        plan = self.plan(start, b)
         replacement = self.batch_rng(start, REPLACEMENT_STREAM)
         tiles: list[list[Any]] = []
         extras: list[tuple[Any, int]] = []
@@ -325,14 +338,21 @@ def build_mosaic_pipeline(
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
     return_tiles: bool = False,
+    source_workers: int = 0,
+    source_start_method: str = "spawn",
 ) -> Pipeline:
     """Build (not yet run) the Mosaic pipeline over ``source``; outputs are
     :data:`OUTPUT_NAMES` (then, with ``return_tiles``, the four resized tiles and the
     ``start0``, ``regions`` and ``flip`` columns, for the twin test). Output size and gray
     level come from the source; its masks and step from the source too
     (:meth:`MosaicSource.mask_inputs`, :meth:`MosaicSource.step`): host masks here,
-    descriptors for a :class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorSource`."""
-    arguments = pipeline_arguments(source, device, device_id, num_threads, prefetch_queue_depth)
+    descriptors for a :class:`~decal.dali_pipes.mosaic.descriptors.MosaicDescriptorSource`.
+    ``source_workers``: 0 calls ``source`` in DALI's thread; N runs it in N worker processes
+    (the same batches: a mosaic's extra tiles are drawn from its batch's start)."""
+    check_workers(source_workers, source_start_method, source.on_error)
+    arguments = pipeline_arguments(
+        source, device, device_id, num_threads, prefetch_queue_depth, source_workers, source_start_method
+    )
     on_gpu = device == "gpu"
     step = source.step()
     names = source.column_names
@@ -340,7 +360,7 @@ def build_mosaic_pipeline(
     @pipeline_def(**arguments)
     def mosaic_pipeline():
         layouts = ["HWC" if n.startswith("masks") else "" for n in names]
-        col = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True, layout=layouts)))
+        col = dict(zip(names, source_outputs(source, len(names), source_workers, layout=layouts)))
         tiles = resized_tiles(col, on_gpu)
         small = [col[n] for n in STEP_COLUMNS]
         if on_gpu:  # the step's inputs must share its backend; these are small

@@ -47,19 +47,25 @@ from ..core.assembly import assemble
 from ..core.backend import Backend
 from ..core.batch import Batch
 from ..core.option_schema import with_options
-from ..core.options import OptionError
 from .options import SELF_TRAINING_OPTIONS
 from .second_set import ImageDirectoryDataset, second_dataset
+# the source lives apart, free of torch, for the source workers that unpickle it
 from .source import GpuMaskSelfTrainingSource, SelfTrainingSource, TwoSetBatches
 from .step import SelfTrainingStep
-from .twin import check_ratio, split_counts
+from .twin import check_ratio, draw_labelled_paste_plan, split_counts
 
+# this module's names before the family was split into modules stay importable from it
 __all__ = [
     "SELF_TRAINING",
+    "GpuMaskSelfTrainingSource",
     "ImageDirectoryDataset",
     "SelfTrainingLoader",
     "SelfTrainingLoaderConfig",
+    "SelfTrainingSource",
+    "SelfTrainingStep",
+    "draw_labelled_paste_plan",
     "ensure_unlabelled_sample",
+    "split_counts",
 ]
 
 
@@ -93,11 +99,8 @@ def self_training_source(
     ``config.second_ratio``. Its masks follow ``mask_source`` as copy-paste's do
     (:func:`~decal.dali_pipes.copy_paste.loader.copy_paste_source`, which picks the host or
     the descriptor kind; descriptors by default on the GPU backend), with the window prune
-    on the host kind. ``source_workers`` is refused: the parallel source reads one set."""
-    if config.source_workers:
-        raise OptionError(
-            "SelfTrainingLoader: option 'source_workers' must be 0: the parallel source reads the labelled set only"
-        )
+    on the host kind. Either kind takes ``source_workers``: a batch's second-set images are
+    a function of its start (:meth:`~decal.dali_pipes.self_training.source.TwoSetBatches.columns`)."""
     second = second_dataset(second_images, second_annotations, config, dataset)
     return copy_paste_source(
         config, dataset, sampler, backend, kinds=SourceKinds(SelfTrainingSource, GpuMaskSelfTrainingSource),

@@ -15,11 +15,19 @@ payloads per set (each with its set's compiled index):
   :class:`~decal.dali_pipes.copy_paste.gpu_masks.GpuMaskCopyPasteSource`: mask descriptors
   of both sets joined into one batch (:func:`~decal.dali_pipes.copy_paste.gpu_masks.join_descriptors`),
   rasterised by the step.
+
+A batch takes ``labelled_per_batch`` items of the labelled epoch order (the source's
+``items_per_batch``) and its ``columns`` add the second set's, a function of the batch's
+start alone; so the parallel source's workers (``source_workers`` > 0,
+``dali_pipes/core/parallel_source.py``) make the in-thread batches. This module and what it
+imports stay free of torch: a spawned worker unpickles the source
+(``tests/test_source_worker_imports.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -27,7 +35,7 @@ from ..coco.index import CocoIndex
 from ..coco.reader import CocoDataset
 from ..copy_paste.gpu_masks import GpuMaskCopyPasteSource
 from ..copy_paste.source import CopyPasteSource
-from ..core.epoch_source import LoaderPosition, ProducedBatch
+from ..core.epoch_source import LoaderPosition
 from ..core.samplers import shard_indices
 from .second_set import SecondOrder
 from .twin import check_ratio, split_counts
@@ -58,17 +66,13 @@ class TwoSetBatches:
         self._second_cache: tuple[int, np.ndarray] | None = None
 
     # -- epoch bookkeeping in labelled images --------------------------------------------
-    def batches_in_epoch(self, epoch: int) -> int:
-        length, per = len(self.epoch_order(epoch)), self.labelled_per_batch
-        return length // per if self.drop_last else -(-length // per)
-
-    def normalize(self, position: LoaderPosition) -> LoaderPosition:
-        remaining = len(self.epoch_order(position.epoch)) - position.cursor
-        if remaining <= 0 or (self.drop_last and remaining < self.labelled_per_batch):
-            return LoaderPosition(position.epoch + 1, 0, 0)
-        return position
+    @property
+    def items_per_batch(self) -> int:
+        """A full batch's labelled images: the epoch order is the labelled set's."""
+        return self.labelled_per_batch
 
     def second_epoch_order(self, epoch: int) -> np.ndarray:
+        """This shard's part of the second set's order for ``epoch``, (L,) int64."""
         if self._second_cache is None or self._second_cache[0] != epoch:
             order = shard_indices(self.second_order.epoch_indices(epoch), self.shard_id, self.num_shards)
             self._second_cache = (epoch, order)
@@ -80,28 +84,39 @@ class TwoSetBatches:
             return self.batch_size
         return max(t for t in range(1, self.batch_size + 1) if split_counts(t, self.ratio)[0] == labelled)
 
-    # -- the callable --------------------------------------------------------------------
-    def __call__(self) -> tuple[list[Any], ...]:
-        start = self.position
-        labelled, cursor = self.gather(start, self.labelled_per_batch)
-        wanted = self.batch_size_for(len(labelled)) - len(labelled)
-        second = self._second_items(start, wanted)
-        self.position = LoaderPosition(start.epoch, cursor, start.batch_index + 1)
-        self.produced.append(ProducedBatch(start, tuple(p[0] for p in labelled)))
-        self.produced_extra.append(tuple((self.second, p[0]) for p in second))
-        return self.batch_columns(start, cursor, [(self.index, labelled), (self.second_index, second)])
+    # -- the batch -----------------------------------------------------------------------
+    def columns(self, start: LoaderPosition, cursor: int, payloads: list[Any]) -> tuple[tuple[list[Any], ...], list[tuple[CocoDataset, int]]]:
+        """The labelled ``payloads`` then the second-set images of the batch at ``start``
+        (:meth:`_second_items`, a function of ``start``: the same in DALI's thread and in a
+        worker), as the copy-paste source's ``batch_columns``; and the second-set items, for
+        error recovery."""
+        second = self._second_items(start, self.batch_size_for(len(payloads)) - len(payloads))
+        columns = self.batch_columns(start, cursor, [(self.index, payloads), (self.second_index, second)])
+        return columns, [(self.second, p[0]) for p in second]
+
+    def extra_items(self, start: LoaderPosition, count: int) -> tuple[tuple[CocoDataset, int], ...]:
+        """The second-set images of the batch at ``start`` with ``count`` labelled ones, as
+        :meth:`columns` reads them when all are readable (source workers need
+        ``on_error="raise"``)."""
+        wanted = self.batch_size_for(count) - count
+        return tuple((self.second, index) for index in itertools.islice(self._second_candidates(start), wanted))
+
+    def _second_candidates(self, start: LoaderPosition) -> Iterator[int]:
+        """The second set's indices the batch at ``start`` tries, in order: this epoch's
+        second-set order from entry ``batch_index · second_per_batch`` on, wrapping around
+        once, known-bad ones left out."""
+        order = self.second_epoch_order(start.epoch)
+        first = start.batch_index * self.second_per_batch
+        for k in range(len(order)):
+            index = int(order[(first + k) % len(order)])
+            if index not in self.bad_extra_indices:
+                yield index
 
     def _second_items(self, start: LoaderPosition, wanted: int) -> list[Any]:
-        order = self.second_epoch_order(start.epoch)
         found: list[Any] = []
-        j = start.batch_index * self.second_per_batch
-        for _ in range(len(order)):
+        for index in self._second_candidates(start):
             if len(found) == wanted:
                 break
-            index = int(order[j % len(order)])
-            j += 1
-            if index in self.bad_extra_indices:
-                continue
             payload = self.load(index, self.second)
             if payload is not None:
                 found.append(payload)
