@@ -15,9 +15,13 @@ __all__ = ["is_cupy_array", "get_array_module", "to_host", "cupy_module"]
 
 
 def is_cupy_array(x: Any) -> bool:
-    """True when ``x`` is a ``cupy.ndarray``; never imports CuPy when it isn't loaded."""
-    cp = sys.modules.get("cupy")
-    return cp is not None and isinstance(x, cp.ndarray)
+    """True when ``x`` is a ``cupy.ndarray``; never imports CuPy when it isn't loaded.
+
+    CuPy may be half imported (another thread, say a metrics scrape, importing it for the
+    first time): its module is in ``sys.modules`` before ``ndarray`` is defined. No CuPy array
+    can exist then, so the answer is False rather than an AttributeError."""
+    ndarray = getattr(sys.modules.get("cupy"), "ndarray", None)
+    return ndarray is not None and isinstance(x, ndarray)
 
 
 def get_array_module(x: Any) -> Any:
