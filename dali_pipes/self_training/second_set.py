@@ -10,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..coco.index import CocoIndex
 from ..coco.reader import CocoDataset, ImageRecord
 from ..core.errors import DatasetError
 
@@ -88,11 +87,11 @@ def second_dataset(
         second = CocoDataset.open(
             second_annotations, second_images, on_error=config.on_error, require_segmentation=not config.paste_by_box
         )
-    else:
-        second = ImageDirectoryDataset(second_images, on_error=config.on_error)
-    unknown = set(np.unique(CocoIndex.from_dataset(second).labels).tolist()) - set(labelled.categories)
-    if unknown:
-        raise ValueError(
-            f"the second set's annotations use category ids {sorted(unknown)} that the labelled json does not define"
-        )
-    return second
+        unknown = set(np.unique(second.index.labels).tolist()) - set(labelled.categories)
+        if unknown:
+            raise ValueError(
+                f"{second_annotations}: the second set's annotations use category ids {sorted(unknown)} "
+                "that the labelled json does not define"
+            )
+        return second
+    return ImageDirectoryDataset(second_images, on_error=config.on_error)  # no annotations to check
