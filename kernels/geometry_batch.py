@@ -191,15 +191,34 @@ def _spans(size: np.ndarray, anchor: np.ndarray, window: int) -> tuple[np.ndarra
     return a, np.maximum(a, np.minimum(window, size - anchor))
 
 
+def _source_index(src: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``floor(src)`` clamped to ``[0, last]`` (per row of ``src``, (k,)) as int32; in float32,
+    in place (exact: the bounds are whole numbers below 2**24)."""
+    np.floor(src, out=src)
+    np.maximum(src, 0, out=src)
+    np.minimum(src, last.astype(_F32)[:, None], out=src)
+    return src.astype(np.int32)
+
+
+def _outside(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
+    """(k, window) bool: the positions outside each sample's span [a, b)."""
+    j = np.arange(window, dtype=np.int64)
+    return (j[None, :] < a[:, None]) | (j[None, :] >= b[:, None])
+
+
 def _column_tables(g: GeometryBatch) -> np.ndarray:
-    """(K, out_w) int32 :func:`~decal.kernels.mask_geometry.source_columns` of every sample."""
+    """(K, out_w) int32 :func:`~decal.kernels.mask_geometry.source_columns` of every sample
+    (computed only for the samples whose window shows a column)."""
     a, b = _spans(g.size_w, g.anchor_x, g.out_w)
-    j = np.arange(g.out_w, dtype=np.int64)
-    x = (j[None, :] + g.anchor_x[:, None]).astype(_F32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        src = g.lo_x[:, None] + (x + _F32(0.5)) * g.scale_x[:, None]
-        cols = np.clip(np.floor(src), 0, (g.src_w - 1)[:, None]).astype(np.int32)
-    cols[(j[None, :] < a[:, None]) | (j[None, :] >= b[:, None])] = -1
+    cols = np.full((len(g), g.out_w), -1, np.int32)
+    shown = np.flatnonzero(b > a)
+    if len(shown):
+        x = (np.arange(g.out_w, dtype=np.int64)[None, :] + g.anchor_x[shown, None]).astype(_F32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            src = g.lo_x[shown, None] + (x + _F32(0.5)) * g.scale_x[shown, None]  # float32, no FMA
+            part = _source_index(src, g.src_w[shown] - 1)
+        part[_outside(a[shown], b[shown], g.out_w)] = -1
+        cols[shown] = part
     flipped = np.flatnonzero(g.flip)
     cols[flipped] = cols[flipped, ::-1]
     return cols
@@ -207,19 +226,23 @@ def _column_tables(g: GeometryBatch) -> np.ndarray:
 
 def _row_tables(g: GeometryBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, out_h) int32 :func:`~decal.kernels.mask_geometry.source_rows` of every sample and
-    the valid run [y0, y1) of each ((K,) int64, 0, 0 when none)."""
+    the valid run [y0, y1) of each ((K,) int64, 0, 0 when none); computed only for the
+    samples whose window shows a row."""
     a, b = _spans(g.size_h, g.anchor_y, g.out_h)
-    ends = np.where(b > a, b + g.anchor_y, 0)  # resized rows the running sum must reach
-    count = int(ends.max()) if len(ends) else 0
-    steps = np.broadcast_to(g.scale_y[:, None], (len(g), max(count, 1))).copy()
-    steps[:, 0] = g.lo_y + _F32(0.5) * g.scale_y
-    src = np.cumsum(steps, axis=1, dtype=_F32)  # sequential float32 additions, row by row
-    j = np.arange(g.out_h, dtype=np.int64)
-    at = np.clip(j[None, :] + g.anchor_y[:, None], 0, steps.shape[1] - 1)
-    rows = np.clip(np.floor(np.take_along_axis(src, at, axis=1)), 0, (g.src_h - 1)[:, None]).astype(np.int32)
-    valid = (j[None, :] >= a[:, None]) & (j[None, :] < b[:, None])
-    rows[~valid] = -1
     some = b > a
+    rows = np.full((len(g), g.out_h), -1, np.int32)
+    shown = np.flatnonzero(some)
+    if len(shown):
+        count = int((b[shown] + g.anchor_y[shown]).max())  # resized rows the running sum must reach
+        steps = np.empty((len(shown), count), _F32)
+        steps[:] = g.scale_y[shown, None]
+        steps[:, 0] = g.lo_y[shown] + _F32(0.5) * g.scale_y[shown]
+        running = np.cumsum(steps, axis=1, dtype=_F32)  # sequential float32 additions, row by row
+        at = np.arange(g.out_h, dtype=np.int64)[None, :] + g.anchor_y[shown, None]
+        np.clip(at, 0, count - 1, out=at)
+        part = _source_index(np.take_along_axis(running, at, axis=1), g.src_h[shown] - 1)
+        part[_outside(a[shown], b[shown], g.out_h)] = -1
+        rows[shown] = part
     return rows, np.where(some, a, 0), np.where(some, b, 0)
 
 
