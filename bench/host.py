@@ -356,7 +356,7 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
     elif kind == "reopen":
         from decal.dali_pipes.coco.index import batch_descriptors, open_index
         from decal.dali_pipes.core.scale_jitter import ScaleJitter, draw_geometry
-        from decal.kernels.mask_geometry import sample_geometry
+        from decal.kernels.geometry_batch import jitter_geometries
 
         index = open_index(json_path, image_dir, cache_dir=cache_dir)
         out["open_s"] = round(time.perf_counter() - t0, 3)
@@ -367,9 +367,8 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
         for _ in range(batches):
             images = rng.integers(0, len(index), batch_size)
             draws = draw_geometry(rng, batch_size, jitter, 0.5)
-            hs, ws = index.heights[images].tolist(), index.widths[images].tolist()
-            geometries = [sample_geometry(hs[i], ws[i], draws.scale[i], draws.crop_x[i], draws.crop_y[i],
-                                          draws.flip[i], output_size) for i in range(batch_size)]
+            geometries = jitter_geometries(index.heights[images], index.widths[images], draws.scale,
+                                           draws.crop_x, draws.crop_y, draws.flip, output_size)
             desc, bounds = batch_descriptors(index, images, geometries)
             desc.split(bounds)
             ranges = np.stack([index.inst_offsets[images], index.inst_offsets[images + 1]], axis=1).tolist()

@@ -74,8 +74,9 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from ...kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors, geometry_table, subpixel_table
-from ...kernels.mask_geometry import SampleGeometry, source_columns, source_rows
+from ...kernels.geometry_batch import GeometryBatch, geometry_tables
+from ...kernels.instance_masks import ARRAY_FIELDS, MaskDescriptors
+from ...kernels.mask_geometry import SampleGeometry
 from ...kernels.rasterize_polygons import upsample_vertices
 from ...kernels.rle_decode import box_toggles
 from .compiler import BOX, POLYGON, RLE, IndexBuilder, JsonCompiler
@@ -501,7 +502,7 @@ def instance_spans(index: CocoIndex, images: np.ndarray) -> tuple[np.ndarray, np
 def batch_descriptors(
     index: CocoIndex,
     images: Sequence[int],
-    geometries: Sequence[SampleGeometry],
+    geometries: GeometryBatch | Sequence[SampleGeometry],
     *,
     subpixel: bool = False,
     paste_by_box: bool = False,
@@ -513,8 +514,9 @@ def batch_descriptors(
         index: the compiled dataset.
         images: (B,) image indices of the batch; -1 for an entry without instances (its
             geometry still gets its table).
-        geometries: per sample, its :class:`~decal.kernels.mask_geometry.SampleGeometry`
-            (all of one output size).
+        geometries: the batch's geometry (:class:`~decal.kernels.geometry_batch.GeometryBatch`,
+            what the sources pass), or per sample its
+            :class:`~decal.kernels.mask_geometry.SampleGeometry` (all of one output size).
         subpixel, paste_by_box: as ``build_descriptors`` / the loaders.
 
     Returns:
@@ -525,16 +527,11 @@ def batch_descriptors(
         raise ValueError(f"{len(images)} samples but {len(geometries)} geometries")
     if not len(images):
         raise ValueError("a batch needs at least one sample")
+    if not isinstance(geometries, GeometryBatch):
+        geometries = GeometryBatch.from_samples(geometries)
     batch = len(images)
-    height, width = geometries[0].out_h, geometries[0].out_w
-    tables = []
-    for g in geometries:
-        if (g.out_h, g.out_w) != (height, width):
-            raise ValueError("samples of a batch must share the output size")
-        rows, cols = source_rows(g), source_columns(g)
-        tables.append(geometry_table(rows, cols, g.src_h, g.src_w))
-        if subpixel:
-            tables.append(subpixel_table(rows, cols))
+    height, width = geometries.out_h, geometries.out_w
+    tables = geometry_tables(geometries, subpixel=subpixel)  # one vectorised pass
     per_sample_tables = 2 if subpixel else 1
 
     # the batch's instances, in sample order: global instance ids, their sample, output row
@@ -595,7 +592,7 @@ def batch_descriptors(
         height=height,
         width=width,
         num_instances=len(inst),
-        tables=np.stack(tables).astype(np.int32),
+        tables=tables,
         verts=verts.reshape(-1, 2),
         polys=polys.astype(np.int32).reshape(-1, 2),
         poly_instances=poly_instances.astype(np.int32).reshape(-1, 4),
@@ -614,19 +611,15 @@ def batch_descriptors(
     return desc, bounds
 
 
-def _transform(xy: np.ndarray, sample: np.ndarray, geometries: Sequence[SampleGeometry]) -> np.ndarray:
+def _transform(xy: np.ndarray, sample: np.ndarray, g: GeometryBatch) -> np.ndarray:
     """:func:`~decal.kernels.mask_geometry.transform_points` of each vertex under its
     sample's geometry, vectorised (the same float64 operations, so the same bits)."""
-    col_lo = np.array([g.cols.lo for g in geometries], np.float64)[sample]
-    col_scale = np.array([g.cols.scale for g in geometries], np.float64)[sample]
-    row_lo = np.array([g.rows.lo for g in geometries], np.float64)[sample]
-    row_scale = np.array([g.rows.scale for g in geometries], np.float64)[sample]
-    anchor_x = np.array([g.anchor_x for g in geometries], np.float64)[sample]
-    anchor_y = np.array([g.anchor_y for g in geometries], np.float64)[sample]
-    flip = np.array([g.flip for g in geometries], bool)[sample]
-    out_w = np.array([g.out_w for g in geometries], np.float64)[sample]
     out = np.empty_like(xy)
-    out[:, 0] = (xy[:, 0] - col_lo) / col_scale - anchor_x
-    out[:, 1] = (xy[:, 1] - row_lo) / row_scale - anchor_y
-    out[:, 0] = np.where(flip, out_w - out[:, 0], out[:, 0])
+    out[:, 0] = (xy[:, 0] - g.lo_x.astype(np.float64)[sample]) / g.scale_x.astype(np.float64)[sample] - g.anchor_x[
+        sample
+    ].astype(np.float64)
+    out[:, 1] = (xy[:, 1] - g.lo_y.astype(np.float64)[sample]) / g.scale_y.astype(np.float64)[sample] - g.anchor_y[
+        sample
+    ].astype(np.float64)
+    out[:, 0] = np.where(g.flip[sample], float(g.out_w) - out[:, 0], out[:, 0])
     return out

@@ -58,7 +58,7 @@ from nvidia.dali.pipeline import Pipeline
 
 from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.instance_masks import MaskDescriptors
-from ...kernels.mask_geometry import sample_geometry
+from ...kernels.geometry_batch import jitter_geometries
 from ...kernels.rle_decode import box_toggles, toggles_from_counts
 from ..coco.index import CocoIndex, dataset_index, batch_descriptors
 from ..coco.reader import CocoDataset, ImageRecord, decode_rle_string
@@ -182,12 +182,11 @@ class GpuMaskCopyPasteSource(CopyPasteSource):
             if not part:
                 continue
             images = np.array([p[0] for p in part], dtype=np.int64)
-            heights, widths = index.heights[images].tolist(), index.widths[images].tolist()
-            geometries = [
-                sample_geometry(heights[i], widths[i], geometry.scale[first + i], geometry.crop_x[first + i],
-                                geometry.crop_y[first + i], geometry.flip[first + i], self.output_size)
-                for i in range(len(part))
-            ]  # fmt: skip
+            draws = slice(first, first + len(part))
+            geometries = jitter_geometries(
+                index.heights[images], index.widths[images], geometry.scale[draws], geometry.crop_x[draws],
+                geometry.crop_y[draws], geometry.flip[draws], self.output_size,
+            )  # fmt: skip
             described.append(
                 batch_descriptors(index, images, geometries, subpixel=self.subpixel, paste_by_box=self.paste_by_box)
             )

@@ -4,7 +4,7 @@ The host-mask graph (:mod:`.pipeline`) rasterises every instance of every tile o
 the image's original size and ships an H×W×(N+1) stack per tile, which DALI resizes and the step
 places on the canvas. This graph ships only the *descriptions* of the masks, as the copy-paste
 GPU-mask graph does (``dali_pipes/copy_paste/gpu_masks.py``): polygon vertices, RLE toggles, and
-one geometry table per tile (:func:`~decal.dali_pipes.mosaic.twin.tile_geometries`: the tile's
+one geometry table per tile (:func:`~decal.dali_pipes.mosaic.twin.tile_geometry_batch`: the tile's
 exact-size nearest-neighbour resize, its placement on the canvas and the flip), gathered from
 the compiled index (:func:`~decal.dali_pipes.coco.index.batch_descriptors`). The step
 rasterises them straight into the S×S canvas, one launch per batch
@@ -44,7 +44,7 @@ from ..coco.reader import CocoDataset
 from ..copy_paste.gpu_masks import GpuMaskCopyPasteSource
 from ..core.epoch_source import LoaderPosition
 from .pipeline import PLACEHOLDER_SIZE, MosaicSource, TileLayout
-from .twin import NUM_TILES, compose_batch, finish_instances, host_inputs, tile_geometries
+from .twin import NUM_TILES, compose_batch, finish_instances, host_inputs, tile_geometry_batch
 
 __all__ = ["MosaicDescriptorSource", "MosaicDescriptorStep", "tile_descriptors"]
 
@@ -63,7 +63,7 @@ def tile_descriptors(
     at = np.where(used, items, 0)
     heights = np.where(used, np.asarray(index.heights)[at], PLACEHOLDER_SIZE).reshape(layout.items.shape)
     widths = np.where(used, np.asarray(index.widths)[at], PLACEHOLDER_SIZE).reshape(layout.items.shape)
-    geometries = tile_geometries(heights, widths, layout.sizes, layout.regions, layout.flip, output_size)
+    geometries = tile_geometry_batch(heights, widths, layout.sizes, layout.regions, layout.flip, output_size)
     desc, bounds = batch_descriptors(index, items, geometries, subpixel=subpixel, paste_by_box=paste_by_box)
     return desc, {name: b[::NUM_TILES] for name, b in bounds.items()}
 

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...kernels.mask_boxes import mask_boxes
+from ...kernels.geometry_batch import GeometryBatch, placed_geometries
 from ...kernels.mask_geometry import SampleGeometry, placed_geometry
 from ...kernels.array_module import cupy_module, to_host
 from ..core.step_io import host_int64
@@ -59,6 +60,7 @@ __all__ = [
     "place_masks",
     "tile_boxes",
     "tile_geometries",
+    "tile_geometry_batch",
     "StepInputs",
     "host_inputs",
     "compose_batch",
@@ -314,6 +316,20 @@ def tile_geometries(
                 placed_geometry(int(heights[b, k]), int(widths[b, k]), size, anchor, output_size, int(flips[b]))
             )
     return geometries
+
+
+def tile_geometry_batch(
+    heights: np.ndarray, widths: np.ndarray, sizes: np.ndarray, regions: np.ndarray, flips: np.ndarray, output_size: int
+) -> GeometryBatch:
+    """:func:`tile_geometries` as one :class:`~decal.kernels.geometry_batch.GeometryBatch`
+    of the 4·B tiles (same order, same arguments), computed with array operations; equal to
+    it tile for tile (``tests/test_geometry_batch.py``)."""
+    regions = np.asarray(regions, dtype=np.int64).reshape(-1, 6)
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    shown = (regions[:, 4] > 0) & (regions[:, 5] > 0)
+    anchors = np.where(shown[:, None], regions[:, 0:2] - regions[:, 2:4], sizes)
+    flips = np.repeat(np.asarray(flips).reshape(-1), NUM_TILES)
+    return placed_geometries(heights, widths, sizes, anchors, output_size, flips)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,267 @@
+"""A whole batch's mask geometry and geometry tables in a few vectorised NumPy passes.
+
+:mod:`decal.kernels.mask_geometry` is the specification: one sample at a time, in plain
+scalar arithmetic (:func:`~decal.kernels.mask_geometry.sample_geometry`,
+:func:`~decal.kernels.mask_geometry.placed_geometry`,
+:func:`~decal.kernels.mask_geometry.source_rows`,
+:func:`~decal.kernels.mask_geometry.source_columns`) and
+:func:`~decal.kernels.instance_masks.geometry_table` /
+:func:`~decal.kernels.instance_masks.subpixel_table`. A descriptor source needs K of them per
+batch (K = B for copy-paste, 4·B tiles for mosaic, placeholder tiles included); building them
+one by one in Python is what capped its host side. This module does the same arithmetic on
+(K,) arrays, in the same float32 / float64 steps and the same order (float32 products and
+quotients, DALI's float32 running sum for the rows, rounding half away from zero), so every
+table is bit-identical to the per-sample one (``tests/test_geometry_batch.py`` checks it on
+random inputs, exact rounding ties included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .mask_geometry import ResizeGeometry, SampleGeometry
+
+__all__ = ["GeometryBatch", "jitter_geometries", "placed_geometries", "geometry_tables"]
+
+_F32 = np.float32
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    """Element-wise C ``roundf``: nearest integer, halves away from zero; (K,) int64.
+    ``x`` holds float32 values, exact in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class GeometryBatch:
+    """K samples' :class:`~decal.kernels.mask_geometry.SampleGeometry`, as (K,) arrays.
+
+    Attributes:
+        src_h, src_w: int64 source sizes (pixels).
+        size_h, size_w: int64 resized sizes (pixels).
+        lo_y, lo_x: float32 start of the source ROI (source pixels).
+        scale_y, scale_x: float32 source pixels per resized pixel.
+        anchor_y, anchor_x: int64 window corner in the resized image (negative: padding).
+        flip: bool horizontal flip after the window.
+        out_h, out_w: the window (output) size shared by the batch, pixels.
+    """
+
+    src_h: np.ndarray
+    src_w: np.ndarray
+    size_h: np.ndarray
+    size_w: np.ndarray
+    lo_y: np.ndarray
+    lo_x: np.ndarray
+    scale_y: np.ndarray
+    scale_x: np.ndarray
+    anchor_y: np.ndarray
+    anchor_x: np.ndarray
+    flip: np.ndarray
+    out_h: int
+    out_w: int
+
+    def __len__(self) -> int:
+        return len(self.src_h)
+
+    @classmethod
+    def from_samples(cls, geometries: Sequence[SampleGeometry]) -> "GeometryBatch":
+        """The batch of per-sample geometries, which must share the output size (ValueError)."""
+        if not geometries:
+            raise ValueError("a batch needs at least one sample")
+        out_h, out_w = geometries[0].out_h, geometries[0].out_w
+        if any((g.out_h, g.out_w) != (out_h, out_w) for g in geometries):
+            raise ValueError("samples of a batch must share the output size")
+
+        def column(get, dtype) -> np.ndarray:
+            return np.array([get(g) for g in geometries], dtype=dtype)
+
+        return cls(
+            src_h=column(lambda g: g.rows.in_size, np.int64), src_w=column(lambda g: g.cols.in_size, np.int64),
+            size_h=column(lambda g: g.rows.size, np.int64), size_w=column(lambda g: g.cols.size, np.int64),
+            lo_y=column(lambda g: g.rows.lo, _F32), lo_x=column(lambda g: g.cols.lo, _F32),
+            scale_y=column(lambda g: g.rows.scale, _F32), scale_x=column(lambda g: g.cols.scale, _F32),
+            anchor_y=column(lambda g: g.anchor_y, np.int64), anchor_x=column(lambda g: g.anchor_x, np.int64),
+            flip=column(lambda g: g.flip, bool), out_h=int(out_h), out_w=int(out_w),
+        )  # fmt: skip
+
+    def sample(self, k: int) -> SampleGeometry:
+        """Sample ``k`` as a :class:`~decal.kernels.mask_geometry.SampleGeometry`."""
+        return SampleGeometry(
+            rows=ResizeGeometry(int(self.src_h[k]), int(self.size_h[k]), float(self.lo_y[k]), float(self.scale_y[k])),
+            cols=ResizeGeometry(int(self.src_w[k]), int(self.size_w[k]), float(self.lo_x[k]), float(self.scale_x[k])),
+            anchor_y=int(self.anchor_y[k]), anchor_x=int(self.anchor_x[k]),
+            out_h=self.out_h, out_w=self.out_w, flip=bool(self.flip[k]),
+        )  # fmt: skip
+
+
+def _sizes(*sizes: np.ndarray) -> tuple[np.ndarray, ...]:
+    arrays = tuple(np.asarray(s, dtype=np.int64).reshape(-1) for s in sizes)
+    if any(len(a) != len(arrays[0]) for a in arrays):
+        raise ValueError(f"per-sample arrays differ in length: {[len(a) for a in arrays]}")
+    if any(len(a) and a.min() < 1 for a in arrays):
+        raise ValueError("image and output sizes must be positive")
+    return arrays
+
+
+def _resize_longer(n: np.ndarray, other: np.ndarray, longer: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One axis (``n``, the other axis ``other``) of ``resize_longer`` for K samples:
+    (size int64, lo float32, scale float32), as :func:`~decal.kernels.mask_geometry.resize_longer`."""
+    n32, other32 = n.astype(_F32), other.astype(_F32)
+    s = longer / n32  # float32 quotients
+    final = np.minimum(s, longer / other32)
+    out = np.where(s == final, longer, (n32.astype(np.float64) * final.astype(np.float64)).astype(_F32))
+    out64 = out.astype(np.float64)
+    size = np.maximum(1, _round_half_away(out64))
+    adjust = size != out64
+    adj = np.clip(size / out64, -10.0, 10.0)
+    center = n32.astype(np.float64) * 0.5  # float32(0 + n) · 0.5
+    lo = np.where(adjust, (center + (0.0 - center) * adj).astype(_F32), _F32(0.0))
+    hi = np.where(adjust, (center + (n32.astype(np.float64) - center) * adj).astype(_F32), n32)
+    scale = (hi - lo) / size.astype(_F32)  # float32 difference, float32 quotient
+    return size, lo.astype(_F32), scale.astype(_F32)
+
+
+def _crop_anchor(crop_pos: np.ndarray, size: np.ndarray, window: int) -> np.ndarray:
+    """:func:`~decal.kernels.mask_geometry.crop_anchor` for K samples: (K,) int64."""
+    raw = np.asarray(crop_pos).astype(_F32) * (size - window).astype(_F32)
+    return _round_half_away(raw)
+
+
+def jitter_geometries(
+    heights: np.ndarray, widths: np.ndarray, scale: np.ndarray, crop_x: np.ndarray, crop_y: np.ndarray,
+    flip: np.ndarray, output_size: int,
+) -> GeometryBatch:  # fmt: skip
+    """:func:`~decal.kernels.mask_geometry.sample_geometry` of K samples at once.
+
+    Args:
+        heights, widths: (K,) source sizes, pixels (>= 1).
+        scale, crop_x, crop_y: (K,) scale-jitter draws (any float dtype; used as float32).
+        flip: (K,) horizontal flips (0/1 or bool).
+        output_size: S, the square window.
+    """
+    output_size = int(output_size)
+    (h, w) = _sizes(heights, widths)
+    if output_size < 1:
+        raise ValueError(f"output_size must be positive, got {output_size}")
+    longer = np.asarray(scale).reshape(-1).astype(_F32) * _F32(float(output_size))
+    if len(longer) != len(h):
+        raise ValueError(f"{len(h)} sizes but {len(longer)} scales")
+    if len(longer) and not np.all(longer > 0):
+        raise ValueError("resize_longer must be > 0")
+    size_h, lo_y, scale_y = _resize_longer(h, w, longer)
+    size_w, lo_x, scale_x = _resize_longer(w, h, longer)
+    return GeometryBatch(
+        src_h=h, src_w=w, size_h=size_h, size_w=size_w, lo_y=lo_y, lo_x=lo_x, scale_y=scale_y, scale_x=scale_x,
+        anchor_y=_crop_anchor(np.asarray(crop_y).reshape(-1), size_h, output_size),
+        anchor_x=_crop_anchor(np.asarray(crop_x).reshape(-1), size_w, output_size),
+        flip=np.asarray(flip).reshape(-1).astype(bool), out_h=output_size, out_w=output_size,
+    )  # fmt: skip
+
+
+def placed_geometries(
+    heights: np.ndarray, widths: np.ndarray, sizes: np.ndarray, anchors: np.ndarray, output_size: int, flips: np.ndarray
+) -> GeometryBatch:
+    """:func:`~decal.kernels.mask_geometry.placed_geometry` of K images at once.
+
+    Args:
+        heights, widths: (K,) source sizes, pixels (>= 1).
+        sizes: (K, 2) resized (h, w), pixels (>= 1); anchors: (K, 2) (y, x) window corner in
+            the resized image; flips: (K,).
+        output_size: S, the square canvas.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    anchors = np.asarray(anchors, dtype=np.int64).reshape(-1, 2)
+    h, w, size_h, size_w = _sizes(heights, widths, sizes[:, 0], sizes[:, 1])
+    return GeometryBatch(
+        src_h=h, src_w=w, size_h=size_h, size_w=size_w,
+        lo_y=np.zeros(len(h), _F32), lo_x=np.zeros(len(h), _F32),
+        scale_y=h.astype(_F32) / size_h.astype(_F32), scale_x=w.astype(_F32) / size_w.astype(_F32),
+        anchor_y=anchors[:, 0].copy(), anchor_x=anchors[:, 1].copy(),
+        flip=np.asarray(flips).reshape(-1).astype(bool), out_h=int(output_size), out_w=int(output_size),
+    )  # fmt: skip
+
+
+def _spans(size: np.ndarray, anchor: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, the window positions [a, b) that show a resized pixel (a == b: none)."""
+    a = np.maximum(0, -anchor)
+    return a, np.maximum(a, np.minimum(window, size - anchor))
+
+
+def _source_index(src: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``floor(src)`` clamped to ``[0, last]`` (per row of ``src``, (k,)) as int32; in float32,
+    in place (exact: the bounds are whole numbers below 2**24)."""
+    np.floor(src, out=src)
+    np.maximum(src, 0, out=src)
+    np.minimum(src, last.astype(_F32)[:, None], out=src)
+    return src.astype(np.int32)
+
+
+def _outside(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
+    """(k, window) bool: the positions outside each sample's span [a, b)."""
+    j = np.arange(window, dtype=np.int64)
+    return (j[None, :] < a[:, None]) | (j[None, :] >= b[:, None])
+
+
+def _column_tables(g: GeometryBatch) -> np.ndarray:
+    """(K, out_w) int32 :func:`~decal.kernels.mask_geometry.source_columns` of every sample
+    (computed only for the samples whose window shows a column)."""
+    a, b = _spans(g.size_w, g.anchor_x, g.out_w)
+    cols = np.full((len(g), g.out_w), -1, np.int32)
+    shown = np.flatnonzero(b > a)
+    if len(shown):
+        x = (np.arange(g.out_w, dtype=np.int64)[None, :] + g.anchor_x[shown, None]).astype(_F32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            src = g.lo_x[shown, None] + (x + _F32(0.5)) * g.scale_x[shown, None]  # float32, no FMA
+            part = _source_index(src, g.src_w[shown] - 1)
+        part[_outside(a[shown], b[shown], g.out_w)] = -1
+        cols[shown] = part
+    flipped = np.flatnonzero(g.flip)
+    cols[flipped] = cols[flipped, ::-1]
+    return cols
+
+
+def _row_tables(g: GeometryBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K, out_h) int32 :func:`~decal.kernels.mask_geometry.source_rows` of every sample and
+    the valid run [y0, y1) of each ((K,) int64, 0, 0 when none); computed only for the
+    samples whose window shows a row."""
+    a, b = _spans(g.size_h, g.anchor_y, g.out_h)
+    some = b > a
+    rows = np.full((len(g), g.out_h), -1, np.int32)
+    shown = np.flatnonzero(some)
+    if len(shown):
+        count = int((b[shown] + g.anchor_y[shown]).max())  # resized rows the running sum must reach
+        steps = np.empty((len(shown), count), _F32)
+        steps[:] = g.scale_y[shown, None]
+        steps[:, 0] = g.lo_y[shown] + _F32(0.5) * g.scale_y[shown]
+        running = np.cumsum(steps, axis=1, dtype=_F32)  # sequential float32 additions, row by row
+        at = np.arange(g.out_h, dtype=np.int64)[None, :] + g.anchor_y[shown, None]
+        np.clip(at, 0, count - 1, out=at)
+        part = _source_index(np.take_along_axis(running, at, axis=1), g.src_h[shown] - 1)
+        part[_outside(a[shown], b[shown], g.out_h)] = -1
+        rows[shown] = part
+    return rows, np.where(some, a, 0), np.where(some, b, 0)
+
+
+def geometry_tables(g: GeometryBatch, *, subpixel: bool = False) -> np.ndarray:
+    """The geometry tables of K samples: (K, out_h + out_w + 4) int32, row k equal to
+    ``geometry_table(source_rows(g_k), source_columns(g_k), src_h, src_w)``; with
+    ``subpixel`` (2·K, ...) with each sample's ``subpixel_table`` right after its own
+    (:mod:`decal.kernels.instance_masks` gives the layout)."""
+    rows, y0, y1 = _row_tables(g)
+    cols = _column_tables(g)
+    k = len(g)
+    nn = np.empty((k, g.out_h + g.out_w + 4), np.int32)
+    nn[:, : g.out_h] = rows
+    nn[:, g.out_h : g.out_h + g.out_w] = cols
+    nn[:, -4:] = np.stack([g.src_h, g.src_w, y0, y1], axis=1)
+    if not subpixel:
+        return nn
+    sub = np.empty_like(nn)
+    sub[:, : g.out_h] = np.where(rows >= 0, np.arange(g.out_h, dtype=np.int32), -1)
+    sub[:, g.out_h : g.out_h + g.out_w] = np.where(cols >= 0, np.arange(g.out_w, dtype=np.int32), -1)
+    sub[:, -4:] = np.stack([np.full(k, g.out_h), np.full(k, g.out_w), y0, y1], axis=1)
+    return np.stack([nn, sub], axis=1).reshape(2 * k, nn.shape[1])
