@@ -1,8 +1,8 @@
 """Whole-file reads into a NumPy buffer, for the reader's hot path.
 
 :func:`read_file_bytes` gives the same array as ``numpy.fromfile(path, dtype=numpy.uint8)``
-for a regular file, in about half its CPU time on small files (~11 µs against ~23 µs for a
-~60 KB JPEG on a 2-core CPU, bench/RESULTS.md): one ``open``/``fstat``/``readv``/``close``
+for a regular file, in about half its CPU time on small files (~11 µs against ~23 µs per
+file for the bench's ~85 KB JPEGs on a 2-core CPU, bench/RESULTS.md): one ``open``/``fstat``/``readv``/``close``
 into a preallocated ``numpy.empty``, with no Python file object and no stdio stream.
 """
 
