@@ -78,6 +78,7 @@ from .records import (
     segmentation_rle,
 )
 from ..core.errors import DatasetError
+from .file_bytes import read_file_bytes
 from .image_header import ImageHeader, read_image_header
 
 __all__ = [
@@ -207,6 +208,7 @@ class CocoDataset:
         self.require_segmentation = bool(require_segmentation)
         self._vectorised = bool(vectorised)
         self.stats = ReaderStats()
+        self._file_entries: dict[int, tuple[str, int, int]] = {}
         self.categories: dict[int, dict] = {}
         self.index: CocoIndex | None = None  # a subclass whose _load fills records itself has none
         self.records: Sequence[ImageRecord] = []
@@ -253,6 +255,11 @@ class CocoDataset:
         self.stats = ReaderStats(dict(index.stats.skipped_images), dict(index.stats.dropped_instances),
                                  index.stats.clipped_instances)
         self.records = IndexRecords(index, self.image_dir)
+        self._file_entries = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the per-read cache (a DALI worker builds its own)."""
+        return {**self.__dict__, "_file_entries": {}}
 
     # ------------------------------------------------------------------ sequence API
 
@@ -313,6 +320,15 @@ class CocoDataset:
             )
         return header
 
+    def _file_entry(self, index: int) -> tuple[str, int, int]:
+        """``(path, width, height)`` of ``records[index]``: built from the record the first time
+        an index is read, then looked up (one dict lookup per read, no record, no path join)."""
+        entry = self._file_entries.get(index)
+        if entry is None:
+            rec = self._image_record(index)
+            entry = self._file_entries[index] = (str(rec.path), rec.width, rec.height)
+        return entry
+
     def read_image_bytes(self, index: int) -> np.ndarray:
         """The encoded image file of ``records[index]``.
 
@@ -323,6 +339,11 @@ class CocoDataset:
         file that parser cannot read, so its error names what is wrong. Broken data after
         a valid header is found when the file is decoded (:meth:`decode_check`).
 
+        The hot path reads the path and size from a per-dataset cache (:meth:`_file_entry`)
+        and the file with :func:`~decal.dali_pipes.coco.file_bytes.read_file_bytes`; any
+        failed check goes to :meth:`_checked_bytes`, which builds the record and raises the
+        error.
+
         Returns:
             1-D uint8 array of the file's bytes.
 
@@ -331,13 +352,25 @@ class CocoDataset:
                 file or an unsupported format; ``"width"``/``"height"`` for a size mismatch
                 or a size over ``max_image_pixels`` (reason ``"too many pixels: ..."``).
         """
-        rec = self._image_record(index)
+        path, width, height = self._file_entry(index)
         try:
-            data = np.fromfile(rec.path, dtype=np.uint8)
+            data = read_file_bytes(path)
         except OSError as e:
-            raise self._image_error(rec, f"cannot read image file: {e.strerror or e}") from e
+            raise self._image_error(self._image_record(index), f"cannot read image file: {e.strerror or e}") from e
+        header = read_image_header(data.data)
+        if header is not None:
+            fmt, w, h = header
+            limit = self.max_image_pixels
+            if w == width and h == height and (limit is None or w * h <= limit) and fmt in _ACCEPTED_FORMATS:
+                return data
+        return self._checked_bytes(self._image_record(index), data)
+
+    def _checked_bytes(self, rec: ImageRecord, data: np.ndarray) -> np.ndarray:
+        """``data`` (the file of ``rec``) after every header check, each failure raised as its
+        :class:`DatasetError`: the pixel limit, then format and size (from the raw header, or
+        from Pillow when that parser cannot read the file)."""
         header = self._check_pixels(rec, data)
-        if header is not None:  # the hot path: no Pillow (~60 µs an image)
+        if header is not None:  # no Pillow (~60 µs an image)
             self._check_header(rec, header)
             return data
         try:
