@@ -497,20 +497,24 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     info = init_distributed("gloo", "cpu")
-    try:
-        loop, loader, _ = _toy_loop(Path(out_dir), max_iters=0, epochs=2, ema=False, info=info)
-        loop.run()
-        params = [p.detach().clone() for p in loop.model_without_ddp.parameters()]
-        gathered = [None, None]
-        torch.distributed.all_gather_object(gathered, params)
-        same = all(torch.equal(a, b) for a, b in zip(*gathered))
-        shards = [None, None]
-        torch.distributed.all_gather_object(shards, sorted(i for batch in loader.seen[:4] for i in batch))
-        if rank == 0:
-            Path(out_dir, "ddp.json").write_text(json.dumps({"same_params": same, "disjoint": not set(shards[0]) & set(shards[1]),
-                                                             "step": loop.step}))
+    try:  # the loop and its DDP model go out of scope before cleanup, as in in_process_group
+        _ddp_run(rank, info, out_dir)
     finally:
         cleanup(info)
+
+
+def _ddp_run(rank: int, info: Any, out_dir: str) -> None:
+    loop, loader, _ = _toy_loop(Path(out_dir), max_iters=0, epochs=2, ema=False, info=info)
+    loop.run()
+    params = [p.detach().clone() for p in loop.model_without_ddp.parameters()]
+    gathered = [None, None]
+    torch.distributed.all_gather_object(gathered, params)
+    same = all(torch.equal(a, b) for a, b in zip(*gathered))
+    shards = [None, None]
+    torch.distributed.all_gather_object(shards, sorted(i for batch in loader.seen[:4] for i in batch))
+    if rank == 0:
+        Path(out_dir, "ddp.json").write_text(json.dumps({"same_params": same, "disjoint": not set(shards[0]) & set(shards[1]),
+                                                         "step": loop.step}))
 
 
 def test_loop_ddp_two_cpu_processes(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ its DALI pipeline.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -171,10 +172,17 @@ def cleanup(info: DistInfo) -> None:
     """Tear the process group down. On a normal exit every rank first meets at a barrier:
     a rank that destroys its group while a peer still has gloo work in flight can abort the
     peer ("terminate called without an active exception", seen here). When an exception is
-    propagating the barrier is skipped, since the other ranks may never arrive."""
+    propagating the barrier is skipped, since the other ranks may never arrive.
+
+    ``destroy_process_group`` only drops c10d's own reference: a DDP model left in a reference
+    cycle (its hooks) still holds the group, and would free it, with gloo's C++ threads and
+    their tensors, during interpreter shutdown, where that can abort the process. So a garbage
+    collection runs first: call this after the job's own references (model, loop) are gone,
+    as :func:`in_process_group` does."""
     if info.distributed and dist.is_initialized():
         if sys.exc_info()[0] is None:
             dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 
