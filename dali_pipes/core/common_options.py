@@ -1,6 +1,7 @@
 """The options every loader family shares: the run (seed, order, shard, bad input) and the
-device; and the source workers of the families whose source takes them (copy-paste and its
-variants, Mosaic). Declared once here (:class:`~decal.dali_pipes.core.option_schema.Option`); each family's
+device; the source workers of the families whose source takes them (copy-paste and its
+variants, Mosaic); and what the image-folder families (CutMix, CP²) share: the
+``RandomResizedCrop`` ranges and the normalisation. Declared once here (:class:`~decal.dali_pipes.core.option_schema.Option`); each family's
 schema or config takes them (``dali_pipes/copy_paste/options.py``, ``CutMixLoaderConfig``,
 ``CP2LoaderConfig``, ``MosaicLoaderConfig``).
 """
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from .option_schema import Option
 
 __all__ = [
     "SEED", "SHUFFLE", "SHARD_ID", "NUM_SHARDS", "DROP_LAST", "ON_ERROR",
     "DEVICE", "DEVICE_ID", "NUM_THREADS", "PREFETCH_QUEUE_DEPTH",
     "SOURCE_WORKERS", "SOURCE_START_METHOD", "RUN_OPTIONS", "DEVICE_OPTIONS", "WORKER_OPTIONS",
+    "NORMALIZATION_OPTIONS", "resized_crop_options",
 ]  # fmt: skip
 
 SEED = Option("seed", int, 0, "fixes every random draw")
@@ -50,3 +53,18 @@ RUN_OPTIONS: tuple[Option, ...] = (SEED, SHUFFLE, SHARD_ID, NUM_SHARDS, DROP_LAS
 DEVICE_OPTIONS: tuple[Option, ...] = (DEVICE, DEVICE_ID, NUM_THREADS, PREFETCH_QUEUE_DEPTH)
 #: source_workers, source_start_method.
 WORKER_OPTIONS: tuple[Option, ...] = (SOURCE_WORKERS, SOURCE_START_METHOD)
+#: normalize, mean, std (the image-folder families' float32 ImageNet normalisation).
+NORMALIZATION_OPTIONS: tuple[Option, ...] = (
+    Option("normalize", bool, True, "float32 ImageNet-normalised images; False: uint8", served=True),
+    Option("mean", tuple[float, float, float], IMAGENET_MEAN, "normalisation mean per channel, [0, 1] units"),
+    Option("std", tuple[float, float, float], IMAGENET_STD, "normalisation std per channel, [0, 1] units"),
+)  # fmt: skip
+
+
+def resized_crop_options(scale: tuple[float, float], scale_help: str) -> tuple[Option, Option]:
+    """``scale`` (default ``scale``, described by ``scale_help``) and ``ratio``: torchvision's
+    ``RandomResizedCrop`` area fraction and aspect ranges, ``(min, max)`` pairs."""
+    return (
+        Option("scale", tuple[float, float], scale, scale_help, low=0.0, high=1.0, low_open=True, served=True),
+        Option("ratio", tuple[float, float], (3.0 / 4.0, 4.0 / 3.0), "`RandomResizedCrop` aspect range (min, max)", low=0.0, high=100.0, low_open=True, served=True),
+    )  # fmt: skip

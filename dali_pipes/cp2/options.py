@@ -11,8 +11,7 @@ pairs are ``(min, max)`` (a ``decal.v1.Range`` on the wire).
 
 from __future__ import annotations
 
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
-from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..core.common_options import DEVICE_OPTIONS, NORMALIZATION_OPTIONS, RUN_OPTIONS, resized_crop_options
 from ..core.option_schema import Option
 
 __all__ = ["CP2_OPTIONS"]
@@ -22,8 +21,7 @@ CP2_OPTIONS: tuple[Option, ...] = (
     Option("batch_size", int, 32, "foreground images per batch", low=1),
     Option("output_size", int, 224, "S: every view is S×S", low=1, served=True, server_low=8, limit="max_output_size"),
     Option("stride", int, 16, "encoder output stride; feature masks are (S/stride)²", low=1, high=1024, served=True),
-    Option("scale", tuple[float, float], (0.2, 1.0), "`RandomResizedCrop` area fraction (min, max) of every view", low=0.0, high=1.0, low_open=True, served=True),
-    Option("ratio", tuple[float, float], (3.0 / 4.0, 4.0 / 3.0), "`RandomResizedCrop` aspect range (min, max)", low=0.0, high=100.0, low_open=True, served=True),
+    *resized_crop_options((0.2, 1.0), "`RandomResizedCrop` area fraction (min, max) of every view"),
     Option("brightness", float, 0.4, "`ColorJitter` brightness", low=0.0, high=1.0, served=True),
     Option("contrast", float, 0.4, "`ColorJitter` contrast", low=0.0, high=1.0, served=True),
     Option("saturation", float, 0.4, "`ColorJitter` saturation", low=0.0, high=1.0, served=True),
@@ -37,9 +35,7 @@ CP2_OPTIONS: tuple[Option, ...] = (
     Option("mask_ratio", tuple[float, float], (0.8, 1.25), "aspect h/w of the pasted rectangle (min, max)", low=0.0, high=100.0, low_open=True, served=True),
     Option("labelled", bool, False, "read the root as class-per-directory (labels unused)", served=True),
     Option("background_root", str | None, None, "a second folder for the backgrounds (a path: never sent by a client)"),
-    Option("normalize", bool, True, "float32 ImageNet-normalised images; False: uint8", served=True),
-    Option("mean", tuple[float, float, float], IMAGENET_MEAN, "normalisation mean per channel, [0, 1] units"),
-    Option("std", tuple[float, float, float], IMAGENET_STD, "normalisation std per channel, [0, 1] units"),
+    *NORMALIZATION_OPTIONS,
     Option("verify", bool, False, "check every file's header when the loader is made"),
     Option("return_views", bool, False, "also yield the four views before compositing (uint8 B×S×S×3)", served=True),
     *RUN_OPTIONS,

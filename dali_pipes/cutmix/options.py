@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..core.common_options import DEVICE_OPTIONS, RUN_OPTIONS
-from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..core.common_options import DEVICE_OPTIONS, NORMALIZATION_OPTIONS, RUN_OPTIONS, resized_crop_options
 from ..core.option_schema import Option
 
 __all__ = ["CUTMIX_OPTIONS"]
@@ -24,12 +23,9 @@ __all__ = ["CUTMIX_OPTIONS"]
 CUTMIX_OPTIONS: tuple[Option, ...] = (
     Option("batch_size", int, 32, "images per batch", low=1),
     Option("output_size", int, 224, "S: every output image is S×S", low=1, served=True, server_low=8, limit="max_output_size"),
-    Option("scale", tuple[float, float], (0.08, 1.0), "`RandomResizedCrop` area fraction (min, max)", low=0.0, high=1.0, low_open=True, served=True),
-    Option("ratio", tuple[float, float], (3.0 / 4.0, 4.0 / 3.0), "`RandomResizedCrop` aspect range (min, max)", low=0.0, high=100.0, low_open=True, served=True),
+    *resized_crop_options((0.08, 1.0), "`RandomResizedCrop` area fraction (min, max)"),
     Option("flip_prob", float, 0.5, "horizontal flip probability", low=0.0, high=1.0, served=True),
-    Option("normalize", bool, True, "float32 ImageNet-normalised images; False: uint8", served=True),
-    Option("mean", tuple[float, float, float], IMAGENET_MEAN, "normalisation mean per channel, [0, 1] units"),
-    Option("std", tuple[float, float, float], IMAGENET_STD, "normalisation std per channel, [0, 1] units"),
+    *NORMALIZATION_OPTIONS,
     Option("mix", bool, True, "False: no CutMix/MixUp (smoothed one-hot targets)", served=True),
     Option("mixup_alpha", float, 0.0, "MixUp Beta(α, α); 0 = off", low=0.0, high=1e3, served=True),
     Option("cutmix_alpha", float, 1.0, "CutMix Beta(α, α); 0 = off", low=0.0, high=1e3, served=True),
