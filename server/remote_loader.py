@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from ..dali_pipes.core.backend import parse_device
-from ..dali_pipes.core.batch import TARGET_FIELDS, Batch
+from ..dali_pipes.core.batch import Batch
 from ..dali_pipes.core.epoch_source import LoaderPosition
 from ..dali_pipes.folder.batches import ClassificationBatch, CP2Batch
 from ..dali_pipes.core.option_schema import Option, served

@@ -22,7 +22,6 @@ per-pixel cross-entropy on a COCO-style segmentation set and evaluated with mIoU
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
