@@ -39,7 +39,7 @@ from ..coco.reader import CocoDataset
 from ..coco.records import ranges
 from ..copy_paste.source import CopyPasteSource
 from ..core.epoch_source import LoaderPosition
-from .twin import NUM_TILES, MosaicPlan, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
+from .twin import NUM_TILES, MosaicPlan, MosaicStep, batch_regions, draw_mosaic_plan, resized_size
 from ..core.graph import pipeline_arguments, source_outputs
 from ..core.parallel_source import check_workers
 
@@ -168,6 +168,7 @@ class MosaicSource(CopyPasteSource):
         if weights.shape != (len(dataset),) or not (np.all(weights >= 0) and weights.sum() > 0):
             raise ValueError("item_weights must be (num_items,), >= 0, with a positive sum")
         self.item_weights = weights
+        self._replacement_prob = weights / weights.sum()  # a replacement tile's draw, made once
         self._placeholder = (
             -1,
             np.frombuffer(placeholder_jpeg(self.pad_value), dtype=np.uint8).copy(),
@@ -177,7 +178,7 @@ class MosaicSource(CopyPasteSource):
     def _load_extra(self, index: int, replacement: np.random.Generator) -> tuple[int, Any]:
         """Tile ``index``, or a replacement drawn from ``replacement`` when it is unreadable
         (``on_error="skip"``); ``(index, payload)``."""
-        prob = self.item_weights / self.item_weights.sum()
+        prob = self._replacement_prob
         for _ in range(64):
             if index not in self.bad_indices:
                 payload = self.load(index)
@@ -235,12 +236,7 @@ class MosaicSource(CopyPasteSource):
         longer = plan.tile_scale * np.where(plan.mosaic, s / 2, s)[:, None]
         h, w = resized_size(np.asarray(index.heights)[at], np.asarray(index.widths)[at], longer)
         sizes = np.where(used[..., None], np.stack([h, w], axis=-1), PLACEHOLDER_SIZE).astype(np.int64)
-        regions = np.zeros((b, NUM_TILES, 6), dtype=np.int64)
-        for i in range(b):  # four fixed cases per sample (host arithmetic)
-            if plan.mosaic[i]:
-                regions[i] = quadrant_regions(sizes[i], (int(plan.centre[i, 0]), int(plan.centre[i, 1])), s)
-            else:
-                _, regions[i, 0] = crop_regions((int(sizes[i, 0, 0]), int(sizes[i, 0, 1])), tuple(plan.crop_pos[i]), s)
+        regions = batch_regions(sizes, plan.mosaic, plan.centre, plan.crop_pos, s)
         layout = TileLayout(items=items, sizes=sizes, regions=regions, flip=plan.flip.astype(np.int32))
         return tiles, layout, tuple(extras)
 
