@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
@@ -175,16 +175,16 @@ class MosaicSource(CopyPasteSource):
             np.zeros((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE, 1), dtype=np.uint8),
         )
 
-    def _load_extra(self, index: int, replacement: np.random.Generator) -> tuple[int, Any]:
-        """Tile ``index``, or a replacement drawn from ``replacement`` when it is unreadable
-        (``on_error="skip"``); ``(index, payload)``."""
+    def _load_extra(self, index: int, replacement: Callable[[], np.random.Generator]) -> tuple[int, Any]:
+        """Tile ``index``, or a replacement drawn from the generator ``replacement()`` when it
+        is unreadable (``on_error="skip"``); ``(index, payload)``."""
         prob = self._replacement_prob
         for _ in range(64):
             if index not in self.bad_indices:
                 payload = self.load(index)
                 if payload is not None:
                     return index, payload
-            index = int(replacement.choice(len(prob), p=prob))
+            index = int(replacement().choice(len(prob), p=prob))
         raise RuntimeError("MosaicSource: could not find a readable image for a mosaic tile in 64 draws")
 
     def plan(self, start: LoaderPosition, count: int) -> MosaicPlan:
@@ -216,7 +216,13 @@ class MosaicSource(CopyPasteSource):
         b = len(payloads)
         s = self.output_size
         plan = self.plan(start, b)
-        replacement = self.batch_rng(start, REPLACEMENT_STREAM)
+        made: list[np.random.Generator] = []
+
+        def replacement() -> np.random.Generator:  # made only when an extra tile is unreadable
+            if not made:
+                made.append(self.batch_rng(start, REPLACEMENT_STREAM))
+            return made[0]
+
         tiles: list[list[Any]] = []
         extras: list[tuple[Any, int]] = []
         for i, payload in enumerate(payloads):  # file reads of the drawn tiles
