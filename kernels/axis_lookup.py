@@ -26,7 +26,7 @@ __all__ = ["AxisLookups", "axis_lookups"]
 
 _F32 = np.float32
 
-#: Default bound of one memo: the bytes of the lookups it holds (each ``4 · m`` bytes).
+#: Default bound of one memo's arena, bytes (a lookup takes ``4 · (m + window)``).
 MEMO_BYTES = 4 << 20
 
 
@@ -60,56 +60,79 @@ def axis_lookups(n: np.ndarray, m: np.ndarray, lo: np.ndarray, scale: np.ndarray
 
 
 class AxisLookups:
-    """A memo of axis lookups of one kind (rows or columns), bounded by ``max_bytes``: when
-    a new lookup would pass the bound the memo is emptied (no per-hit bookkeeping). The
-    values never depend on what the memo holds.
+    """The lookups of one kind of axis (rows or columns), memoised, and the windows that
+    geometry tables cut out of them.
+
+    The memo is one arena: ``pad`` entries of -1, then each lookup followed by ``pad``
+    entries of -1. A window of ``window <= pad`` positions at ``anchor`` on an axis whose
+    lookup starts at ``s`` is then the contiguous run ``arena[s + anchor : s + anchor +
+    window]`` whenever it shows any resized pixel (``-pad < anchor < m``), the padding
+    supplying the -1 on either side, and ``arena[:window]`` (all -1) when it shows none; so
+    the windows of a whole batch are one gather of rows from a strided view of the arena.
+    When the arena passes ``max_bytes`` at the start of a call it is emptied; the values
+    never depend on what it holds.
 
     Args:
         running: rows (True) or columns (False), as :func:`axis_lookups`.
-        max_bytes: bound on the bytes of the lookups held.
+        max_bytes: bound on the arena's bytes between calls (a call may add one batch's
+            lookups beyond it).
     """
 
     def __init__(self, *, running: bool, max_bytes: int = MEMO_BYTES) -> None:
         self.running = bool(running)
         self.max_bytes = int(max_bytes)
-        self._memo: dict[tuple, np.ndarray] = {}
-        self._bytes = 0
+        self.clear()
 
     def __len__(self) -> int:
-        return len(self._memo)
+        """The number of lookups held."""
+        return len(self._start)
 
-    def clear(self) -> None:
-        """Forget every lookup."""
-        self._memo = {}
-        self._bytes = 0
+    def clear(self, pad: int = 0) -> None:
+        """Forget every lookup; the arena's padding becomes ``pad`` entries."""
+        self._pad = int(pad)
+        self._arena = np.full(max(self._pad, 1024), -1, np.int32)
+        self._used = self._pad
+        self._start: dict[tuple, int] = {}
 
-    def lookups(self, n: np.ndarray, m: np.ndarray, lo: np.ndarray, scale: np.ndarray) -> list[np.ndarray]:
-        """The lookups of K axes (arguments as :func:`axis_lookups`): K read-only (m[k],) int32
-        arrays, equal axes sharing one. The ones the memo lacks are computed in one
-        :func:`axis_lookups` pass and remembered."""
-        keys = list(zip(n.tolist(), m.tolist(), lo.tolist(), scale.tolist()))
-        memo = self._memo
-        found = [memo.get(key) for key in keys]  # a dictionary look-up per axis
-        if any(f is None for f in found):
-            missing = list(dict.fromkeys(key for key, f in zip(keys, found) if f is None))
-            new = axis_lookups(
-                np.array([key[0] for key in missing], np.int64), np.array([key[1] for key in missing], np.int64),
-                np.array([key[2] for key in missing], _F32), np.array([key[3] for key in missing], _F32),
-                running=self.running,
-            )  # fmt: skip
-            made = {}
-            for row, key in enumerate(missing):
-                lookup = new[row, : key[1]].copy()
-                lookup.flags.writeable = False
-                made[key] = lookup
-                self._remember(key, lookup)
-            found = [made[key] if f is None else f for key, f in zip(keys, found)]
-        return found
+    def windows(
+        self, n: np.ndarray, m: np.ndarray, lo: np.ndarray, scale: np.ndarray, anchor: np.ndarray, window: int
+    ) -> np.ndarray:
+        """(K, window) int32: row k shows, at window position x, the source pixel of resized
+        pixel ``x + anchor[k]`` of axis k (:func:`axis_lookups`), -1 where that is outside
+        [0, m[k]). Arguments as :func:`axis_lookups`, plus ``anchor`` (K,) int64 and the
+        window size (>= 1). Axes the memo lacks are computed in one :func:`axis_lookups` pass."""
+        window = int(window)
+        if window > self._pad or self._used * 4 > self.max_bytes:
+            self.clear(max(window, self._pad))
+        shown = (anchor < m) & (anchor > -window)
+        at = np.zeros(len(m), np.int64)  # arena[0 : window] is all padding
+        rows = np.flatnonzero(shown)
+        if len(rows):
+            keys = list(zip(n[rows].tolist(), m[rows].tolist(), lo[rows].tolist(), scale[rows].tolist()))
+            start = self._start
+            if any(key not in start for key in keys):
+                self._add([key for key in dict.fromkeys(keys) if key not in start])
+            at[rows] = np.fromiter((start[key] for key in keys), np.int64, len(keys)) + anchor[rows]
+        view = np.lib.stride_tricks.as_strided(
+            self._arena, shape=(self._used - window + 1, window), strides=(4, 4), writeable=False
+        )
+        return view[at]
 
-    def _remember(self, key: tuple, lookup: np.ndarray) -> None:
-        if lookup.nbytes > self.max_bytes:
-            return
-        if self._bytes + lookup.nbytes > self.max_bytes:
-            self.clear()
-        self._memo[key] = lookup
-        self._bytes += lookup.nbytes
+    def _add(self, keys: list[tuple]) -> None:
+        """Compute the lookups of ``keys`` (one pass) and append them to the arena."""
+        new = axis_lookups(
+            np.array([key[0] for key in keys], np.int64), np.array([key[1] for key in keys], np.int64),
+            np.array([key[2] for key in keys], _F32), np.array([key[3] for key in keys], _F32), running=self.running,
+        )  # fmt: skip
+        sizes = [key[1] for key in keys]
+        need = self._used + sum(sizes) + self._pad * len(keys)
+        if need > len(self._arena):
+            grown = np.full(max(need, 2 * len(self._arena)), -1, np.int32)
+            grown[: self._used] = self._arena[: self._used]
+            self._arena = grown
+        at = self._used
+        for row, (key, size) in enumerate(zip(keys, sizes)):
+            self._arena[at : at + size] = new[row, :size]
+            self._start[key] = at
+            at += size + self._pad  # the padding after it is already -1
+        self._used = at

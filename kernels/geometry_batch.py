@@ -15,7 +15,7 @@ table is bit-identical to the per-sample one (``tests/test_geometry_batch.py`` c
 random inputs, exact rounding ties included). The tables are assembled from per-axis lookups
 (resized pixel → source pixel, :mod:`decal.kernels.axis_lookup`), each distinct axis computed
 once and memoised, so a batch whose axes were seen before (mosaic tiles without scale jitter)
-makes no float arithmetic at all, only one slice copy per sample and axis.
+makes no float arithmetic at all: its tables are one gather per axis from the memo.
 """
 
 from __future__ import annotations
@@ -200,57 +200,28 @@ ROW_LOOKUPS = AxisLookups(running=True)
 COLUMN_LOOKUPS = AxisLookups(running=False)
 
 
-def _place(
-    tables: np.ndarray, offset: int, window: int, memo: AxisLookups,
-    n: np.ndarray, m: np.ndarray, lo: np.ndarray, scale: np.ndarray, anchor: np.ndarray, flip: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Write one axis of K tables (``tables`` (K, ...) int32, filled with -1): columns
-    ``offset .. offset + window`` of row k get the source pixel shown at each window position
-    (-1 where padded), mirrored where ``flip``. Returns the shown span [a, b) of the window
-    positions ((K,) int64 each; a == b: none shown).
-
-    The axes' lookups come from ``memo`` in one call; the shown run of each is then one
-    contiguous slice copy (measured on the bench's mosaic batches, 64 tiles: about half the
-    time of one ragged index gather over all of them, which has to build (sum of runs,)
-    index arrays)."""
-    a, b = _spans(m, anchor, window)
-    shown = np.flatnonzero(b > a)
-    if not len(shown):
-        return a, b
-    lookups = memo.lookups(n[shown], m[shown], lo[shown], scale[shown])
-    first = (anchor[shown] + a[shown]).tolist()
-    flips = flip[shown].tolist() if flip is not None else [False] * len(shown)
-    runs = zip(shown.tolist(), a[shown].tolist(), b[shown].tolist(), lookups, first, flips)
-    for k, start, stop, lookup, at, mirrored in runs:  # one slice copy per sample
-        run = lookup[at : at + stop - start]
-        if mirrored:
-            tables[k, offset + window - stop : offset + window - start] = run[::-1]
-        else:
-            tables[k, offset + start : offset + stop] = run
-    return a, b
-
-
 def geometry_tables(g: GeometryBatch, *, subpixel: bool = False) -> np.ndarray:
     """The geometry tables of K samples: (K, out_h + out_w + 4) int32, row k equal to
     ``geometry_table(source_rows(g_k), source_columns(g_k), src_h, src_w)``; with
     ``subpixel`` (2·K, ...) with each sample's ``subpixel_table`` right after its own
     (:mod:`decal.kernels.instance_masks` gives the layout).
 
-    Each distinct axis (source size, resized size, ROI start, scale) is looked up once
-    (:mod:`decal.kernels.axis_lookup`, memoised across calls); the shown part of each
-    window is then copied into the tables, one slice per sample and axis."""
+    Each distinct axis (source size, resized size, ROI start, scale) is computed once and
+    memoised (:class:`~decal.kernels.axis_lookup.AxisLookups`); the windows of all K samples
+    are then one gather per axis, and the flipped samples' columns one reversed copy."""
     k, h, w = len(g), g.out_h, g.out_w
-    stride = h + w + 4
-    nn = np.full((k, stride), -1, np.int32)
-    y0, y1 = _place(nn, 0, h, ROW_LOOKUPS, g.src_h, g.size_h, g.lo_y, g.scale_y, g.anchor_y, None)
-    _place(nn, h, w, COLUMN_LOOKUPS, g.src_w, g.size_w, g.lo_x, g.scale_x, g.anchor_x, g.flip)
+    rows = ROW_LOOKUPS.windows(g.src_h, g.size_h, g.lo_y, g.scale_y, g.anchor_y, h)
+    cols = COLUMN_LOOKUPS.windows(g.src_w, g.size_w, g.lo_x, g.scale_x, g.anchor_x, w)
+    flipped = np.flatnonzero(g.flip)
+    cols[flipped] = cols[flipped, ::-1]
+    y0, y1 = _spans(g.size_h, g.anchor_y, h)
     some = y1 > y0
-    nn[:, -4:] = np.stack([g.src_h, g.src_w, np.where(some, y0, 0), np.where(some, y1, 0)], axis=1)
+    y0, y1 = np.where(some, y0, 0), np.where(some, y1, 0)
+    nn = np.concatenate([rows, cols, np.stack([g.src_h, g.src_w, y0, y1], axis=1).astype(np.int32)], axis=1)
     if not subpixel:
         return nn
-    rows, cols = nn[:, :h], nn[:, h : h + w]
     sub = np.empty_like(nn)
     sub[:, :h] = np.where(rows >= 0, np.arange(h, dtype=np.int32), -1)
     sub[:, h : h + w] = np.where(cols >= 0, np.arange(w, dtype=np.int32), -1)
-    sub[:, -4:] = np.stack([np.full(k, h), np.full(k, w), np.where(some, y0, 0), np.where(some, y1, 0)], axis=1)
-    return np.stack([nn, sub], axis=1).reshape(2 * k, stride)
+    sub[:, -4:] = np.stack([np.full(k, h), np.full(k, w), y0, y1], axis=1)
+    return np.stack([nn, sub], axis=1).reshape(2 * k, h + w + 4)

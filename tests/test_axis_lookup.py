@@ -54,32 +54,60 @@ def test_axis_lookups_equal_the_per_sample_spec(rows: bool) -> None:
     assert got.dtype == np.int32
     for k, axis in enumerate(axes):
         np.testing.assert_array_equal(got[k, : axis.size], _whole_axis(axis, rows), err_msg=str(axis))
-    memo = AxisLookups(running=rows)
-    n = np.array([a.in_size for a in axes])
-    lookups = memo.lookups(n, np.array([a.size for a in axes]), np.array([a.lo for a in axes], np.float32),
-                           np.array([a.scale for a in axes], np.float32))  # fmt: skip
-    for lookup, axis in zip(lookups, axes):
-        assert not lookup.flags.writeable
-        np.testing.assert_array_equal(lookup, _whole_axis(axis, rows))
 
 
-def test_the_memo_shares_equal_axes_and_stays_within_its_bound() -> None:
-    """Equal axes give one shared lookup; a bound smaller than the lookups empties the memo
-    (or skips a lookup larger than the bound) and changes no value."""
+def _window(axis: ResizeGeometry, anchor: int, window: int, rows: bool) -> np.ndarray:
+    """The specification's window of ``window`` positions at ``anchor`` on one axis."""
+    dummy = ResizeGeometry(1, 1, 0.0, 1.0)
+    if rows:
+        return source_rows(SampleGeometry(axis, dummy, anchor, 0, window, 1, False))
+    return source_columns(SampleGeometry(dummy, axis, 0, anchor, 1, window, False))
+
+
+def _windows(memo: AxisLookups, axes: list[ResizeGeometry], anchors: np.ndarray, window: int) -> np.ndarray:
+    return memo.windows(
+        np.array([a.in_size for a in axes], np.int64), np.array([a.size for a in axes], np.int64),
+        np.array([a.lo for a in axes], np.float32), np.array([a.scale for a in axes], np.float32),
+        np.asarray(anchors, np.int64), window,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("rows", [True, False], ids=["rows", "columns"])
+def test_windows_equal_the_per_sample_spec_cold_warm_and_unmemoised(rows: bool) -> None:
+    """Windows inside the axis, hanging off either end, just outside it (nothing shown) and
+    far outside it; the same axis at several anchors; repeated calls from the memo; a window
+    larger than the arena's padding so far; a memo bounded to nothing."""
+    rng = np.random.default_rng()
+    axes = _random_axes(rng, 12)
+    axes = axes + axes[:5]  # equal axes in one call share one lookup
+    for memo in (AxisLookups(running=rows), AxisLookups(running=rows, max_bytes=0)):
+        for window in (int(rng.integers(1, 40)), 700, 5, 1500):
+            m = np.array([a.size for a in axes])
+            anchors = rng.integers(-window - 3, m + 3)
+            anchors[:4] = [-window, -window + 1, 0, m[3] - 1]  # just outside, first shown, flush, last shown
+            anchors[4] = m[4]  # just past the end: nothing shown
+            for _ in range(2):  # cold, then warm
+                got = _windows(memo, axes, anchors, window)
+                assert got.dtype == np.int32 and got.shape == (len(axes), window)
+                for k, axis in enumerate(axes):
+                    np.testing.assert_array_equal(got[k], _window(axis, int(anchors[k]), window, rows), err_msg=str(k))
+
+
+def test_the_memo_is_bounded_and_empties_when_full() -> None:
+    """An arena past its bound at the start of a call is emptied; the values do not change."""
     n, m = np.array([10, 10, 7]), np.array([20, 20, 5])
-    lo, scale = np.zeros(3, np.float32), (n.astype(np.float32) / m.astype(np.float32))
-    memo = AxisLookups(running=False)
-    first = memo.lookups(n, m, lo, scale)
-    assert first[0] is first[1] and len(memo) == 2
-    again = memo.lookups(n, m, lo, scale)
-    assert all(a is b for a, b in zip(first, again))  # from the memo
-    small = AxisLookups(running=False, max_bytes=80)  # one 20-entry lookup fills it
-    for _ in range(2):
-        got = small.lookups(n, m, lo, scale)
-        assert len(small) == 1 and all(np.array_equal(a, b) for a, b in zip(got, first))
-    tiny = AxisLookups(running=False, max_bytes=4)
-    assert [np.array_equal(a, b) for a, b in zip(tiny.lookups(n, m, lo, scale), first)] == [True] * 3
-    assert len(tiny) == 0
+    lo, scale = np.zeros(3, np.float32), n.astype(np.float32) / m.astype(np.float32)
+    anchors = np.array([0, -2, 1])
+    memo = AxisLookups(running=False, max_bytes=4 * (16 + 20 + 16 + 5 + 16))
+    first = memo.windows(n, m, lo, scale, anchors, 16)
+    assert len(memo) == 2  # equal axes share a lookup
+    np.testing.assert_array_equal(memo.windows(n, m, lo, scale, anchors, 16), first)
+    assert len(memo) == 2
+    other = memo.windows(n + 5, m, lo, scale * np.float32(1.5), anchors, 16)  # two more lookups pass the bound ...
+    assert len(memo) == 4
+    np.testing.assert_array_equal(memo.windows(n, m, lo, scale, anchors, 16), first)  # ... so this call empties it
+    assert len(memo) == 2
+    assert not np.array_equal(other, first)
 
 
 def _mosaic_batch(rng: np.random.Generator, side: int, b: int):
@@ -131,7 +159,4 @@ def test_tables_are_the_same_from_a_cold_a_warm_and_no_memo(monkeypatch: pytest.
         for subpixel in (False, True):
             np.testing.assert_array_equal(geometry_tables(batch, subpixel=subpixel), _spec(spec_geometries, subpixel))
             np.testing.assert_array_equal(geometry_tables(jitter, subpixel=subpixel), _spec(jitter_spec, subpixel))
-    if max_bytes == 0:
-        assert len(geometry_batch.ROW_LOOKUPS) == len(geometry_batch.COLUMN_LOOKUPS) == 0
-    else:
-        assert len(geometry_batch.ROW_LOOKUPS) > 0 and len(geometry_batch.COLUMN_LOOKUPS) > 0
+    assert len(geometry_batch.ROW_LOOKUPS) > 0 and len(geometry_batch.COLUMN_LOOKUPS) > 0
