@@ -20,6 +20,8 @@ scale jitter most axes are new, and the memo only costs the dictionary look-ups.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 __all__ = ["AxisLookups", "axis_lookups"]
@@ -70,7 +72,8 @@ class AxisLookups:
     supplying the -1 on either side, and ``arena[:window]`` (all -1) when it shows none; so
     the windows of a whole batch are one gather of rows from a strided view of the arena.
     When the arena passes ``max_bytes`` at the start of a call it is emptied; the values
-    never depend on what it holds.
+    never depend on what it holds. Calls hold a lock: sources of several pipelines (a
+    server's streams) share the memo from their own threads.
 
     Args:
         running: rows (True) or columns (False), as :func:`axis_lookups`.
@@ -81,14 +84,20 @@ class AxisLookups:
     def __init__(self, *, running: bool, max_bytes: int = MEMO_BYTES) -> None:
         self.running = bool(running)
         self.max_bytes = int(max_bytes)
-        self.clear()
+        self._lock = threading.Lock()
+        self._reset(0)
 
     def __len__(self) -> int:
         """The number of lookups held."""
         return len(self._start)
 
-    def clear(self, pad: int = 0) -> None:
-        """Forget every lookup; the arena's padding becomes ``pad`` entries."""
+    def clear(self) -> None:
+        """Forget every lookup."""
+        with self._lock:
+            self._reset(self._pad)
+
+    def _reset(self, pad: int) -> None:
+        """Empty the arena; its padding becomes ``pad`` entries."""
         self._pad = int(pad)
         self._arena = np.full(max(self._pad, 1024), -1, np.int32)
         self._used = self._pad
@@ -102,8 +111,14 @@ class AxisLookups:
         [0, m[k]). Arguments as :func:`axis_lookups`, plus ``anchor`` (K,) int64 and the
         window size (>= 1). Axes the memo lacks are computed in one :func:`axis_lookups` pass."""
         window = int(window)
+        with self._lock:
+            return self._windows(n, m, lo, scale, anchor, window)
+
+    def _windows(
+        self, n: np.ndarray, m: np.ndarray, lo: np.ndarray, scale: np.ndarray, anchor: np.ndarray, window: int
+    ) -> np.ndarray:
         if window > self._pad or self._used * 4 > self.max_bytes:
-            self.clear(max(window, self._pad))
+            self._reset(max(window, self._pad))
         shown = (anchor < m) & (anchor > -window)
         at = np.zeros(len(m), np.int64)  # arena[0 : window] is all padding
         rows = np.flatnonzero(shown)

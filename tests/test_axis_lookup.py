@@ -7,6 +7,8 @@ hanging off every border, tiles outside the canvas, single images with padding).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -108,6 +110,33 @@ def test_the_memo_is_bounded_and_empties_when_full() -> None:
     np.testing.assert_array_equal(memo.windows(n, m, lo, scale, anchors, 16), first)  # ... so this call empties it
     assert len(memo) == 2
     assert not np.array_equal(other, first)
+
+
+def test_threads_sharing_a_memo_get_their_own_values() -> None:
+    """Several threads (a server's pipelines) call one memo that they keep emptying and
+    growing (a tiny bound, growing windows): every result is still the specification's."""
+    memo = AxisLookups(running=True, max_bytes=4096)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for step in range(40):
+                axes = _random_axes(rng, 3)
+                window = 8 + 4 * step + seed
+                anchors = rng.integers(-window, np.array([a.size for a in axes]))
+                got = _windows(memo, axes, anchors, window)
+                for k, axis in enumerate(axes):
+                    np.testing.assert_array_equal(got[k], _window(axis, int(anchors[k]), window, True))
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
 
 
 def _mosaic_batch(rng: np.random.Generator, side: int, b: int):
