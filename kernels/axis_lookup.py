@@ -97,9 +97,12 @@ class AxisLookups:
             self._reset(self._pad)
 
     def _reset(self, pad: int) -> None:
-        """Empty the arena; its padding becomes ``pad`` entries."""
+        """Empty the arena (its storage is kept: no fresh pages to fault in at every refill);
+        its padding becomes ``pad`` entries."""
         self._pad = int(pad)
-        self._arena = np.full(max(self._pad, 1024), -1, np.int32)
+        if not hasattr(self, "_arena") or len(self._arena) < self._pad:
+            self._arena = np.empty(max(self._pad, 1024), np.int32)
+        self._arena[: self._pad] = -1
         self._used = self._pad
         self._start: dict[tuple, int] = {}
 
@@ -142,12 +145,13 @@ class AxisLookups:
         sizes = [key[1] for key in keys]
         need = self._used + sum(sizes) + self._pad * len(keys)
         if need > len(self._arena):
-            grown = np.full(max(need, 2 * len(self._arena)), -1, np.int32)
+            grown = np.empty(max(need, 2 * len(self._arena)), np.int32)
             grown[: self._used] = self._arena[: self._used]
             self._arena = grown
-        at = self._used
+        at, pad = self._used, self._pad
         for row, (key, size) in enumerate(zip(keys, sizes)):
             self._arena[at : at + size] = new[row, :size]
+            self._arena[at + size : at + size + pad] = -1
             self._start[key] = at
-            at += size + self._pad  # the padding after it is already -1
+            at += size + pad
         self._used = at
