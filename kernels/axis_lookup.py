@@ -12,10 +12,12 @@ shows at resized pixel ``j`` (0 <= j < m) the source pixel ``clamp(floor(p_j), 0
 The lookup of an axis, (m,) int32, is a function of ``(n, m, lo, scale)`` alone: the window
 (anchor, padding) and the flip only decide which part of it a geometry table shows
 (:func:`~decal.kernels.geometry_batch.geometry_tables`). So a batch computes each distinct axis
-once, in one NumPy pass over all of them, and :class:`AxisLookups` keeps them across batches,
-up to a byte bound. Mosaic's tiles with the default ``jitter="none"`` have two sizes per image
-(a tile or the whole canvas), so after the first epoch its lookups come from the memo; under
-scale jitter most axes are new, and the memo only costs the dictionary look-ups.
+once, in one NumPy pass over all of them, and :class:`AxisLookups` keeps the exact-size ones
+(ROI start 0) across batches, up to a byte bound. Mosaic places its tiles by exact-size
+resizes, and with the default ``jitter="none"`` an image has two sizes (a tile or the whole
+canvas), so after the first epochs its lookups come from the memo. A scale-jittered resize
+(copy-paste's LSJ) adjusts its ROI (``lo != 0``) and rarely recurs: its lookups are computed
+into scratch space each batch and never fill the memo.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ class AxisLookups:
     window]`` whenever it shows any resized pixel (``-pad < anchor < m``), the padding
     supplying the -1 on either side, and ``arena[:window]`` (all -1) when it shows none; so
     the windows of a whole batch are one gather of rows from a strided view of the arena.
-    When the arena passes ``max_bytes`` at the start of a call it is emptied; the values
-    never depend on what it holds. Calls hold a lock: sources of several pipelines (a
+    Only exact-size axes (``lo == 0``) are remembered; the others of a call are written to
+    scratch space after them (:meth:`_add`). When the arena passes ``max_bytes`` at the start
+    of a call it is emptied (its storage kept); the values never depend on what it holds. Calls hold a lock: sources of several pipelines (a
     server's streams) share the memo from their own threads.
 
     Args:
@@ -125,33 +128,44 @@ class AxisLookups:
         shown = (anchor < m) & (anchor > -window)
         at = np.zeros(len(m), np.int64)  # arena[0 : window] is all padding
         rows = np.flatnonzero(shown)
+        end = self._used
         if len(rows):
             keys = list(zip(n[rows].tolist(), m[rows].tolist(), lo[rows].tolist(), scale[rows].tolist()))
-            start = self._start
-            if any(key not in start for key in keys):
-                self._add([key for key in dict.fromkeys(keys) if key not in start])
-            at[rows] = np.fromiter((start[key] for key in keys), np.int64, len(keys)) + anchor[rows]
-        view = np.lib.stride_tricks.as_strided(
-            self._arena, shape=(self._used - window + 1, window), strides=(4, 4), writeable=False
-        )
+            found = [self._start.get(key) for key in keys]
+            if None in found:
+                scratch, end = self._add([key for key in dict.fromkeys(keys) if key not in self._start])
+                found = [scratch.get(key, self._start.get(key)) if f is None else f for key, f in zip(keys, found)]
+            at[rows] = np.array(found, np.int64) + anchor[rows]
+        view = np.lib.stride_tricks.as_strided(self._arena, shape=(end - window + 1, window), strides=(4, 4), writeable=False)
         return view[at]
 
-    def _add(self, keys: list[tuple]) -> None:
-        """Compute the lookups of ``keys`` (one pass) and append them to the arena."""
+    def _add(self, keys: list[tuple]) -> tuple[dict[tuple, int], int]:
+        """Compute the lookups of ``keys`` (one pass) and write them to the arena, each
+        followed by its padding. Those of exact-size resizes (ROI start 0: how mosaic places
+        its tiles, which recur with their image) are remembered; the others (a scale-jittered
+        resize adjusts its ROI and rarely recurs) go to a scratch region after them that the
+        next call overwrites, so they neither push the remembered ones out nor make the arena
+        grow. Returns the start of the scratch lookups, by key, and the end of what was written."""
+        keys = sorted(keys, key=lambda key: key[2] != 0.0)  # remembered ones first
         new = axis_lookups(
             np.array([key[0] for key in keys], np.int64), np.array([key[1] for key in keys], np.int64),
             np.array([key[2] for key in keys], _F32), np.array([key[3] for key in keys], _F32), running=self.running,
         )  # fmt: skip
-        sizes = [key[1] for key in keys]
-        need = self._used + sum(sizes) + self._pad * len(keys)
+        pad = self._pad
+        need = self._used + sum(key[1] for key in keys) + pad * len(keys)
         if need > len(self._arena):
             grown = np.empty(max(need, 2 * len(self._arena)), np.int32)
             grown[: self._used] = self._arena[: self._used]
             self._arena = grown
-        at, pad = self._used, self._pad
-        for row, (key, size) in enumerate(zip(keys, sizes)):
+        at, scratch = self._used, {}
+        for row, key in enumerate(keys):
+            size = key[1]
             self._arena[at : at + size] = new[row, :size]
             self._arena[at + size : at + size + pad] = -1
-            self._start[key] = at
+            if key[2] == 0.0:
+                self._start[key] = at
+                self._used = at + size + pad
+            else:
+                scratch[key] = at
             at += size + pad
-        self._used = at
+        return scratch, at

@@ -112,6 +112,23 @@ def test_the_memo_is_bounded_and_empties_when_full() -> None:
     assert not np.array_equal(other, first)
 
 
+def test_only_exact_size_axes_are_remembered() -> None:
+    """Axes with ROI start 0 (mosaic's exact-size tiles) stay in the memo; a scale-jittered
+    axis (ROI adjusted, lo != 0) is computed into scratch space each time, and a call mixing
+    both still gets every window right."""
+    n, m = np.array([640, 640, 480]), np.array([512, 300, 384])
+    scale = n.astype(np.float32) / m.astype(np.float32)
+    lo = np.array([0.0, 0.25, 0.0], np.float32)
+    anchors = np.array([-5, 3, 100])
+    memo = AxisLookups(running=True)
+    for _ in range(3):
+        got = memo.windows(n, m, lo, scale, anchors, 256)
+        assert len(memo) == 2
+        for k in range(3):
+            axis = ResizeGeometry(int(n[k]), int(m[k]), float(lo[k]), float(scale[k]))
+            np.testing.assert_array_equal(got[k], _window(axis, int(anchors[k]), 256, True))
+
+
 def test_threads_sharing_a_memo_get_their_own_values() -> None:
     """Several threads (a server's pipelines) call one memo that they keep emptying and
     growing (a tiny bound, growing windows): every result is still the specification's."""
@@ -188,4 +205,5 @@ def test_tables_are_the_same_from_a_cold_a_warm_and_no_memo(monkeypatch: pytest.
         for subpixel in (False, True):
             np.testing.assert_array_equal(geometry_tables(batch, subpixel=subpixel), _spec(spec_geometries, subpixel))
             np.testing.assert_array_equal(geometry_tables(jitter, subpixel=subpixel), _spec(jitter_spec, subpixel))
+    geometry_tables(batch)  # mosaic tiles: exact-size resizes, remembered
     assert len(geometry_batch.ROW_LOOKUPS) > 0 and len(geometry_batch.COLUMN_LOOKUPS) > 0
