@@ -1,9 +1,8 @@
 """The per-axis lookups of the batched geometry tables (``kernels/axis_lookup.py``) against
 the per-sample specification (``source_rows`` / ``source_columns`` of
-``kernels/mask_geometry.py`` over a whole resized axis), and the memo behind
-``geometry_tables``: a warm memo, a cold one and a memo too small to hold anything give the
-same tables, equal to the per-sample ones (mosaic batches with placeholder tiles, tiles
-hanging off every border, tiles outside the canvas, single images with padding)."""
+``kernels/mask_geometry.py`` over a whole resized axis), and the windows that the memo cuts out
+of them, cold, warm, bounded to nothing and shared by threads (the tables they make:
+``tests/test_geometry_batch.py``)."""
 
 from __future__ import annotations
 
@@ -12,12 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from decal.dali_pipes.mosaic.pipeline import PLACEHOLDER_SIZE
-from decal.dali_pipes.mosaic.twin import NUM_TILES, crop_regions, quadrant_regions, tile_geometries, tile_geometry_batch
-from decal.kernels import geometry_batch
 from decal.kernels.axis_lookup import AxisLookups, axis_lookups
-from decal.kernels.geometry_batch import geometry_tables, jitter_geometries
-from decal.kernels.instance_masks import geometry_table, subpixel_table
 from decal.kernels.mask_geometry import ResizeGeometry, SampleGeometry, sample_geometry, source_columns, source_rows
 
 
@@ -154,56 +148,3 @@ def test_threads_sharing_a_memo_get_their_own_values() -> None:
     for thread in threads:
         thread.join()
     assert not errors, errors[0]
-
-
-def _mosaic_batch(rng: np.random.Generator, side: int, b: int):
-    """A mosaic batch as the source makes it: 2×2 mosaics around random centres (tiles off
-    the borders or clipped to nothing), single images (crop or pad) with placeholder tiles."""
-    heights = rng.integers(1, 1500, size=(b, NUM_TILES))
-    widths = rng.integers(1, 1500, size=(b, NUM_TILES))
-    sizes = rng.integers(1, 2 * side, size=(b, NUM_TILES, 2))
-    regions = np.zeros((b, NUM_TILES, 6), np.int64)
-    for i in range(b):
-        if i % 2:
-            centre = (int(rng.integers(0, side + 1)), int(rng.integers(0, side + 1)))
-            regions[i] = quadrant_regions(sizes[i], centre, side)
-        else:
-            _, regions[i, 0] = crop_regions(tuple(int(v) for v in sizes[i, 0]), tuple(rng.uniform(0, 1, 2)), side)
-            heights[i, 1:] = widths[i, 1:] = PLACEHOLDER_SIZE
-            sizes[i, 1:] = PLACEHOLDER_SIZE
-    flips = rng.integers(0, 2, size=b)
-    return (heights, widths, sizes, regions, flips, side)
-
-
-def _spec(geometries, subpixel: bool) -> np.ndarray:
-    tables = []
-    for g in geometries:
-        rows, cols = source_rows(g), source_columns(g)
-        tables.append(geometry_table(rows, cols, g.src_h, g.src_w))
-        if subpixel:
-            tables.append(subpixel_table(rows, cols))
-    return np.stack(tables)
-
-
-@pytest.mark.parametrize("max_bytes", [None, 0], ids=["default memo", "no memo"])
-def test_tables_are_the_same_from_a_cold_a_warm_and_no_memo(monkeypatch: pytest.MonkeyPatch, max_bytes) -> None:
-    rng = np.random.default_rng()
-    if max_bytes is not None:
-        monkeypatch.setattr(geometry_batch, "ROW_LOOKUPS", AxisLookups(running=True, max_bytes=max_bytes))
-        monkeypatch.setattr(geometry_batch, "COLUMN_LOOKUPS", AxisLookups(running=False, max_bytes=max_bytes))
-    geometry_batch.ROW_LOOKUPS.clear()
-    geometry_batch.COLUMN_LOOKUPS.clear()
-    args = _mosaic_batch(rng, int(rng.choice([33, 96])), 10)
-    spec_geometries = tile_geometries(*args)
-    batch = tile_geometry_batch(*args)
-    h = rng.integers(1, 600, size=12)
-    w = rng.integers(1, 600, size=12)
-    jitter = jitter_geometries(h, w, rng.uniform(0.1, 2.0, 12), rng.uniform(0, 1, 12), rng.uniform(0, 1, 12),
-                               rng.integers(0, 2, 12), 64)  # fmt: skip
-    jitter_spec = [jitter.sample(k) for k in range(len(jitter))]
-    for _ in range(2):  # cold, then warm
-        for subpixel in (False, True):
-            np.testing.assert_array_equal(geometry_tables(batch, subpixel=subpixel), _spec(spec_geometries, subpixel))
-            np.testing.assert_array_equal(geometry_tables(jitter, subpixel=subpixel), _spec(jitter_spec, subpixel))
-    geometry_tables(batch)  # mosaic tiles: exact-size resizes, remembered
-    assert len(geometry_batch.ROW_LOOKUPS) > 0 and len(geometry_batch.COLUMN_LOOKUPS) > 0
