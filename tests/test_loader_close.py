@@ -4,8 +4,6 @@ worker processes are gone and their shared memory unmapped without a garbage col
 
 from __future__ import annotations
 
-import gc
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +17,7 @@ from decal.dali_pipes.cutmix.loader import CutMixLoader
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
+from worker_resources import alive, shm_mappings
 
 KW = dict(batch_size=2, output_size=48, device="cpu", num_threads=1, seed=4)
 
@@ -26,30 +25,6 @@ KW = dict(batch_size=2, output_size=48, device="cpu", num_threads=1, seed=4)
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> tuple[Path, Path]:
     return write_coco_dataset(tmp_path_factory.mktemp("close"), num_images=6, instances_per_image=(0, 4), seed=3)
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    """The cyclic garbage collector off for the test: what is released is released by the
-    loader, not found by a collection."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def shm_mappings() -> set[str]:
-    """The shared-memory files this process maps (``/proc/self/maps``): DALI's batch chunks and
-    queue buffers (``/dev/shm/nvidia_dali_*``) and multiprocessing's semaphores (``sem.*``)."""
-    with open("/proc/self/maps") as maps:
-        return {line.split(None, 5)[5].strip() for line in maps if "/dev/shm/" in line}
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live, unreaped process (a zombie still counts)."""
-    return os.path.exists(f"/proc/{pid}")
 
 
 def first_batch_and_workers(loader: Any) -> tuple[Any, Iterator[Any], list[int]]:
