@@ -169,15 +169,16 @@ class PipelineLoader:
         return self._epoch_batches()
 
     def _epoch_batches(self) -> Iterator[Any]:
-        """The rest of the current epoch. The pipeline is looked up at every step, never held
+        """The rest of the current epoch. The pipeline is looked up at every step and not held
         across a ``yield``, so a suspended iterator does not keep a closed loader's pipeline
-        alive."""
+        (and its worker pool's semaphores) alive."""
         while True:
             self._check_open()
+            pipeline = self._ensure_pipeline()
             try:
-                outputs = self._ensure_pipeline().run()
+                outputs = pipeline.run()
             except StopIteration:
-                self._pipeline.reset()
+                pipeline.reset()
                 self._position = LoaderPosition(self._position.epoch + 1, 0, 0)
                 return
             except RuntimeError as error:
@@ -185,7 +186,7 @@ class PipelineLoader:
                 continue
             batch = self._to_batch(outputs)
             self._position = batch.position
-            del outputs
+            del outputs, pipeline
             yield batch
 
     # -- internals ---------------------------------------------------------------------
