@@ -134,6 +134,7 @@ def profile_stages(data: tuple[Path, Path], *, batch_size: int, output_size: int
     raw = pipe.run()
     iter_cpu, _ = _cpu(lambda: loader._to_batch(raw), 20)
     result["iterator"] = iter_cpu / (20 * batch_size)
+    loader.close()
     return result
 
 

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, dataset, extra, make_local in families:
             if args.only and name not in args.only:
                 continue
-            seconds, kept = _timed(make_local(), args.batches)
+            with make_local() as local:
+                seconds, kept = _timed(local, args.batches)
             wire = _wire_bytes(name, kept)
             local_images, kept = sum(len(b) for b in kept), []
             with RemoteLoader(address, dataset, pipeline=name, prefetch=2, **common, **extra) as remote:

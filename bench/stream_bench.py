@@ -81,15 +81,16 @@ def _local_worker(job: dict[str, Any]) -> dict[str, Any]:
     loader = CopyPasteLoader(job["annotations"], job["images"], device="cpu", shard_id=job["shard"], num_shards=job["num_shards"], **job["options"])
     images = batches = 0
     start = None
-    while batches < job["warmup"] + job["batches"]:
-        for batch in loader:
-            batches += 1
-            if batches == job["warmup"]:
-                start = time.perf_counter()
-            elif batches > job["warmup"]:
-                images += len(batch)
-            if batches >= job["warmup"] + job["batches"]:
-                break
+    with loader:
+        while batches < job["warmup"] + job["batches"]:
+            for batch in loader:
+                batches += 1
+                if batches == job["warmup"]:
+                    start = time.perf_counter()
+                elif batches > job["warmup"]:
+                    images += len(batch)
+                if batches >= job["warmup"] + job["batches"]:
+                    break
     return {"images": images, "seconds": time.perf_counter() - start, "bytes": 0}
 
 
@@ -115,13 +116,13 @@ def bytes_per_image(annotations: Path, images: Path, options: dict[str, Any], ba
     from decal.server.stream_service import batch_to_numpy
     from decal.server.wire import IMAGE_CODECS, MASK_CODECS, WireOptions, batch_part_bytes, encode_batch
 
-    loader = CopyPasteLoader(annotations, images, device="cpu", **options)
     collected = []
-    while len(collected) < batches:
-        for batch in loader:
-            collected.append((batch_to_numpy(batch), batch.position))
-            if len(collected) >= batches:
-                break
+    with CopyPasteLoader(annotations, images, device="cpu", **options) as loader:
+        while len(collected) < batches:
+            for batch in loader:
+                collected.append((batch_to_numpy(batch), batch.position))
+                if len(collected) >= batches:
+                    break
     table = {}
     count = sum(arrays[0].shape[0] for arrays, _ in collected)
     instances = sum(len(t["labels"]) for arrays, _ in collected for t in arrays[1])

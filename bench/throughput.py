@@ -260,7 +260,6 @@ def mode_pipeline_gpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
     from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 
     free0, total = cupy.cuda.runtime.memGetInfo()
-    loader = GpuMaskCopyPasteLoader(*data, **_loader_options(args, "gpu", args.batch_size))
     peak = [0]
 
     def sync() -> None:
@@ -268,7 +267,8 @@ def mode_pipeline_gpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
         free, _ = cupy.cuda.runtime.memGetInfo()
         peak[0] = max(peak[0], free0 - free)
 
-    result = time_batches(lambda: loader, args.batches, _drain(args, PREFETCH_DALI), sync=sync)
+    with GpuMaskCopyPasteLoader(*data, **_loader_options(args, "gpu", args.batch_size)) as loader:
+        result = time_batches(lambda: loader, args.batches, _drain(args, PREFETCH_DALI), sync=sync)
     result.update(batch_size=args.batch_size, device_memory_gib=round(peak[0] / 2**30, 2),
                   device_memory_note="device memory in use by the process (all allocators: DALI, CuPy, torch), "
                                      "peak over the run, sampled after each batch")
@@ -279,8 +279,8 @@ def mode_pipeline_cpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
     from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     workers = _source_workers(args, args.threads)
-    loader = CopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size), source_workers=workers)
-    result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI + workers))
+    with CopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size), source_workers=workers) as loader:
+        result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI + workers))
     result.update(batch_size=args.cpu_batch_size, threads=args.threads, workers=workers)
     return result
 
@@ -288,8 +288,8 @@ def mode_pipeline_cpu(args: argparse.Namespace, data: tuple[Path, Path]) -> dict
 def mode_pipeline_cpu_gpumasks(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
     from decal.dali_pipes.copy_paste.loader import GpuMaskCopyPasteLoader
 
-    loader = GpuMaskCopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size))
-    result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI))
+    with GpuMaskCopyPasteLoader(*data, **_loader_options(args, "cpu", args.cpu_batch_size)) as loader:
+        result = time_batches(lambda: loader, args.cpu_batches, _drain(args, PREFETCH_DALI))
     result.update(batch_size=args.cpu_batch_size, threads=args.threads)
     return result
 

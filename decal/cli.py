@@ -99,13 +99,19 @@ def _dataset_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the copy-paste loader for a few batches, print throughput, write a preview."""
-    from tqdm import tqdm
-
-    from .dali_pipes.preview.instances import copy_paste_captions, render_grid
     from .dali_pipes.copy_paste.loader import CopyPasteLoader
 
     annotations, images = _dataset_paths(args)
-    loader = CopyPasteLoader(annotations, images, **_loader_options(args))
+    with CopyPasteLoader(annotations, images, **_loader_options(args)) as loader:
+        return _demo_batches(args, loader, annotations)
+
+
+def _demo_batches(args: argparse.Namespace, loader: Any, annotations: Any) -> int:
+    """The demo's loop over ``loader`` (closed by the caller): throughput, counts, preview."""
+    from tqdm import tqdm
+
+    from .dali_pipes.preview.instances import copy_paste_captions, render_grid
+
     cfg = loader.config
     if len(loader) == 0:
         raise UsageError(

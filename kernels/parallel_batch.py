@@ -20,6 +20,7 @@ dispatchers (NumPy or CuPy), :meth:`BatchOps.threaded` the chunked twins over a 
 from __future__ import annotations
 
 import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -52,10 +53,23 @@ _CHUNKS_PER_THREAD = 4
 
 @functools.lru_cache(maxsize=None)
 def shared_pool(threads: int) -> ThreadPoolExecutor:
-    """One process-wide pool of ``threads`` threads (reused by every step that asks for it)."""
+    """One process-wide pool of ``threads`` threads (reused by every step that asks for it),
+    its threads started by the caller (:func:`_start_threads`)."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"paste-step{threads}")
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"paste-step{threads}")
+    _start_threads(pool, threads)
+    return pool
+
+
+def _start_threads(pool: ThreadPoolExecutor, threads: int) -> None:
+    """Start all ``threads`` threads of ``pool`` now, from the calling thread. A pool starts
+    its threads on demand, from the thread that submits work; when that is one of DALI's
+    native threads (a step runs there), ``threading`` registers it as a ``Dummy-N`` thread
+    that outlives it. One task per thread, each waiting for all, forces every thread up."""
+    barrier = threading.Barrier(threads)
+    for future in [pool.submit(barrier.wait) for _ in range(threads)]:
+        future.result()
 
 
 def row_chunks(count: int, threads: int) -> list[slice]:

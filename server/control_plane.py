@@ -188,6 +188,7 @@ def _render(server: "DecalServer", plan: Any, columns: int) -> bytes:
     from pathlib import Path
 
     from ..dali_pipes.preview.instances import render_grid
+    from ..dali_pipes.core.loader_protocol import close_loader
     from .stream_service import collect_pipeline, weak_pipeline
 
     loader = server.servicer.open_loader(plan)
@@ -210,5 +211,6 @@ def _render(server: "DecalServer", plan: Any, columns: int) -> bytes:
             )
             return Path(path).read_bytes()
     finally:
+        close_loader(loader)
         loader = batch = samples = None  # noqa: F841
         collect_pipeline(pipeline)

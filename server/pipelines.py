@@ -27,7 +27,10 @@ from ..dali_pipes.core.option_schema import Option, options_by_name, served
 from ..dali_pipes.self_training.options import SELF_TRAINING_OPTIONS
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, Limits
-from .memory import folder_stream_bytes, max_instances, max_jitter_scale, stream_memory_bytes
+from .memory import (
+    descriptor_indexes, descriptor_sizes, descriptor_stream_bytes, folder_stream_bytes, max_instances, max_jitter_scale,
+    stream_memory_bytes,
+)  # fmt: skip
 from .params import JITTER_PRESETS, MAX_JITTER_SCALE, RequestError, checked, invalid, request_options, short
 
 __all__ = [
@@ -135,16 +138,34 @@ def cp2_loader(entry: DatasetEntry, options: Mapping[str, Any]) -> Any:
 
 
 def _instance_memory(default_jitter: Any, tiles: int = 1, bank: bool = False) -> Callable[[Mapping[str, Any], Any, int], tuple[int, str]]:
+    """The estimate of an instance family: host mask stacks (:func:`stream_memory_bytes`), or,
+    when the loader rasterises its masks from descriptors (``loader.mask_source``), the
+    descriptor bound (:func:`descriptor_stream_bytes`); plus the bank's bytes (balanced)."""
+
     def estimate(options: Mapping[str, Any], loader: Any, depth: int) -> tuple[int, str]:
         scale = max_jitter_scale(options.get("jitter") or default_jitter)
-        needed = stream_memory_bytes(
-            batch_size=options["batch_size"],
-            output_size=options["output_size"],
-            max_scale=scale,
-            instances=tiles * max_instances(getattr(loader, "dataset", None)),
-            depth=depth,
-        )
-        what = f"images up to {options['output_size']} x {scale:g} jitter scale with their masks"
+        indexes = descriptor_indexes(loader)
+        if indexes is None:
+            needed = stream_memory_bytes(
+                batch_size=options["batch_size"],
+                output_size=options["output_size"],
+                max_scale=scale,
+                instances=tiles * max_instances(getattr(loader, "dataset", None)),
+                depth=depth,
+            )
+            what = f"images up to {options['output_size']} x {scale:g} jitter scale with their masks"
+        else:
+            needed = descriptor_stream_bytes(
+                batch_size=options["batch_size"],
+                output_size=options["output_size"],
+                max_scale=scale,
+                sizes=[descriptor_sizes(index) for index in indexes],
+                pasted=int(options.get("max_num_pasted", 0)) if options.get("copy_paste", True) else 0,
+                depth=depth,
+                tiles=tiles,
+                pasted_from_batch=not bank,
+            )
+            what = f"images up to {options['output_size']} x {scale:g} jitter scale, masks rasterised at {options['output_size']} from descriptors"
         if bank:
             bank_bytes = int(options.get("bank_max_bytes", _default(BALANCED_COPY_PASTE_OPTIONS, "bank_max_bytes")))
             needed += bank_bytes

@@ -552,6 +552,7 @@ class RemoteLoader:
             connect_timeout=self.connect_timeout,
         )
         self._reader: _Reader | None = None
+        self._is_closed = False
         self._delivered = LoaderPosition()
         self._start = LoaderPosition()
         self._epoch = 0
@@ -563,6 +564,8 @@ class RemoteLoader:
 
     # -- the loader API ---------------------------------------------------------------------
     def _ensure_reader(self) -> _Reader:
+        if self._is_closed:
+            raise RuntimeError("RemoteLoader is closed; make a new loader (load_state_dict resumes it)")
         if self._reader is None:
             self._reader = _Reader(self._spec, self._start)
         return self._reader
@@ -584,16 +587,21 @@ class RemoteLoader:
 
     def __iter__(self) -> Iterator[Any]:
         self._sync_header()
+        return self._epoch_batches()
+
+    def _epoch_batches(self) -> Iterator[Any]:
         reader = self._reader
         assert reader is not None
         epoch = self._epoch
         while True:
+            if self._is_closed:
+                raise RuntimeError("RemoteLoader is closed; make a new loader (load_state_dict resumes it)")
             item, self._pending = (self._pending, None) if self._pending is not None else (reader.get(), None)
             if isinstance(item, _Failed):
-                self.close()
+                self._drop_stream()
                 raise item.error
             if isinstance(item, _StreamEnd):
-                self.close()
+                self._drop_stream()
                 return
             if isinstance(item, _EpochEnd):
                 if item.epoch < epoch:
@@ -643,7 +651,7 @@ class RemoteLoader:
             if key in state and int(state[key]) != getattr(self, key):
                 raise ValueError(f"loader state: field '{key}' is {state[key]} but this loader has {getattr(self, key)}")
         position = LoaderPosition.from_dict(dict(state))
-        self.close()
+        self._drop_stream()
         self._start = self._delivered = position
         self._epoch = position.epoch
         self._normalize_pending = True
@@ -681,9 +689,21 @@ class RemoteLoader:
         finally:
             channel.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._is_closed
+
     def close(self) -> None:
-        """Cancel the stream and stop the reader (the server frees the pipeline). The next
-        iteration reconnects from the last delivered position."""
+        """Cancel the stream and stop the reader thread (the server then closes its loader).
+        Iterating afterwards raises RuntimeError, as for a closed local loader; a new loader
+        with ``load_state_dict(state_dict())`` continues. Calling it again does nothing."""
+        self._is_closed = True
+        self._drop_stream()
+
+    def _drop_stream(self) -> None:
+        """Cancel the stream and stop the reader; the next iteration reconnects from the last
+        delivered position (an epoch's end, a resume, a failure)."""
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
@@ -699,6 +719,6 @@ class RemoteLoader:
 
     def __del__(self) -> None:
         try:
-            self.close()
+            self._drop_stream()
         except Exception:
             pass

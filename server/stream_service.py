@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Mapping
 import grpc
 import numpy as np
 
+from ..dali_pipes.core.loader_protocol import close_loader
 from ..kernels.version import VERSION
 from ..proto import decal_pb2 as pb
 from .config import DatasetEntry, Limits, ServerConfig
@@ -286,6 +287,7 @@ class BatchServicer:
             )
             return
         handed_off = False
+        loader = None
         try:
             context.add_callback(state.stop.set)
             loader, header = self._open(plan, state, context)
@@ -302,11 +304,13 @@ class BatchServicer:
             state.producer = producer
             producer.start()
             handed_off = True
-            del loader
+            loader = None  # the producer owns it now
             yield from self._drain(state, context)
         finally:
             state.stop.set()
             if not handed_off:
+                if loader is not None:
+                    close_loader(loader)
                 self.streams.close(state.stream_id)
 
     def open_loader(self, plan: StreamPlan, state: StreamState | None = None) -> Any:
@@ -445,6 +449,7 @@ class BatchServicer:
                 iterator.close()
             on_gpu = getattr(loader, "backend", None) == "gpu"
             pipeline = weak_pipeline(loader)
+            close_loader(loader)  # the pipeline, its worker processes and shared memory: now
             iterator = loader = batch = None  # noqa: F841 - drop the pipeline before leaving the registry
             collect_pipeline(pipeline)
             if on_gpu:

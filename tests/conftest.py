@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import faulthandler
+import gc
 import functools
 import os
 import signal
@@ -115,6 +116,18 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fill every CuPy output the kernels allocate with 0xAB bytes (``DECAL_POISON=1``), so a
     kernel that leaves an element unwritten fails its parity test."""
     monkeypatch.setenv("DECAL_POISON", "1")
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for the test (after one collection): what a test sees
+    released was released by the code under test, not found by a collection."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @pytest.fixture

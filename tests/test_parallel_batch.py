@@ -149,3 +149,26 @@ def test_threaded_ops_draw_the_plan_once_from_the_same_inputs() -> None:
     copy_paste_batch(images, masks, offsets, labels, iscrowd, CopyPasteParams(), np.random.default_rng(0), draw_plan=spy,
                      ops=pb.BatchOps.threaded(pb.shared_pool(2)))
     assert len(calls) == 1 and np.array_equal(calls[0][0], offsets)
+
+
+def test_the_step_pool_is_started_outside_dalis_threads(tmp_path) -> None:
+    """A fresh process runs the default CPU loader with a 2-thread step: the step's pool threads
+    are started where the graph is built, so no DALI native thread becomes a ``Dummy-N``
+    thread of ``threading`` (an entry that outlives its thread; the server's leak test compares
+    thread names)."""
+    import subprocess
+    import sys
+
+    from coco_factory import write_coco_dataset
+
+    json_path, image_dir = write_coco_dataset(tmp_path, num_images=4, instances_per_image=(1, 3), seed=1)
+    script = (
+        "import threading\n"
+        "from decal.dali_pipes.copy_paste.loader import CopyPasteLoader\n"
+        f"with CopyPasteLoader({str(json_path)!r}, {str(image_dir)!r}, batch_size=2, output_size=32, device='cpu', num_threads=2) as loader:\n"
+        "    list(loader)\n"
+        "print(sorted(t.name for t in threading.enumerate() if t.name.startswith(('Dummy', 'paste-step'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['paste-step2_0', 'paste-step2_1']"

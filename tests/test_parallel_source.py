@@ -5,9 +5,9 @@ batches of the batched kernels."""
 
 from __future__ import annotations
 
-import gc
 from functools import partial
 from types import SimpleNamespace
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -29,14 +29,16 @@ def coco(tmp_path_factory):
     return write_coco_dataset(tmp_path_factory.mktemp("parallel"), num_images=11, instances_per_image=(0, 5), seed=2)
 
 
-@pytest.fixture(autouse=True)
-def _collect_worker_pools():
-    """A worker loader holds its pool's pipes and shared-memory files until the garbage
-    collector frees it (it sits in reference cycles); collected after each test, so the
-    process stays far below the 1024 descriptors ``select()`` takes in the later server
-    tests' proxy (without it this file leaves ~900 open)."""
-    yield
-    gc.collect()
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """``closing(loader)`` returns ``loader`` and closes it after the test: its worker pool's
+    processes, pipes and shared memory go then, not at a later garbage collection (without it
+    this file left ~900 descriptors open, near the 1024 ``select()`` takes in the later server
+    tests' proxy)."""
+    loaders: list[Any] = []
+    yield lambda loader: loaders.append(loader) or loader
+    for loader in loaders:
+        loader.close()
 
 
 def _same(a, b) -> None:
@@ -52,25 +54,25 @@ def _same(a, b) -> None:
 
 @pytest.mark.parametrize("options", [dict(), dict(drop_last=True, subpixel=True), dict(shard_id=1, num_shards=2)],
                          ids=["default", "drop-last-subpixel", "shard-1-of-2"])
-def test_two_workers_give_the_in_thread_batches(coco, options) -> None:
+def test_two_workers_give_the_in_thread_batches(coco, options, closing) -> None:
     inline = GpuMaskCopyPasteLoader(*coco, **KW, **options)
-    workers = GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW, **options)
+    workers = closing(GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW, **options))
     for _ in range(2):  # two epochs: the second comes from BatchInfo.epoch_idx = 1
         _same(list(inline), list(workers))
     assert workers.state_dict() == inline.state_dict()
 
 
-def test_resume_with_workers_is_exact(coco) -> None:
+def test_resume_with_workers_is_exact(coco, closing) -> None:
     reference = GpuMaskCopyPasteLoader(*coco, **KW)
     epoch0 = list(reference)
     epoch1 = list(reference)
-    loader = GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW)
+    loader = closing(GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW))
     it = iter(loader)
     next(it)
     next(it)
     state = loader.state_dict()
     assert state["cursor"] == 6 and state["batch_index"] == 2
-    resumed = GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW)
+    resumed = closing(GpuMaskCopyPasteLoader(*coco, source_workers=2, **KW))
     resumed.load_state_dict(state)
     _same(epoch0[2:], list(resumed))  # rest of epoch 0 from a mid-epoch start
     _same(epoch1, list(resumed))  # and the next epoch on the same pipeline
@@ -79,7 +81,8 @@ def test_resume_with_workers_is_exact(coco) -> None:
 def test_spawned_workers_give_the_same_batches(coco) -> None:
     kw = dict(KW, seed=9)
     inline = list(GpuMaskCopyPasteLoader(*coco, **kw))
-    _same(inline, list(GpuMaskCopyPasteLoader(*coco, source_workers=1, source_start_method="spawn", **kw)))
+    with GpuMaskCopyPasteLoader(*coco, source_workers=1, source_start_method="spawn", **kw) as workers:
+        _same(inline, list(workers))
 
 
 def test_batch_info_source_is_stateless_and_stops_for_good(coco) -> None:
@@ -109,13 +112,13 @@ def test_worker_options_are_checked(coco) -> None:
 
 
 @pytest.mark.parametrize("loader_type", [GpuMaskCopyPasteLoader, CopyPasteLoader], ids=["gpu-masks", "default"])
-def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path, loader_type) -> None:
+def test_a_corrupt_image_made_by_a_worker_is_named(tmp_path, loader_type, closing) -> None:
     from decal.dali_pipes.core.errors import DatasetError
 
     from test_copy_paste_loader import corrupt_dataset
 
     json_path, image_dir, victim = corrupt_dataset(tmp_path)
-    loader = loader_type(json_path, image_dir, source_workers=2, **dict(KW, batch_size=2))
+    loader = closing(loader_type(json_path, image_dir, source_workers=2, **dict(KW, batch_size=2)))
     with pytest.raises(DatasetError) as caught:
         for _ in loader:
             pass
@@ -132,11 +135,11 @@ def _batched_kernel_loader(*coco, **options):
 
 @pytest.mark.parametrize("options", [dict(), dict(drop_last=True, blend_sigma=1.5), dict(shard_id=1, num_shards=2)],
                          ids=["default", "drop-last-blurred", "shard-1-of-2"])
-def test_copy_paste_loader_threads_and_workers_give_the_serial_batches(coco, options) -> None:
+def test_copy_paste_loader_threads_and_workers_give_the_serial_batches(coco, options, closing) -> None:
     kw = dict(KW, num_threads=2, **options)
     serial = _batched_kernel_loader(*coco, **kw)
     threaded = CopyPasteLoader(*coco, **kw)  # step_threads defaults to num_threads
-    workers = CopyPasteLoader(*coco, source_workers=2, step_threads=3, **kw)
+    workers = closing(CopyPasteLoader(*coco, source_workers=2, step_threads=3, **kw))
     for _ in range(2):
         want = list(serial)
         assert any(bool(t["pasted"].any()) for b in want for t in b.targets)
@@ -145,12 +148,12 @@ def test_copy_paste_loader_threads_and_workers_give_the_serial_batches(coco, opt
     assert workers.state_dict() == serial.state_dict()
 
 
-def test_copy_paste_loader_resumes_with_workers(coco) -> None:
+def test_copy_paste_loader_resumes_with_workers(coco, closing) -> None:
     epoch0 = list(CopyPasteLoader(*coco, **KW))
-    loader = CopyPasteLoader(*coco, source_workers=1, **KW)
+    loader = closing(CopyPasteLoader(*coco, source_workers=1, **KW))
     it = iter(loader)
     next(it)
-    resumed = CopyPasteLoader(*coco, source_workers=2, **KW)
+    resumed = closing(CopyPasteLoader(*coco, source_workers=2, **KW))
     resumed.load_state_dict(loader.state_dict())
     _same(epoch0[1:], list(resumed))
 
@@ -162,7 +165,7 @@ def test_copy_paste_loader_worker_options_are_checked(coco) -> None:
         CopyPasteLoader(*coco, step_threads=0, **KW)
 
 
-def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
+def test_loader_workers_share_the_memory_mapped_index(coco, closing) -> None:
     """The loader holds the cached, memory-mapped index (not Python records), what a spawned
     worker unpickles is that index's directory, and the batches are those of a loader given the
     in-memory dataset."""
@@ -172,7 +175,7 @@ def test_loader_workers_share_the_memory_mapped_index(coco) -> None:
 
     from decal.dali_pipes.coco.reader import CocoDataset
 
-    loader = GpuMaskCopyPasteLoader(*coco, source_workers=2, source_start_method="spawn", **KW)
+    loader = closing(GpuMaskCopyPasteLoader(*coco, source_workers=2, source_start_method="spawn", **KW))
     index = loader.dataset.index
     assert index.directory is not None and isinstance(index.verts, np.memmap)
     assert loader.source.index is index
@@ -190,17 +193,19 @@ def assert_workers_give_the_in_thread_batches(make) -> None:
     """``make(**options)`` builds a loader: with ``source_workers=2`` it gives the in-thread
     loader's batches over two epochs (the second from ``BatchInfo.epoch_idx`` = 1) and its
     state; a worker loader resumed after one batch continues as the in-thread one."""
-    inline, workers = make(), make(source_workers=2)
-    assert len(workers) == len(inline)
-    for _ in range(2):
-        _same(list(inline), list(workers))
-    assert workers.state_dict() == inline.state_dict()
+    inline = make()
+    with make(source_workers=2) as workers:
+        assert len(workers) == len(inline)
+        for _ in range(2):
+            _same(list(inline), list(workers))
+        assert workers.state_dict() == inline.state_dict()
     reference = list(make())
-    first = make(source_workers=2)
-    next(iter(first))
-    resumed = make(source_workers=2)
-    resumed.load_state_dict(first.state_dict())
-    _same(reference[1:], list(resumed))
+    with make(source_workers=2) as first:
+        next(iter(first))
+        state = first.state_dict()
+    with make(source_workers=2) as resumed:
+        resumed.load_state_dict(state)
+        _same(reference[1:], list(resumed))
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +251,7 @@ def test_self_training_workers_give_the_in_thread_batches(two_sets, case, mask_s
 
 
 @pytest.mark.parametrize("mask_source", ["host", "descriptors"])
-def test_a_corrupt_second_set_image_made_by_a_worker_is_named(coco, tmp_path, mask_source) -> None:
+def test_a_corrupt_second_set_image_made_by_a_worker_is_named(coco, tmp_path, mask_source, closing) -> None:
     """Error recovery checks the second-set images of the batches workers made too (the
     self-training source's ``extra_items``); before, it named only the labelled files."""
     import shutil
@@ -259,7 +264,7 @@ def test_a_corrupt_second_set_image_made_by_a_worker_is_named(coco, tmp_path, ma
     victim = sorted(second.glob("*.jpg"))[3]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 3] + b"\x00\xff" * 20)  # header intact, data broken
-    loader = SelfTrainingLoader(*coco, second_images=second, source_workers=2, mask_source=mask_source, **dict(KW, batch_size=4))
+    loader = closing(SelfTrainingLoader(*coco, second_images=second, source_workers=2, mask_source=mask_source, **dict(KW, batch_size=4)))
     with pytest.raises(DatasetError) as caught:
         for _ in loader:
             pass
@@ -291,7 +296,7 @@ def test_mosaic_extra_items_are_the_tiles_it_reads(coco) -> None:
 
 
 @pytest.mark.parametrize("mask_source", ["host", "descriptors"])
-def test_a_corrupt_mosaic_tile_made_by_a_worker_is_named(coco, tmp_path, mask_source) -> None:
+def test_a_corrupt_mosaic_tile_made_by_a_worker_is_named(coco, tmp_path, mask_source, closing) -> None:
     """Error recovery with workers decodes a mosaic's extra tiles too (``extra_items``): a
     corrupt image read only as an extra tile is named."""
     import shutil
@@ -310,7 +315,7 @@ def test_a_corrupt_mosaic_tile_made_by_a_worker_is_named(coco, tmp_path, mask_so
     victim = source.dataset[extra_only[0]].path
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 3] + b"\x00\xff" * 20)  # header intact, data broken
-    loader = MosaicLoader(coco[0], images, source_workers=2, **kw)
+    loader = closing(MosaicLoader(coco[0], images, source_workers=2, **kw))
     with pytest.raises(DatasetError) as caught:
         for _ in loader:
             pass

@@ -102,6 +102,25 @@ def test_server_killed_and_restarted_mid_epoch(synth, tmp_path) -> None:
             assert second.terminate() == 0
 
 
+def test_a_closed_remote_loader_refuses_to_iterate(server, synth) -> None:
+    """``close()`` is final, as for a local loader: a suspended epoch and a new iteration both
+    raise one clear line; a new loader resumes from the closed one's state; close twice is fine."""
+    with RemoteLoader(server.grpc_address, "synth", **OPTIONS) as remote:
+        iterator = iter(remote)
+        first = next(iterator)
+        state = remote.state_dict()
+    assert remote.closed
+    with pytest.raises(RuntimeError, match="^RemoteLoader is closed; make a new loader"):
+        next(iterator)
+    with pytest.raises(RuntimeError, match="^RemoteLoader is closed"):
+        iter(remote)
+    remote.close()
+    with RemoteLoader(server.grpc_address, "synth", **OPTIONS) as resumed:
+        resumed.load_state_dict(state)
+        following = next(iter(resumed))
+    assert following.position.batch_index == first.position.batch_index + 1
+
+
 def test_state_dict_resumes_exactly_like_the_local_loader(server, synth) -> None:
     options = {"batch_size": 2, "output_size": 64, "seed": 5}
     local = CopyPasteLoader(*synth, device="cpu", **options)

@@ -55,7 +55,8 @@ def test_pruned_loader_gives_the_unpruned_batches(tmp_path, options) -> None:
     coco = write_coco_dataset(tmp_path, num_images=10, size=(120, 90), instances_per_image=(1, 9), seed=3)
     kw = dict(batch_size=4, output_size=64, jitter=(1.2, 2.0), device="cpu", num_threads=2, seed=5, **options)
     pruned, unpruned = CopyPasteLoader(*coco, **kw), _unpruned(*coco, **kw)
-    want, got = list(unpruned), list(pruned)
+    with pruned, unpruned:
+        want, got = list(unpruned), list(pruned)
     assert pruned.source.prune_window_size == 64 and unpruned.source.prune_window_size is None
     assert len(want) == len(got) == 3
     for a, b in zip(want, got):

@@ -4,10 +4,11 @@ dataset part, its statistics and its categories."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from ..core.epoch_source import EpochBatchSource
 from ..core.loader_base import PipelineLoader
+from ..core.step_io import DESCRIPTOR_COLUMNS
 from .reader import CocoDataset
 
 __all__ = ["CocoPipelineLoader", "coco_dataset", "coco_stats"]
@@ -54,3 +55,10 @@ class CocoPipelineLoader(PipelineLoader):
     def categories(self) -> dict[int, dict]:
         """Category id → the json category entry."""
         return self.dataset.categories
+
+    @property
+    def mask_source(self) -> Literal["host", "descriptors"]:
+        """Where this loader's masks are made, as its family resolved it: ``"descriptors"``
+        when its source sends mask descriptions that the step rasterises at the output size,
+        ``"host"`` when it sends host mask stacks."""
+        return "descriptors" if set(DESCRIPTOR_COLUMNS) <= set(self.source.column_names) else "host"

@@ -83,6 +83,7 @@ class CopyPasteStep:
     def __post_init__(self) -> None:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"step threads must be an integer >= 1 or None, got {self.threads!r}")
+        self.pool()  # started here, in the thread that builds the graph, not in DALI's (see shared_pool)
 
     def __call__(self, images, masks, labels, iscrowd, positions):
         pool = self.pool()

@@ -11,11 +11,18 @@ the next. ``len(loader)`` is the number of batches in the coming epoch. ``state_
 after any batch, and ``load_state_dict()`` on a fresh loader with the same seed and shard,
 continue exactly after that batch. Tensors come out of DALI through DLPack, on the GPU when
 the pipeline runs there.
+
+``close()`` (or leaving a ``with loader:`` block) shuts the loader's DALI pipeline down at
+once, with its parallel-source worker processes and their shared memory
+(:func:`~decal.dali_pipes.core.pipeline_release.release_pipeline`), instead of when a garbage
+collection finds it; a closed loader refuses to iterate. A pipeline the loader drops on its
+own (``load_state_dict``, error recovery) is released the same way.
 """
 
 from __future__ import annotations
 
 import warnings
+from types import TracebackType
 from typing import Any, Iterator
 
 import torch
@@ -23,6 +30,7 @@ import torch
 from .assembly import LoaderParts
 from .epoch_source import EpochBatchSource, LoaderPosition, PositionRow
 from .parallel_source import expect_worker_batches
+from .pipeline_release import release_pipeline
 
 __all__ = ["PipelineLoader", "position_after", "dense", "dlpack_stream", "torch_samples"]
 
@@ -83,6 +91,7 @@ class PipelineLoader:
         self.source: EpochBatchSource = parts.source
         self._pipeline: Any = None
         self._position = LoaderPosition()
+        self._closed = False
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -125,15 +134,46 @@ class PipelineLoader:
                     f"loader state: field '{key}' is {state[key]} but this loader has {getattr(cfg, key)}"
                 )
         self._position = self.source.normalize(LoaderPosition.from_dict(state))
-        self._pipeline = None
+        self._drop_pipeline()
+
+    # -- closing -----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Shut the DALI pipeline down now: its executor, its parallel-source worker processes
+        (gone when this returns) and their shared memory. Batches already delivered stay
+        valid; iterating afterwards raises RuntimeError. Calling it again does nothing."""
+        self._closed = True
+        self._drop_pipeline()
+
+    def __enter__(self) -> "PipelineLoader":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed; make a new loader (load_state_dict resumes it)")
 
     # -- iteration ---------------------------------------------------------------------
     def __len__(self) -> int:
         return self.source.batches_in_epoch(self._position.epoch)
 
     def __iter__(self) -> Iterator[Any]:
+        self._check_open()
         self._warn_if_empty()
+        return self._epoch_batches()
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        """The rest of the current epoch. The pipeline is looked up at every step and not held
+        across a ``yield``, so a suspended iterator does not keep a closed loader's pipeline
+        (and its worker pool's semaphores) alive."""
         while True:
+            self._check_open()
             pipeline = self._ensure_pipeline()
             try:
                 outputs = pipeline.run()
@@ -146,6 +186,7 @@ class PipelineLoader:
                 continue
             batch = self._to_batch(outputs)
             self._position = batch.position
+            del outputs, pipeline
             yield batch
 
     # -- internals ---------------------------------------------------------------------
@@ -163,6 +204,11 @@ class PipelineLoader:
             f"drop_last={source.drop_last}; lower batch_size or set drop_last=False",
             stacklevel=3,
         )
+
+    def _drop_pipeline(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            release_pipeline(pipeline)
 
     def _ensure_pipeline(self) -> Any:
         if self._pipeline is None:
@@ -190,7 +236,7 @@ class PipelineLoader:
         workers = getattr(self.config, "source_workers", 0)
         if workers:
             expect_worker_batches(self.source, self._position, self.config.prefetch_queue_depth, workers)
-        self._pipeline = None
+        self._drop_pipeline()
         suspects = self.source.suspects()
         for dataset, index in suspects:
             problem = dataset.decode_check(index)

@@ -6,13 +6,17 @@ checks each one against the same contract: one epoch per iteration of
 :class:`~decal.dali_pipes.core.batch.Batch` objects, ``len`` = batches in the coming epoch,
 ``state_dict()`` after any batch and ``load_state_dict()`` on a fresh loader continue exactly
 after that batch.
+
+Every real loader also has ``close()`` (idempotent; it frees the DALI pipeline and its worker
+processes, or a remote loader's stream, at once) and is a context manager; a test double need
+not be, so code that ends a loader of any kind calls :func:`close_loader`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
-__all__ = ["Loader"]
+__all__ = ["Loader", "close_loader"]
 
 
 @runtime_checkable
@@ -46,3 +50,11 @@ class Loader(Protocol):
     def categories(self) -> dict[int, dict]:
         """Category id → the dataset's json category entry."""
         ...
+
+
+def close_loader(loader: Any) -> None:
+    """Call ``loader.close()`` where it has one (every decal loader does; a stand-in may not):
+    what the server, the trainers, the bench and the CLI do when they are done with a loader."""
+    close = getattr(loader, "close", None)
+    if callable(close):
+        close()

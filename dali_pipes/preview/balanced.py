@@ -28,8 +28,8 @@ def preview_balanced_copy_paste(
     if annotation_file is None:
         annotation_file, image_dir = ensure_sample_dataset()
     defaults = dict(batch_size=2, output_size=384, jitter="lsj", seed=0, bank_min_area=64, max_num_pasted=4)
-    loader = BalancedCopyPasteLoader(annotation_file, image_dir, **{**defaults, **options})
-    shown = first_samples(loader, images, skip_batches=warmup_batches)
+    with BalancedCopyPasteLoader(annotation_file, image_dir, **{**defaults, **options}) as loader:
+        shown = first_samples(loader, images, skip_batches=warmup_batches)
     bank = loader.stats["bank"]
     title = (
         f"balanced copy-paste ({loader.config.bank_weighting}); bank {bank['instances']} instances, "

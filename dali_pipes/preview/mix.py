@@ -165,8 +165,8 @@ def preview_cutmix(
 
     folder = Path(root) if root is not None else ensure_demo_image_folder()
     options = {"seed": 0, "output_size": 224, **options, "normalize": False, "batch_size": batch_size}
-    loader = CutMixLoader(folder, **options)
-    batch = _take(loader, batches)
+    with CutMixLoader(folder, **options) as loader:
+        batch = _take(loader, batches)
     cfg = loader.config
     title = (
         f"decal CutMix  {folder.name}  mode={cfg.mode} cutmix_alpha={cfg.cutmix_alpha} "
@@ -187,8 +187,8 @@ def preview_cp2(
 
         root = ensure_sample_dataset()[1]
     options = {"seed": 0, **options, "normalize": False, "return_views": True, "batch_size": batch_size}
-    loader = CP2Loader(root, **options)
-    batch = _take(loader, batches)
+    with CP2Loader(root, **options) as loader:
+        batch = _take(loader, batches)
     cfg = loader.config
     title = f"decal CP2  {Path(root).name}  S={cfg.output_size} stride={cfg.stride} seed={cfg.seed}"
     return render_cp2_grid(batch, path, stride=cfg.stride, max_rows=batch_size, title=title)

@@ -63,7 +63,7 @@ def preview_mosaic(
     if annotation_file is None:
         annotation_file, image_dir = ensure_sample_dataset()
     defaults = dict(batch_size=4, output_size=384, seed=0)
-    loader = MosaicLoader(annotation_file, image_dir, **{**defaults, **options})
-    shown = first_samples(loader, images)
+    with MosaicLoader(annotation_file, image_dir, **{**defaults, **options}) as loader:
+        shown = first_samples(loader, images)
     title = f"balanced mosaic (p={loader.config.mosaic_prob})"
     return render_mosaic_grid(shown, path, category_names=category_names(loader), tile_size=tile_size, title=title)

@@ -34,11 +34,11 @@ def preview_self_training(
     if second_images is None:
         second_images = ensure_unlabelled_sample()
     defaults = dict(batch_size=4, output_size=384, jitter="ssj", seed=0, max_num_pasted=6)
-    loader = SelfTrainingLoader(
+    with SelfTrainingLoader(
         annotation_file, image_dir, second_images=second_images, second_annotations=second_annotations,
         **{**defaults, **options},
-    )  # fmt: skip
-    shown = first_samples(loader, images)
+    ) as loader:  # fmt: skip
+        shown = first_samples(loader, images)
     names = category_names(loader)
     columns = min(4, len(shown))
     rows = -(-len(shown) // columns)

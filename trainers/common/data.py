@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ...dali_pipes.core.loader_protocol import close_loader  # re-exported: the trainers end every loader with it
 from .config import DataConfig
 from .distributed import DistInfo
 
@@ -183,11 +184,3 @@ def move_targets(targets: list[dict[str, torch.Tensor]], device: torch.device) -
         {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
         for t in targets
     ]
-
-
-def close_loader(loader: Any) -> None:
-    """End a ``RemoteLoader``'s stream and its reader thread (a local loader has no
-    ``close``; nothing to do)."""
-    close = getattr(loader, "close", None)
-    if callable(close):
-        close()

@@ -182,6 +182,12 @@ class FasaHook(Hook):
         self.history.append({"epoch": epoch, "prob": fasa.prob.tolist(), "share": share.tolist()})
         self.logger.log("fasa", loop.step, record, epoch=epoch)
 
+    def after_train(self, loop: TrainLoop) -> None:
+        """Close the validation loader (its DALI pipeline) with the run."""
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            close_loader(loader)
+
 
 # --------------------------------------------------------------------------- the job
 

@@ -1,0 +1,20 @@
+"""What a loader's parallel-source worker pool holds in this process, for tests that check it
+is released (``dali_pipes/core/pipeline_release.py``)."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["alive", "shm_mappings"]
+
+
+def shm_mappings() -> set[str]:
+    """The shared-memory files this process maps (``/proc/self/maps``): DALI's batch chunks and
+    queue buffers (``/dev/shm/nvidia_dali_*``) and multiprocessing's semaphores (``sem.*``)."""
+    with open("/proc/self/maps") as maps:
+        return {line.split(None, 5)[5].strip() for line in maps if "/dev/shm/" in line}
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live or unreaped process."""
+    return os.path.exists(f"/proc/{pid}")
