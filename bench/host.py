@@ -277,10 +277,11 @@ def main_thread_figures(data: tuple[Path, Path], batch_size: int, output_size: i
     from decal.dali_pipes.copy_paste.loader import CopyPasteLoader, GpuMaskCopyPasteLoader
 
     options = dict(batch_size=batch_size, output_size=output_size, device="cpu", seed=0, num_threads=2)
-    return {
-        "GpuMaskCopyPasteLoader": main_thread_cost(GpuMaskCopyPasteLoader(*data, **options), batches),
-        "CopyPasteLoader (host masks)": main_thread_cost(CopyPasteLoader(*data, mask_source="host", **options), batches),
-    }
+    with GpuMaskCopyPasteLoader(*data, **options) as gpu_masks, CopyPasteLoader(*data, mask_source="host", **options) as host_masks:
+        return {
+            "GpuMaskCopyPasteLoader": main_thread_cost(gpu_masks, batches),
+            "CopyPasteLoader (host masks)": main_thread_cost(host_masks, batches),
+        }
 
 
 def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tuple[Any, Any]:
@@ -288,7 +289,8 @@ def _sources(data: tuple[Path, Path], batch_size: int, output_size: int) -> tupl
     from decal.dali_pipes.copy_paste.loader import CopyPasteLoader
 
     options = dict(batch_size=batch_size, output_size=output_size, device="cpu", seed=0)
-    return CopyPasteLoader(*data, **options).source, GpuMaskCopyPasteLoader(*data, **options).source
+    with CopyPasteLoader(*data, **options) as host_masks, GpuMaskCopyPasteLoader(*data, **options) as gpu_masks:
+        return host_masks.source, gpu_masks.source  # a source outlives its loader's pipeline
 
 
 def mode_host(args: argparse.Namespace, data: tuple[Path, Path]) -> dict[str, Any]:
@@ -385,8 +387,9 @@ def child(kind: str, json_path: str, image_dir: str, cache_dir: str, batch_size:
                                         device="cpu", seed=0)
         out["loader_open_s"] = round(time.perf_counter() - t0, 3)
         out["memory_after_open_mib"] = memory()
-        out.update(workers_wall_rate(loader.source, 2, batches, start_method="spawn",
-                                     index_dir=loader.dataset.index.directory))
+        with loader:
+            out.update(workers_wall_rate(loader.source, 2, batches, start_method="spawn",
+                                         index_dir=loader.dataset.index.directory))
     elif kind == "objects":
         from decal.dali_pipes.coco.reader import CocoDataset
 
