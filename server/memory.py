@@ -4,14 +4,19 @@ An instance stream's (copy-paste, balanced, self-training, mosaic) largest buffe
 mask stacks, before the crop to the output square: a sample jittered by scale ``s`` is
 resized to about ``s * output_size`` on its long side, with ``3`` image channels (uint8) and
 ``N + 1`` mask channels (uint8; ``N`` instances plus the dummy channel that keeps an image
-without instances resizable). Every batch in flight holds one such stack per sample::
+without instances resizable). Every batch in flight holds one such stack per sample, and
+after the crop its outputs at the output size S; the step works on one batch at a time
+(:func:`stream_memory_bytes`)::
 
-    bytes = batch_size * side**2 * (3 + N_max + 1) * (prefetch_queue_depth + prefetch_batches)
-    side  = ceil(output_size * max(1, max_scale))
+    held  = side**2 * (3 + I + 1)           # the jittered image and mask stack
+          + S**2 * (12 + I + P) + rows      # outputs at S (as for descriptors, below)
+    bytes = batch_size * (depth * held + work)    # work: the step's, as for descriptors
+    side  = ceil(output_size * max(1, max_scale)),  depth = prefetch_queue_depth + prefetch_batches
 
-(Mosaic: up to four tiles per sample, so ``N_max`` is four images' worth; balanced
-copy-paste adds its bank's ``bank_max_bytes``), with ``max_scale`` the jitter's upper bound (LSJ 2.0, SSJ 1.25, none 1.0, or the range's
-``max_scale``), ``N_max`` the most instances any image of the dataset has, and the depth the
+(``I = T*N_max``: mosaic's four tiles make it four images' worth; balanced copy-paste adds its
+bank's ``bank_max_bytes``), with ``max_scale`` the jitter's upper bound (LSJ 2.0, SSJ 1.25, none 1.0, or the range's
+``max_scale``), ``N_max`` the most instances any image of the dataset has, ``P``, ``rows`` and
+``work`` as defined below, and the depth the
 DALI prefetch queue plus the stream's queue of encoded batches. It is an upper bound on what
 the request can make the server allocate (images smaller than the output are padded, not
 grown), which is what admission needs: a request over ``limits.max_stream_bytes`` is refused
@@ -47,13 +52,13 @@ partners are images of the batch; the balanced bank's are not; 0 without copy-pa
 ``D_max`` the most descriptor bytes of one image (:func:`descriptor_sizes`: 8 per polygon
 vertex, 24 per polygon, 4 per RLE toggle, 8 per column of a filled box, 16 per instance row;
 each instance charged as its kind or as a box, whichever is larger).
-It holds each in-flight batch's masks at the output size, where the host formula holds
-``side**2`` per instance: with the LSJ jitter (side = 2·S), 4 batches in flight and
-LVIS-like images (300 instances, up to 100 pasted) it is about half the host figure, with as
-many pasted as present (N = P = 30) about 15 % below it (``tests/test_server_memory.py``).
-The host formula counts the jittered stacks only, not the step's output masks: with a small
-jitter (SSJ, none) and many pasted instances the descriptor bound, which counts them, can be
-the larger one.
+The two bounds share the outputs and the working set at S (``_output_bytes``); where the
+host formula holds ``side**2`` per instance in its jittered stacks, the descriptor bound holds
+the descriptors, so it is the smaller one on the same images whenever ``T*D_max`` and the
+tables take fewer bytes than the ``side**2 * (I + 1)`` of the mask planes (any image whose
+polygons are not far finer than its masks' pixels): with the LSJ jitter (side
+= 2·S), 4 batches in flight and LVIS-like images (300 instances, up to 100 pasted) it is
+about a third of the host figure (``tests/test_server_memory.py``).
 """
 
 from __future__ import annotations
@@ -92,11 +97,39 @@ def max_instances(dataset: Any) -> int:
     return max(len(r.annotations) for r in records)
 
 
-def stream_memory_bytes(*, batch_size: int, output_size: int, max_scale: float, instances: int, depth: int) -> int:
-    """Bytes of the scaled image and mask stacks of ``depth`` batches in flight (see the
-    module docstring)."""
+def _output_bytes(output_size: int, instances: int, pasted: int, pasted_from_batch: bool) -> tuple[int, int]:
+    """``(held, work)`` bytes per sample that both mask sources spend at the output size S
+    (the module docstring's ``S**2 * (12 + I + P) + rows`` held per batch in flight, and the
+    step's working set ``S**2 * (20 + K) + rows``, once); ``instances`` is ``I = T*N_max``."""
+    plane = int(output_size) ** 2
+    p = min(int(pasted), int(instances)) if pasted_from_batch else int(pasted)
+    rows = 64 * (int(instances) + p)
+    masks = 2 * int(instances) + p if pasted_from_batch else 3 * int(instances) + 2 * p
+    return plane * (12 + int(instances) + p) + rows, plane * (20 + masks) + rows
+
+
+def stream_memory_bytes(
+    *,
+    batch_size: int,
+    output_size: int,
+    max_scale: float,
+    instances: int,
+    depth: int,
+    pasted: int = 0,
+    pasted_from_batch: bool = True,
+) -> int:
+    """Bytes of ``depth`` batches in flight of a stream with host mask stacks: the scaled
+    image and mask stacks, plus the outputs and the step's working set at the output size
+    (the module docstring's host formula; the bank is the caller's).
+
+    Args:
+        instances: ``T*N_max``, the most instances of one sample (mosaic: four images').
+        pasted, pasted_from_batch: as for :func:`descriptor_stream_bytes`.
+    """
     side = math.ceil(output_size * max(1.0, max_scale))
-    return int(batch_size) * side * side * (3 + int(instances) + 1) * int(depth)
+    held, work = _output_bytes(output_size, instances, pasted, pasted_from_batch)
+    stacks = side * side * (3 + int(instances) + 1)
+    return int(batch_size) * (int(depth) * (stacks + held) + work)
 
 
 @dataclass(frozen=True)
@@ -174,14 +207,10 @@ def descriptor_stream_bytes(
             most ``tiles * N_max``), not of a bank.
     """
     side = math.ceil(output_size * max(1.0, max_scale))
-    plane = int(output_size) ** 2
     instances = int(tiles) * max((s.instances for s in sizes), default=0)
     descriptors = int(tiles) * max((s.descriptor_bytes for s in sizes), default=0)
-    p = min(int(pasted), instances) if pasted_from_batch else int(pasted)
-    rows = 64 * (instances + p)
-    held = side * side * 3 + plane * (12 + instances + p) + descriptors + 8 * (2 * int(output_size) + 4) * int(tiles) + rows
-    masks = 2 * instances + p if pasted_from_batch else 3 * instances + 2 * p
-    work = plane * (20 + masks) + rows
+    held, work = _output_bytes(output_size, instances, pasted, pasted_from_batch)
+    held += side * side * 3 + descriptors + 8 * (2 * int(output_size) + 4) * int(tiles)
     return int(batch_size) * (int(depth) * held + work)
 
 

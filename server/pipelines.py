@@ -145,6 +145,7 @@ def _instance_memory(default_jitter: Any, tiles: int = 1, bank: bool = False) ->
     def estimate(options: Mapping[str, Any], loader: Any, depth: int) -> tuple[int, str]:
         scale = max_jitter_scale(options.get("jitter") or default_jitter)
         indexes = descriptor_indexes(loader)
+        pasted = int(options.get("max_num_pasted", 0)) if options.get("copy_paste", True) else 0
         if indexes is None:
             needed = stream_memory_bytes(
                 batch_size=options["batch_size"],
@@ -152,6 +153,8 @@ def _instance_memory(default_jitter: Any, tiles: int = 1, bank: bool = False) ->
                 max_scale=scale,
                 instances=tiles * max_instances(getattr(loader, "dataset", None)),
                 depth=depth,
+                pasted=pasted,
+                pasted_from_batch=not bank,
             )
             what = f"images up to {options['output_size']} x {scale:g} jitter scale with their masks"
         else:
@@ -160,7 +163,7 @@ def _instance_memory(default_jitter: Any, tiles: int = 1, bank: bool = False) ->
                 output_size=options["output_size"],
                 max_scale=scale,
                 sizes=[descriptor_sizes(index) for index in indexes],
-                pasted=int(options.get("max_num_pasted", 0)) if options.get("copy_paste", True) else 0,
+                pasted=pasted,
                 depth=depth,
                 tiles=tiles,
                 pasted_from_batch=not bank,

@@ -244,7 +244,8 @@ def test_instance_family_estimates_count_mosaic_tiles_and_the_bank() -> None:
     mosaic, _ = PIPELINES["mosaic"].memory({**options, "jitter": "none"}, loader, 4)
     assert mosaic == stream_memory_bytes(batch_size=2, output_size=64, max_scale=1.0, instances=12, depth=4)
     balanced, what = PIPELINES["balanced-copy-paste"].memory({**options, "jitter": "none", "bank_max_bytes": 1000}, loader, 4)
-    assert balanced == plain + 1000 and "bank" in what
+    from_bank = stream_memory_bytes(batch_size=2, output_size=64, max_scale=1.0, instances=3, depth=4, pasted_from_batch=False)
+    assert balanced == from_bank + 1000 and "bank" in what
 
 
 def test_decal_stream_pulls_any_family(server, capsys) -> None:
