@@ -122,3 +122,37 @@ def test_mosaic_source_refuses_bad_item_weights_naming_the_field(tmp_path, bad: 
         MosaicSource(dataset, UniformSampler(len(dataset), seed=0), item_weights=weights, **options)
     with pytest.raises(ValueError, match=r"item_weights must be \(num_items,\) = \(4,\)"):
         MosaicSource(dataset, UniformSampler(len(dataset), seed=0), item_weights=np.ones(3), **options)
+
+
+def test_mosaic_source_plans_without_remaking_the_cdf(tmp_path, monkeypatch) -> None:
+    """The source makes its WeightedDraw once; its per-batch plans (and the extra tiles they
+    name) reuse it: no O(num_items) work per batch. Its plans equal those drawn from the raw
+    weights."""
+    from coco_factory import write_coco_dataset
+
+    from decal.dali_pipes.coco.reader import CocoDataset
+    from decal.dali_pipes.core import weighted_draw
+    from decal.dali_pipes.core.epoch_source import LoaderPosition
+    from decal.dali_pipes.core.samplers import RepeatFactorSampler
+    from decal.dali_pipes.core.scale_jitter import ScaleJitter
+    from decal.dali_pipes.mosaic.pipeline import GEOMETRY_STREAM, MOSAIC_STREAM, MosaicSource
+
+    dataset = CocoDataset(*write_coco_dataset(tmp_path, num_images=8, seed=2))
+    sampler = RepeatFactorSampler.from_dataset(dataset, seed=0, threshold=0.5)
+    source = MosaicSource(
+        dataset, sampler, output_size=32, batch_size=4, seed=3, jitter=ScaleJitter(0.5, 1.5), flip_prob=0.5,
+        prob=0.9, item_weights=sampler.repeat_factors,
+    )  # fmt: skip
+    made = []
+    original = weighted_draw.WeightedDraw.__init__
+    monkeypatch.setattr(weighted_draw.WeightedDraw, "__init__", lambda self, *a, **k: made.append(1) or original(self, *a, **k))
+    starts = [LoaderPosition(epoch, cursor, cursor // 4) for epoch in range(2) for cursor in (0, 4)]
+    plans = [source.plan(start, 4) for start in starts]
+    assert made == []
+    for start, plan in zip(starts, plans):
+        raw = draw_mosaic_plan(
+            source.batch_rng(start, GEOMETRY_STREAM), source.batch_rng(start, MOSAIC_STREAM), 4, prob=0.9, jitter=(0.5, 1.5), flip_prob=0.5,
+            center_range=(0.25, 0.75), output_size=32, item_weights=sampler.repeat_factors,
+        )  # fmt: skip
+        assert made  # the raw weights do make a CDF per plan
+        np.testing.assert_array_equal(plan.extra, raw.extra)
