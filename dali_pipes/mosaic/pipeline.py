@@ -42,6 +42,7 @@ from ..core.epoch_source import LoaderPosition
 from .twin import NUM_TILES, MosaicPlan, MosaicStep, batch_regions, draw_mosaic_plan, resized_size
 from ..core.graph import pipeline_arguments, source_outputs
 from ..core.parallel_source import check_workers
+from ..core.weighted_draw import WeightedDraw
 
 
 __all__ = ["MosaicSource", "TileLayout", "build_mosaic_pipeline", "MosaicOutputs", "OUTPUT_NAMES"]
@@ -165,10 +166,11 @@ class MosaicSource(CopyPasteSource):
         self.center_range = (lo, hi)
         self.pad_value = int(pad_value)
         weights = np.ones(len(dataset)) if item_weights is None else np.asarray(item_weights, dtype=np.float64)
-        if weights.shape != (len(dataset),) or not (np.all(weights >= 0) and weights.sum() > 0):
-            raise ValueError("item_weights must be (num_items,), >= 0, with a positive sum")
+        if weights.shape != (len(dataset),):
+            raise ValueError(f"item_weights must be (num_items,) = ({len(dataset)},), got shape {weights.shape}")
         self.item_weights = weights
-        self._replacement_prob = weights / weights.sum()  # a replacement tile's draw, made once
+        # the extra tiles' (and replacements') draw: the weights' CDF, made once (r(i) is fixed)
+        self.item_draw = WeightedDraw(weights, field="item_weights")
         self._placeholder = (
             -1,
             np.frombuffer(placeholder_jpeg(self.pad_value), dtype=np.uint8).copy(),
@@ -178,13 +180,12 @@ class MosaicSource(CopyPasteSource):
     def _load_extra(self, index: int, replacement: Callable[[], np.random.Generator]) -> tuple[int, Any]:
         """Tile ``index``, or a replacement drawn from the generator ``replacement()`` when it
         is unreadable (``on_error="skip"``); ``(index, payload)``."""
-        prob = self._replacement_prob
         for _ in range(64):
             if index not in self.bad_indices:
                 payload = self.load(index)
                 if payload is not None:
                     return index, payload
-            index = int(replacement().choice(len(prob), p=prob))
+            index = self.item_draw.draw_one(replacement())
         raise RuntimeError("MosaicSource: could not find a readable image for a mosaic tile in 64 draws")
 
     def plan(self, start: LoaderPosition, count: int) -> MosaicPlan:
@@ -199,7 +200,7 @@ class MosaicSource(CopyPasteSource):
             flip_prob=self.flip_prob,
             center_range=self.center_range,
             output_size=self.output_size,
-            item_weights=self.item_weights,
+            item_weights=self.item_draw,
         )
 
     def extra_items(self, start: LoaderPosition, count: int) -> tuple[tuple[Any, int], ...]:

@@ -46,6 +46,7 @@ from ...kernels.geometry_batch import GeometryBatch, placed_geometries
 from ...kernels.mask_geometry import SampleGeometry, placed_geometry
 from ...kernels.array_module import cupy_module, to_host
 from ..core.step_io import host_int64
+from ..core.weighted_draw import WeightedDraw
 
 __all__ = [
     "NUM_TILES",
@@ -203,15 +204,18 @@ def draw_mosaic_plan(
     flip_prob: float,
     center_range: tuple[float, float],
     output_size: int,
-    item_weights: np.ndarray,
+    item_weights: np.ndarray | WeightedDraw,
 ) -> MosaicPlan:
     """Draw a batch's plan. The single-image draws (scale, crop position, flip) come from
     ``geometry_rng`` exactly as the copy-paste source draws them
     (:func:`~decal.dali_pipes.core.scale_jitter.draw_geometry`); the mosaic draws (coin, centre,
     three more images, their scales) from ``mosaic_rng``.
 
-    ``item_weights`` (num_items,) are the draw weights of the extra images (the repeat
-    factors with RFS, ones with the uniform sampler).
+    ``item_weights`` are the draw weights of the extra images, (num_items,) (the repeat
+    factors with RFS, ones with the uniform sampler), or their :class:`WeightedDraw` made
+    once: the extra tiles are then drawn in O(B log num_items) instead of cumulating the
+    weights on every batch, with the same indices and generator state as
+    ``mosaic_rng.choice(num_items, (B, 3), p=weights / weights.sum())``.
     """
     from ..core.scale_jitter import ScaleJitter, draw_geometry
 
@@ -219,8 +223,8 @@ def draw_mosaic_plan(
     coin = mosaic_rng.random(batch_size) < prob
     lo, hi = center_range
     centre = round_half_up(mosaic_rng.uniform(lo, hi, size=(batch_size, 2)) * output_size)
-    weights = np.asarray(item_weights, dtype=np.float64)
-    extra = mosaic_rng.choice(len(weights), size=(batch_size, NUM_TILES - 1), p=weights / weights.sum())
+    draw = item_weights if isinstance(item_weights, WeightedDraw) else WeightedDraw(item_weights, field="item_weights")
+    extra = draw.draw(mosaic_rng, (batch_size, NUM_TILES - 1))
     scales = mosaic_rng.uniform(jitter[0], jitter[1], size=(batch_size, NUM_TILES - 1))
     tile_scale = np.concatenate([geometry.scale.astype(np.float64)[:, None], scales], axis=1)
     return MosaicPlan(
