@@ -112,7 +112,9 @@ def test_abrupt_disconnects_leak_nothing(synth) -> None:
             # collector off no pipeline may still hold a backend; gRPC's pool thread may close it
             # a moment after the producer thread is gone, so wait for it. Nor may the built
             # Pipeline object itself outlive its stream in a cycle (a failed stream's did:
-            # test_a_failed_stream_frees_its_pipeline_without_a_collection).
+            # test_a_failed_stream_frees_its_pipeline_without_a_collection; in a full-suite run
+            # before that fix, the one alive here was a failed loader's of test_parallel_source.py,
+            # in the same cycle, which no GC pass had reached since).
             gc.disable()
             try:
                 assert wait_until(lambda: _live_pipelines(_running) == 0), _pipeline_referrers(_running)
