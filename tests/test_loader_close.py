@@ -4,6 +4,8 @@ worker processes are gone and their shared memory unmapped without a garbage col
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -11,12 +13,14 @@ import pytest
 import torch
 
 from decal.dali_pipes.copy_paste.loader import CopyPasteLoader, GpuMaskCopyPasteLoader
+from decal.dali_pipes.core.errors import DatasetError
 from decal.dali_pipes.core.pipeline_release import worker_pids
 from decal.dali_pipes.cp2.loader import CP2Loader
 from decal.dali_pipes.cutmix.loader import CutMixLoader
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
+from test_copy_paste_loader import corrupt_dataset
 from worker_resources import alive, shm_mappings
 
 KW = dict(batch_size=2, output_size=48, device="cpu", num_threads=1, seed=4)
@@ -121,3 +125,32 @@ def test_folder_loaders_close_their_pipeline(tmp_path, loader_type) -> None:
     assert loader.built_pipeline is None and pipeline._pipe is None  # DALI's backend is shut down
     with pytest.raises(RuntimeError, match=f"^{loader_type.__name__} is closed"):
         next(iterator)
+
+
+def built_pipelines() -> list[Any]:
+    """The built DALI pipelines alive in this process (closed or not)."""
+    from nvidia.dali.pipeline import Pipeline
+
+    return [o for o in gc.get_objects() if type(o) is Pipeline and getattr(o, "_built", False)]
+
+
+def test_a_failed_run_frees_its_pipeline_without_a_collection(tmp_path, no_gc) -> None:
+    """A DALI failure raised as the DatasetError naming the file (``on_error="raise"``) drops
+    the loader's pipeline, and nothing of the error keeps it: not the frames of its traceback
+    (the iterator's, holding the pipeline and the DALI error whose traceback leads back to
+    them), not DALI's ``run()`` frames in its cause. So it is freed by reference counting even
+    while the caller still holds the error (the server turns it into the stream's status),
+    and once the error is dropped the loader goes too: no cycle is left for a GC pass. It was
+    kept in a frame <-> exception cycle, the built pipeline a server stream left behind."""
+    json_path, image_dir, victim = corrupt_dataset(tmp_path)
+    loader = CopyPasteLoader(json_path, image_dir, **{**KW, "on_error": "raise"})
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    assert victim.name in str(caught.value) and isinstance(caught.value.__cause__, RuntimeError)
+    assert loader.built_pipeline is None
+    assert built_pipelines() == []  # the error is still held here
+    loader.close()
+    gone = weakref.ref(loader)
+    del loader, caught
+    assert gone() is None

@@ -3,7 +3,8 @@
 The server runs in this process (so its threads and fds can be counted) with the real DALI
 pipeline. Disconnects come in four kinds, cycled: cancel before the header, cancel after
 the header (pipeline being built), close the channel after the first batch, and cut the
-TCP connection under a live stream (a proxy resets both sides).
+TCP connection under a live stream (a proxy resets both sides). A stream that a corrupt image
+fails leaves no pipeline behind either.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import gc
 import os
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 import pytest
@@ -22,6 +24,7 @@ from decal.server.config import Limits
 
 from coco_factory import write_coco_dataset
 from server_helpers import TcpProxy, os_thread_names, make_config, open_stream, process_counts, request, running_server, wait_until
+from test_copy_paste_loader import corrupt_dataset
 
 DISCONNECTS = 200
 CLIENTS = 4  # concurrent disconnecting clients
@@ -80,6 +83,7 @@ def _non_pool_threads() -> list[str]:
 
 def test_abrupt_disconnects_leak_nothing(synth) -> None:
     config = make_config({"synth": synth}, limits=Limits(max_streams=CLIENTS * 4, max_batch_size=16))
+    gc.collect()  # what earlier tests left for a GC pass is not this test's to count
     with running_server(config) as server:
         proxy = TcpProxy(("127.0.0.1", server.grpc_port))
         address = server.grpc_address
@@ -106,12 +110,15 @@ def test_abrupt_disconnects_leak_nothing(synth) -> None:
             # released when their stream ended, not left to a GC pass: the server closes each
             # stream's loader (its backend shut down, workers joined), so with the cyclic
             # collector off no pipeline may still hold a backend; gRPC's pool thread may close it
-            # a moment after the producer thread is gone, so wait for it. The Python object
-            # itself may outlive its stream in a cycle (once in ~10 CI runs), freed by the GC
-            # pass below, which must leave no pipeline at all.
+            # a moment after the producer thread is gone, so wait for it. Nor may the built
+            # Pipeline object itself outlive its stream in a cycle (a failed stream's did:
+            # test_a_failed_stream_frees_its_pipeline_without_a_collection; in a full-suite run
+            # before that fix, the one alive here was a failed loader's of test_parallel_source.py,
+            # in the same cycle, which no GC pass had reached since).
             gc.disable()
             try:
-                assert wait_until(lambda: _live_pipelines(running=True) == 0), _pipeline_referrers(running=True)
+                assert wait_until(lambda: _live_pipelines(_running) == 0), _pipeline_referrers(_running)
+                assert wait_until(lambda: _live_pipelines(_built) == 0), _pipeline_referrers(_built)
             finally:
                 gc.enable()
             gc.collect()
@@ -137,6 +144,30 @@ def test_abrupt_disconnects_leak_nothing(synth) -> None:
             proxy.close()
 
 
+def test_a_failed_stream_frees_its_pipeline_without_a_collection(tmp_path) -> None:
+    """A stream that a corrupt image ends (FAILED_PRECONDITION naming the file) leaves no built
+    pipeline behind, with the cyclic collector off from the start: the loader's DatasetError
+    kept it in a frame <-> exception cycle (its stream's weak reference was already gone, so
+    the server's own collection skipped it), which outlived the stream until a GC pass."""
+    json_path, image_dir, victim = corrupt_dataset(tmp_path)
+    config = make_config({"corrupt": (json_path, image_dir)})
+    gc.collect()
+    gc.disable()
+    try:
+        with running_server(config) as server:
+            call = open_stream(server.grpc_address, request("corrupt", batch_size=2))
+            try:
+                with pytest.raises(grpc.RpcError) as caught:
+                    list(call)
+            finally:
+                call._test_channel.close()
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and victim.name in caught.value.details()
+            assert wait_until(lambda: len(server.streams) == 0 and not _stream_threads())
+            assert wait_until(lambda: _live_pipelines(_built) == 0), _pipeline_referrers(_built)
+    finally:
+        gc.enable()
+
+
 def _native_counts() -> tuple[int, int]:
     """(OS threads other than gRPC core's event-engine pool, that pool's threads)."""
     names = os_thread_names()
@@ -144,24 +175,40 @@ def _native_counts() -> tuple[int, int]:
     return len(names) - pool, pool
 
 
-def _pipelines(running: bool = False) -> list[Any]:
-    """DALI pipelines alive in this process; ``running``: only those still holding a backend
-    or a worker pool (not yet shut down by ``release_pipeline`` or ``__del__``)."""
+def _running(pipeline: Any) -> bool:
+    """Whether a DALI pipeline still holds a backend or a worker pool (not yet shut down by
+    ``release_pipeline`` or ``__del__``)."""
+    return getattr(pipeline, "_pipe", None) is not None or getattr(pipeline, "_py_pool", None) is not None
+
+
+def _built(pipeline: Any) -> bool:
+    """Whether a DALI pipeline was built (running or closed since); DALI's unbuilt graph twins
+    are not (an op <-> pipeline cycle that a GC pass frees)."""
+    return bool(getattr(pipeline, "_built", True))
+
+
+def _pipelines(keep: Callable[[Any], bool] = lambda pipeline: True) -> list[Any]:
+    """DALI pipelines alive in this process for which ``keep`` holds."""
     from nvidia.dali.pipeline import Pipeline
 
-    alive = [o for o in gc.get_objects() if type(o) is Pipeline]
-    if running:
-        alive = [o for o in alive if getattr(o, "_pipe", None) is not None or getattr(o, "_py_pool", None) is not None]
-    return alive
+    return [o for o in gc.get_objects() if type(o) is Pipeline and keep(o)]
 
 
-def _live_pipelines(running: bool = False) -> int:
-    return len(_pipelines(running))
+def _live_pipelines(keep: Callable[[Any], bool] = lambda pipeline: True) -> int:
+    return len(_pipelines(keep))
 
 
-def _pipeline_referrers(running: bool = False) -> list[list[str]]:
-    """For a failure message: the types of what refers to each pipeline still alive."""
-    return [[type(r).__name__ for r in gc.get_referrers(p)] for p in _pipelines(running)]
+def _pipeline_referrers(keep: Callable[[Any], bool] = lambda pipeline: True) -> list[list[str]]:
+    """For a failure message: what refers to each pipeline still alive (types; frames with
+    their code name and line)."""
+    return [[_describe(r) for r in gc.get_referrers(p)] for p in _pipelines(keep)]
+
+
+def _describe(referrer: Any) -> str:
+    """A referrer in a few words: its type, or a frame's code name and line."""
+    if isinstance(referrer, types.FrameType):
+        return f"frame {referrer.f_code.co_name}:{referrer.f_lineno}"
+    return type(referrer).__name__
 
 
 def _stream_threads() -> list[str]:

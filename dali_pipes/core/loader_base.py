@@ -21,6 +21,7 @@ own (``load_state_dict``, error recovery) is released the same way.
 
 from __future__ import annotations
 
+import traceback
 import warnings
 from types import TracebackType
 from typing import Any, Iterator
@@ -171,7 +172,11 @@ class PipelineLoader:
     def _epoch_batches(self) -> Iterator[Any]:
         """The rest of the current epoch. The pipeline is looked up at every step and not held
         across a ``yield``, so a suspended iterator does not keep a closed loader's pipeline
-        (and its worker pool's semaphores) alive."""
+        (and its worker pool's semaphores) alive. Nor does an error this raises (the
+        DatasetError of a corrupt image, held by a caller or caught by the server): the frames
+        of its traceback hold neither the dropped pipeline nor an exception that refers back to
+        them, so the pipeline is freed by reference counting, not left in a cycle for a later
+        garbage collection (``tests/test_loader_close.py``)."""
         while True:
             self._check_open()
             pipeline = self._ensure_pipeline()
@@ -182,6 +187,8 @@ class PipelineLoader:
                 self._position = LoaderPosition(self._position.epoch + 1, 0, 0)
                 return
             except RuntimeError as error:
+                del pipeline  # dropped by _recover; an error raised from here must not hold it
+                traceback.clear_frames(error.__traceback__)  # DALI's run() frames hold it as self
                 self._recover(error)
                 continue
             batch = self._to_batch(outputs)
@@ -243,7 +250,10 @@ class PipelineLoader:
             if problem is None:
                 continue
             if self.config.on_error == "raise":
-                raise problem from error
+                try:
+                    raise problem from error
+                finally:
+                    del problem  # this frame is in its traceback: no frame <-> error cycle
             self.source.mark_bad(dataset, index, "corrupt image")
             return
         files = sorted({str(dataset[index].path) for dataset, index in suspects})
