@@ -99,10 +99,11 @@ def weak_pipeline(loader: Any) -> "weakref.ref | None":
 def collect_pipeline(ref: "weakref.ref | None") -> None:
     """Free a dropped DALI pipeline now.
 
-    A DALI pipeline and its ``python_function`` op reference each other, so only the cyclic
-    GC frees them (and with them DALI's threads, pinned and device memory). Left to a later
-    GC pass, dead pipelines pile up; left to interpreter exit, one can abort the process.
-    A young-generation pass usually suffices; a full one is the fallback.
+    The loader's ``close()`` has already shut the pipeline's backend and workers down; what
+    is left of it is freed by reference counting, unless a cycle holds it (a DALI graph and
+    its ops can refer to each other). This frees such a remnant now instead of at a later GC
+    pass (left to interpreter exit, one could abort the process). A young-generation pass
+    usually suffices; a full one is the fallback.
     """
     if ref is None or ref() is None:
         return

@@ -14,14 +14,13 @@ import torch
 
 from decal.dali_pipes.copy_paste.loader import CopyPasteLoader, GpuMaskCopyPasteLoader
 from decal.dali_pipes.core.errors import DatasetError
-from decal.dali_pipes.core.pipeline_release import worker_pids
 from decal.dali_pipes.cp2.loader import CP2Loader
 from decal.dali_pipes.cutmix.loader import CutMixLoader
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
 from test_copy_paste_loader import corrupt_dataset
-from worker_resources import alive, shm_mappings
+from worker_resources import alive, shm_mappings, worker_pids
 
 KW = dict(batch_size=2, output_size=48, device="cpu", num_threads=1, seed=4)
 

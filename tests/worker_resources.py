@@ -4,8 +4,9 @@ is released (``dali_pipes/core/pipeline_release.py``)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
-__all__ = ["alive", "shm_mappings"]
+__all__ = ["alive", "shm_mappings", "worker_pids"]
 
 
 def shm_mappings() -> set[str]:
@@ -18,3 +19,10 @@ def shm_mappings() -> set[str]:
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a live or unreaped process."""
     return os.path.exists(f"/proc/{pid}")
+
+
+def worker_pids(pipeline: Any) -> list[int]:
+    """The process ids of a DALI ``pipeline``'s parallel-source workers (its ``_py_pool``;
+    empty without workers or before ``build()``)."""
+    pool = getattr(pipeline, "_py_pool", None)
+    return list(pool.pids()) if pool is not None else []

@@ -23,14 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-__all__ = ["release_pipeline", "worker_pids"]
-
-
-def worker_pids(pipeline: Any) -> list[int]:
-    """The process ids of ``pipeline``'s parallel-source workers (empty without workers or
-    before ``build()``)."""
-    pool = getattr(pipeline, "_py_pool", None)
-    return list(pool.pids()) if pool is not None else []
+__all__ = ["release_pipeline"]
 
 
 def _shared_memory(pool: Any) -> Iterator[Any]:

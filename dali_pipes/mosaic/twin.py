@@ -27,7 +27,8 @@ after the LVIS 2021 challenge reports: the four images are drawn by repeat-facto
 The images are composed and the masks placed by :class:`MosaicStep`, the same code on both
 backends (:func:`compose_images` and :func:`place_masks`: a few strided copies per sample);
 the descriptor graph's step (``dali_pipes/mosaic/descriptors.py``) rasterises the masks onto
-the canvas instead, through :func:`tile_geometries`, and shares the rest
+the canvas instead, through :func:`tile_geometry_batch` (whose per-tile specification is
+:func:`tile_geometries`), and shares the rest
 (:func:`host_inputs`, :func:`compose_batch`, :func:`finish_instances`);
 :func:`compose_images_numpy` is the composition's NumPy twin. DALI's ``fn.multi_paste`` is not
 used: on the GPU backend (DALI 2.4, H200) it returned wrong canvases for this graph's inputs
