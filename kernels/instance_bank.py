@@ -20,7 +20,9 @@ but from an :class:`InstanceBank` of recent instances:
 * **Drawing** (host, over metadata only). Each destination image receives ``n`` instances,
   ``n`` uniform in ``[0, min(len(bank), max_num_pasted)]`` (mmdetection's ``CopyPaste`` count
   rule, as in partner mode), drawn without replacement with probability proportional to
-  the weight of their category:
+  the weight of their category (successive sampling, the law of NumPy's
+  ``choice(replace=False, p=...)``; one array pass for the whole batch in
+  :mod:`~decal.kernels.successive_sampling`):
 
   - ``"repeat_factor"``: ``w(c) = r(c) = max(1, sqrt(t / f(c)))``, the LVIS repeat factor of the
     category (``f(c)`` the fraction of the *dataset's* images holding ``c``; supplied by the
@@ -53,7 +55,6 @@ numbers) come to the host once per batch, for the draws and the bank's bookkeepi
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal, Mapping
 
@@ -62,10 +63,12 @@ import numpy as np
 from ._cuda import get_array_module, to_host
 from .composite import composite
 from .copy_paste import CopyPasteParams, PastedBatch
+from .crop_ring import CropRing
 from .gaussian_blur import gaussian_blur
 from .mask_boxes import mask_boxes
 from .occlusion_update import occlusion_keep, occlusion_update
 from .output_order import output_order, place_rows
+from .successive_sampling import draw_without_replacement
 
 __all__ = [
     "BankParams",
@@ -173,20 +176,6 @@ class BankDraws:
         return cls(np.zeros(batch_size + 1, dtype=np.int64), z, z, z, z, z, z, z, z)
 
 
-@dataclass
-class _Entry:
-    uid: int
-    offset: int
-    height: int
-    width: int
-    label: int
-    area: int
-
-    @property
-    def pixels(self) -> int:
-        return self.height * self.width
-
-
 def _box_pixel_chunks(
     xp: Any, heights: np.ndarray, widths: np.ndarray, chunk: int
 ) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -222,85 +211,99 @@ def _scatter_max(xp: Any, target: Any, index: Any, values: Any) -> None:
         cupyx.scatter_max(target, index, values)
 
 
+class _LabelTable:
+    """A category id -> value table as sorted arrays, for whole-array lookups."""
+
+    def __init__(self, table: Mapping[int, float] | None) -> None:
+        items = sorted((int(k), float(v)) for k, v in (table or {}).items())
+        self.keys = np.array([k for k, _ in items], dtype=np.int64)
+        self.values = np.array([v for _, v in items], dtype=np.float64)
+
+    def smallest(self, default: float) -> float:
+        """The smallest value in the table, ``default`` when it is empty."""
+        return float(self.values.min()) if len(self.values) else default
+
+    def lookup(self, labels: np.ndarray, default: float) -> np.ndarray:
+        """(n,) float64 the value of each label, ``default`` for a label not in the table."""
+        out = np.full(len(labels), default, dtype=np.float64)
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, labels), len(self.keys) - 1)
+            found = self.keys[at] == labels
+            out[found] = self.values[at[found]]
+        return out
+
+
 class InstanceBank:
     """A FIFO bank of instance crops (RGB + mask) in one device-resident pixel pool.
 
     The pool is a ``(max_pixels, 4)`` uint8 array of the array module of the first batch
     added (allocated then); entry metadata (pool offset, crop size, label, area) lives on the
-    host. See the module docstring for the semantics.
+    host as arrays (:class:`~decal.kernels.crop_ring.CropRing`). See the module docstring for
+    the semantics.
     """
 
     def __init__(self, params: BankParams) -> None:
         self.params = params
         self.pool: Any = None
-        self._entries: deque[_Entry] = deque()
-        self._head = 0  # next free pool pixel
-        self._next_uid = 0
-        self.added = 0
-        self.evicted = 0
-        self.rejected = 0
+        self._ring = CropRing(params.max_pixels, params.capacity)
+        self._class_weights = _LabelTable(params.class_weights)
+        self._class_frequency = _LabelTable(params.class_frequency)
 
     # -- inspection ----------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._ring)
+
+    @property
+    def added(self) -> int:
+        """Instances banked so far (later evictions included)."""
+        return self._ring.added
+
+    @property
+    def evicted(self) -> int:
+        """Entries evicted so far (by the FIFO ring or the capacity)."""
+        return self._ring.evicted
+
+    @property
+    def rejected(self) -> int:
+        """Crops never banked because they are larger than the whole pool."""
+        return self._ring.rejected
 
     @property
     def labels(self) -> np.ndarray:
         """(L,) int64 category ids of the live entries, oldest first."""
-        return np.array([e.label for e in self._entries], dtype=np.int64)
+        return self._ring.label.copy()
 
     @property
     def uids(self) -> np.ndarray:
         """(L,) int64 insertion numbers of the live entries, oldest first."""
-        return np.array([e.uid for e in self._entries], dtype=np.int64)
+        return self._ring.uid.copy()
 
     @property
     def nbytes(self) -> int:
         """Bytes of crop pixels held by the live entries."""
-        return BYTES_PER_PIXEL * sum(e.pixels for e in self._entries)
+        return BYTES_PER_PIXEL * int(np.sum(self._ring.height * self._ring.width))
 
     def entry_spans(self) -> list[tuple[int, int]]:
         """``(first pixel, end pixel)`` of each live entry in the pool, oldest first."""
-        return [(e.offset, e.offset + e.pixels) for e in self._entries]
+        offset = self._ring.offset
+        return list(zip(offset.tolist(), (offset + self._ring.height * self._ring.width).tolist()))
 
     def crop(self, uid: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rgb (h, w, 3), mask (h, w))`` uint8 host copies of a live entry (for tests and
         previews)."""
-        for e in self._entries:
-            if e.uid == uid:
-                block = self.pool[e.offset : e.offset + e.pixels].reshape(e.height, e.width, BYTES_PER_PIXEL)
-                block = block if isinstance(block, np.ndarray) else block.get()
-                return block[..., :3].copy(), block[..., 3].copy()
-        raise KeyError(f"no live bank entry {uid}")
+        ring = self._ring
+        found = np.flatnonzero(ring.uid == uid)
+        if len(found) == 0:
+            raise KeyError(f"no live bank entry {uid}")
+        i = int(found[0])
+        h, w, offset = int(ring.height[i]), int(ring.width[i]), int(ring.offset[i])
+        block = self.pool[offset : offset + h * w].reshape(h, w, BYTES_PER_PIXEL)
+        block = block if isinstance(block, np.ndarray) else block.get()
+        return block[..., :3].copy(), block[..., 3].copy()
 
     def clear(self) -> None:
         """Forget every entry (the pool stays allocated)."""
-        self._entries.clear()
-        self._head = 0
-
-    # -- allocation (host) ---------------------------------------------------------------
-    def _allocate(self, pixels: int) -> int | None:
-        """Reserve ``pixels`` contiguous pool pixels at the ring's head, evicting the oldest
-        entries in the way; None when the crop can never fit."""
-        size = self.params.max_pixels
-        if pixels > size or pixels == 0:
-            return None
-        start = self._head
-        if start + pixels > size:  # wrap: the tail gap is abandoned with what lies in it
-            start = 0
-        end = start + pixels
-        # Live entries lie circularly after the head in FIFO order, so the ones in the way
-        # (overlapping [start, end), or in the abandoned tail gap) form a prefix of the queue.
-        while self._entries:
-            e = self._entries[0]
-            in_gap = start == 0 and self._head > 0 and e.offset >= self._head
-            overlaps = e.offset < end and e.offset + e.pixels > start
-            if not (in_gap or overlaps):
-                break
-            self._entries.popleft()
-            self.evicted += 1
-        self._head = end
-        return start
+        self._ring.clear()
 
     # -- feeding -------------------------------------------------------------------------
     def add(
@@ -333,36 +336,18 @@ class InstanceBank:
         elif get_array_module(self.pool) is not xp:
             raise ValueError("InstanceBank: a batch on another device than the bank's pool")
         boxes = np.asarray(boxes).astype(np.int64).reshape(-1, 4)
-        n = len(boxes)
-        if n == 0:
+        if len(boxes) == 0:
             return 0
-        fresh: list[_Entry] = []
-        for i in range(n):  # host bookkeeping over n small records; pixels are moved below
-            x0, y0, x1, y1 = (int(v) for v in boxes[i])
-            h, w = y1 - y0, x1 - x0
-            offset = self._allocate(h * w)
-            if offset is None:
-                self.rejected += 1
-                fresh.append(None)  # type: ignore[arg-type]
-                continue
-            entry = _Entry(self._next_uid, offset, h, w, int(labels[i]), int(areas[i]))
-            self._next_uid += 1
-            self._entries.append(entry)
-            fresh.append(entry)
-        while len(self._entries) > self.params.capacity:
-            self._entries.popleft()
-            self.evicted += 1
-        # Write only what is still live after all of this batch's allocations: a crop evicted
-        # by a later crop of the same batch would otherwise race with it for the same pixels.
-        live = {e.uid for e in self._entries}
-        keep = [i for i, e in enumerate(fresh) if e is not None and e.uid in live]
-        self.added += sum(1 for e in fresh if e is not None)
-        if not keep:
+        # host bookkeeping as arrays (kernels/crop_ring.py); the pixels are moved below.
+        # Only what is still live after the whole batch is written: a crop evicted by a later
+        # crop of the same batch would otherwise race with it for the same pixels.
+        where = self._ring.push(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0], labels, areas)
+        keep_a = np.flatnonzero(where >= 0)
+        if len(keep_a) == 0:
             return 0
-        keep_a = np.asarray(keep, dtype=np.int64)
         b = boxes[keep_a]
         heights, widths = b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]
-        offsets_x = xp.asarray(np.array([fresh[i].offset for i in keep], dtype=np.int64))
+        offsets_x = xp.asarray(where[keep_a])
         x0_x, y0_x = xp.asarray(b[:, 0]), xp.asarray(b[:, 1])
         rows_x = xp.asarray(np.asarray(rows, dtype=np.int64)[keep_a])
         samples_x = xp.asarray(np.asarray(samples, dtype=np.int64)[keep_a])
@@ -373,21 +358,19 @@ class InstanceBank:
             dest = offsets_x[inst] + (k - starts_x[inst])
             self.pool[dest, :3] = images[samples_x[inst], y, x]
             self.pool[dest, 3] = (masks[rows_x[inst], y, x] != 0).astype(xp.uint8)
-        return len(keep)
+        return len(keep_a)
 
     # -- drawing (host) ------------------------------------------------------------------
     def weights(self) -> np.ndarray:
         """(L,) float64 unnormalised draw weight of every live entry."""
-        labels = self.labels
+        labels = self._ring.label
         p = self.params
         if len(labels) == 0 or p.weighting == "uniform":
             return np.ones(len(labels), dtype=np.float64)
         if p.weighting == "repeat_factor":
-            table = p.class_weights or {}
-            return np.array([float(table.get(int(c), 1.0)) for c in labels], dtype=np.float64)
+            return self._class_weights.lookup(labels, default=1.0)
         if p.class_frequency is not None:
-            fallback = min(p.class_frequency.values()) if p.class_frequency else 1.0
-            freq = np.array([float(p.class_frequency.get(int(c), fallback)) for c in labels])
+            freq = self._class_frequency.lookup(labels, default=self._class_frequency.smallest(1.0))
         else:
             classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
             freq = counts[inverse] / len(labels)
@@ -396,36 +379,31 @@ class InstanceBank:
     def draw(
         self, rng: np.random.Generator, batch_size: int, height: int, width: int, max_num_pasted: int
     ) -> BankDraws:
-        """Draw what each of ``batch_size`` destinations (H×W) pastes (see module docstring)."""
-        entries = list(self._entries)
-        if not entries or max_num_pasted == 0:
+        """Draw what each of ``batch_size`` destinations (H×W) pastes (see module docstring):
+        whole-batch array operations over the entries' metadata, no Python step per entry."""
+        ring = self._ring
+        if len(ring) == 0 or max_num_pasted == 0:
             return BankDraws.empty(batch_size)
-        fits = np.array([e.height <= height and e.width <= width for e in entries], dtype=bool)
-        weights = self.weights() * fits
-        available = int(np.count_nonzero(weights))
-        if available == 0:
+        weights = self.weights() * ((ring.height <= height) & (ring.width <= width))
+        candidates = np.flatnonzero(weights > 0)
+        if len(candidates) == 0:
             return BankDraws.empty(batch_size)
-        prob = weights / weights.sum()
-        chosen: list[np.ndarray] = []
-        for _ in range(batch_size):  # B small host draws over metadata
-            n = int(rng.integers(0, min(available, max_num_pasted) + 1))
-            chosen.append(rng.choice(len(entries), size=n, replace=False, p=prob).astype(np.int64))
-        picks = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
-        offsets = np.concatenate([[0], np.cumsum([len(c) for c in chosen])]).astype(np.int64)
-        h = np.array([entries[i].height for i in picks], dtype=np.int64)
-        w = np.array([entries[i].width for i in picks], dtype=np.int64)
+        counts = rng.integers(0, min(len(candidates), max_num_pasted) + 1, size=batch_size)
+        picks = candidates[draw_without_replacement(rng, weights[candidates], counts)]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        h, w = ring.height[picks], ring.width[picks]
         x0 = np.floor(rng.random(len(picks)) * (width - w + 1)).astype(np.int64)
         y0 = np.floor(rng.random(len(picks)) * (height - h + 1)).astype(np.int64)
         return BankDraws(
             offsets=offsets,
-            uid=np.array([entries[i].uid for i in picks], dtype=np.int64),
-            labels=np.array([entries[i].label for i in picks], dtype=np.int64),
+            uid=ring.uid[picks],
+            labels=ring.label[picks],
             x0=x0,
             y0=y0,
             height=h,
             width=w,
-            area=np.array([entries[i].area for i in picks], dtype=np.int64),
-            pool_offset=np.array([entries[i].offset for i in picks], dtype=np.int64),
+            area=ring.area[picks],
+            pool_offset=ring.offset[picks],
         )
 
     # -- rendering (device) --------------------------------------------------------------

@@ -211,15 +211,28 @@ def test_uniform_weighting_follows_the_data() -> None:
 def test_weights() -> None:
     bank = bank_of(capacity=50, weighting="inverse_frequency", power=0.0)
     rng = np.random.default_rng(2)
-    images, masks, offsets, labels, crowd = synthetic_batch(rng, 4, np.array([0.8, 0.2]))
+    images, masks, offsets, labels, crowd = synthetic_batch(rng, 8, np.array([0.5, 0.5]))
     areas, boxes = mask_boxes_numpy(masks)
     bank.add(images, masks, np.arange(len(masks)), np.zeros(len(masks), np.int64), boxes, labels, areas)
     np.testing.assert_array_equal(bank.weights(), np.ones(len(bank)))  # p = 0: uniform
     fixed = InstanceBank(BankParams(weighting="inverse_frequency", power=1.0, class_frequency={1: 0.5, 2: 0.01}))
-    fixed._entries, fixed.pool = bank._entries, bank.pool  # same content, fixed frequency table
+    fixed._ring, fixed.pool = bank._ring, bank.pool  # same content, fixed frequency table
     w = fixed.weights()
     np.testing.assert_allclose(w[bank.labels == 1], 2.0)
     np.testing.assert_allclose(w[bank.labels == 2], 100.0)
+    assert set(bank.labels.tolist()) == {1, 2}  # both categories are there to be weighed
+    # a category missing from the fixed table takes its smallest frequency (0.01 here)
+    only_one = InstanceBank(BankParams(weighting="inverse_frequency", power=1.0, class_frequency={1: 0.5, 7: 0.01}))
+    only_one._ring = bank._ring
+    w = only_one.weights()
+    np.testing.assert_allclose(w[bank.labels == 1], 2.0)
+    np.testing.assert_allclose(w[bank.labels == 2], 100.0)
+    # repeat factors: the table's r(c), 1 for a category missing from it
+    repeat = InstanceBank(BankParams(weighting="repeat_factor", class_weights={2: 3.5, 9: 2.0}))
+    repeat._ring = bank._ring
+    w = repeat.weights()
+    np.testing.assert_allclose(w[bank.labels == 1], 1.0)
+    np.testing.assert_allclose(w[bank.labels == 2], 3.5)
     with pytest.raises(ValueError):
         BankParams(weighting="nope")
     with pytest.raises(ValueError):
@@ -270,3 +283,16 @@ def test_gpu_matches_numpy() -> None:
         np.testing.assert_array_equal(c.labels, g.labels)
         np.testing.assert_array_equal(c.pasted_uid, g.pasted_uid)
         np.testing.assert_array_equal(cpu_bank.pool, gpu_bank.pool.get())
+
+
+@pytest.mark.parametrize("weighting", ["inverse_frequency", "repeat_factor", "uniform"])
+def test_the_bank_bench_runs_on_a_full_bank(weighting: str, capsys) -> None:
+    """bench/bank_host.py at a tiny size: one figure per round for both parts, and its CLI."""
+    from decal.bench.bank_host import main, time_bank
+
+    figures = time_bank(4, 3, 20, weighting, 3, batches=2, rounds=3)
+    assert [len(figures["draw_ms"]), len(figures["add_ms"])] == [3, 3]
+    assert all(v > 0 for v in figures["draw_ms"] + figures["add_ms"])
+    main(["--batch-size", "4", "--instances", "2", "--capacity", "16", "--batches", "1", "--rounds", "1",
+          "--weighting", weighting])  # fmt: skip
+    assert "B=4, 2 instances/image, bank 16" in capsys.readouterr().out

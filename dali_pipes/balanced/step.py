@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
+
 from ...kernels.copy_paste import CopyPasteParams
 from ...kernels.instance_bank import BankParams, InstanceBank, bank_copy_paste_batch
 from ..copy_paste.source import copy_paste_rng
@@ -81,9 +83,10 @@ class BalancedCopyPasteStep:
                 boxes=batch.boxes,
                 areas_host=batch.areas_host,
             )
-            if live:
-                for label in result.labels[result.pasted]:
-                    self.pasted_per_category[int(label)] = self.pasted_per_category.get(int(label), 0) + 1
+            if live:  # one step per category pasted in the batch, not per instance
+                categories, counts = np.unique(result.labels[result.pasted], return_counts=True)
+                for label, count in zip(categories.tolist(), counts.tolist()):
+                    self.pasted_per_category[label] = self.pasted_per_category.get(label, 0) + count
         return split_result(batch.xp, result, len(batch.offsets) - 1)
 
 
