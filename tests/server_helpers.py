@@ -159,23 +159,6 @@ def process_counts() -> dict[str, int]:
     }
 
 
-def os_thread_names() -> list[str]:
-    names = []
-    for task in os.listdir("/proc/self/task"):
-        try:
-            names.append(Path(f"/proc/self/task/{task}/comm").read_text().strip())
-        except OSError:
-            pass
-    return sorted(names)
-
-
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # ----------------------------------------------------------------------------- subprocess server
