@@ -159,23 +159,6 @@ def process_counts() -> dict[str, int]:
     }
 
 
-def os_thread_names() -> list[str]:
-    names = []
-    for task in os.listdir("/proc/self/task"):
-        try:
-            names.append(Path(f"/proc/self/task/{task}/comm").read_text().strip())
-        except OSError:
-            pass
-    return sorted(names)
-
-
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # ----------------------------------------------------------------------------- subprocess server
@@ -233,9 +216,12 @@ def write_server_toml(path: Path, datasets: dict[str, tuple[Path, Path]], extra:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; :meth:`sever` cuts every live connection
-    (both directions, abruptly) while new connections keep being accepted."""
+    (both directions, abruptly) while new connections keep being accepted. ``target`` may be
+    changed at any time (new connections go there) or set to None (new connections are
+    closed at once, as by a server that is down), so the proxy's address can stand for a
+    server that is restarted on another port."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int] | None) -> None:
         self.target = target
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)
@@ -255,8 +241,12 @@ class TcpProxy:
                 client, _ = self.listener.accept()
             except (socket.timeout, OSError):
                 continue
+            target = self.target
+            if target is None:
+                client.close()
+                continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = socket.create_connection(target, timeout=5)
             except OSError:
                 client.close()
                 continue

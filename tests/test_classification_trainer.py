@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +31,7 @@ from decal.trainers.common.config import load_config
 from decal.trainers.common.metrics import read_jsonl
 
 from folder_factory import write_image_folder
-from trainer_helpers import assert_remote_trains_like_local, assert_same_weights, run_and_resume, tiny_config
+from trainer_helpers import assert_remote_trains_like_local, assert_same_weights, run_and_resume, tiny_config, torchrun
 
 
 
@@ -203,19 +199,9 @@ def test_example_configs_load() -> None:
 def test_ddp_two_ranks_under_torchrun(tmp_path: Path, folder: Path) -> None:
     """torchrun with two gloo ranks: one DALI shard per rank; the evaluation counts each of
     the 12 images once (rank r reads images r, r + 2, ...; counts summed over ranks)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "decal.trainers.cli", "train", "classify", "--preset", "tiny",
-        "--images", str(folder), "--val-images", str(folder), "--out-dir", str(out), "--max-iters", "2",
-        "--batch-size", "3", "--no-progress", "--set", "run.torch_threads=1", "--set", "run.log_every=1",
-    ]  # fmt: skip
-    completed = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
-                               cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    torchrun("classify", "--preset", "tiny", "--images", str(folder), "--val-images", str(folder), "--out-dir", str(out),
+             "--max-iters", "2", "--batch-size", "3")  # fmt: skip
     state = load_checkpoint(Checkpointer(out / "checkpoints").latest())
     assert state["world_size"] == 2 and [s["shard_id"] for s in state["loader"]] == [0, 1]
     evaluation = read_jsonl(out / "metrics.jsonl", split="eval")[-1]

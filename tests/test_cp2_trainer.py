@@ -15,10 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +31,7 @@ from decal.trainers.cp2 import FINETUNE_PRESETS, PRESETS, CP2Config, CP2Finetune
 
 from coco_factory import write_coco_dataset
 from folder_factory import write_image_folder
-from trainer_helpers import assert_remote_trains_like_local, run_and_resume, tiny_config
+from trainer_helpers import assert_remote_trains_like_local, run_and_resume, tiny_config, torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,22 +170,6 @@ def test_cli_print_config_and_eval_only(finetuned: dict[str, Any], capsys: pytes
                      "--set", "eval.max_images=1"]) == 0  # fmt: skip
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["num_images"] == 1 and 0.0 <= metrics["mIoU"] <= 1.0
-
-
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 -m decal.trainers.cli train ...`` (gloo, one thread per rank)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "decal.trainers.cli", "train", *args,
-        "--no-progress", "--set", "run.torch_threads=1", "--set", "run.log_every=1",
-    ]  # fmt: skip
-    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed
 
 
 def test_ddp_two_ranks_under_torchrun(tmp_path: Path, folder: Path) -> None:

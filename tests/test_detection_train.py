@@ -11,11 +11,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,7 @@ from decal.trainers.detection.pseudo_label import merge_coco
 
 from coco_factory import write_coco_dataset
 from progress_capture import CountingTqdm, count_bars, progress_lines
-from trainer_helpers import PositionRecorder, assert_same_weights, run_and_resume, tiny_config
+from trainer_helpers import PositionRecorder, assert_same_weights, run_and_resume, tiny_config, torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -258,19 +254,9 @@ def test_cli_print_config_and_eval_only(overfit: dict[str, Any], capsys: pytest.
 def test_ddp_two_ranks_under_torchrun(tmp_path: Path, synth: tuple[Path, Path]) -> None:
     """torchrun with two gloo ranks on the CPU: each rank reads its own DALI shard; one
     checkpoint holds both positions; the metrics are averaged over the ranks."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "decal.trainers.cli", "train", "detection", "--preset", "tiny",
-        "--annotations", str(synth[0]), "--images", str(synth[1]), "--out-dir", str(out), "--max-iters", "2",
-        "--no-progress", "--set", "eval.enabled=false", "--set", "run.torch_threads=1", "--set", "run.log_every=1",
-    ]  # fmt: skip
-    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    torchrun("detection", "--preset", "tiny", "--annotations", str(synth[0]), "--images", str(synth[1]), "--out-dir", str(out),
+             "--max-iters", "2", "--set", "eval.enabled=false")  # fmt: skip
     state = load_checkpoint(Checkpointer(out / "checkpoints").latest())
     assert state["world_size"] == 2 and state["step"] == 2
     assert [s["shard_id"] for s in state["loader"]] == [0, 1] and all(s["num_shards"] == 2 for s in state["loader"])

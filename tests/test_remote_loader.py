@@ -71,32 +71,33 @@ def test_connection_cut_mid_epoch_loses_and_repeats_nothing(server, synth) -> No
     assert proxy.connections >= 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_server_killed_and_restarted_mid_epoch(synth, tmp_path) -> None:
+    """The client keeps one address (a proxy's) while the server process behind it is killed
+    and a new one started: each server binds a port of its own (0), so no port is picked free
+    and bound later, nor rebound after the kill, where another process (or one of the
+    client's own reconnects) could take it meanwhile."""
     want = local_epochs(synth, 1, **OPTIONS)[0]
     toml = write_server_toml(tmp_path / "server.toml", {"synth": synth})
-    port = _free_port()
-    first = ServerProcess(toml, tmp_path, grpc_port=port, http_port=-1)
+    first = ServerProcess(toml, tmp_path, http_port=-1)
     second = None
+    proxy = TcpProxy(("127.0.0.1", first.grpc_port))
     try:
-        remote = RemoteLoader(first.address, "synth", prefetch=1, backoff=(0.1, 1.0), max_retries=40, **OPTIONS)
+        remote = RemoteLoader(proxy.address, "synth", prefetch=1, backoff=(0.1, 1.0), max_retries=40, **OPTIONS)
         got = []
         for i, batch in enumerate(remote):
             got.append(batch)
             if i == 3:
                 first.kill()  # SIGKILL: no goodbye
-                second = ServerProcess(toml, tmp_path, grpc_port=port, http_port=-1)
+                proxy.target = None  # down: connections are closed as the dead port would refuse them
+                second = ServerProcess(toml, tmp_path, http_port=-1)
+                proxy.target = ("127.0.0.1", second.grpc_port)
         assert remote.reconnects >= 1
         assert image_ids(got) == image_ids(want)
         for g, w in zip(got, want):
             assert_batches_equal(g, w)
         remote.close()
     finally:
+        proxy.close()
         first.kill()
         if second is not None:
             assert second.terminate() == 0
@@ -234,9 +235,11 @@ def test_device_takes_the_one_vocabulary() -> None:
 
 
 def test_unreachable_server_gives_up_after_max_retries() -> None:
-    remote = RemoteLoader(f"127.0.0.1:{_free_port()}", "synth", max_retries=2, backoff=(0.01, 0.02), connect_timeout=0.5)
-    with pytest.raises(RemoteLoaderError, match="gave up after 3"):
-        list(remote)
+    with socket.socket() as bound:  # bound, never listening: connections are refused, and no other process can take the port
+        bound.bind(("127.0.0.1", 0))
+        remote = RemoteLoader(f"127.0.0.1:{bound.getsockname()[1]}", "synth", max_retries=2, backoff=(0.01, 0.02), connect_timeout=0.5)
+        with pytest.raises(RemoteLoaderError, match="gave up after 3"):
+            list(remote)
 
 
 def test_token(synth) -> None:

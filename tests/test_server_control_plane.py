@@ -19,7 +19,8 @@ for _module in ("fastapi", "uvicorn", "prometheus_client"):
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from coco_factory import write_coco_dataset  # noqa: E402
-from server_helpers import first_status, make_config, open_stream, request, running_server, wait_until  # noqa: E402
+from polling import wait_until  # noqa: E402
+from server_helpers import first_status, make_config, open_stream, request, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coco_factory import write_coco_dataset
 from decal.server.config import Limits
-from server_helpers import first_status, make_config, open_stream, request, running_server, wait_until
+from polling import wait_until
+from server_helpers import first_status, make_config, open_stream, request, running_server
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,9 @@ import pytest
 from decal.server.config import Limits
 
 from coco_factory import write_coco_dataset
-from server_helpers import TcpProxy, os_thread_names, make_config, open_stream, process_counts, request, running_server, wait_until
+from polling import wait_until
+from server_helpers import TcpProxy, make_config, open_stream, process_counts, request, running_server
+from worker_resources import os_thread_names
 from test_copy_paste_loader import corrupt_dataset
 
 DISCONNECTS = 200

@@ -18,7 +18,8 @@ from decal.server.pipelines import PIPELINES, RequestError
 from decal.server.validation import validate_request
 
 from coco_factory import write_coco_dataset
-from server_helpers import FakeLoader, first_status, info, make_config, open_stream, request, running_server, wait_until
+from polling import wait_until
+from server_helpers import FakeLoader, first_status, info, make_config, open_stream, request, running_server
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

@@ -13,7 +13,8 @@ from decal.server.config import DatasetEntry
 from decal.server.pipelines import COPY_PASTE
 
 from coco_factory import write_coco_dataset
-from server_helpers import make_config, open_stream, request, running_server, wait_until
+from polling import wait_until
+from server_helpers import make_config, open_stream, request, running_server
 from worker_resources import shm_mappings
 
 

@@ -40,7 +40,9 @@ from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
 from decal.trainers.common.metrics import MetricLogger, WindowAverage, read_jsonl
 from decal.trainers.common.optim import build_optimizer, build_scheduler, lr_factor, scaled_lr
 
+from polling import wait_until
 from progress_capture import CountingTqdm, count_bars, progress_lines
+from worker_resources import os_thread_names
 
 
 # --------------------------------------------------------------------------- config
@@ -494,13 +496,26 @@ def test_loop_rejects_non_finite_loss(tmp_path: Path) -> None:
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    # As under torchrun: the launcher (here the test) serves the rendezvous store on a port it
+    # holds, and every rank is its client (TORCHELASTIC_USE_AGENT_STORE), so no port is picked
+    # free and bound later, where another process may have taken it meanwhile.
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True",
+                      RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     info = init_distributed("gloo", "cpu")
     try:  # the loop and its DDP model go out of scope before cleanup, as in in_process_group
         _ddp_run(rank, info, out_dir)
     finally:
         cleanup(info)
+    # cleanup freed the group while the interpreter is alive: no gloo thread is left for
+    # interpreter shutdown to tear down (where that can abort the rank)
+    wait_until(lambda: not _gloo_threads(), timeout=60)
+    Path(out_dir, f"gloo-threads-{rank}.json").write_text(json.dumps(_gloo_threads()))
+
+
+def _gloo_threads() -> list[str]:
+    """This process's gloo threads (the process group's workers, its TCP transport loop)."""
+    return [name for name in os_thread_names() if "gloo" in name]
 
 
 def _ddp_run(rank: int, info: Any, out_dir: str) -> None:
@@ -520,16 +535,15 @@ def _ddp_run(rank: int, info: Any, out_dir: str) -> None:
 def test_loop_ddp_two_cpu_processes(tmp_path: Path) -> None:
     """Two gloo ranks, one shard each: parameters stay identical, shards are disjoint, one
     checkpoint holds both ranks' loader positions."""
-    import socket
-
     import torch.multiprocessing as mp
+    from torch.distributed import TCPStore
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    store = TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)  # binds a free port and keeps it
+    mp.spawn(_ddp_worker, args=(2, store.port, str(tmp_path)), nprocs=2, join=True)
+    del store
     result = json.loads((tmp_path / "ddp.json").read_text())
     assert result == {"same_params": True, "disjoint": True, "step": 8}
+    assert [json.loads((tmp_path / f"gloo-threads-{rank}.json").read_text()) for rank in range(2)] == [[], []]
     state = load_checkpoint(Checkpointer(tmp_path / "checkpoints").latest())
     assert state["world_size"] == 2 and len(state["loader"]) == 2 and len(state["rng"]) == 2
     records = read_jsonl(tmp_path / "metrics.jsonl", split="train")

@@ -1,8 +1,12 @@
 """What the trainer tests share: a quiet tiny configuration, a hook that records the loader's
-position and the loss after every step, and the checks of an exact resume."""
+position and the loss after every step, the checks of an exact resume, and a two-rank run under
+torchrun."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +19,25 @@ from decal.trainers.common.loop import Hook, StepOutput, TrainLoop
 
 #: Run options of a test: no progress bar, no TensorBoard, a metrics line every step.
 QUIET = {"progress": False, "tensorboard": False, "log_every": 1}
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(*train_args: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 -m decal.trainers.cli train <train_args>``
+    (gloo, one thread per rank, no progress bar, a metrics line every step), asserted to end
+    with exit code 0. ``--standalone``: torchrun binds its rendezvous store to a free port
+    itself and keeps it, where a port picked free here and handed over could be taken by
+    another process before torchrun binds it."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "decal.trainers.cli", "train", *train_args,
+        "--no-progress", "--set", "run.torch_threads=1", "--set", "run.log_every=1",
+    ]  # fmt: skip
+    completed = subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                               timeout=300)  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
 
 
 def tiny_config(config_type: type, presets: dict[str, Any], out_dir: Path, **sections: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ def init_distributed(backend: str = "auto", device: str = "auto", timeout_s: flo
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
+        _import_before_the_group_exists()
         dist.init_process_group(
             backend=backend,
             init_method="env://",
@@ -102,6 +104,22 @@ def init_distributed(backend: str = "auto", device: str = "auto", timeout_s: flo
             timeout=datetime.timedelta(seconds=timeout_s),
         )
     return DistInfo(rank, world_size, local_rank, backend)
+
+
+#: Modules that bind ``torch.distributed.group.WORLD`` into default arguments when imported
+#: (``def broadcast(tensor, src, group=group.WORLD)``). Imported after the group exists (torch
+#: imports this one lazily, e.g. the first optimizer's ``add_param_group`` loads
+#: ``torch._dynamo``, which loads it), they hold the default group for the life of the
+#: interpreter: ``destroy_process_group`` then frees nothing, and gloo's threads and rank 0's
+#: store server are torn down during interpreter shutdown.
+_BINDS_WORLD_AT_IMPORT = ("torch.distributed.nn.functional",)
+
+
+def _import_before_the_group_exists() -> None:
+    """Import :data:`_BINDS_WORLD_AT_IMPORT` while ``group.WORLD`` is still None, so their
+    defaults hold None (the default group, looked up per call) instead of the group itself."""
+    for name in _BINDS_WORLD_AT_IMPORT:
+        importlib.import_module(name)
 
 
 def resolve_device(requested: str, info: DistInfo) -> torch.device:
@@ -178,7 +196,9 @@ def cleanup(info: DistInfo) -> None:
     cycle (its hooks) still holds the group, and would free it, with gloo's C++ threads and
     their tensors, during interpreter shutdown, where that can abort the process. So a garbage
     collection runs first: call this after the job's own references (model, loop) are gone,
-    as :func:`in_process_group` does."""
+    as :func:`in_process_group` does. Nor may a module hold the group: see
+    :func:`init_distributed`, which imports the one torch module that would before the group
+    exists. After this returns no gloo thread of the group is left."""
     if info.distributed and dist.is_initialized():
         if sys.exc_info()[0] is None:
             dist.barrier()
