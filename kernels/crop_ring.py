@@ -72,6 +72,11 @@ class CropRing:
         return len(self.uid)
 
     @property
+    def pixels(self) -> np.ndarray:
+        """(L,) int64 pixels of each live entry."""
+        return self.height * self.width
+
+    @property
     def offset(self) -> np.ndarray:
         """(L,) int64 first pool pixel of each live entry."""
         return self.start % self.pool_pixels

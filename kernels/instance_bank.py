@@ -265,7 +265,7 @@ class InstanceBank:
 
     @property
     def rejected(self) -> int:
-        """Crops never banked because they are larger than the whole pool."""
+        """Crops never banked: larger than the whole pool, or of no pixels."""
         return self._ring.rejected
 
     @property
@@ -281,12 +281,12 @@ class InstanceBank:
     @property
     def nbytes(self) -> int:
         """Bytes of crop pixels held by the live entries."""
-        return BYTES_PER_PIXEL * int(np.sum(self._ring.height * self._ring.width))
+        return BYTES_PER_PIXEL * int(np.sum(self._ring.pixels))
 
     def entry_spans(self) -> list[tuple[int, int]]:
         """``(first pixel, end pixel)`` of each live entry in the pool, oldest first."""
         offset = self._ring.offset
-        return list(zip(offset.tolist(), (offset + self._ring.height * self._ring.width).tolist()))
+        return list(zip(offset.tolist(), (offset + self._ring.pixels).tolist()))
 
     def crop(self, uid: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rgb (h, w, 3), mask (h, w))`` uint8 host copies of a live entry (for tests and

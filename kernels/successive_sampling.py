@@ -85,8 +85,9 @@ def _race_after(
     counts: np.ndarray,
     out: np.ndarray,
 ) -> np.ndarray:
-    """Rows that saw ``seen`` < ``counts`` distinct items: their draws ``out`` (S, k), completed
-    at columns ``seen .. counts - 1`` by the exponential race over the items not seen."""
+    """Rows that saw ``seen`` < ``counts`` distinct items: their draws ``out`` (S, k), a copy
+    the caller made, completed in place at columns ``seen .. counts - 1`` by the exponential
+    race over the items not seen, and returned."""
     keys = rng.standard_exponential((len(seq), len(weights))) / weights
     r, c = np.nonzero(first)
     keys[r, seq[r, c]] = np.inf
@@ -97,7 +98,6 @@ def _race_after(
     else:
         smallest = np.broadcast_to(np.arange(kk, dtype=np.int64), keys.shape)
     ranked = np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, 1), axis=1), 1)
-    out = out.copy()
     r, j = np.nonzero(np.arange(kk) < need[:, None])
     out[r, seen[r] + j] = ranked[r, j]
     return out
