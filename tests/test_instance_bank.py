@@ -286,13 +286,20 @@ def test_gpu_matches_numpy() -> None:
 
 
 @pytest.mark.parametrize("weighting", ["inverse_frequency", "repeat_factor", "uniform"])
-def test_the_bank_bench_runs_on_a_full_bank(weighting: str, capsys) -> None:
-    """bench/bank_host.py at a tiny size: one figure per round for both parts, and its CLI."""
+def test_the_bank_bench_runs_on_a_full_bank(weighting: str, capsys, tmp_path) -> None:
+    """bench/bank_host.py at a tiny size: one figure per round for both parts, and its CLI's
+    JSON (the medians of those rounds; no timing is checked)."""
+    import json
+    import statistics
+
     from decal.bench.bank_host import main, time_bank
 
     figures = time_bank(4, 3, 20, weighting, 3, batches=2, rounds=3)
     assert [len(figures["draw_ms"]), len(figures["add_ms"])] == [3, 3]
-    assert all(v > 0 for v in figures["draw_ms"] + figures["add_ms"])
-    main(["--batch-size", "4", "--instances", "2", "--capacity", "16", "--batches", "1", "--rounds", "1",
-          "--weighting", weighting])  # fmt: skip
+    main(["--batch-size", "4", "--instances", "2", "--capacity", "16", "--batches", "1", "--rounds", "3",
+          "--weighting", weighting, "--json", str(tmp_path / "bank.json")])  # fmt: skip
     assert "B=4, 2 instances/image, bank 16" in capsys.readouterr().out
+    result = json.loads((tmp_path / "bank.json").read_text())
+    assert result["args"]["weighting"] == weighting and len(result["draw_ms"]) == 3
+    assert result["draw_median_ms"] == statistics.median(result["draw_ms"])
+    assert result["add_median_ms"] == statistics.median(result["add_ms"])
